@@ -1,0 +1,301 @@
+"""The GPT decoder family: GPT-2 (Radford et al. 2019) and its modern variants, all from `GPTConfig`.
+
+Parameter names follow HF GPT-2 (`transformer.wte`, `transformer.h.{i}.attn.c_attn`, ...) with `nn.Linear`
+weights (transposed relative to HF's `Conv1D`). Architecture reference: nanoGPT and
+"Language Models are Unsupervised Multitask Learners"
+(https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmlab.models.gpt.config import GPTConfig
+from llmlab.nn.block import Block
+from llmlab.nn.kv_cache import KVCache
+from llmlab.nn.masks import build_attention_mask
+from llmlab.nn.norms import build_norm
+from llmlab.nn.positions import alibi_slopes, rope_cos_sin, sinusoidal_table
+
+CONFIG_NAME = "model_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class ModelOutput:
+    """What `GPT.forward` returns.
+
+    Attributes:
+        logits: (B, T, V) next-token logits.
+        loss: mean cross-entropy over targets != -100 (+ moe_aux_loss_coef * aux_loss with MoE), or None.
+        aux_loss: MoE load-balancing loss averaged over MoE layers (a zero tensor for dense models).
+        attentions: per-layer self-attention weights (B, nh, T, S) when requested, else None.
+    """
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+    attentions: list[torch.Tensor] | None = None
+
+
+class GPT(nn.Module):
+    """A decoder-only Transformer language model configured by `GPTConfig`.
+
+    Args:
+        config: the architecture; `config.validate()` is called first.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        modules: dict[str, nn.Module] = {"wte": nn.Embedding(c.vocab_size, c.n_embd)}
+        if c.position == "learned":
+            modules["wpe"] = nn.Embedding(c.block_size, c.n_embd)
+        modules["drop"] = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
+        modules["h"] = nn.ModuleList(
+            Block(
+                c.n_embd,
+                c.n_head,
+                c.n_kv_head,
+                attention=c.attention,
+                norm=c.norm,
+                norm_eps=c.norm_eps,
+                pre_norm=c.pre_norm,
+                mlp=c.mlp,
+                mlp_hidden=c.hidden_size,
+                moe_num_experts=c.moe_num_experts,
+                moe_top_k=c.moe_top_k,
+                bias=c.bias,
+                dropout=c.dropout,
+                causal=c.causal,
+                cross_attention=c.cross_attention,
+                layer_idx=i,
+            )
+            for i in range(c.n_layer)
+        )
+        if c.pre_norm:  # post-LN blocks already end with a norm
+            modules["ln_f"] = build_norm(c.norm, c.n_embd, c.norm_eps, c.bias)
+        self.transformer = nn.ModuleDict(modules)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_embeddings:  # https://arxiv.org/abs/1608.05859
+            self.lm_head.weight = self.transformer.wte.weight
+        # Fixed tables are non-persistent buffers: cached once, never saved.
+        if c.position == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_table(c.block_size, c.n_embd), persistent=False)
+        if c.position == "rope":
+            cos, sin = rope_cos_sin(c.block_size, c.head_dim, c.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        if c.position == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(c.n_head), persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of projections into the residual stream by 1/sqrt(2 * n_layer).
+        for module in self.modules():
+            if getattr(module, "residual_proj", False):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        """Run the model.
+
+        Args:
+            input_ids: (B, T) token ids.
+            targets: (B, T) next-token ids (-100 = ignore), or None.
+            attention_mask: (B, S) 1 for real tokens, 0 for padding; S = cached + new tokens.
+            kv_cache: a `KVCache` (see `make_kv_cache`); new tokens start at position `kv_cache.seq_len`.
+            encoder_hidden_states: (B, S_enc, n_embd) for models with cross-attention.
+            output_attentions: return per-layer attention weights.
+
+        Returns:
+            ModelOutput.
+        """
+        c = self.config
+        b, t = input_ids.shape
+        past = kv_cache.seq_len if kv_cache is not None else 0
+        if past + t > c.block_size:
+            raise ValueError(f"sequence of {past + t} tokens is longer than block_size={c.block_size}; crop the input")
+        x = self.transformer.wte(input_ids)  # (B, T, C)
+        if c.position == "learned":
+            x = x + self.transformer.wpe(torch.arange(past, past + t, device=input_ids.device))
+        elif c.position == "sinusoidal":
+            x = x + self.pos_table[past : past + t].to(x.dtype)
+        x = self.transformer.drop(x)
+        rope = None
+        if c.position == "rope":
+            rope = (self.rope_cos[past : past + t].to(x.dtype), self.rope_sin[past : past + t].to(x.dtype))
+        if c.attention == "linear":
+            mask, is_causal = None, False
+        else:
+            mask, is_causal = build_attention_mask(
+                t,
+                past + t,
+                causal=c.causal,
+                window_size=c.window_size if c.attention == "local" else None,
+                n_global_tokens=c.n_global_tokens,
+                key_padding_mask=attention_mask,
+                alibi_slopes=self.alibi_slopes if c.position == "alibi" else None,
+                device=input_ids.device,
+                dtype=x.dtype,
+            )
+        attentions: list[torch.Tensor] | None = [] if output_attentions else None
+        aux_total: torch.Tensor | None = None
+        for block in self.transformer.h:
+            x, weights, aux = block(
+                x,
+                attn_mask=mask,
+                is_causal=is_causal,
+                key_padding_mask=attention_mask,
+                rope=rope,
+                kv_cache=kv_cache,
+                encoder_hidden_states=encoder_hidden_states,
+                output_attentions=output_attentions,
+            )
+            if attentions is not None:
+                attentions.append(weights)
+            if aux is not None:
+                aux_total = aux if aux_total is None else aux_total + aux
+        if kv_cache is not None:
+            kv_cache.advance(t)
+        if c.pre_norm:
+            x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        aux_loss = aux_total / c.n_layer if aux_total is not None else torch.zeros((), device=x.device)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+            if aux_total is not None:
+                loss = loss + c.moe_aux_loss_coef * aux_loss
+        return ModelOutput(logits=logits, loss=loss, aux_loss=aux_loss, attentions=attentions)
+
+    # ------------------------------------------------------------------ helpers
+    def make_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        """A preallocated `KVCache` sized for this model (max_len defaults to block_size)."""
+        c = self.config
+        p = self.lm_head.weight
+        return KVCache(
+            c.n_layer, batch_size, max_len or c.block_size, c.kv_heads, c.head_dim, dtype or p.dtype, p.device
+        )
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Number of parameters (tied weights counted once).
+
+        With `exclude_embeddings`, learned position embeddings are not counted, nor the token embedding
+        when it is untied (when tied it is also the output layer, as in nanoGPT's count).
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.transformer.wte.weight.numel()
+        return n
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: object) -> GPT:
+        """Build a randomly initialised model from a named preset, e.g. `GPT.from_preset("gpt2", dropout=0.1)`."""
+        from llmlab.models.gpt.presets import preset_config
+
+        return cls(preset_config(name, **overrides))
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write `model_config.json` and `model.safetensors` (tied weights once) into `directory`, atomically."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        sd = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        if self.config.tie_embeddings:
+            sd.pop("lm_head.weight", None)
+        _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
+        text = json.dumps(dataclasses.asdict(self.config), indent=2)
+        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:
+        """Load a model written by `save_pretrained`.
+
+        Raises:
+            FileNotFoundError: the folder or one of its files is missing.
+            ValueError: the config or weights are corrupt or do not match each other.
+        """
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p} not found; pass a folder written by save_pretrained (or a checkpoint)")
+        try:
+            cfg_dict = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the model") from None
+        config = GPTConfig.from_dict(cfg_dict)
+        try:
+            sd = load_file(str(w_path), device=str(device))
+        except Exception as e:  # safetensors raises its own error type on truncated/corrupt files
+            raise ValueError(f"{w_path} is corrupt or truncated ({e}); re-save the model") from None
+        model = cls(config).to(device)
+        load_state_dict_checked(model, sd, str(w_path))
+        return model
+
+
+def load_state_dict_checked(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Load `sd` into `model`, raising a one-line ValueError on missing/unexpected keys or shape mismatches."""
+    expected = model.state_dict()
+    if model.config.tie_embeddings:
+        expected.pop("lm_head.weight", None)
+        sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"weights in {source} do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for k, v in sd.items():
+        if v.shape != expected[k].shape:
+            raise ValueError(
+                f"weights in {source}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
+            )
+    model.load_state_dict(sd, strict=False)
+
+
+def _atomic_write(path: Path, write) -> None:  # noqa: ANN001
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

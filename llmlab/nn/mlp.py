@@ -1,0 +1,61 @@
+"""Position-wise feed-forward networks: the GPT-2 GELU MLP and SwiGLU."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MLPS = ("gelu", "swiglu")
+
+
+class GELUMLP(nn.Module):
+    """GPT-2 MLP: `c_proj(gelu(c_fc(x)))` with the tanh-approximate GELU (HF `gelu_new`).
+
+    GELU: Hendrycks & Gimpel, https://arxiv.org/abs/1606.08415.
+    """
+
+    def __init__(self, n_embd: int, hidden: int, bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
+        self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
+        self.c_proj.residual_proj = True  # scaled init (GPT-2)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class SwiGLUMLP(nn.Module):
+    """SwiGLU, `down_proj(silu(gate_proj(x)) * up_proj(x))` (Shazeer, 2020, https://arxiv.org/abs/2002.05202).
+
+    Uses the Llama parameter names (`gate_proj`, `up_proj`, `down_proj`).
+    """
+
+    def __init__(self, n_embd: int, hidden: int, bias: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(n_embd, hidden, bias=bias)
+        self.up_proj = nn.Linear(n_embd, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, n_embd, bias=bias)
+        self.down_proj.residual_proj = True
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+
+
+def default_mlp_hidden(kind: str, n_embd: int) -> int:
+    """4 * n_embd for GELU; for SwiGLU 2/3 of that (same parameter count), rounded up to a multiple of 8."""
+    if kind == "swiglu":
+        h = (8 * n_embd + 2) // 3
+        return (h + 7) // 8 * 8
+    return 4 * n_embd
+
+
+def build_mlp(kind: str, n_embd: int, hidden: int, bias: bool = True, dropout: float = 0.0) -> nn.Module:
+    """A dense MLP by name: 'gelu' or 'swiglu'."""
+    if kind == "gelu":
+        return GELUMLP(n_embd, hidden, bias=bias, dropout=dropout)
+    if kind == "swiglu":
+        return SwiGLUMLP(n_embd, hidden, bias=bias, dropout=dropout)
+    raise ValueError(f"unknown mlp '{kind}'; choose one of: {', '.join(MLPS)}")

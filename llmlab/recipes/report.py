@@ -1,0 +1,61 @@
+"""A short Markdown report for a training run: summary table, loss-curve PNG and samples."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All JSON records of a `metrics.jsonl` file, in order."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_loss_curve(records: list[dict[str, Any]], png_path: str | os.PathLike, title: str = "loss") -> None:
+    """Train loss (every logged iteration) and val loss (every evaluation) against the iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["iter"], r["loss"]) for r in records if r.get("loss") is not None]
+    val = [(r["iter"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    if train:
+        ax.plot(*zip(*train), label="train", linewidth=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="val", linewidth=1.5, markersize=3)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = Path(png_path).with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    title: str,
+    facts: dict[str, Any],
+    samples: list[tuple[str, str]],
+    png_name: str = "loss_curve.png",
+) -> Path:
+    """Write `report.md` (facts table, loss curve, samples) into `run_dir`; returns its path."""
+    run_dir = Path(run_dir)
+    lines = [f"# {title}", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in facts.items()]
+    lines += ["", f"![loss curve]({png_name})", "", "## Samples", ""]
+    for prompt, text in samples:
+        lines += [f"**Prompt:** `{prompt!r}`", "", "```text", text, "```", ""]
+    out = run_dir / "report.md"
+    tmp = run_dir / ".report.md.tmp"
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, out)
+    return out

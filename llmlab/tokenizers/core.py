@@ -1,0 +1,208 @@
+"""llmlab's thin tokenizer wrapper around a Hugging Face `tokenizers` `Tokenizer` (a `tokenizer.json`).
+
+Every llmlab tokenizer kind (byte-level BPE, WordPiece, Unigram and character-level) is stored as a plain
+`tokenizer.json`, so all of them load the same way: `load_tokenizer(path)`. Which ids play the roles of
+bos/eos/pad/unk/mask is written to a small sidecar `tokenizer_config.json` (the Hugging Face convention,
+so `transformers.PreTrainedTokenizerFast.from_pretrained(dir)` reads it too). When only `tokenizer.json`
+was copied somewhere, the roles are recovered from the special tokens' names (`<|endoftext|>` is eos, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+
+SPECIAL_ROLES: tuple[str, ...] = ("pad", "unk", "bos", "eos", "mask")
+"""The special-token roles llmlab knows, in the order their ids are assigned (BPE, WordPiece, Unigram)."""
+
+DEFAULT_SPECIAL_TOKENS: dict[str, str | None] = {
+    "pad": "<|pad|>",
+    "unk": "<|unk|>",
+    "bos": "<|bos|>",
+    "eos": "<|endoftext|>",
+    "mask": None,
+}
+"""Default special tokens; a role set to None (or "") has no token."""
+
+# Conventional names, used to recover roles when a tokenizer.json comes without its sidecar.
+_KNOWN_NAMES: dict[str, tuple[str, ...]] = {
+    "pad": ("<|pad|>", "<pad>", "[PAD]"),
+    "unk": ("<|unk|>", "<unk>", "[UNK]"),
+    "bos": ("<|bos|>", "<s>", "<|begin_of_text|>", "[CLS]"),
+    "eos": ("<|endoftext|>", "</s>", "<|eos|>", "<|end_of_text|>", "[SEP]"),
+    "mask": ("<|mask|>", "<mask>", "[MASK]"),
+}
+_MODEL_TO_KIND = {"BPE": "bpe", "WordPiece": "wordpiece", "Unigram": "unigram", "WordLevel": "char"}
+SIDECAR_NAME = "tokenizer_config.json"
+
+
+def _sidecar_path(path: Path) -> Path:
+    return path.with_name(SIDECAR_NAME) if path.name == "tokenizer.json" else path.with_suffix(".config.json")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Tokenizer:
+    """A trained tokenizer: text <-> token ids, plus the ids of its special tokens.
+
+    Args:
+        backend: the `tokenizers.Tokenizer` doing the work (`tokenizer.backend` gives it back).
+        kind: 'bpe', 'wordpiece', 'unigram' or 'char'.
+        special_tokens: role -> token string (roles: pad, unk, bos, eos, mask; None = no such token).
+    """
+
+    def __init__(self, backend: HFTokenizer, kind: str, special_tokens: dict[str, str | None]) -> None:
+        self.backend = backend
+        self.kind = kind
+        self.special_tokens: dict[str, str | None] = {role: special_tokens.get(role) or None for role in SPECIAL_ROLES}
+        for role, tok in self.special_tokens.items():
+            if tok is not None and backend.token_to_id(tok) is None:
+                raise ValueError(f"special token {tok!r} ({role}) is not in the tokenizer's vocabulary")
+        # Character tokenizers: a dict lookup per character gives the same ids as the backend, 20x faster.
+        self._char_vocab: dict[str, int] | None = None
+        if kind == "char":
+            self._char_vocab = {t: i for t, i in backend.get_vocab().items() if len(t) == 1}
+            self._specials_text = [t.content for t in backend.get_added_tokens_decoder().values()]
+
+    # ---- ids of the special tokens -------------------------------------------------------------------------
+    def _role_id(self, role: str) -> int | None:
+        tok = self.special_tokens.get(role)
+        return None if tok is None else self.backend.token_to_id(tok)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self._role_id("bos")
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._role_id("eos")
+
+    @property
+    def pad_id(self) -> int | None:
+        return self._role_id("pad")
+
+    @property
+    def unk_id(self) -> int | None:
+        return self._role_id("unk")
+
+    @property
+    def mask_id(self) -> int | None:
+        return self._role_id("mask")
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, special tokens included (the model's embedding rows)."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    # ---- text <-> ids ---------------------------------------------------------------------------------------
+    def _encode_chars(self, text: str) -> list[int] | None:
+        """Fast path for 'char': None when the backend must decide (special tokens or unknown characters)."""
+        vocab = self._char_vocab
+        if vocab is None or any(s in text for s in self._specials_text):
+            return None
+        try:
+            return [vocab[c] for c in text]
+        except KeyError:
+            return None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; no bos/eos is added (callers add them where they want them)."""
+        ids = self._encode_chars(text)
+        return ids if ids is not None else self.backend.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
+        """Token ids of many texts at once (in parallel threads inside `tokenizers`)."""
+        texts = list(texts)
+        if self._char_vocab is not None:
+            return [self.encode(t) for t in texts]
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text of `ids`. Special tokens are shown as their strings unless `skip_special_tokens`."""
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def tokens(self, text: str) -> list[str]:
+        """The token strings of `text` (for inspection)."""
+        return self.backend.encode(text, add_special_tokens=False).tokens
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    def id_to_token(self, idx: int) -> str | None:
+        return self.backend.id_to_token(idx)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        specials = {r: t for r, t in self.special_tokens.items() if t}
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, special_tokens={specials})"
+
+    # ---- files ----------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write `tokenizer.json` (+ the `tokenizer_config.json` sidecar) atomically; returns the json path.
+
+        `path` is either a folder (the file becomes `path/tokenizer.json`) or a `.json` file path.
+        """
+        path = Path(path)
+        if path.suffix != ".json":
+            path = path / "tokenizer.json"
+        _atomic_write_text(path, self.backend.to_str(pretty=True))
+        sidecar = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "llmlab_kind": self.kind,
+            **{f"{role}_token": tok for role, tok in self.special_tokens.items() if tok},
+        }
+        _atomic_write_text(_sidecar_path(path), json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+        return path
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Load a tokenizer from a `tokenizer.json` file or from a folder that holds one.
+
+    Raises:
+        FileNotFoundError: no tokenizer.json there.
+        ValueError: the file is not a valid `tokenizers` tokenizer.json.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer not found: {path} (train one with `llmlab tokenizer train`)")
+    try:
+        backend = HFTokenizer.from_file(str(path))
+    except Exception as e:  # the Rust side raises a bare Exception
+        raise ValueError(f"{path} is not a valid tokenizer.json: {str(e).splitlines()[0]}") from None
+    model_type = json.loads(backend.to_str())["model"]["type"]
+    kind = _MODEL_TO_KIND.get(model_type, model_type.lower())
+    special: dict[str, str | None] = {}
+    sidecar = _sidecar_path(path)
+    if sidecar.is_file():
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        kind = meta.get("llmlab_kind", kind)
+        for role in SPECIAL_ROLES:
+            tok = meta.get(f"{role}_token")
+            if isinstance(tok, dict):  # transformers writes AddedToken dicts
+                tok = tok.get("content")
+            special[role] = tok if tok and backend.token_to_id(tok) is not None else None
+    else:
+        added = {t.content for t in backend.get_added_tokens_decoder().values() if t.special}
+        for role, names in _KNOWN_NAMES.items():
+            special[role] = next((n for n in names if n in added), None)
+    return Tokenizer(backend, kind, special)

