@@ -97,6 +97,7 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, allow_unicode=True)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; a config is meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

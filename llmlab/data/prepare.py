@@ -8,6 +8,11 @@ Output folder (written to a temporary sibling folder and renamed at the end, so 
     report.json             what every cleaning step removed or changed, split and token counts
     config.yaml             the resolved PrepareConfig
 
+Documents and cleaning units: a text file is one document by default (`documents: file`; JSONL: one per
+record); the dedup steps work on its blank-line-separated paragraphs (`unit: paragraph`) and the quality
+filters on whole documents. So tinyshakespeare (one file) stays one document: with no cleaning its shards
+equal nanoGPT's exactly, and with cleaning its duplicate paragraphs go while the rest keeps its layout.
+
 Consecutive documents are separated by the tokenizer's eos token when it has one (none is added after
 the last document of a split), otherwise they are simply concatenated.
 """

@@ -137,8 +137,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
         FileExistsError: a fresh run into a folder that already holds a checkpoint (use resume / overwrite).
         ValueError: inconsistent settings (e.g. block_size longer than the val split).
     """
-    import torch
-
     from llmlab.data.loader import RandomWindowLoader, SequentialLoader, TokenDataset
     from llmlab.models.gpt import GPT
     from llmlab.train.checkpoint import load_trainer_state

@@ -125,9 +125,13 @@ class Progress:
             self.bar.close()
 
 
-def _fmt(value: Any) -> str:
+def _fmt(key: str, value: Any) -> str:
     if value is None:
         return "-"
+    if key == "tokens_per_sec":
+        return f"{value:,.0f}"
+    if key == "wall_time_s":
+        return f"{value:,.1f}"
     if isinstance(value, float):
         return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
@@ -157,5 +161,5 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = ["── pretraining summary " + "─" * 40]
     for key, label in labels.items():
         if key in summary:
-            lines.append(f"  {label:<{width}}  {_fmt(summary[key])}")
+            lines.append(f"  {label:<{width}}  {_fmt(key, summary[key])}")
     return "\n".join(lines)

@@ -52,19 +52,21 @@ def test_lamb_matches_hand_computed_step() -> None:
     p.grad = torch.tensor(g, dtype=torch.float64)
     opt.step()
     # by hand: m = (1-b1) g, v = (1-b2) g^2; bias-corrected m_hat = g, v_hat = g^2
-    u = [gi / (abs(gi) + eps) + wd * pi for gi, pi in zip(g, p0)]
+    u = [gi / (abs(gi) + eps) + wd * pi for gi, pi in zip(g, p0, strict=True)]
     trust = math.sqrt(sum(x * x for x in p0)) / math.sqrt(sum(x * x for x in u))
-    expected = [pi - lr * trust * ui for pi, ui in zip(p0, u)]
+    expected = [pi - lr * trust * ui for pi, ui in zip(p0, u, strict=True)]
     torch.testing.assert_close(p.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
     # second step uses the running moments with bias correction 1 - b^2
     p.grad = torch.tensor(g, dtype=torch.float64)
     m = [(1 - b1) * gi * b1 + (1 - b1) * gi for gi in g]
     v = [((1 - b2) * gi * gi) * b2 + (1 - b2) * gi * gi for gi in g]
     p1 = expected
-    u2 = [(mi / (1 - b1**2)) / (math.sqrt(vi / (1 - b2**2)) + eps) + wd * pi for mi, vi, pi in zip(m, v, p1)]
+    u2 = [
+        (mi / (1 - b1**2)) / (math.sqrt(vi / (1 - b2**2)) + eps) + wd * pi for mi, vi, pi in zip(m, v, p1, strict=True)
+    ]
     trust2 = math.sqrt(sum(x * x for x in p1)) / math.sqrt(sum(x * x for x in u2))
     opt.step()
-    expected2 = [pi - lr * trust2 * ui for pi, ui in zip(p1, u2)]
+    expected2 = [pi - lr * trust2 * ui for pi, ui in zip(p1, u2, strict=True)]
     torch.testing.assert_close(p.detach(), torch.tensor(expected2, dtype=torch.float64), rtol=1e-12, atol=1e-12)
 
 

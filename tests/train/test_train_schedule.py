@@ -16,7 +16,7 @@ def test_cosine_warmup_peak_mid_end() -> None:
     assert s(1999) == pytest.approx(1e-4, rel=1e-4)
     assert s(2000) == s(5000) == 1e-4  # floor after decay_iters
     values = [s(i) for i in range(100, 2001)]
-    assert all(a >= b for a, b in zip(values, values[1:]))  # monotone decay
+    assert all(a >= b for a, b in zip(values[:-1], values[1:], strict=True))  # monotone decay
 
 
 def test_linear_and_constant() -> None:

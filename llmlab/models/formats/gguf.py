@@ -294,6 +294,8 @@ def write_gguf(
         vtype, sub = _value_type(key, value, metadata_types.get(key))
         writer.add_key_value(key, list(value) if sub is not None else value, vtype, sub_type=sub)
     for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            raise ValueError(f"tensor {name!r} must be a floating-point torch.Tensor, got {type(tensor).__name__}")
         array = np.ascontiguousarray(tensor.detach().to(torch.float32).cpu().numpy())
         qtype = GGMLQuantizationType[_storage_type(name, tensor, dtype)]
         # Quantised data is uint8 (rows, bytes); the writer turns that back into the logical shape.
