@@ -187,7 +187,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
 
         if ctx.is_main:
             save_config(cfg, out_dir / "config.yaml")
-        tokenizer = data_dir / "tokenizer.json"
+        tokenizer = train_ds.tokenizer_path
         trainer = Trainer(
             model,
             cfg,

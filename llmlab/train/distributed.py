@@ -103,7 +103,9 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
     if ctx.mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # A Mixture-of-Experts step may route no token to some expert: DDP must then look for unused params.
+        moe = getattr(getattr(model, "config", None), "moe_num_experts", 0) > 0
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=moe)
     if ctx.mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
