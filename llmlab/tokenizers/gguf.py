@@ -17,7 +17,7 @@ A GGUF file has no `tokenizer.json`; llama.cpp stores the tokenizer as metadata 
 Example:
     >>> tok = load_gguf_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")   # llmlab Tokenizer
     >>> tok.encode("<|im_start|>user\\nHi")
-    [1, 4093, 198, 22557]
+    [1, 4093, 198, 26843]
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFIN
 
 # Pre-tokenizer regexes, as in the models' own tokenizer.json files (llama.cpp's `llama-vocab.cpp` rewrites
 # some of them for its own regex engine; these are the originals it was checked against).
-_LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -132,7 +135,7 @@ def _sentencepiece_bpe(metadata: Mapping[str, Any]) -> Tokenizer:
     scores: list[float] = metadata.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
     vocab = {t: i for i, t in enumerate(tokens)}
     candidates = []
-    for piece, score in zip(tokens, scores):
+    for piece, score in zip(tokens, scores, strict=False):
         for k in range(1, len(piece)):
             left, right = piece[:k], piece[k:]
             if left in vocab and right in vocab:
@@ -184,12 +187,12 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any]) -> Tokenizer:
     vocab = tok.get_vocab()
     control = [
         AddedToken(t, special=True, normalized=False)
-        for t, ty in zip(tokens, types)
+        for t, ty in zip(tokens, types, strict=False)
         if ty == TOKEN_TYPE_CONTROL and t in vocab
     ]
     user = [
         AddedToken(t, special=False, normalized=False)
-        for t, ty in zip(tokens, types)
+        for t, ty in zip(tokens, types, strict=False)
         if ty == TOKEN_TYPE_USER_DEFINED and t in vocab
     ]
     tok.add_special_tokens(control)

@@ -176,8 +176,13 @@ def test_round_trip_keeps_types_of_a_real_file(tmp_path: Path, smollm2_file) -> 
     src = smollm2_file
     keep = [k for k in src.metadata if not k.startswith("tokenizer.ggml.")]  # the big vocab arrays are slow
     md = {k: src.metadata[k] for k in keep}
-    path = write_gguf(tmp_path / "s.gguf", "llama", md, {"blk.0.attn_norm.weight": src.tensors["blk.0.attn_norm.weight"]},
-                      metadata_types=src.metadata_types)
+    path = write_gguf(
+        tmp_path / "s.gguf",
+        "llama",
+        md,
+        {"blk.0.attn_norm.weight": src.tensors["blk.0.attn_norm.weight"]},
+        metadata_types=src.metadata_types,
+    )
     f = read_gguf(path)
     assert f.metadata == md
     assert {k: f.metadata_types[k] for k in keep} == {k: src.metadata_types[k] for k in keep}

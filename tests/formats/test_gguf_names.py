@@ -29,13 +29,25 @@ def test_smollm2_state_dict_and_config_match_transformers(smollm2_file, hf_smoll
     ours = gguf_to_hf_llama(smollm2_file.tensors, cfg)
     theirs = hf_smollm2.state_dict()
     assert set(theirs) - set(ours) == {"lm_head.weight"} and set(ours) <= set(theirs)  # tied: lm_head is embed
-    for name, t in ours.items():
-        torch.testing.assert_close(t, theirs[name], rtol=0, atol=0, msg=name)
+    mismatched = [name for name, t in ours.items() if not torch.equal(t, theirs[name])]  # bit-identical
+    assert mismatched == []
 
     hf = hf_smollm2.config
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "head_dim", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings",
-                "bos_token_id", "eos_token_id", "pad_token_id"):
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "rms_norm_eps",
+        "max_position_embeddings",
+        "tie_word_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    ):
         assert cfg[key] == getattr(hf, key), key
     assert cfg["rope_theta"] == hf.rope_parameters["rope_theta"] == 100000.0
     assert (cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["tie_word_embeddings"]) == (9, 3, True)
@@ -52,8 +64,13 @@ def test_rope_permutation_round_trips_and_is_not_identity() -> None:
         "lm_head.weight": torch.randn(8, 32),
     }
     g = hf_to_gguf_llama(sd, cfg)
-    assert set(g) == {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_k.bias", "blk.0.attn_v.weight",
-                      "output.weight"}
+    assert set(g) == {
+        "blk.0.attn_q.weight",
+        "blk.0.attn_k.weight",
+        "blk.0.attn_k.bias",
+        "blk.0.attn_v.weight",
+        "output.weight",
+    }
     assert not torch.equal(g["blk.0.attn_q.weight"], sd["model.layers.0.self_attn.q_proj.weight"])
     # head 0 of k (head_dim 8): HF rows (0..3 | 4..7) interleave to (0, 4, 1, 5, 2, 6, 3, 7) in llama.cpp
     k = sd["model.layers.0.self_attn.k_proj.weight"]
@@ -69,13 +86,21 @@ def test_tiny_llama_written_by_us_loads_in_transformers(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(config).eval()
     cfg = config.to_dict()
-    write_gguf(tmp_path / "tiny.gguf", "llama", llama_metadata_from_hf_config(cfg),
-               hf_to_gguf_llama(model.state_dict(), cfg))
+    write_gguf(
+        tmp_path / "tiny.gguf", "llama", llama_metadata_from_hf_config(cfg), hf_to_gguf_llama(model.state_dict(), cfg)
+    )
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf").eval()
     x = torch.randint(0, 64, (2, 12))
     torch.testing.assert_close(theirs(x).logits, model(x).logits)
@@ -92,11 +117,15 @@ def test_tiny_gpt2_written_by_us_loads_in_transformers(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0,
-                                       eos_token_id=0)).eval()
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+    ).eval()
     metadata = {
-        "gpt2.block_count": 2, "gpt2.context_length": 1024, "gpt2.embedding_length": 32,
-        "gpt2.feed_forward_length": 128, "gpt2.attention.head_count": 4,
+        "gpt2.block_count": 2,
+        "gpt2.context_length": 1024,
+        "gpt2.embedding_length": 32,
+        "gpt2.feed_forward_length": 128,
+        "gpt2.attention.head_count": 4,
         "gpt2.attention.layer_norm_epsilon": float(torch.tensor(1e-5).item()),
         "tokenizer.ggml.tokens": [f"t{i}" for i in range(64)],
     }

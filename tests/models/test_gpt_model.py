@@ -7,6 +7,16 @@ import torch
 
 from llmlab.models.gpt import GPT, PRESETS, GPTConfig, count_parameters, preset_table
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP oversubscription when tests run in parallel."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY = dict(vocab_size=32, block_size=16, n_layer=2, n_head=4, n_embd=32)
 
 VARIANTS = {
@@ -293,3 +303,14 @@ def test_from_pretrained_errors(tmp_path):
     (tmp_path / "model_config.json").write_text(json.dumps({**cfg, "n_layerz": 1}))
     with pytest.raises(ValueError, match="n_layerz"):
         GPT.from_pretrained(tmp_path)
+
+
+def test_gpt_config_works_with_load_config(tmp_path):
+    from llmlab.config import load_config, save_config
+
+    cfg = load_config(GPTConfig, None, ["n_layer=2", "n_kv_head=4", "position=rope"])
+    assert cfg.n_layer == 2 and cfg.n_kv_head == 4 and cfg.position == "rope"
+    save_config(cfg, tmp_path / "m.yaml")
+    assert load_config(GPTConfig, tmp_path / "m.yaml") == cfg
+    with pytest.raises(ValueError, match="choose one of: sdpa, eager, linear, local"):
+        load_config(GPTConfig, None, ["attention=flash"])

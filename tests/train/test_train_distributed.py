@@ -118,3 +118,14 @@ def test_fsdp2_two_ranks_match_single_process_across_a_resume(reference: tuple[P
     assert state["iter"] == 3 and state["world_size"] == 2 and len(state["rng"]) == 2
     torchrun(*args, "train.max_iters=5", "--resume")
     assert_same_run(tmp_path / "fsdp", ref)
+
+
+def test_launch_mode_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlab.train.distributed import init_distributed
+
+    with pytest.raises(ValueError, match="unknown train.distributed 'zero3'; choose one of: auto, none, ddp, fsdp"):
+        init_distributed("zero3", "cpu")
+    assert init_distributed("fsdp", "cpu").mode == "none"  # a single process never wraps
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="launched with 2 processes but train.distributed=none"):
+        init_distributed("none", "cpu")

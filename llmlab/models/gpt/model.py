@@ -234,7 +234,7 @@ class GPT(nn.Module):
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        sd = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         if self.config.tie_embeddings:
             sd.pop("lm_head.weight", None)
         _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))

@@ -1,0 +1,328 @@
+"""The Llama decoder family (Touvron et al. 2023, https://arxiv.org/abs/2302.13971), built from `llmlab.nn`.
+
+A Llama layer is a pre-norm Transformer block with
+- RMSNorm instead of LayerNorm (Zhang & Sennrich 2019, https://arxiv.org/abs/1910.07467),
+- rotary position embeddings on queries and keys (RoPE, https://arxiv.org/abs/2104.09864), no learned positions,
+- a SwiGLU feed-forward network (Shazeer 2020, https://arxiv.org/abs/2002.05202),
+- grouped-query attention (GQA, Ainslie et al. 2023, https://arxiv.org/abs/2305.13245) in Llama-2-70B and later,
+- no biases.
+
+Parameter names are exactly Hugging Face `LlamaForCausalLM`'s (`model.embed_tokens`, `model.layers.{i}.self_attn.q_proj`,
+`model.layers.{i}.mlp.gate_proj`, `model.norm`, `lm_head`), so HF checkpoints load without renaming:
+
+    x = embed_tokens(ids)                                   # (B, T, C)
+    for layer in layers:
+        x = x + self_attn(input_layernorm(x), rope)         # GQA attention with RoPE on q, k
+        x = x + mlp(post_attention_layernorm(x))            # SwiGLU
+    logits = lm_head(norm(x))                               # (B, T, V)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmlab.models.llama.config import LlamaConfig
+from llmlab.models.llama.rope import rope_cos_sin_at, rope_inv_freq
+from llmlab.nn.attention import Attention
+from llmlab.nn.kv_cache import KVCache
+from llmlab.nn.masks import build_attention_mask
+from llmlab.nn.mlp import SwiGLUMLP
+from llmlab.nn.norms import RMSNorm
+
+CONFIG_NAME = "model_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class ModelOutput:
+    """What `Llama.forward` returns (the same fields as the GPT family's `ModelOutput`).
+
+    Attributes:
+        logits: (B, T, V) next-token logits.
+        loss: mean cross-entropy over targets != -100, or None.
+        aux_loss: always a zero tensor (Llama is dense; kept for a uniform interface with MoE models).
+        attentions: per-layer self-attention weights (B, nh, T, S) when requested, else None.
+    """
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+    attentions: list[torch.Tensor] | None = None
+
+
+class LlamaDecoderLayer(nn.Module):
+    """One pre-norm Llama layer: `x + attn(rmsnorm(x))`, then `x + swiglu(rmsnorm(x))`.
+
+    Args:
+        config: the model configuration.
+        layer_idx: index of this layer in the KV cache.
+    """
+
+    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+        super().__init__()
+        c = config
+        self.input_layernorm = RMSNorm(c.hidden_size, eps=c.rms_norm_eps)
+        self.self_attn = Attention(
+            c.hidden_size,
+            c.num_attention_heads,
+            c.kv_heads,
+            backend=c.attention,
+            bias=c.attention_bias,
+            dropout=c.attention_dropout,
+            fused_qkv=False,  # Llama names: q_proj, k_proj, v_proj, o_proj
+            layer_idx=layer_idx,
+            head_dim=c.resolved_head_dim,
+        )
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, eps=c.rms_norm_eps)
+        self.mlp = SwiGLUMLP(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        attn_mask: torch.Tensor | None,
+        is_causal: bool,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: KVCache | None,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, C) -> (x (B, T, C), attention weights (B, nh, T, S) or None)."""
+        a, weights = self.self_attn(
+            self.input_layernorm(x),
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            rope=rope,
+            kv_cache=kv_cache,
+            output_attentions=output_attentions,
+        )
+        x = x + a
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, weights
+
+
+class LlamaModel(nn.Module):
+    """The decoder stack without the output layer (HF `LlamaModel`): embeddings, layers, final RMSNorm."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+
+class Llama(nn.Module):
+    """A Llama-architecture causal language model configured by `LlamaConfig`.
+
+    Args:
+        config: the architecture; `config.validate()` is called first.
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:  # https://arxiv.org/abs/1608.05859
+            self.lm_head.weight = self.model.embed_tokens.weight
+        # RoPE frequencies: a fixed, non-persistent buffer (recomputed for long inputs with dynamic scaling).
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        """Run the model.
+
+        Args:
+            input_ids: (B, T) token ids.
+            targets: (B, T) next-token ids (-100 = ignore), or None.
+            attention_mask: (B, S) 1 for real tokens, 0 for padding; S = cached + new tokens.
+            kv_cache: a `KVCache` (see `make_kv_cache`); new tokens start at position `kv_cache.seq_len`.
+            position_ids: (B, T) or (T,) RoPE positions; default `past .. past + T - 1` (as HF's forward).
+            output_attentions: return per-layer attention weights.
+
+        Returns:
+            ModelOutput.
+        """
+        c = self.config
+        b, t = input_ids.shape
+        past = kv_cache.seq_len if kv_cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + t, device=input_ids.device)  # (T,)
+        x = self.model.embed_tokens(input_ids)  # (B, T, C)
+        inv_freq = self.inv_freq
+        if c.rope_type == "dynamic" and past + t > c.max_position_embeddings:
+            inv_freq = rope_inv_freq(c, past + t).to(x.device)  # NTK: a larger base for longer inputs
+        cos, sin = rope_cos_sin_at(inv_freq, position_ids)  # (T, hs) or (B, 1, T, hs)
+        rope = (cos.to(x.dtype), sin.to(x.dtype))
+        mask, is_causal = build_attention_mask(
+            t, past + t, causal=True, key_padding_mask=attention_mask, device=input_ids.device, dtype=x.dtype
+        )
+        attentions: list[torch.Tensor] | None = [] if output_attentions else None
+        for layer in self.model.layers:
+            x, weights = layer(
+                x,
+                attn_mask=mask,
+                is_causal=is_causal,
+                rope=rope,
+                kv_cache=kv_cache,
+                output_attentions=output_attentions,
+            )
+            if attentions is not None:
+                attentions.append(weights)
+        if kv_cache is not None:
+            kv_cache.advance(t)
+        x = self.model.norm(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return ModelOutput(logits=logits, loss=loss, aux_loss=torch.zeros((), device=x.device), attentions=attentions)
+
+    # ------------------------------------------------------------------ helpers
+    def make_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        """A preallocated `KVCache` sized for this model (max_len defaults to max_position_embeddings)."""
+        c = self.config
+        p = self.lm_head.weight
+        return KVCache(
+            c.num_hidden_layers,
+            batch_size,
+            max_len or c.max_position_embeddings,
+            c.kv_heads,
+            c.resolved_head_dim,
+            dtype or p.dtype,
+            p.device,
+        )
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Number of parameters (tied weights counted once); optionally without the untied input embedding."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings and not self.config.tie_word_embeddings:
+            n -= self.model.embed_tokens.weight.numel()
+        return n
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: object) -> Llama:
+        """A randomly initialised model from a named preset, e.g. `Llama.from_preset("smollm2-135m")`."""
+        from llmlab.models.llama.presets import preset_config
+
+        return cls(preset_config(name, **overrides))
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write `model_config.json` (with `"family": "llama"`) and `model.safetensors` into `directory`.
+
+        Each file is written to a temp file and renamed. Tied weights are stored once (no `lm_head.weight`).
+
+        Args:
+            directory: destination folder (created if needed).
+            dtype: store the weights in this dtype (e.g. torch.float16); default: as they are.
+        """
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        sd = self.export_state_dict(dtype)
+        _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, p, metadata={"format": "pt"}))
+        text = json.dumps(self.config.to_dict(), indent=2)
+        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
+
+    def export_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The HF-named state dict to save: contiguous, detached, optionally cast, tied `lm_head` dropped."""
+        sd = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        if self.config.tie_word_embeddings:
+            sd.pop("lm_head.weight", None)
+        if dtype is not None:
+            sd = {k: v.to(dtype) for k, v in sd.items()}
+        return sd
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str = "cpu") -> Llama:
+        """Load a model written by `save_pretrained` (weights are loaded into float32 parameters).
+
+        Raises:
+            FileNotFoundError: the folder or one of its files is missing.
+            ValueError: the config or weights are corrupt or do not match each other.
+        """
+        d = Path(directory)
+        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p} not found; pass a folder written by save_pretrained")
+        try:
+            cfg_dict = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the model") from None
+        config = LlamaConfig.from_dict(cfg_dict)
+        sd = load_safetensors(w_path)
+        model = cls(config)
+        load_state_dict_checked(model, sd, str(w_path))
+        return model.to(device)
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """`safetensors.torch.load_file` with a one-line ValueError for corrupt or truncated files."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type on truncated/corrupt files
+        raise ValueError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); re-create it") from None
+
+
+def load_state_dict_checked(model: Llama, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Load `sd` into `model` (casting to the model's dtype); one-line ValueError on missing/unexpected keys or shapes."""
+    expected = model.state_dict()
+    sd = {k: v for k, v in sd.items() if "rotary_emb" not in k}  # old HF checkpoints store inv_freq buffers
+    if model.config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+        sd.pop("lm_head.weight", None)
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"weights in {source} do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for k, v in sd.items():
+        if v.shape != expected[k].shape:
+            raise ValueError(f"weights in {source}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+    model.load_state_dict(sd, strict=False)
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call `write(tmp_path)` for a temp file beside `path`, then rename it to `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
