@@ -227,6 +227,7 @@ def measure(args: argparse.Namespace) -> dict:
             rates[name].append(args.steps * tokens_per_step / seconds)
             print(f"round {r} {name:14s} {rates[name][-1]:9.0f} tok/s loss {loss:.3f}", file=sys.stderr)
     median = {n: statistics.median(v) for n, v in rates.items()}
+    best = {n: max(v) for n, v in rates.items()}  # the least disturbed round: robust on a busy machine
     result = {
         "config": {**DIMS, "batch_size": BATCH_SIZE, "vocab_size": vocab_size, "dtype": "float32", "bias": True},
         "threads": torch.get_num_threads(),
@@ -236,6 +237,7 @@ def measure(args: argparse.Namespace) -> dict:
         "warmup_steps": args.warmup,
         "params": {n: e["params"] for n, e in entries.items()},
         "tokens_per_s": {n: round(v, 1) for n, v in median.items()},
+        "tokens_per_s_best": {n: round(v, 1) for n, v in best.items()},
         "tokens_per_s_rounds": {n: [round(x, 1) for x in v] for n, v in rates.items()},
         "targets": {"ratio_vs_plain_pytorch": 1.0, "ratio_vs_hf_gpt2": 1.3},
     }
@@ -243,17 +245,19 @@ def measure(args: argparse.Namespace) -> dict:
         for other in ("plain_pytorch", "hf_gpt2"):
             if other in median:
                 result[f"ratio_vs_{other}"] = round(median["llmlab"] / median[other], 3)
+                result[f"best_round_ratio_vs_{other}"] = round(best["llmlab"] / best[other], 3)
         if {"ratio_vs_plain_pytorch", "ratio_vs_hf_gpt2"} <= result.keys():
             result["meets_targets"] = result["ratio_vs_plain_pytorch"] >= 1.0 and result["ratio_vs_hf_gpt2"] >= 1.3
     return result
 
 
 # ---- --full: the real pipeline --------------------------------------------------------------------------------
-def _llmlab(*cli_args: str, cwd: Path) -> None:
-    """Run `python -m llmlab ...` (the real CLI) and fail loudly if it fails."""
+def _llmlab(*cli_args: str, cwd: Path, threads: int) -> None:
+    """Run `python -m llmlab ...` (the real CLI) with `threads` intra-op threads; fail loudly if it fails."""
     cmd = [sys.executable, "-m", "llmlab", *cli_args]
     print("$ llmlab " + " ".join(cli_args), file=sys.stderr)
-    proc = subprocess.run(cmd, cwd=cwd, stdout=sys.stderr, stderr=sys.stderr)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=sys.stderr, stderr=sys.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"`llmlab {cli_args[0]}` failed with exit status {proc.returncode}")
 
@@ -272,13 +276,14 @@ def full_run(args: argparse.Namespace) -> dict:
     if not (data_dir / "meta.json").is_file():
         _llmlab(
             "data", "prepare", "--source", str(Path(args.data).resolve()), "--out", str(data_dir),
-            "--tokenizer-kind", "char", "--split-mode", "tail", "--val-fraction", "0.1", "--no-clean", cwd=work,
+            "--tokenizer-kind", "char", "--split-mode", "tail", "--val-fraction", "0.1", "--no-clean",
+            cwd=work, threads=args.threads,
         )  # fmt: skip
     config = REPO / "configs" / "pretrain" / "shakespeare-char.yaml"
     overrides = [f"data.dir={data_dir}", f"out_dir={run_dir}", f"train.max_iters={args.full_iters}"]
     overrides += ["train.device=cpu"] + (["train.compile=true"] if args.compile else [])
     t0 = time.perf_counter()
-    _llmlab("pretrain", "--config", str(config), *overrides, cwd=work)
+    _llmlab("pretrain", "--config", str(config), *overrides, cwd=work, threads=args.threads)
     train_seconds = time.perf_counter() - t0
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     model, tokenizer = load_model_and_tokenizer(run_dir)

@@ -10,10 +10,14 @@ import typer
 
 
 def _start_ids(tokenizer, prompt: str) -> list[int]:  # noqa: ANN001 - llmlab Tokenizer
-    """Token ids for the prompt; an empty prompt starts from BOS, else EOS, else a newline."""
+    """Token ids for the prompt; an empty prompt starts from EOS, else BOS, else a newline.
+
+    EOS first: `llmlab data prepare` separates documents with EOS, so "after EOS" is where a model has
+    learned to start a new document (GPT-2 samples unconditionally from <|endoftext|> the same way).
+    """
     if prompt:
         return list(tokenizer.encode(prompt))
-    for special in (getattr(tokenizer, "bos_id", None), getattr(tokenizer, "eos_id", None)):
+    for special in (getattr(tokenizer, "eos_id", None), getattr(tokenizer, "bos_id", None)):
         if special is not None:
             return [int(special)]
     newline = list(tokenizer.encode("\n"))
@@ -31,7 +35,7 @@ def register(app: typer.Typer) -> None:
             Path, typer.Option("--checkpoint", "-c", help="Checkpoint folder or `llmlab pretrain` run.")
         ],
         prompt: Annotated[
-            str, typer.Option("--prompt", "-p", help="Text to continue ('' starts from BOS/EOS/newline).")
+            str, typer.Option("--prompt", "-p", help="Text to continue ('' starts from EOS/BOS/newline).")
         ] = "",
         max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, help="Tokens to generate.")] = 200,
         temperature: Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy decoding.")] = 0.8,

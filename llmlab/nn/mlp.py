@@ -6,24 +6,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "gelu_exact", "swiglu")
 
 
 class GELUMLP(nn.Module):
-    """GPT-2 MLP: `c_proj(gelu(c_fc(x)))` with the tanh-approximate GELU (HF `gelu_new`).
+    """GPT-2 MLP: `c_proj(gelu(c_fc(x)))`.
 
-    GELU: Hendrycks & Gimpel, https://arxiv.org/abs/1606.08415.
+    GELU: Hendrycks & Gimpel, https://arxiv.org/abs/1606.08415. GPT-2 (HF `gelu_new`) uses the tanh
+    approximation (`approximate="tanh"`, the default here); nanoGPT uses the exact erf form
+    (`approximate="none"`), which is also a little faster on CPU.
     """
 
-    def __init__(self, n_embd: int, hidden: int, bias: bool = True, dropout: float = 0.0) -> None:
+    def __init__(
+        self, n_embd: int, hidden: int, bias: bool = True, dropout: float = 0.0, approximate: str = "tanh"
+    ) -> None:
         super().__init__()
+        self.approximate = approximate
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.c_proj.residual_proj = True  # scaled init (GPT-2)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
 
 
 class SwiGLUMLP(nn.Module):
@@ -53,9 +58,10 @@ def default_mlp_hidden(kind: str, n_embd: int) -> int:
 
 
 def build_mlp(kind: str, n_embd: int, hidden: int, bias: bool = True, dropout: float = 0.0) -> nn.Module:
-    """A dense MLP by name: 'gelu' or 'swiglu'."""
-    if kind == "gelu":
-        return GELUMLP(n_embd, hidden, bias=bias, dropout=dropout)
+    """A dense MLP by name: 'gelu' (tanh GELU, GPT-2), 'gelu_exact' (erf GELU, nanoGPT) or 'swiglu'."""
+    if kind in ("gelu", "gelu_exact"):
+        approximate = "tanh" if kind == "gelu" else "none"
+        return GELUMLP(n_embd, hidden, bias=bias, dropout=dropout, approximate=approximate)
     if kind == "swiglu":
         return SwiGLUMLP(n_embd, hidden, bias=bias, dropout=dropout)
     raise ValueError(f"unknown mlp '{kind}'; choose one of: {', '.join(MLPS)}")

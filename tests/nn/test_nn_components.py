@@ -97,7 +97,10 @@ def test_mlps():
     torch.testing.assert_close(sw(x), sw.down_proj(h))
     assert default_mlp_hidden("gelu", 32) == 128
     assert default_mlp_hidden("swiglu", 32) == 88  # ceil(2/3 * 128) rounded up to 8
-    with pytest.raises(ValueError, match="gelu, swiglu"):
+    exact = build_mlp("gelu_exact", 8, 32)
+    exact.load_state_dict(gelu.state_dict())
+    torch.testing.assert_close(exact(x), gelu.c_proj(torch.nn.functional.gelu(gelu.c_fc(x))))
+    with pytest.raises(ValueError, match="gelu, gelu_exact, swiglu"):
         build_mlp("relu", 8, 8)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 ATTENTION_BACKENDS = ("sdpa", "eager", "linear", "local")
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "gelu_exact", "swiglu")
 
 
 @dataclass
@@ -33,7 +33,7 @@ class GPTConfig:
         norm: 'layernorm' | 'rmsnorm'.
         norm_eps: norm epsilon.
         pre_norm: pre-LN (GPT-2) if True, post-LN (original Transformer) if False.
-        mlp: 'gelu' (GPT-2 MLP) | 'swiglu'.
+        mlp: 'gelu' (GPT-2 MLP, tanh GELU) | 'gelu_exact' (erf GELU as nanoGPT, a bit faster) | 'swiglu'.
         mlp_hidden: MLP hidden size; None = 4 * n_embd (gelu) or ~8/3 * n_embd rounded up to 8 (swiglu).
         moe_num_experts: 0 = dense MLP, else a Mixture-of-Experts FFN with this many experts.
         moe_top_k: experts per token.

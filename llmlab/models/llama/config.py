@@ -135,7 +135,9 @@ class LlamaConfig:
         if self.hidden_act != "silu":
             raise ValueError(f"model.hidden_act '{self.hidden_act}' is not supported; llmlab's Llama uses 'silu'")
         if self.attention not in ATTENTION_BACKENDS:
-            raise ValueError(f"unknown model.attention '{self.attention}'; choose one of: {', '.join(ATTENTION_BACKENDS)}")
+            raise ValueError(
+                f"unknown model.attention '{self.attention}'; choose one of: {', '.join(ATTENTION_BACKENDS)}"
+            )
         if self.rope_theta <= 0:
             raise ValueError(f"model.rope_theta must be positive, got {self.rope_theta}")
         if self.rms_norm_eps <= 0:

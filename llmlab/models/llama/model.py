@@ -312,7 +312,9 @@ def load_state_dict_checked(model: Llama, sd: dict[str, torch.Tensor], source: s
         )
     for k, v in sd.items():
         if v.shape != expected[k].shape:
-            raise ValueError(f"weights in {source}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+            raise ValueError(
+                f"weights in {source}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
+            )
     model.load_state_dict(sd, strict=False)
 
 
