@@ -141,7 +141,9 @@ def load_gguf_model(source: str | os.PathLike | Any) -> nn.Module:
     f = source if isinstance(source, GGUFFile) else read_gguf(source)
     family = GGUF_ARCHITECTURES.get(f.architecture)
     if family is None:
-        raise ValueError(f"{f.path}: llmlab does not implement the GGUF architecture '{f.architecture}'; {_supported()}")
+        raise ValueError(
+            f"{f.path}: llmlab does not implement the GGUF architecture '{f.architecture}'; {_supported()}"
+        )
     if family == "llama":
         from llmlab.models.llama.gguf import load_gguf_llama
 

@@ -14,6 +14,7 @@ Heads: multi-head attention (Vaswani et al., https://arxiv.org/abs/1706.03762), 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -133,6 +134,9 @@ class Attention(nn.Module):
             self.o_proj = nn.Linear(q_dim, n_embd, bias=bias)
             self.o_proj.residual_proj = True
         self.resid_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # Prefix tuning (llmlab.peft.prefix) sets this to a callable returning extra (k, v), each
+        # (nkv, P, hs) or (B, nkv, P, hs), that every query attends to, or None (the default: no prefix).
+        self.prefix_kv: Callable[[], tuple[torch.Tensor, torch.Tensor] | None] | None = None
 
     def _qkv(
         self, x: torch.Tensor, encoder_hidden_states: torch.Tensor | None
@@ -193,6 +197,9 @@ class Attention(nn.Module):
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             if kv_cache is not None:
                 k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, S, hs)
+            prefix = self.prefix_kv() if self.prefix_kv is not None else None
+            if prefix is not None:
+                k, v, attn_mask, is_causal = _prepend_prefix(prefix, k, v, attn_mask, is_causal, t)
         n_rep = self.n_head // self.n_kv_head
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, nh, S, hs)
         dropout_p = self.dropout if self.training else 0.0
@@ -208,3 +215,41 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(b, t, self.q_dim)  # (B, T, nh * hs)
         y = self.c_proj(y) if self.fused_qkv else self.o_proj(y)
         return self.resid_dropout(y), weights
+
+
+def _prepend_prefix(
+    prefix: tuple[torch.Tensor, torch.Tensor],
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
+    q_len: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+    """Prepend P prefix keys/values (prefix tuning, Li & Liang 2021, https://arxiv.org/abs/2101.00190).
+
+    Every query may attend to all P prefix positions; the mask over the S real keys is kept, so this also
+    works under KV-cache decoding (the prefix is not cached, it is prepended at every step).
+
+    Args:
+        prefix: (k_p, v_p), each (nkv, P, hs) or (B, nkv, P, hs).
+        k, v: (B, nkv, S, hs) keys/values of the cached + new tokens.
+        attn_mask: bool (True = attend) or additive float mask (1|B, 1|nh, T, S), or None.
+        is_causal: whether the causal kernel path was to be used (turned into an explicit mask here).
+        q_len: number of queries T.
+
+    Returns:
+        k, v (B, nkv, P + S, hs), the mask extended to (.., T, P + S) (or None), and is_causal=False.
+    """
+    b, s = k.shape[0], k.shape[2]
+    k_p, v_p = (p.to(k.dtype).expand(b, *p.shape[-3:]) for p in prefix)  # (B, nkv, P, hs)
+    n_prefix = k_p.shape[2]
+    if attn_mask is None and is_causal:
+        attn_mask = torch.ones(q_len, s, dtype=torch.bool, device=k.device).tril(diagonal=s - q_len)[None, None]
+    if attn_mask is not None:
+        shape = (*attn_mask.shape[:-1], n_prefix)
+        if attn_mask.dtype == torch.bool:
+            pad = torch.ones(shape, dtype=torch.bool, device=attn_mask.device)
+        else:
+            pad = torch.zeros(shape, dtype=attn_mask.dtype, device=attn_mask.device)
+        attn_mask = torch.cat([pad, attn_mask], dim=-1)  # (.., T, P + S)
+    return torch.cat([k_p, k], dim=2), torch.cat([v_p, v], dim=2), attn_mask, False

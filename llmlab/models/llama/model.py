@@ -7,8 +7,9 @@ A Llama layer is a pre-norm Transformer block with
 - grouped-query attention (GQA, Ainslie et al. 2023, https://arxiv.org/abs/2305.13245) in Llama-2-70B and later,
 - no biases.
 
-Parameter names are exactly Hugging Face `LlamaForCausalLM`'s (`model.embed_tokens`, `model.layers.{i}.self_attn.q_proj`,
-`model.layers.{i}.mlp.gate_proj`, `model.norm`, `lm_head`), so HF checkpoints load without renaming:
+Parameter names are exactly Hugging Face `LlamaForCausalLM`'s (`model.embed_tokens`,
+`model.layers.{i}.self_attn.q_proj`, `model.layers.{i}.mlp.gate_proj`, `model.norm`, `lm_head`), so HF
+checkpoints load without renaming:
 
     x = embed_tokens(ids)                                   # (B, T, C)
     for layer in layers:
@@ -298,7 +299,7 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_state_dict_checked(model: Llama, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Load `sd` into `model` (casting to the model's dtype); one-line ValueError on missing/unexpected keys or shapes."""
+    """Load `sd` into `model` (cast to the model's dtype); one-line ValueError on missing/unexpected keys or shapes."""
     expected = model.state_dict()
     sd = {k: v for k, v in sd.items() if "rotary_emb" not in k}  # old HF checkpoints store inv_freq buffers
     if model.config.tie_word_embeddings:

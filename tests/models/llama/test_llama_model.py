@@ -149,7 +149,9 @@ def test_save_pretrained_round_trip(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))  # atomic writes leave no temp files
     model.save_pretrained(tmp_path / "half", dtype=torch.float16)
     with torch.no_grad():
-        torch.testing.assert_close(Llama.from_pretrained(tmp_path / "half")(x).logits, model(x).logits, atol=2e-3, rtol=0)
+        torch.testing.assert_close(
+            Llama.from_pretrained(tmp_path / "half")(x).logits, model(x).logits, atol=2e-3, rtol=0
+        )
 
 
 def test_generate_loop_runs_a_llama():

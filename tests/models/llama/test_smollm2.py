@@ -14,7 +14,6 @@ from llmlab.tokenizers.gguf import load_gguf_tokenizer
 
 PROMPTS = [
     "The capital of France is",
-    "def fibonacci(n):",
     "中国的首都是",
     "<|im_start|>user\n用一句话介绍你自己<|im_end|>\n<|im_start|>assistant\n",
 ]
@@ -73,7 +72,9 @@ def test_logits_and_greedy_continuations_match_transformers(ours, theirs, tokeni
     for prompt in PROMPTS:
         ids = tokenizer.encode(prompt)
         mine = greedy_with_cache(ours, ids, NEW_TOKENS)
-        ref = theirs.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False, min_new_tokens=NEW_TOKENS)
+        ref = theirs.generate(
+            torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False, min_new_tokens=NEW_TOKENS
+        )
         assert mine == ref[0, len(ids) :].tolist(), f"{prompt!r}: {tokenizer.decode(mine)!r}"
     # The continuation is sensible text, not noise.
     answer = tokenizer.decode(greedy_with_cache(ours, tokenizer.encode(PROMPTS[0]), 3))

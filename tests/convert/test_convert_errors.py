@@ -1,0 +1,148 @@
+"""Bad inputs to `llmlab convert` / `load_model`: one clear error, exit status 2, and no output left behind."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig as HFLlamaConfig
+from transformers import LlamaForCausalLM
+
+from llmlab.cli import convert as convert_cli
+from llmlab.cli import main as cli_main
+from llmlab.models.hub import load_model
+from llmlab.recipes.convert import convert
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = HFLlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    d = tmp_path_factory.mktemp("hf")
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    return d
+
+
+def run_cli(args, capsys):
+    """Run `llmlab <args>` through the real entry point (with the convert command registered)."""
+    if not any(c.name == "convert" for c in cli_main.app.registered_commands):
+        convert_cli.register(cli_main.app)
+    with pytest.raises(SystemExit) as exc:
+        cli_main.main(args)
+    return exc.value.code, capsys.readouterr()
+
+
+def copy_dir(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def assert_nothing_left(parent, name):
+    assert not (parent / name).exists()
+    assert not [p for p in parent.iterdir() if p.name.startswith(f".{name}")], "temporary output left behind"
+
+
+def test_truncated_safetensors(tmp_path, hf_dir, capsys):
+    bad = copy_dir(hf_dir, tmp_path / "bad")
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_model(bad)
+    code, out = run_cli(["convert", "--from", str(bad), "--to", str(tmp_path / "out")], capsys)
+    assert code == 2 and out.err.startswith("llmlab: error:") and "truncated" in out.err
+    assert len(out.err.strip().splitlines()) == 1
+    assert_nothing_left(tmp_path, "out")
+
+
+def test_corrupt_safetensors_header(tmp_path, hf_dir):
+    bad = copy_dir(hf_dir, tmp_path / "bad")
+    (bad / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(ValueError, match="corrupt"):
+        convert(bad, tmp_path / "out")
+    assert_nothing_left(tmp_path, "out")
+
+
+def test_missing_shard_named(tmp_path, hf_dir):
+    bad = copy_dir(hf_dir, tmp_path / "bad")
+    (bad / "model.safetensors").unlink()
+    (bad / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"x": "model-00001-of-00002.safetensors"}})
+    )
+    with pytest.raises(FileNotFoundError, match="model-00001-of-00002"):
+        load_model(bad)
+
+
+def test_truncated_gguf(tmp_path, hf_dir, capsys):
+    convert(hf_dir, tmp_path / "m.gguf")
+    data = (tmp_path / "m.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) - 100])
+    code, out = run_cli(["convert", "--from", str(tmp_path / "cut.gguf"), "--to", str(tmp_path / "out")], capsys)
+    assert code == 2 and out.err.startswith("llmlab: error:") and "truncated" in out.err
+    assert_nothing_left(tmp_path, "out")
+    (tmp_path / "junk.gguf").write_bytes(b"NOPE" + bytes(64))
+    with pytest.raises(ValueError, match="not a valid GGUF"):
+        load_model(tmp_path / "junk.gguf")
+
+
+def test_unsupported_gguf_tensor_type(tmp_path):
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
+
+    qtype = GGMLQuantizationType.IQ2_XXS
+    block, nbytes = GGML_QUANT_SIZES[qtype]
+    writer = GGUFWriter(str(tmp_path / "iq.gguf"), "llama")
+    for key, value in (("block_count", 1), ("embedding_length", 256), ("feed_forward_length", 256), ("vocab_size", 4)):
+        writer.add_uint32(f"llama.{key}", value)
+    writer.add_uint32("llama.attention.head_count", 2)
+    writer.add_tensor("token_embd.weight", np.zeros((4, nbytes * 256 // block), dtype=np.uint8), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match="IQ2_XXS"):
+        convert(tmp_path / "iq.gguf", tmp_path / "out")
+    assert_nothing_left(tmp_path, "out")
+
+
+def test_unknown_architectures_are_named(tmp_path, hf_dir, capsys):
+    bert = copy_dir(hf_dir, tmp_path / "bert")
+    cfg = json.loads((bert / "config.json").read_text())
+    (bert / "config.json").write_text(json.dumps({**cfg, "architectures": ["BertForMaskedLM"], "model_type": "bert"}))
+    code, out = run_cli(["convert", "--from", str(bert), "--to", str(tmp_path / "out")], capsys)
+    assert code == 2 and "BertForMaskedLM" in out.err and "LlamaForCausalLM" in out.err
+    assert_nothing_left(tmp_path, "out")
+
+    (tmp_path / "mamba").mkdir()
+    (tmp_path / "mamba" / "model_config.json").write_text(json.dumps({"family": "mamba"}))
+    with pytest.raises(ValueError, match="'mamba'.*supported"):
+        load_model(tmp_path / "mamba")
+
+    from llmlab.models.formats import write_gguf
+
+    write_gguf(tmp_path / "falcon.gguf", "falcon", {"falcon.block_count": 1}, {"x.weight": torch.zeros(2, 2)})
+    with pytest.raises(ValueError, match="'falcon'"):
+        load_model(tmp_path / "falcon.gguf")
+
+
+def test_bad_options(tmp_path, hf_dir, capsys):
+    with pytest.raises(ValueError, match="q8_0"):
+        convert(hf_dir, tmp_path / "out", "hf", "q8_0")
+    with pytest.raises(ValueError, match="format"):
+        convert(hf_dir, tmp_path / "out", "onnx")
+    (tmp_path / "exists").mkdir()
+    code, out = run_cli(["convert", "--from", str(hf_dir), "--to", str(tmp_path / "exists")], capsys)
+    assert code == 2 and "--overwrite" in out.err
+    with pytest.raises(FileNotFoundError):
+        convert(tmp_path / "nowhere", tmp_path / "out")
+    assert_nothing_left(tmp_path, "out")
+
+
+def test_cli_success_and_overwrite(tmp_path, hf_dir, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    code, printed = run_cli(["convert", "--from", str(hf_dir), "--to", str(out), "--overwrite"], capsys)
+    assert code in (0, None) and "converted llama model" in printed.out
+    assert (out / "model_config.json").is_file() and not (out / "stale.txt").exists()
+    assert isinstance(load_model(out), torch.nn.Module)
