@@ -116,6 +116,7 @@ def convert(
         tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
         try:
             save_gguf(model, tmp / "model.gguf", dtype.upper(), extra, types)
+            os.chmod(tmp / "model.gguf", 0o644)
             _replace(tmp / "model.gguf", dst, overwrite)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -100,6 +100,10 @@ def test_hf_to_llmlab_to_hf_and_gguf(tmp_path, name, tokenizer):
     torch.testing.assert_close(logits(load_model(tmp_path / "m.gguf"), x), ref)
     md = read_gguf(tmp_path / "m.gguf").metadata
     assert md["tokenizer.chat_template"] == CHAT_TEMPLATE
+    if name == "llama-gqa-tied":  # transformers' own GGUF reader agrees (names, Q/K permutation, metadata);
+        # it ignores llama.rope.scaling.* (only gpt-oss's are read), so the linear-RoPE variant is not compared.
+        theirs = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf").eval()
+        torch.testing.assert_close(logits(theirs, x), ref)
     back = load_gguf_tokenizer(md)
     for text in TEXTS:
         assert back.encode(text) == tokenizer.encode(text), text
