@@ -138,7 +138,15 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
-        """Build and validate a config from a dict; unknown keys raise ValueError naming them."""
+        """Build and validate a config from a dict; unknown keys raise ValueError naming them.
+
+        A `"family"` key (written by `save_pretrained` so `llmlab.models.hub.load_model` can dispatch) must
+        say `gpt`.
+        """
+        d = dict(d)
+        family = d.pop("family", "gpt")
+        if family != "gpt":
+            raise ValueError(f"this config is for the {family!r} model family, not 'gpt'; load it with that family")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,27 +24,11 @@ from llmlab.nn.block import Block
 from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.masks import build_attention_mask
 from llmlab.nn.norms import build_norm
+from llmlab.nn.outputs import ModelOutput
 from llmlab.nn.positions import alibi_slopes, rope_cos_sin, sinusoidal_table
 
 CONFIG_NAME = "model_config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-@dataclass
-class ModelOutput:
-    """What `GPT.forward` returns.
-
-    Attributes:
-        logits: (B, T, V) next-token logits.
-        loss: mean cross-entropy over targets != -100 (+ moe_aux_loss_coef * aux_loss with MoE), or None.
-        aux_loss: MoE load-balancing loss averaged over MoE layers (a zero tensor for dense models).
-        attentions: per-layer self-attention weights (B, nh, T, S) when requested, else None.
-    """
-
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
-    aux_loss: torch.Tensor | None = None
-    attentions: list[torch.Tensor] | None = None
 
 
 class GPT(nn.Module):
@@ -238,7 +221,7 @@ class GPT(nn.Module):
         if self.config.tie_embeddings:
             sd.pop("lm_head.weight", None)
         _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
-        text = json.dumps(dataclasses.asdict(self.config), indent=2)
+        text = json.dumps({"family": "gpt", **dataclasses.asdict(self.config)}, indent=2)
         _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
 
     @classmethod

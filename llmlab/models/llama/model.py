@@ -24,7 +24,6 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,26 +37,10 @@ from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.masks import build_attention_mask
 from llmlab.nn.mlp import SwiGLUMLP
 from llmlab.nn.norms import RMSNorm
+from llmlab.nn.outputs import ModelOutput
 
 CONFIG_NAME = "model_config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-@dataclass
-class ModelOutput:
-    """What `Llama.forward` returns (the same fields as the GPT family's `ModelOutput`).
-
-    Attributes:
-        logits: (B, T, V) next-token logits.
-        loss: mean cross-entropy over targets != -100, or None.
-        aux_loss: always a zero tensor (Llama is dense; kept for a uniform interface with MoE models).
-        attentions: per-layer self-attention weights (B, nh, T, S) when requested, else None.
-    """
-
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
-    aux_loss: torch.Tensor | None = None
-    attentions: list[torch.Tensor] | None = None
 
 
 class LlamaDecoderLayer(nn.Module):

@@ -1,0 +1,24 @@
+"""The output record every llmlab language model returns (GPT, Llama, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ModelOutput:
+    """What a causal LM's `forward` returns.
+
+    Attributes:
+        logits: (B, T, V) next-token logits.
+        loss: mean cross-entropy over targets != -100 (+ moe_aux_loss_coef * aux_loss with MoE), or None.
+        aux_loss: MoE load-balancing loss averaged over MoE layers (a zero tensor for dense models).
+        attentions: per-layer self-attention weights (B, nh, T, S) when requested, else None.
+    """
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+    attentions: list[torch.Tensor] | None = None
