@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
             "runs/quickstart"
         ),
         fast: Annotated[bool, typer.Option("--fast", help="Tiny model on a corpus slice: seconds, for tests.")] = False,
-        max_iters: Annotated[int | None, typer.Option("--max-iters", min=1, help="Override the training steps.")] = None,
+        max_iters: Annotated[
+            int | None, typer.Option("--max-iters", min=1, help="Override the training steps.")
+        ] = None,
         seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1337,
     ) -> None:
         """Train a byte-level BPE tokenizer and a small GPT on the embedded Shakespeare corpus (~5 min on 2 cores),

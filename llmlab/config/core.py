@@ -37,7 +37,9 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
 def _explain(exc: OmegaConfBaseException, cls: type, source: str) -> ValueError:
     key = getattr(exc, "full_key", None) or ""
     if isinstance(exc, (ConfigAttributeError, ConfigKeyError)):
-        close = [k for k in _valid_keys(cls) if k.split(".")[-1] == key.split(".")[-1] or k.startswith(key.split(".")[0])]
+        close = [
+            k for k in _valid_keys(cls) if k.split(".")[-1] == key.split(".")[-1] or k.startswith(key.split(".")[0])
+        ]
         hint = f"; valid keys near it: {', '.join(close[:8])}" if close else ""
         return ValueError(f"unknown config key '{key}' in {source}{hint}")
     if isinstance(exc, ValidationError):

@@ -25,9 +25,9 @@ def plot_loss_curve(records: list[dict[str, Any]], png_path: str | os.PathLike, 
     val = [(r["iter"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     if train:
-        ax.plot(*zip(*train), label="train", linewidth=1)
+        ax.plot([i for i, _ in train], [v for _, v in train], label="train", linewidth=1)
     if val:
-        ax.plot(*zip(*val), "o-", label="val", linewidth=1.5, markersize=3)
+        ax.plot([i for i, _ in val], [v for _, v in val], "o-", label="val", linewidth=1.5, markersize=3)
     ax.set_xlabel("iteration")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(title)
