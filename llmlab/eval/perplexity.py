@@ -119,6 +119,19 @@ def score_tokens(
     return total_nats, max(len(ids_t) - 1, 0)
 
 
+def _text_after_first_token(tokenizer: Any, text: str, ids: list[int]) -> str:
+    """The part of `text` after the characters of its first token (via the tokenizer's offsets when it has them)."""
+    backend = getattr(tokenizer, "backend", tokenizer)  # llmlab's Tokenizer wraps a `tokenizers.Tokenizer`
+    try:
+        encoding = backend.encode(text, add_special_tokens=False)
+        if list(encoding.ids) == ids and encoding.offsets:
+            return text[encoding.offsets[0][1] :]
+    except (AttributeError, TypeError):
+        pass
+    first = tokenizer.decode(ids[:1])
+    return text[len(first) :] if text.startswith(first) else text[1:]
+
+
 def evaluate_perplexity(
     model: nn.Module,
     tokenizer: Any,
@@ -157,8 +170,7 @@ def evaluate_perplexity(
         ids = [int(start)] + ids
     elif ids:
         # The first token has no context: it is not scored, so its characters are not counted either.
-        first = tokenizer.decode(ids[:1])
-        scored_text = text[len(first) :] if text.startswith(first) else tokenizer.decode(ids[1:])
+        scored_text = _text_after_first_token(tokenizer, text, ids)
     if len(ids) < 2:
         raise ValueError("the text is too short to score: it needs at least two tokens (or one with add_bos=True)")
     block_size = int(block_size or model.config.block_size)

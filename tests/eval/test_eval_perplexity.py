@@ -100,3 +100,11 @@ def test_sliding_windows_rejects_bad_stride_and_short_text(char_tok) -> None:
         sliding_windows(100, 8, 9)
     with pytest.raises(ValueError, match="too short"):
         evaluate_perplexity(tiny_gpt(char_tok.vocab_size), char_tok, "F")
+
+
+def test_scored_characters_exclude_only_the_first_token(char_tok) -> None:
+    text = "€€ First Citizen"  # '€' is not in the vocabulary: it encodes to <|unk|>, which decodes differently
+    assert char_tok.decode(char_tok.encode(text)[:1]) != "€"
+    r = evaluate_perplexity(uniform_gpt(char_tok.vocab_size), char_tok, text)
+    assert r["tokens_scored"] == len(text) - 1 == r["characters"]
+    assert r["bytes"] == len(text[1:].encode("utf-8"))
