@@ -2,8 +2,12 @@
 
 Configuration: nanoGPT's CPU run on tinyshakespeare (char level, vocab 65): n_layer=4, n_head=4, n_embd=128,
 block_size=64, batch_size=12, dropout 0, AdamW lr 1e-3 betas (0.9, 0.99) weight decay 0.1, grad clip 1.0.
-All three models have biases (GPT-2 cannot drop them), learned positions, tied embeddings and a 4x GELU MLP,
-so they do the same arithmetic. One "step" = forward + cross-entropy + backward + clip + optimizer step.
+llmlab and the plain loop are nanoGPT exactly: no biases, exact (erf) GELU, learned positions, tied embeddings,
+a 4x MLP. `hf_gpt2` is `GPT2LMHeadModel` as shipped (with the same dimensions: biases, which it cannot drop, and
+its default tanh `gelu_new`); `hf_gpt2_exact_gelu` is the same with `activation_function="gelu"`, the closest
+transformers gets to the same arithmetic. One "step" = forward + cross-entropy + backward + clip + optimizer
+step, each contestant with its own optimizer set-up (llmlab: `build_optimizer`, which picks torch's fused AdamW
+kernel on CPU; the others: nanoGPT's AdamW groups, foreach kernel, as nanoGPT does on CPU).
 
 Fairness: one process, the same `torch.set_num_threads`, fp32, the same pre-drawn batches, the same loss
 (`F.cross_entropy` on the logits against the shifted targets), SDPA attention everywhere
@@ -39,6 +43,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 DIMS = dict(n_layer=4, n_head=4, n_embd=128, block_size=64)
 BATCH_SIZE = 12
 LR, BETAS, WEIGHT_DECAY, GRAD_CLIP = 1e-3, (0.9, 0.99), 0.1, 1.0
+BIAS = False  # nanoGPT's default (train.py: bias = False)
 
 
 # ---- the plain-PyTorch reference: a compact nanoGPT ---------------------------------------------------------
@@ -48,12 +53,12 @@ class RefBlock(nn.Module):
     def __init__(self, n_embd: int, n_head: int) -> None:
         super().__init__()
         self.n_head = n_head
-        self.ln_1 = nn.LayerNorm(n_embd)
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
-        self.c_proj = nn.Linear(n_embd, n_embd)
-        self.ln_2 = nn.LayerNorm(n_embd)
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
-        self.mlp_proj = nn.Linear(4 * n_embd, n_embd)
+        self.ln_1 = nn.LayerNorm(n_embd, bias=BIAS)
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=BIAS)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=BIAS)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=BIAS)
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=BIAS)
+        self.mlp_proj = nn.Linear(4 * n_embd, n_embd, bias=BIAS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -72,7 +77,7 @@ class RefGPT(nn.Module):
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
         self.blocks = nn.ModuleList(RefBlock(n_embd, n_head) for _ in range(n_layer))
-        self.ln_f = nn.LayerNorm(n_embd)
+        self.ln_f = nn.LayerNorm(n_embd, bias=BIAS)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied embeddings
         for name, p in self.named_parameters():
@@ -103,7 +108,7 @@ def nanogpt_adamw(model: nn.Module) -> torch.optim.Optimizer:
 def build_llmlab(vocab_size: int) -> tuple[nn.Module, torch.optim.Optimizer, callable]:
     from llmlab.models.gpt import GPT, GPTConfig
 
-    config = GPTConfig(vocab_size=vocab_size, dropout=0.0, bias=True, **DIMS)
+    config = GPTConfig(vocab_size=vocab_size, dropout=0.0, bias=BIAS, mlp="gelu_exact", **DIMS)
     model = GPT(config)
     try:
         from llmlab.train.optim import build_optimizer
@@ -114,7 +119,7 @@ def build_llmlab(vocab_size: int) -> tuple[nn.Module, torch.optim.Optimizer, cal
     return model, optimizer, lambda m, x, y: m(x, y).loss
 
 
-def build_hf_gpt2(vocab_size: int) -> tuple[nn.Module, torch.optim.Optimizer, callable]:
+def build_hf_gpt2(vocab_size: int, activation: str = "gelu_new") -> tuple[nn.Module, torch.optim.Optimizer, callable]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
@@ -123,6 +128,7 @@ def build_hf_gpt2(vocab_size: int) -> tuple[nn.Module, torch.optim.Optimizer, ca
         n_embd=DIMS["n_embd"],
         n_layer=DIMS["n_layer"],
         n_head=DIMS["n_head"],
+        activation_function=activation,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
@@ -201,7 +207,12 @@ def measure(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     n_batches = args.warmup + args.rounds * args.steps
     batches, vocab_size = load_batches(Path(args.data), n_batches, args.seed)
-    builders = {"llmlab": build_llmlab, "plain_pytorch": build_plain, "hf_gpt2": build_hf_gpt2}
+    builders = {
+        "llmlab": build_llmlab,
+        "plain_pytorch": build_plain,
+        "hf_gpt2": build_hf_gpt2,
+        "hf_gpt2_exact_gelu": lambda v: build_hf_gpt2(v, activation="gelu"),
+    }
     entries: dict[str, dict] = {}
     for name in args.models.split(","):
         if name not in builders:
@@ -235,7 +246,7 @@ def measure(args: argparse.Namespace) -> dict:
     best = {n: max(v) for n, v in rates.items()}  # the least disturbed round: robust on a busy machine
     cpu_median = {n: statistics.median(v) for n, v in cpu_rates.items()}  # immune to waiting for a core
     result = {
-        "config": {**DIMS, "batch_size": BATCH_SIZE, "vocab_size": vocab_size, "dtype": "float32", "bias": True},
+        "config": {**DIMS, "batch_size": BATCH_SIZE, "vocab_size": vocab_size, "dtype": "float32", "bias": BIAS},
         "threads": torch.get_num_threads(),
         "compile": args.compile,
         "steps_per_round": args.steps,
@@ -249,7 +260,7 @@ def measure(args: argparse.Namespace) -> dict:
         "targets": {"ratio_vs_plain_pytorch": 1.0, "ratio_vs_hf_gpt2": 1.3},
     }
     if "llmlab" in median:
-        for other in ("plain_pytorch", "hf_gpt2"):
+        for other in ("plain_pytorch", "hf_gpt2", "hf_gpt2_exact_gelu"):
             if other in median:
                 result[f"ratio_vs_{other}"] = round(median["llmlab"] / median[other], 3)
                 result[f"best_round_ratio_vs_{other}"] = round(best["llmlab"] / best[other], 3)
@@ -324,7 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="folder for --full's data and run (default: a temp dir)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="tinyshakespeare.txt")
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--models", default="llmlab,plain_pytorch,hf_gpt2", help="comma-separated subset to time")
+    parser.add_argument(
+        "--models", default="llmlab,plain_pytorch,hf_gpt2,hf_gpt2_exact_gelu", help="comma-separated subset to time"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = measure(args)
