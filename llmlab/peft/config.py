@@ -99,7 +99,7 @@ class QLoraConfig(LoraConfig):
     https://arxiv.org/abs/2305.14314). Saved adapters are plain LoRA adapters (`peft_type: LORA`).
 
     Attributes:
-        quant_type: "nf4" (the paper's NormalFloat) or "fp4".
+        quant_type: "nf4" (the paper's 4-bit NormalFloat; the only type implemented).
         blocksize: number of weights sharing one absmax scale.
         double_quant: also quantize the absmax scales to int8 (blocks of 256), saving ~0.4 bit/parameter.
         compute_dtype: dtype name the base weight is dequantized to in forward ("float32", "bfloat16", ...).
@@ -112,8 +112,8 @@ class QLoraConfig(LoraConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.quant_type not in ("nf4", "fp4"):
-            raise ValueError(f"quant_type={self.quant_type!r}; choose 'nf4' or 'fp4'")
+        if self.quant_type != "nf4":
+            raise ValueError(f"quant_type={self.quant_type!r} is not implemented; use 'nf4'")
         if self.blocksize <= 0 or self.blocksize % 2:
             raise ValueError(f"blocksize={self.blocksize} must be a positive even number")
 
@@ -237,6 +237,7 @@ def config_from_dict(d: dict[str, Any]) -> PeftConfigBase:
     if peft_type not in CONFIG_CLASSES:
         raise ValueError(f"adapter_config.json has peft_type={peft_type!r}; supported: {', '.join(CONFIG_CLASSES)}")
     cls = CONFIG_CLASSES[peft_type]
+    d = {**d, "task_type": d.get("task_type") or TASK_TYPE}  # peft leaves it None for LoRA made without one
     names = {f.name for f in dataclasses.fields(cls)}
     cfg = cls(**{k: v for k, v in d.items() if k in names})
     cfg.validate()

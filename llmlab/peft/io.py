@@ -1,0 +1,246 @@
+"""Save and load adapters in the Hugging Face PEFT format.
+
+A saved adapter is a folder with
+- `adapter_config.json`: the config (`peft_type`, `r`, `lora_alpha`, `target_modules`,
+  `base_model_name_or_path`, `task_type: CAUSAL_LM`, ...), readable by `peft.PeftConfig.from_pretrained`;
+- `adapter_model.safetensors`: only the adapter tensors, under peft's key names: the module name in the
+  Hugging Face model prefixed by `base_model.model.` (e.g. for LoRA on Llama
+  `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`); prefix and prompt tuning store one
+  `prompt_embeddings` matrix. llmlab's module names equal HF's for both families (GPT-2 and Llama), so no
+  renaming is needed. HF GPT-2 uses `Conv1D` (transposed weights), but peft stores LoRA A/B for Conv1D
+  exactly as for `nn.Linear` (and sets `fan_in_fan_out=True`, which we write too), so the tensors are the same.
+
+A fingerprint of the base model (model class, architecture config, shapes of the adapted weights) is kept in
+the safetensors metadata; loading onto a different base raises a ValueError instead of silently computing
+garbage. Adapters made by peft have no fingerprint and are checked by key names and shapes only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from llmlab.peft.base import PeftLinear
+from llmlab.peft.config import (
+    LoraConfig,
+    PeftConfigBase,
+    PrefixConfig,
+    PromptConfig,
+    config_from_dict,
+)
+from llmlab.peft.model import get_peft_model
+from llmlab.peft.qlora import QLoRALinear
+from llmlab.peft.targets import model_config_dict
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PREFIX = "base_model.model."
+PROMPT_KEY = "prompt_embeddings"
+# Config fields that do not change the weights or their meaning: ignored by the fingerprint check.
+_IGNORED_CONFIG = {"dropout", "attention", "attention_dropout", "extra", "initializer_range", "bos_token_id",
+                   "eos_token_id", "pad_token_id", "name", "window_size", "n_global_tokens"}  # fmt: skip
+_QLORA_ONLY = ("quant_type", "blocksize", "double_quant", "compute_dtype")
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter tensors under peft's key names (trainable parameters; prompt/prefix as `prompt_embeddings`)."""
+    _config(model)
+    if hasattr(model, "prefix_encoder"):
+        return {PROMPT_KEY: model.prefix_encoder.prefixes().detach()}
+    out = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.endswith(PROMPT_KEY):  # prompt tuning: the soft prompt only
+            out[PROMPT_KEY] = p.detach()
+        else:
+            out[PREFIX + name] = p.detach()
+    return out
+
+
+def fingerprint(model: nn.Module) -> dict[str, Any]:
+    """What identifies a base model for an adapter: class, architecture config, shapes of adapted weights."""
+    cfg = {k: v for k, v in model_config_dict(model).items() if k not in _IGNORED_CONFIG}
+    shapes = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QLoRALinear):
+            shapes[name] = list(m.weight_shape)
+        elif isinstance(m, PeftLinear):
+            shapes[name] = list(m.weight.shape)
+    return {"model_class": type(model).__name__, "config": cfg, "shapes": shapes}
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
+    """Write `adapter_config.json` + `adapter_model.safetensors` into `directory` (atomically, as a folder).
+
+    Args:
+        model: a model returned by `get_peft_model`.
+        directory: destination folder (replaced if it exists).
+        base_model_name_or_path: recorded in the config (default: the config's value).
+
+    Returns:
+        The folder path.
+    """
+    from safetensors.torch import save_file
+
+    config = _config(model)
+    d = _config_dict(model, config, base_model_name_or_path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in adapter_state_dict(model).items()}
+    meta = {"format": "pt", "llmlab_fingerprint": json.dumps(fingerprint(model))}
+    out = Path(directory)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
+        (tmp / CONFIG_NAME).write_text(json.dumps(d, indent=2, sort_keys=True), encoding="utf-8")
+        if out.exists():
+            old = out.with_name(f".old-{out.name}-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _config_dict(model: nn.Module, config: PeftConfigBase, base_name: str | None) -> dict[str, Any]:
+    """`adapter_config.json` contents, with the fields peft needs for the method."""
+    d = config.to_dict()
+    d["base_model_name_or_path"] = base_name or config.base_model_name_or_path
+    for k in (*_QLORA_ONLY, "init_token_ids"):  # QLoRA adapters are plain LoRA adapters; init ids are init-only
+        d.pop(k, None)
+    if isinstance(config, LoraConfig) and model_config_dict(model) and hasattr(model, "transformer"):
+        d["fan_in_fan_out"] = True  # the HF export of a GPT model uses Conv1D (see the module docstring)
+    if isinstance(config, (PrefixConfig, PromptConfig)):
+        d["num_transformer_submodules"] = 1
+        if isinstance(config, PrefixConfig):
+            enc = model.prefix_encoder
+            d.update(token_dim=enc.token_dim, num_layers=enc.n_layer, num_attention_heads=enc.n_kv_head)
+            d["prefix_projection"] = False  # saved in exported form: the prefixes themselves
+        else:
+            emb = next(m for m in model.modules() if hasattr(m, "prompt_embeddings"))
+            d["token_dim"] = emb.embedding_dim
+    return d
+
+
+def read_adapter(directory: str | os.PathLike) -> tuple[PeftConfigBase, dict[str, torch.Tensor], dict | None]:
+    """Read a saved adapter: (config, tensors with peft keys, llmlab fingerprint or None)."""
+    from safetensors import safe_open
+
+    d = Path(directory)
+    cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found; pass a folder written by save_adapter (or by peft)")
+    try:
+        config = config_from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
+    try:
+        with safe_open(str(w_path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error type on corrupt files
+        raise ValueError(f"{w_path} is corrupt or truncated ({str(e).splitlines()[0]}); re-save it") from None
+    fp = json.loads(meta["llmlab_fingerprint"]) if "llmlab_fingerprint" in meta else None
+    return config, tensors, fp
+
+
+def load_adapter(model: nn.Module, directory: str | os.PathLike, config: PeftConfigBase | None = None) -> nn.Module:
+    """Load an adapter saved by `save_adapter` or by HF peft onto `model`; return the model.
+
+    If `model` has no adapters yet they are created from the saved config (or from `config`, e.g. a
+    `QLoraConfig` to load a LoRA adapter onto a 4-bit base); if it has, their weights are overwritten.
+
+    Raises:
+        FileNotFoundError: missing files. ValueError: the adapter was made for another base model or does
+            not match the model's adapters (names or shapes).
+    """
+    saved_config, tensors, fp = read_adapter(directory)
+    if fp is not None:
+        _check_fingerprint(model, fp, directory)
+    if getattr(model, "peft_config", None) is None:
+        get_peft_model(model, config or saved_config)
+    if isinstance(model.peft_config, (PrefixConfig, PromptConfig)):
+        _load_prompt(model, tensors, directory)
+    else:
+        _load_named(model, tensors, directory)
+    return model
+
+
+def _load_named(model: nn.Module, tensors: dict[str, torch.Tensor], directory: str | os.PathLike) -> None:
+    expected = adapter_state_dict(model)
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"adapter in {directory} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}; "
+            "was it made for another base model or another config?"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, value in tensors.items():
+            p = params[key.removeprefix(PREFIX)]
+            if p.shape != value.shape:
+                raise ValueError(
+                    f"adapter in {directory}: {key} has shape {tuple(value.shape)}, the model needs {tuple(p.shape)}"
+                )
+            p.copy_(value)
+
+
+def _load_prompt(model: nn.Module, tensors: dict[str, torch.Tensor], directory: str | os.PathLike) -> None:
+    if set(tensors) != {PROMPT_KEY}:
+        raise ValueError(f"adapter in {directory} should hold only '{PROMPT_KEY}', found {sorted(tensors)[:3]}")
+    value = tensors[PROMPT_KEY]
+    if hasattr(model, "prefix_encoder"):
+        model.prefix_encoder.load_prefixes(value)
+        return
+    emb = next(m for m in model.modules() if hasattr(m, "prompt_embeddings"))
+    if emb.prompt_embeddings.shape != value.shape:
+        raise ValueError(
+            f"adapter in {directory}: prompt has shape {tuple(value.shape)}, "
+            f"the model needs {tuple(emb.prompt_embeddings.shape)}"
+        )
+    with torch.no_grad():
+        emb.prompt_embeddings.copy_(value)
+
+
+def _check_fingerprint(model: nn.Module, fp: dict[str, Any], directory: str | os.PathLike) -> None:
+    """ValueError when `model` is not the kind of base the adapter was trained on."""
+    mine = fingerprint(model)
+    if fp.get("model_class") != mine["model_class"]:
+        raise ValueError(
+            f"adapter in {directory} was made for a {fp.get('model_class')} model, not a {mine['model_class']}"
+        )
+    theirs_cfg, my_cfg = fp.get("config", {}), mine["config"]
+    diff = sorted(k for k in set(theirs_cfg) | set(my_cfg) if theirs_cfg.get(k) != my_cfg.get(k))
+    if diff:
+        k = diff[0]
+        raise ValueError(
+            f"adapter in {directory} was made for another base model: config {k}={theirs_cfg.get(k)!r} there, "
+            f"{my_cfg.get(k)!r} here (differs in: {', '.join(diff[:5])})"
+        )
+    modules = dict(model.named_modules())
+    for name, shape in fp.get("shapes", {}).items():
+        m = modules.get(name)
+        if m is None:
+            raise ValueError(f"adapter in {directory} targets {name}, which this model does not have")
+        have = list(m.weight_shape) if isinstance(m, QLoRALinear) else list(m.weight.shape)
+        if have != shape:
+            raise ValueError(f"adapter in {directory}: {name} had weight shape {shape} there, {have} here")
+
+
+def _config(model: nn.Module) -> PeftConfigBase:
+    config = getattr(model, "peft_config", None)
+    if config is None:
+        raise ValueError("this model has no adapters; call get_peft_model(model, config) first")
+    return config

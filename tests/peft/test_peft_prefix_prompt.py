@@ -1,0 +1,138 @@
+"""Prefix tuning (per-layer key/value prefixes) and prompt tuning (soft prompt embeddings)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from peft_helpers import VOCAB, sharpen, tiny_gpt, tiny_llama, train_steps
+
+from llmlab.peft import PrefixConfig, PromptConfig, adapters_disabled, get_peft_model, trainable_parameters
+from llmlab.peft.prefix import PrefixEncoder
+from llmlab.peft.prompt import PromptEmbedding
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_prefix_trains_with_a_frozen_base(make_model, batch, projection: bool) -> None:
+    x, y = batch
+    model = sharpen(make_model())
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        base_logits = model(x).logits
+    cfg = PrefixConfig(num_virtual_tokens=4, prefix_projection=projection, encoder_hidden_size=16)
+    get_peft_model(model, cfg)
+    assert all(n.startswith("prefix_encoder.") for n, _ in trainable_parameters(model))
+    with torch.no_grad():
+        assert not torch.allclose(model(x).logits, base_logits, atol=1e-4)  # prefixes change outputs by design
+    losses = train_steps(model, x, y, steps=6, lr=5e-2)
+    assert losses[-1] < losses[0] - 0.1, losses
+    for n, p in model.named_parameters():
+        if n in base:
+            assert p.grad is None and torch.equal(p, base[n]), n
+    with adapters_disabled(model), torch.no_grad():
+        torch.testing.assert_close(model(x).logits, base_logits, rtol=0, atol=1e-6)
+
+
+def test_prefix_is_attended_like_extra_past_tokens() -> None:
+    """With a 1-layer model, prefixes equal to the keys/values of real tokens give the same output as the tokens."""
+    model = tiny_gpt(n_layer=1, position="none")
+    ctx = torch.tensor([[5, 9, 2]])
+    x = torch.tensor([[7, 1, 4, 3]])
+    with torch.no_grad():
+        full = model(torch.cat([ctx, x], dim=1)).logits[:, 3:]
+        cache = model.make_kv_cache(1)
+        model(ctx, kv_cache=cache)
+        k, v = cache.k[0, :, :, :3], cache.v[0, :, :, :3]  # (1, nkv, 3, hs)
+    get_peft_model(model, PrefixConfig(num_virtual_tokens=3))
+    enc = model.prefix_encoder
+    with torch.no_grad():  # write the cached keys/values into the prefix matrix (peft layout)
+        kv = torch.stack([k[0], v[0]])  # (2, nkv, P, hs)
+        enc.embedding.copy_(kv.permute(2, 0, 1, 3).reshape(3, -1))
+        torch.testing.assert_close(model(x).logits, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+def test_prefix_under_kv_cache_decoding_and_padding(backend: str) -> None:
+    models = [tiny_gpt(attention=backend), tiny_llama(attention=backend), tiny_gpt(attention=backend, position="alibi")]
+    for model in models:  # bool masks, the is_causal path, and ALiBi's additive float mask
+        get_peft_model(model, PrefixConfig(num_virtual_tokens=3, prefix_init_std=0.5))
+        ids = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            full = model(ids).logits
+            cache = model.make_kv_cache(2, 16)
+            steps = [model(ids[:, :4], kv_cache=cache).logits]
+            steps += [model(ids[:, 4:6], kv_cache=cache).logits]  # several new tokens with a past: explicit mask
+            steps += [model(ids[:, 6:], kv_cache=cache).logits]  # one token: no mask
+            torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+            mask = torch.ones(2, 7, dtype=torch.long)
+            torch.testing.assert_close(model(ids, attention_mask=mask).logits, full, rtol=1e-4, atol=1e-5)
+
+
+def test_prefix_export_keeps_outputs(batch) -> None:
+    x, y = batch
+    model = get_peft_model(tiny_llama(), PrefixConfig(num_virtual_tokens=4, prefix_projection=True))
+    train_steps(model, x, y, steps=2)
+    with torch.no_grad():
+        before = model(x).logits
+    model.prefix_encoder.export_prefixes()
+    assert not hasattr(model.prefix_encoder, "transform")
+    assert model.prefix_encoder.embedding.shape == (4, 2 * 2 * 2 * 8)  # (P, L * 2 * nkv * hs)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, before)
+
+
+def test_prefix_rejects_linear_attention() -> None:
+    with pytest.raises(ValueError, match="linear"):
+        get_peft_model(tiny_gpt(attention="linear"), PrefixConfig())
+
+
+def test_prompt_tuning_trains_and_prompt_positions_carry_no_loss(make_model, batch) -> None:
+    x, y = batch
+    model = sharpen(make_model())
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        base_logits = model(x).logits
+    get_peft_model(model, PromptConfig(num_virtual_tokens=3))
+    assert [n for n, _ in trainable_parameters(model)] == [
+        next(n for n, _ in model.named_parameters() if n.endswith("prompt_embeddings"))
+    ]
+    out = model(x, y)
+    assert out.logits.shape == (2, 12, VOCAB)  # the prompt positions are dropped from the logits
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits.reshape(-1, VOCAB), y.reshape(-1)))
+    losses = train_steps(model, x, y, steps=6, lr=5e-2)
+    assert losses[-1] < losses[0] - 0.1, losses
+    for n, p in model.named_parameters():
+        if n in base:
+            assert p.grad is None and torch.equal(p, base[n]), n
+    with adapters_disabled(model), torch.no_grad():
+        torch.testing.assert_close(model(x).logits, base_logits, rtol=0, atol=1e-6)
+
+
+def test_prompt_equals_prepending_the_text_tokens() -> None:
+    """Initialised from text, the soft prompt behaves exactly like those tokens in front of the input."""
+    text_ids = [3, 14, 15]
+    x = torch.tensor([[9, 2, 6, 5]])
+    for model in (tiny_gpt(), tiny_llama()):
+        with torch.no_grad():
+            expected = model(torch.cat([torch.tensor([text_ids]), x], dim=1)).logits[:, 3:]
+        get_peft_model(model, PromptConfig(num_virtual_tokens=3, prompt_tuning_init="TEXT", init_token_ids=text_ids))
+        emb = next(m for m in model.modules() if isinstance(m, PromptEmbedding))
+        with torch.no_grad():
+            torch.testing.assert_close(emb.prompt_embeddings, emb.weight[text_ids])
+            torch.testing.assert_close(model(x).logits, expected, rtol=1e-5, atol=1e-5)
+            # attention mask: left padding of the real input still sees the prompt
+            mask = torch.tensor([[1, 1, 1, 1]])
+            torch.testing.assert_close(model(x, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-5)
+            # KV cache: the prompt is prepended on the prefill call only
+            cache = model.make_kv_cache(1, 16)
+            a = model(x[:, :2], kv_cache=cache).logits
+            b = model(x[:, 2:], kv_cache=cache).logits
+            torch.testing.assert_close(torch.cat([a, b], dim=1), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_prompt_config_errors() -> None:
+    with pytest.raises(ValueError, match="init_token_ids"):
+        get_peft_model(tiny_gpt(), PromptConfig(prompt_tuning_init="TEXT"))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        get_peft_model(tiny_gpt(), PromptConfig(prompt_tuning_init="TEXT", init_token_ids=[VOCAB + 5]))
+    assert isinstance(PrefixEncoder(2, 2, 8, 3).layer_kv(1)[0], torch.Tensor)
