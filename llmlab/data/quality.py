@@ -12,6 +12,8 @@ import re
 import unicodedata
 from collections import Counter
 
+from llmlab.data.pii import PLACEHOLDERS
+
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 # ASCII symbols that are not sentence punctuation; other characters count when Unicode calls them symbols.
@@ -25,7 +27,10 @@ def words(text: str) -> list[str]:
 
 def symbol_ratio(text: str) -> float:
     """Fraction of non-space characters that are symbols (`#`, `@`, `|`, `{`, math and currency signs,
-    emoji, box drawing, ...) rather than letters, digits or sentence punctuation."""
+    emoji, box drawing, ...) rather than letters, digits or sentence punctuation. The angle brackets of PII
+    placeholders (`<EMAIL>`, `<PHONE>`, ...) do not count: scrubbed text must not look like junk."""
+    for placeholder in PLACEHOLDERS.values():
+        text = text.replace(placeholder, placeholder[1:-1])
     chars = [c for c in text if not c.isspace()]
     if not chars:
         return 0.0

@@ -161,3 +161,15 @@ def test_everything_removed_is_a_clear_error() -> None:
     cfg.quality.min_chars = 10_000
     with pytest.raises(ValueError, match=r"all 2 documents were removed by the cleaning steps \(quality removed 2\)"):
         clean_documents(_docs(PROSE, ZH_PROSE), cfg)
+
+
+def test_scrubbed_pii_survives_the_quality_filter() -> None:
+    """A short record whose PII was replaced by placeholders is kept, not mistaken for symbol junk."""
+    text = "Mail: zhang.san@example.com, tel 13812345678."
+    scrubbed = scrub_pii(text)
+    assert "<PHONE>" in scrubbed and "<EMAIL>" in scrubbed
+    assert symbol_ratio(scrubbed) < 0.1
+    cfg = CleanConfig()
+    cfg.exact_dedup.enabled = cfg.near_dedup.enabled = False
+    docs, _ = clean_documents([Document(text=text, source="t")], cfg)
+    assert [d.text for d in docs] == [scrubbed]
