@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from llmlab.cli import chat, convert, data, evaluate, generate, pretrain, quickstart, tokenizer
+from llmlab.cli import chat, convert, data, evaluate, finetune, generate, pretrain, quickstart, tokenizer
 
 app = typer.Typer(
     name="llmlab",
@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (quickstart, tokenizer, data, pretrain, generate, chat, evaluate, convert):
+for module in (quickstart, tokenizer, data, pretrain, finetune, generate, chat, evaluate, convert):
     module.register(app)
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, KeyError)
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as e:
         if os.environ.get("LLMLAB_DEBUG"):
             raise
-        msg = str(e).strip().strip("'\"") or type(e).__name__
+        # str(KeyError) wraps the message in quotes; the message itself is args[0]
+        msg = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip() or type(e).__name__
         print(f"llmlab: error: {msg.splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -1,0 +1,71 @@
+"""`llmlab finetune` (supervised fine-tuning, `llmlab.recipes.finetune`) and `llmlab merge` (`llmlab.recipes.merge`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `llmlab finetune` and `llmlab merge` to the root app."""
+
+    @app.command("finetune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def finetune_cmd(
+        overrides: Annotated[
+            list[str] | None,
+            typer.Argument(help="key=value overrides, e.g. data.train=sft.jsonl train.max_iters=100 peft.r=16"),
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option("--config", "-c", help="YAML config, e.g. configs/finetune/smollm2-lora.yaml")
+        ] = None,
+        method: Annotated[
+            str | None,
+            typer.Option("--method", "-m", help="full | partial | lora | qlora | adapter | prefix | prompt | ia3"),
+        ] = None,
+        print_config: Annotated[
+            bool, typer.Option("--print-config", help="Print the resolved config and exit.")
+        ] = False,
+    ) -> None:
+        """Fine-tune a model on instruction / chat / prompt-completion JSONL (loss on the responses)."""
+        from llmlab.recipes.finetune import load_finetune_config
+
+        cfg = load_finetune_config(config, overrides or [], method)
+        if print_config:
+            import yaml
+
+            from llmlab.config import config_to_dict
+
+            typer.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True).rstrip())
+            return
+        from llmlab.recipes.finetune import finetune
+
+        summary = finetune(cfg, say=typer.echo)
+        keys = ("first_train_loss", "final_train_loss", "final_val_loss", "val_accuracy", "wall_time_s")
+        for key in keys:
+            if summary.get(key) is not None:
+                typer.echo(
+                    f"{key}: {summary[key]:.4f}" if isinstance(summary[key], float) else f"{key}: {summary[key]}"
+                )
+        typer.echo(f"saved: {summary.get('adapter') or summary.get('model')}")
+
+    @app.command("merge")
+    def merge_cmd(
+        adapter: Annotated[Path, typer.Option("--adapter", "-a", help="Adapter folder (adapter_config.json).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder, or a .gguf file.")],
+        base: Annotated[
+            str | None,
+            typer.Option("--base", "-b", help="Base model path (default: the one recorded in the adapter)."),
+        ] = None,
+        out_format: Annotated[
+            str | None, typer.Option("--format", "-f", help="llmlab | hf | gguf (default: from --out).")
+        ] = None,
+        dtype: Annotated[str, typer.Option("--dtype", help="f32 | f16 | bf16 (llmlab) | q8_0 (gguf).")] = "f32",
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+    ) -> None:
+        """Fold a LoRA/QLoRA/IA3 adapter into its base model and save it (llmlab, Hugging Face or GGUF)."""
+        from llmlab.recipes.merge import describe, merge
+
+        report = merge(adapter, out, base=base, out_format=out_format, dtype=dtype, overwrite=overwrite)
+        typer.echo(describe(report))

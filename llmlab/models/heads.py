@@ -1,0 +1,145 @@
+"""Task heads on top of any llmlab decoder (GPT or Llama), and label scoring for classification.
+
+Two ways to classify text with a causal LM:
+
+1. As instruction following: the label words are the response, and a prediction is the label whose tokens
+   the model finds most likely after the prompt (`label_log_likelihoods`), as in GPT-3's multiple-choice
+   evaluation (Brown et al. 2020, https://arxiv.org/abs/2005.14165).
+2. With a sequence-classification head (`SequenceClassifier`): the final hidden state of the last real
+   (non-padding) token goes through a linear layer `score` to `num_labels` logits, exactly as Hugging Face's
+   `*ForSequenceClassification` (GPT-1 already classified from the last token: Radford et al. 2018,
+   https://cdn.openai.com/research-covers/language-unsupervised/language_understanding_paper.pdf).
+
+The llmlab models return only logits, so the hidden states (after the final norm) are captured with a forward
+hook on the final norm (`transformer.ln_f` for GPT, `model.norm` for Llama; for a post-norm GPT without
+`ln_f`, the output of the last block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def final_hidden_module(model: nn.Module) -> nn.Module:
+    """The module whose output is the final hidden state (B, T, C) that feeds the LM head."""
+    modules = dict(model.named_modules())
+    for name in ("model.norm", "transformer.ln_f"):
+        if name in modules:
+            return modules[name]
+    if "transformer.h" in modules and len(modules["transformer.h"]) > 0:  # post-norm GPT: the last block
+        return modules["transformer.h"][-1]
+    raise ValueError(f"cannot find the final hidden state of a {type(model).__name__}; expected model.norm or ln_f")
+
+
+class HiddenStateCapture:
+    """`with HiddenStateCapture(model) as cap: model(ids)` -> `cap.hidden` is the final hidden state (B, T, C)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.module = final_hidden_module(model)
+        self.hidden: torch.Tensor | None = None
+        self._handle = None
+
+    def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
+        self.hidden = output[0] if isinstance(output, tuple) else output
+
+    def __enter__(self) -> HiddenStateCapture:
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+@dataclass
+class ClassifierOutput:
+    """`logits` (B, num_labels) and the mean cross-entropy `loss` when labels were given."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class SequenceClassifier(nn.Module):
+    """A decoder plus a linear head on the last non-padding token (HF `*ForSequenceClassification`).
+
+    Args:
+        base: an llmlab `GPT` or `Llama` (kept as `self.base`; its LM head is computed but unused).
+        num_labels: number of classes.
+        pad_id: padding id, used to find the last real token when no attention_mask is given.
+    """
+
+    def __init__(self, base: nn.Module, num_labels: int, pad_id: int | None = None) -> None:
+        super().__init__()
+        if num_labels < 2:
+            raise ValueError(f"num_labels must be >= 2, got {num_labels}")
+        self.base = base
+        self.config = base.config
+        self.num_labels = num_labels
+        self.pad_id = pad_id
+        width = getattr(base.config, "n_embd", None) or base.config.hidden_size
+        p = next(base.parameters())
+        self.score = nn.Linear(width, num_labels, bias=False, device=p.device, dtype=p.dtype)
+        nn.init.normal_(self.score.weight, std=0.02)
+
+    def last_token_index(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B,) index of the last real token of each right-padded row."""
+        if attention_mask is not None:
+            return attention_mask.long().sum(dim=1).clamp(min=1) - 1
+        if self.pad_id is None:
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+        real = (input_ids != self.pad_id).long()
+        return real.sum(dim=1).clamp(min=1) - 1
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+    ) -> ClassifierOutput:
+        """input_ids (B, T) right-padded, labels (B,) class ids -> ClassifierOutput."""
+        with HiddenStateCapture(self.base) as cap:
+            self.base(input_ids, attention_mask=attention_mask)
+        hidden = cap.hidden  # (B, T, C)
+        idx = self.last_token_index(input_ids, attention_mask)  # (B,)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]  # (B, C)
+        logits = self.score(pooled.to(self.score.weight.dtype))  # (B, num_labels)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return ClassifierOutput(logits=logits, loss=loss)
+
+
+@torch.no_grad()
+def label_log_likelihoods(
+    model: nn.Module, prompt_ids: Sequence[int], label_ids: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """log p(label | prompt) for each candidate label: the sum of its tokens' log-probabilities.
+
+    Args:
+        model: an llmlab causal LM.
+        prompt_ids: the prompt tokens.
+        label_ids: the tokens of each candidate label (e.g. `tokenizer.encode(word)`, plus EOS if trained so).
+
+    Returns:
+        (num_labels,) float tensor; `argmax` is the predicted label.
+    """
+    device = next(model.parameters()).device
+    n = len(prompt_ids)
+    rows = [list(prompt_ids) + list(lab) for lab in label_ids]
+    t = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), t, dtype=torch.long, device=device)
+    mask = torch.zeros(len(rows), t, dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, device=device)
+        mask[i, : len(r)] = 1
+    logp = torch.log_softmax(model(ids, attention_mask=mask).logits.float(), dim=-1)  # (L, T, V)
+    out = torch.zeros(len(rows), device=device)
+    for i, lab in enumerate(label_ids):
+        for k, tok in enumerate(lab):
+            out[i] += logp[i, n + k - 1, tok]  # token at n + k is predicted at position n + k - 1
+    return out.cpu()

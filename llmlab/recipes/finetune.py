@@ -1,0 +1,404 @@
+"""The supervised fine-tuning recipe behind ``llmlab finetune``: base model + JSONL data -> adapter or weights.
+
+    llmlab finetune --config configs/finetune/smollm2-lora.yaml --method lora data.train=alpaca.jsonl
+    llmlab finetune --config cfg.yaml --method full base=runs/pretrain/checkpoints/last train.max_iters=100
+
+Methods: `full` (every weight), `partial` (named modules or the last N layers, `partial.*`), and the PEFT
+methods of `llmlab.peft`: `lora`, `qlora`, `adapter`, `prefix`, `prompt`, `ia3` (their settings go in
+`peft:`, the fields of `llmlab.peft.LoraConfig` etc.).
+
+The run folder (`out_dir`) is written to a temporary sibling and renamed when the run succeeds, so a failed
+run leaves nothing behind. It holds `config.yaml` (resolved), `metrics.jsonl`, `tb/`, `summary.json`,
+`tokenizer.json`, and either `adapter/` (Hugging Face PEFT format, see `llmlab.peft.save_adapter`; merge it
+with `llmlab merge`) or `model/` (an llmlab checkpoint with its tokenizer, for full and partial tuning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmlab.config import load_config, save_config
+from llmlab.data.templates import RECORD_FORMATS, TEMPLATE_NAMES
+from llmlab.train.config import OptimConfig, ScheduleConfig
+from llmlab.train.sft_loop import SFTTrainConfig
+
+METHODS = ("full", "partial", "lora", "qlora", "adapter", "prefix", "prompt", "ia3")
+PEFT_METHODS = {
+    "lora": "LoraConfig",
+    "qlora": "QLoraConfig",
+    "adapter": "AdapterConfig",
+    "prefix": "PrefixConfig",
+    "prompt": "PromptConfig",
+    "ia3": "IA3Config",
+}
+DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct"
+
+
+@dataclass
+class TaskConfig:
+    """One data set of a multi-task mixture.
+
+    Attributes:
+        name: task name (per-task losses are logged as `loss_<name>` / `val_loss_<name>`).
+        path: training JSONL.
+        weight: sampling weight (probability = weight / sum of weights).
+        val_path: held-out JSONL (None: hold out `data.val_fraction` of `path`).
+        format: record format (None = `data.format`).
+        template: prompt template (None = `data.template`).
+    """
+
+    name: str = ""
+    path: str = ""
+    weight: float = 1.0
+    val_path: str | None = None
+    format: str | None = None
+    template: str | None = None
+
+
+@dataclass
+class SFTDataConfig:
+    """The fine-tuning data.
+
+    Attributes:
+        train: training JSONL (a single task named "train"), or None when `tasks` is set.
+        val: held-out JSONL for `train` (None: hold out `val_fraction` of it).
+        tasks: several data sets mixed by weight (instead of `train`).
+        val_fraction: share of each task held out when it has no val file (0 = no evaluation).
+        format: auto | alpaca | messages | prompt_completion (auto: decided per line by its keys).
+        template: alpaca | alpaca-zh | chat | plain (`messages` records always use the chat template).
+        chat_template: a template name (chatml, llama3, zh, llama2) or Jinja source; None = the model's own
+            (chatml when it has none).
+        max_length: longest example in tokens (longer ones are cut; the model's context is the upper bound).
+        train_on_prompt: also learn the prompt tokens (default: loss on the response only).
+        add_bos: start every example with the tokenizer's BOS token.
+        add_eos: end every response with EOS (so the model learns to stop).
+        packing: put several examples into each row (block-diagonal attention; positions restart for Llama).
+    """
+
+    train: str | None = None
+    val: str | None = None
+    tasks: list[TaskConfig] = field(default_factory=list)
+    val_fraction: float = 0.1
+    format: str = "auto"
+    template: str = "alpaca"
+    chat_template: str | None = None
+    max_length: int = 512
+    train_on_prompt: bool = False
+    add_bos: bool = False
+    add_eos: bool = True
+    packing: bool = False
+
+
+@dataclass
+class PartialConfig:
+    """`--method partial`: which parameters train (the rest stay frozen).
+
+    Attributes:
+        modules: module/parameter names (dotted parts, e.g. `lm_head`, `model.layers.29`, `mlp`).
+        last_n_layers: or train the last N Transformer layers.
+        include_head: with `last_n_layers`, also train the final norm and the output layer.
+    """
+
+    modules: list[str] = field(default_factory=list)
+    last_n_layers: int = 0
+    include_head: bool = True
+
+
+@dataclass
+class ClassificationConfig:
+    """Classification as instruction following: responses are label words.
+
+    Attributes:
+        labels: the label words; when set, the held-out accuracy is logged (`val_accuracy`): the predicted
+            label is the one with the highest log-likelihood after the prompt.
+    """
+
+    labels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything `llmlab finetune` needs (see `configs/finetune/*.yaml`).
+
+    Attributes:
+        base: the base model (llmlab/HF folder, run folder or .gguf); None = SmolLM2-135M-Instruct.
+        method: one of `METHODS`.
+        peft: keyword arguments of the method's `llmlab.peft` config class (e.g. `{r: 8, lora_alpha: 16}`).
+        partial: settings of `method: partial`.
+        data: the data sets and how they are rendered.
+        train: the loop.
+        optim: the optimizer.
+        schedule: the lr schedule.
+        classification: label words for accuracy logging.
+        out_dir: the run folder.
+        overwrite: replace an existing `out_dir`.
+    """
+
+    base: str | None = None
+    method: str = "lora"
+    peft: dict[str, Any] = field(default_factory=dict)
+    partial: PartialConfig = field(default_factory=PartialConfig)
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, weight_decay=0.0, betas=[0.9, 0.999]))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(warmup_iters=10, min_lr=0.0))
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+    out_dir: str = "runs/finetune"
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Raise a one-line ValueError for impossible settings."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        d = self.data
+        if d.template not in TEMPLATE_NAMES:
+            raise ValueError(f"unknown data.template {d.template!r}; choose one of: {', '.join(TEMPLATE_NAMES)}")
+        if d.format not in RECORD_FORMATS:
+            raise ValueError(f"unknown data.format {d.format!r}; choose one of: {', '.join(RECORD_FORMATS)}")
+        if d.max_length < 2:
+            raise ValueError(f"data.max_length must be >= 2, got {d.max_length}")
+        if not d.train and not d.tasks:
+            raise ValueError("no training data: set data.train=<file.jsonl> (or data.tasks)")
+        if d.train and d.tasks:
+            raise ValueError("set either data.train or data.tasks, not both")
+        names = [t.name for t in d.tasks]
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"every entry of data.tasks needs a unique name, got {names}")
+        if any(not t.path for t in d.tasks):
+            raise ValueError("every entry of data.tasks needs a path")
+        if self.method == "partial" and not self.partial.modules and self.partial.last_n_layers <= 0:
+            raise ValueError("method partial needs partial.modules=[...] or partial.last_n_layers=N")
+        if self.method not in PEFT_METHODS and self.peft:
+            raise ValueError(f"peft settings are only for {', '.join(PEFT_METHODS)}, not method {self.method!r}")
+        if self.method in PEFT_METHODS:
+            _check_peft_keys(self.method, dict(self.peft))
+        if d.packing and self.method == "prompt":
+            raise ValueError(
+                "packing does not work with prompt tuning (the soft prompt would be shared); set data.packing=false"
+            )
+        self.train.validate()
+        if self.optim.lr <= 0:
+            raise ValueError(f"optim.lr must be positive, got {self.optim.lr}")
+        if not 0 <= self.schedule.min_lr <= self.optim.lr:
+            raise ValueError(f"schedule.min_lr ({self.schedule.min_lr}) must be between 0 and optim.lr")
+
+
+def _check_peft_keys(method: str, peft: dict[str, Any]) -> None:
+    """ValueError naming unknown keys of the `peft:` section for `method` (and the valid ones)."""
+    from llmlab.peft import config as peft_config
+
+    valid = {f.name for f in dataclasses.fields(getattr(peft_config, PEFT_METHODS[method]))}
+    unknown = sorted(set(peft) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown peft setting(s) for method {method}: {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+        )
+
+
+def load_finetune_config(
+    path: str | os.PathLike | None, overrides: list[str] | None = None, method: str | None = None
+) -> FinetuneConfig:
+    """Defaults, then the YAML, then `key=value` overrides; `method` (the --method option) wins over all."""
+    overrides = list(overrides or [])
+    if method is not None:
+        overrides.append(f"method={method}")
+    return load_config(FinetuneConfig, path, overrides)
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def apply_method(model: Any, cfg: FinetuneConfig, base_name: str) -> str:
+    """Make the right parameters trainable (adding adapters for PEFT methods); return a one-line report."""
+    from llmlab import peft
+
+    if cfg.method == "full":
+        model.requires_grad_(True)
+    elif cfg.method == "partial":
+        if cfg.partial.modules:
+            peft.freeze_except(model, list(cfg.partial.modules))
+        else:
+            peft.train_last_n_layers(model, cfg.partial.last_n_layers, cfg.partial.include_head)
+    else:
+        cls = getattr(peft, PEFT_METHODS[cfg.method])
+        kwargs = {"base_model_name_or_path": base_name, **dict(cfg.peft)}
+        if isinstance(kwargs.get("target_modules"), tuple):
+            kwargs["target_modules"] = list(kwargs["target_modules"])
+        peft.get_peft_model(model, cls(**kwargs))
+    trainable, total = peft.count_parameters(model)
+    return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+
+
+def _tasks(cfg: FinetuneConfig) -> list[TaskConfig]:
+    d = cfg.data
+    if d.tasks:
+        return list(d.tasks)
+    return [TaskConfig(name="train", path=str(d.train), val_path=d.val)]
+
+
+def _virtual_tokens(cfg: FinetuneConfig) -> int:
+    return int(cfg.peft.get("num_virtual_tokens", 8)) if cfg.method == "prompt" else 0
+
+
+def write_tokenizer(tokenizer: Any, directory: Path, chat_template: str | None) -> None:
+    """`tokenizer.json` + `tokenizer_config.json` (with the chat template, as `llmlab convert` writes it)."""
+    tokenizer.save(directory)
+    if chat_template:
+        sidecar = directory / "tokenizer_config.json"
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        meta["chat_template"] = chat_template
+        sidecar.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def label_accuracy(model: Any, tokenizer: Any, examples: list[Any], labels: list[str]) -> tuple[float, int]:
+    """Accuracy of picking the most likely label word after each example's prompt: (accuracy, examples scored).
+
+    The gold label of an example is the label whose tokens begin its response (examples whose response is no
+    label are skipped).
+    """
+    from llmlab.models.heads import label_log_likelihoods
+
+    label_ids = [tokenizer.encode(lab) for lab in labels]
+    correct = scored = 0
+    for ex in examples:
+        response = ex.input_ids[ex.prompt_len :]
+        matches = [i for i, ids in enumerate(label_ids) if ids and response[: len(ids)] == ids]
+        if not matches:
+            continue
+        gold = max(matches, key=lambda i: len(label_ids[i]))
+        scores = label_log_likelihoods(model, ex.input_ids[: ex.prompt_len], label_ids)
+        correct += int(int(scores.argmax()) == gold)
+        scored += 1
+    return (correct / scored if scored else float("nan")), scored
+
+
+# ---------------------------------------------------------------------------------------------- recipe
+def finetune(cfg: FinetuneConfig, say: Any = print) -> dict[str, Any]:
+    """Run supervised fine-tuning as configured; return the summary (also saved as `summary.json`).
+
+    Raises:
+        ValueError / FileNotFoundError: one line naming the problem (bad data line, unknown target module,
+            existing out_dir, ...). Nothing is written to `out_dir` unless the run succeeds.
+    """
+    import torch
+
+    from llmlab.data.sft import SFTBatchStream, eval_batches, load_sft_examples, split_examples
+    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.models.hub import save_llmlab
+    from llmlab.train.logging import write_json_atomic
+    from llmlab.train.sft_loop import run_sft
+
+    out = Path(cfg.out_dir)
+    if out.exists() and not cfg.overwrite:
+        raise ValueError(f"{out} already exists; choose another out_dir or pass overwrite=true")
+    tasks = _tasks(cfg)
+    for t in tasks:  # fail on a missing file before loading a model
+        for p in (t.path, t.val_path):
+            if p and not Path(p).is_file():
+                raise FileNotFoundError(f"data file not found: {p}")
+
+    torch.manual_seed(cfg.train.seed)
+    loaded = load_for_inference(cfg.base)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    base_name = cfg.base or DEFAULT_BASE_NAME
+    chat_template = cfg.data.chat_template or loaded.chat_template
+    d = cfg.data
+    max_length = min(d.max_length, model.config.block_size - _virtual_tokens(cfg))
+
+    train_sets, val_sets, dropped = [], [], 0
+    for k, t in enumerate(tasks):
+        kw = dict(
+            fmt=t.format or d.format,
+            template=t.template or d.template,
+            chat_template=chat_template,
+            max_length=max_length,
+            train_on_prompt=d.train_on_prompt,
+            add_bos=d.add_bos,
+            add_eos=d.add_eos,
+            task=k,
+        )
+        examples, n_drop = load_sft_examples(t.path, tokenizer, **kw)
+        dropped += n_drop
+        if t.val_path:
+            val, n_drop = load_sft_examples(t.val_path, tokenizer, **kw)
+            dropped += n_drop
+        else:
+            examples, val = split_examples(examples, d.val_fraction, cfg.train.seed + k)
+        if cfg.train.max_eval_examples:
+            val = val[: cfg.train.max_eval_examples]
+        train_sets.append(examples)
+        val_sets.append(val)
+    if dropped:
+        say(f"dropped {dropped} example(s) with no response token left within max_length={max_length}")
+
+    report = apply_method(model, cfg, base_name)
+    say(f"{cfg.method} fine-tuning of {base_name}: {report}")
+    pad_id = next((i for i in (tokenizer.pad_id, tokenizer.eos_id) if i is not None), 0)
+    stream = SFTBatchStream(
+        train_sets, [t.weight for t in tasks], cfg.train.batch_size, max_length, pad_id, d.packing, cfg.train.seed
+    )
+    val_all = [ex for v in val_sets for ex in v]
+
+    def val_batches():  # noqa: ANN202
+        return eval_batches(val_all, cfg.train.eval_batch_size, pad_id)
+
+    extra_eval = None
+    if cfg.classification.labels:
+
+        def extra_eval(m: Any) -> dict[str, float]:
+            acc, n = label_accuracy(m, tokenizer, val_all, list(cfg.classification.labels))
+            return {"val_accuracy": acc, "val_scored": n}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
+    try:
+        save_config(cfg, tmp / "config.yaml")
+        summary = run_sft(
+            model,
+            stream,
+            cfg.train,
+            cfg.optim,
+            cfg.schedule,
+            tmp,
+            task_names=[t.name for t in tasks],
+            val_batches=val_batches if val_all else None,
+            extra_eval=extra_eval if val_all else None,
+            say=say,
+        )
+        model.to("cpu")
+        write_tokenizer(tokenizer, tmp, chat_template)
+        if cfg.method in PEFT_METHODS:
+            from llmlab.peft import save_adapter
+
+            save_adapter(model, tmp / "adapter", base_model_name_or_path=base_name)
+            summary["adapter"] = str(out / "adapter")
+        else:
+            save_llmlab(model, tmp / "model")
+            write_tokenizer(tokenizer, tmp / "model", chat_template)
+            summary["model"] = str(out / "model")
+        summary.update(
+            method=cfg.method,
+            base=base_name,
+            trainable=report,
+            train_examples=[len(s) for s in train_sets],
+            val_examples=[len(v) for v in val_sets],
+            out_dir=str(out),
+        )
+        write_json_atomic(tmp / "summary.json", summary)
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
+        if out.exists():  # overwrite=true
+            old = out.with_name(f".old-{out.name}-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
