@@ -4,38 +4,65 @@
     out = generate(model, ids, max_new_tokens=100, temperature=0.8, top_k=200, seed=1)
     print(tokenizer.decode(out[0].tolist()))
 
-Decoding is split into three extensible parts: logits processors (`processors.py`), a sampler
-(`samplers.py`) and the loop (`loop.py`); `streamer.py` turns token ids into clean text deltas.
+Decoding is split into extensible parts: logits processors (`processors.py`, `penalties.py`), a sampler
+(`samplers.py`), stopping criteria (`stopping.py`) and the loop (`loop.py`); `streamer.py` turns token ids
+into clean text deltas and `text.py` wraps it all text-in/text-out. Other strategies: `beam.py` (beam
+search, equal to `transformers`), `batch.py` (left-padded batches), `speculative.py` (draft model or
+prompt lookup, identical to greedy).
 """
 
+from llmlab.generate.batch import generate_batch, left_pad
+from llmlab.generate.beam import BeamSearchOutput, beam_search
 from llmlab.generate.checkpoint import load_model_and_tokenizer, resolve_checkpoint_dir
 from llmlab.generate.loop import generate, stream_generate
+from llmlab.generate.penalties import FrequencyPresencePenaltyProcessor, RepetitionPenaltyProcessor, build_penalties
 from llmlab.generate.processors import (
     LogitsProcessor,
     LogitsProcessorList,
+    MinPProcessor,
     TemperatureProcessor,
     TopKProcessor,
     TopPProcessor,
     build_processors,
 )
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, Sampler, make_generator
+from llmlab.generate.speculative import SpeculativeStats, prompt_lookup_candidates, speculative_generate
+from llmlab.generate.stopping import StopOnTokens, StoppingCriteria, StopStringHoldback, StopStrings
 from llmlab.generate.streamer import TextStreamer, stream_text
+from llmlab.generate.text import generate_text, stream_generate_text
 
 __all__ = [
+    "BeamSearchOutput",
+    "FrequencyPresencePenaltyProcessor",
     "GreedySampler",
     "LogitsProcessor",
     "LogitsProcessorList",
+    "MinPProcessor",
     "MultinomialSampler",
+    "RepetitionPenaltyProcessor",
     "Sampler",
+    "SpeculativeStats",
+    "StopOnTokens",
+    "StopStringHoldback",
+    "StopStrings",
+    "StoppingCriteria",
     "TemperatureProcessor",
     "TextStreamer",
     "TopKProcessor",
     "TopPProcessor",
+    "beam_search",
+    "build_penalties",
     "build_processors",
     "generate",
+    "generate_batch",
+    "generate_text",
+    "left_pad",
     "load_model_and_tokenizer",
     "make_generator",
+    "prompt_lookup_candidates",
     "resolve_checkpoint_dir",
+    "speculative_generate",
     "stream_generate",
+    "stream_generate_text",
     "stream_text",
 ]

@@ -11,6 +11,10 @@ keys/values of earlier positions are read from the cache (`llmlab.nn.kv_cache.KV
 O(T) attention instead of a full O(T^2) recompute. The cache is preallocated for prompt + new tokens,
 capped at the model's `block_size`.
 
+Batches of prompts of different lengths are left-padded (`generate_batch` in `batch.py` does it): the
+`attention_mask` hides the pads and position ids count only real tokens (`cumsum(mask) - 1`, as in
+`transformers`), so every row decodes exactly as it would alone.
+
 Context window: a model cannot attend to more than `block_size` positions. When the sequence outgrows it,
 the loop does what nanoGPT does and recomputes the next-token logits from the last `block_size` tokens
 ("cropping") — with or without a cache, so `use_cache=True` and `use_cache=False` give the same tokens.
@@ -23,13 +27,17 @@ References:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
+from llmlab.generate.penalties import build_penalties
 from llmlab.generate.processors import LogitsProcessor, build_processors
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, Sampler, make_generator
+from llmlab.generate.stopping import StoppingCriteria, StopStrings
+from llmlab.generate.streamer import Decoder
 
 
 def _eos_tensor(eos_token_id: int | Sequence[int] | None, device: torch.device) -> torch.Tensor | None:
@@ -37,6 +45,29 @@ def _eos_tensor(eos_token_id: int | Sequence[int] | None, device: torch.device) 
         return None
     ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.LongTensor:
+    """Position ids (B, T) that count only real tokens: `cumsum(mask) - 1`, pads get 1 (as `transformers`)."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 1)
+
+
+def accepts_position_ids(model: nn.Module) -> bool:
+    """Whether `model.forward` takes a `position_ids` keyword (llmlab's Llama and GPT do)."""
+    return "position_ids" in inspect.signature(model.forward).parameters
+
+
+def check_left_padded(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> None:
+    """Raise ValueError unless `attention_mask` matches `input_ids` and pads (0) only on the left of each row."""
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}; "
+            "pass one mask entry per prompt token"
+        )
+    mask = attention_mask.long()
+    if bool((mask[:, -1] == 0).any()) or bool((mask[:, 1:] < mask[:, :-1]).any()):
+        raise ValueError("attention_mask must be left-padded (0s before the 1s, last token real); pad on the left")
 
 
 def _new_cache(model: nn.Module, batch_size: int, max_len: int, device: torch.device):  # -> KVCache
@@ -58,8 +89,16 @@ def stream_generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
+    stop: str | Sequence[str] | None = None,
+    tokenizer: Decoder | None = None,
+    stopping_criteria: Iterable[StoppingCriteria] = (),
+    attention_mask: torch.Tensor | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
@@ -69,19 +108,28 @@ def stream_generate(
     """Generate tokens one step at a time, yielding each step's new tokens as a LongTensor of shape (B,).
 
     Args:
-        model: a decoder (`llmlab.models.gpt.GPT` or anything with `.config.block_size` and a forward
-            `model(input_ids, kv_cache=...) -> output with .logits (B, T, V)`).
+        model: a decoder (`llmlab.models.gpt.GPT`, `llmlab.models.llama.Llama`, or anything with
+            `.config.block_size` and a forward `model(input_ids, kv_cache=...) -> output with .logits (B, T, V)`).
         input_ids: the prompt, LongTensor (B, T) with T >= 1 (start from a BOS/EOS token for no prompt).
-        max_new_tokens: number of tokens to generate (fewer if every row hits `eos_token_id`).
+        max_new_tokens: number of tokens to generate (fewer if every row finishes).
         temperature: 0 for greedy decoding; otherwise logits are divided by it before sampling.
         top_k: keep only the k most likely tokens (None: no limit).
         top_p: nucleus sampling mass in (0, 1] (None: no limit).
-        eos_token_id: one id or several; a row that produces one is finished and is then padded.
+        min_p: drop tokens less likely than `min_p` times the top token (None: off); see `MinPProcessor`.
+        repetition_penalty: CTRL penalty > 0 on every token seen, prompt included (None or 1.0: off).
+        frequency_penalty: OpenAI per-occurrence penalty on generated tokens (0: off).
+        presence_penalty: OpenAI once-per-token penalty on generated tokens (0: off).
+        eos_token_id: one id or several (stop tokens); a row that produces one is finished and is then padded.
         pad_token_id: what finished rows produce afterwards (default: the first `eos_token_id`).
+        stop: stop string(s), matched on the decoded completion across token boundaries; needs `tokenizer`.
+            The token that completes a stop string is the row's last; `llmlab.generate.text` also cuts the text.
+        tokenizer: decodes tokens for `stop`.
+        stopping_criteria: more criteria (`llmlab.generate.stopping`), called after every step.
+        attention_mask: (B, T) 1 for real prompt tokens, 0 for left padding (None: no padding).
         seed: seeds a private `torch.Generator`, so the sample is reproducible (ignored if `generator`).
         generator: an explicit random source (overrides `seed`).
         use_cache: prefill a KV cache and feed one token per step (same result as recomputing, but faster).
-        logits_processors: extra processors (e.g. penalties) run before temperature/top-k/top-p.
+        logits_processors: extra processors run first (after the penalties), before temperature/top-k/top-p.
         sampler: overrides the default sampler (argmax when temperature == 0, else multinomial).
 
     Yields:
@@ -94,17 +142,42 @@ def stream_generate(
         )
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0 (got {max_new_tokens})")
-    processors = build_processors(temperature, top_k, top_p, extra=logits_processors)
+    tokens = input_ids.long()
+    batch_size, prompt_len = tokens.shape
+    penalties = build_penalties(repetition_penalty, frequency_penalty, presence_penalty, prompt_len)
+    processors = build_processors(temperature, top_k, top_p, extra=[*penalties, *logits_processors], min_p=min_p)
     if sampler is None:
         if generator is None:
             generator = make_generator(seed, input_ids.device)
         sampler = GreedySampler() if temperature == 0 else MultinomialSampler(generator)
+    criteria = list(stopping_criteria)
+    if stop is not None:
+        if tokenizer is None:
+            raise ValueError("stop strings are matched on decoded text: pass tokenizer= as well")
+        criteria.append(StopStrings(tokenizer, stop))
     block_size = int(model.config.block_size)
     eos = _eos_tensor(eos_token_id, input_ids.device)
     pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else None)
+    if criteria and pad is None and batch_size > 1:
+        raise ValueError("with stop strings/criteria and several rows, pass pad_token_id (or eos_token_id)")
 
-    tokens = input_ids.long()
-    batch_size, prompt_len = tokens.shape
+    mask = None
+    if attention_mask is not None:
+        check_left_padded(attention_mask, tokens)
+        if not bool(attention_mask.bool().all()):  # all-ones: keep the fast mask-free path
+            mask = attention_mask.long().to(tokens.device)
+    use_positions = mask is not None and accepts_position_ids(model)
+
+    def forward(ids: torch.Tensor, start: int, cache) -> torch.Tensor:  # noqa: ANN001
+        """Next-token logits (B, V) for `ids` = tokens[:, start:] (start = cached length or the crop point)."""
+        kwargs = {}
+        if mask is not None:
+            window = mask[:, start - (cache.seq_len if cache is not None else 0) :]  # cached + new positions
+            kwargs["attention_mask"] = window
+            if use_positions:
+                kwargs["position_ids"] = positions_from_mask(window)[:, -ids.size(1) :]
+        return model(ids, kv_cache=cache, **kwargs).logits[:, -1, :]
+
     finished = torch.zeros(batch_size, dtype=torch.bool, device=tokens.device)
     cache, cache_capacity = None, 0
     if use_cache and max_new_tokens > 0 and prompt_len < block_size:
@@ -117,19 +190,24 @@ def stream_generate(
         for _ in range(max_new_tokens):
             with torch.no_grad():
                 if cache is not None and tokens.size(1) <= cache_capacity:
-                    logits = model(tokens[:, cache.seq_len :], kv_cache=cache).logits[:, -1, :]  # (B, V)
+                    logits = forward(tokens[:, cache.seq_len :], cache.seq_len, cache)  # (B, V)
                 else:  # no cache, or the sequence outgrew the context: recompute the last block_size tokens
                     cache = None
-                    logits = model(tokens[:, -block_size:]).logits[:, -1, :]  # (B, V)
+                    start = max(tokens.size(1) - block_size, 0)
+                    logits = forward(tokens[:, start:], start, None)  # (B, V)
                 logits = processors(tokens, logits.float())
                 next_tokens = sampler(logits)  # (B,)
+            if pad is not None:
+                next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
             if eos is not None:
-                if pad is not None:
-                    next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
                 finished = finished | torch.isin(next_tokens, eos)
             tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(batch_size, 1)], dim=1)
+            for criterion in criteria:
+                finished = finished | criterion(tokens, prompt_len).to(finished.device)
             yield next_tokens
-            if eos is not None and bool(finished.all()):
+            if bool(finished.all()):
                 break
     finally:
         model.train(was_training)
@@ -143,8 +221,16 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
+    stop: str | Sequence[str] | None = None,
+    tokenizer: Decoder | None = None,
+    stopping_criteria: Iterable[StoppingCriteria] = (),
+    attention_mask: torch.Tensor | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
@@ -155,7 +241,8 @@ def generate(
 
     Returns:
         LongTensor (B, T + n): the prompt followed by the n <= max_new_tokens generated tokens. Generation
-        stops early once every row has produced `eos_token_id`; finished rows are padded with `pad_token_id`.
+        stops early once every row is finished (EOS, stop string or criterion); finished rows are padded
+        with `pad_token_id`.
     """
     steps = list(
         stream_generate(
@@ -165,8 +252,16 @@ def generate(
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
+            stop=stop,
+            tokenizer=tokenizer,
+            stopping_criteria=stopping_criteria,
+            attention_mask=attention_mask,
             seed=seed,
             generator=generator,
             use_cache=use_cache,

@@ -14,6 +14,8 @@ References:
       https://arxiv.org/abs/1904.09751
     - Temperature: Ackley, Hinton & Sejnowski, 1985 (Boltzmann distribution); used for LMs since Graves, 2013,
       https://arxiv.org/abs/1308.0850
+    - Min-p sampling: Nguyen et al., 2024, "Turning Up the Heat: Min-p Sampling for Creative and Coherent LLM
+      Outputs", https://arxiv.org/abs/2407.01082
 """
 
 from __future__ import annotations
@@ -113,13 +115,35 @@ class TopPProcessor:
         return logits.masked_fill(remove, float("-inf"))
 
 
+class MinPProcessor:
+    """Min-p filtering: drop tokens whose probability is below `min_p` times the most likely token's probability.
+
+    The threshold scales with the model's confidence: a peaked distribution keeps few candidates, a flat one
+    keeps many (Nguyen et al., 2024). The most likely token always survives (its probability is the maximum).
+
+    Args:
+        min_p: relative threshold in [0, 1]; 0 keeps everything.
+    """
+
+    def __init__(self, min_p: float) -> None:
+        if not 0.0 <= min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1] (got {min_p}); leave it unset to disable min-p filtering")
+        self.min_p = float(min_p)
+
+    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits.float(), dim=-1)  # (B, V)
+        threshold = self.min_p * probs.max(dim=-1, keepdim=True).values  # (B, 1)
+        return logits.masked_fill(probs < threshold, float("-inf"))
+
+
 def build_processors(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
     extra: Iterable[LogitsProcessor] = (),
+    min_p: float | None = None,
 ) -> LogitsProcessorList:
-    """The standard chain, in the order `transformers` applies it: extra processors, temperature, top-k, top-p.
+    """The standard chain, in the order `transformers` applies it: extra, temperature, top-k, top-p, min-p.
 
     `extra` (e.g. repetition penalties) runs first, on the raw logits. Temperature 0 (greedy) adds no
     processor: argmax is unchanged by temperature, top-k or top-p (each always keeps the most likely token).
@@ -128,6 +152,7 @@ def build_processors(
         raise ValueError(f"temperature must be >= 0 (got {temperature}); use 0 for greedy decoding")
     filters = [TopKProcessor(top_k)] if top_k is not None else []  # built even when greedy: validates arguments
     filters += [TopPProcessor(top_p)] if top_p is not None else []
+    filters += [MinPProcessor(min_p)] if min_p is not None else []
     chain = LogitsProcessorList(extra)
     if temperature == 0:
         return chain

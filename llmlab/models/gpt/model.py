@@ -108,6 +108,7 @@ class GPT(nn.Module):
         kv_cache: KVCache | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         output_attentions: bool = False,
+        position_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Run the model.
 
@@ -118,6 +119,8 @@ class GPT(nn.Module):
             kv_cache: a `KVCache` (see `make_kv_cache`); new tokens start at position `kv_cache.seq_len`.
             encoder_hidden_states: (B, S_enc, n_embd) for models with cross-attention.
             output_attentions: return per-layer attention weights.
+            position_ids: (B, T) or (T,) positions of the new tokens for learned/sinusoidal/RoPE positions
+                (default `past .. past + T - 1`); left-padded batches pass `cumsum(attention_mask) - 1`.
 
         Returns:
             ModelOutput.
@@ -125,17 +128,21 @@ class GPT(nn.Module):
         c = self.config
         b, t = input_ids.shape
         past = kv_cache.seq_len if kv_cache is not None else 0
+        pos = position_ids if position_ids is not None else torch.arange(past, past + t, device=input_ids.device)
         if past + t > c.block_size:
             raise ValueError(f"sequence of {past + t} tokens is longer than block_size={c.block_size}; crop the input")
         x = self.transformer.wte(input_ids)  # (B, T, C)
         if c.position == "learned":
-            x = x + self.transformer.wpe(torch.arange(past, past + t, device=input_ids.device))
+            x = x + self.transformer.wpe(pos)  # (T, C) or (B, T, C)
         elif c.position == "sinusoidal":
-            x = x + self.pos_table[past : past + t].to(x.dtype)
+            x = x + self.pos_table[pos].to(x.dtype)
         x = self.transformer.drop(x)
         rope = None
         if c.position == "rope":
-            rope = (self.rope_cos[past : past + t].to(x.dtype), self.rope_sin[past : past + t].to(x.dtype))
+            cos, sin = self.rope_cos[pos].to(x.dtype), self.rope_sin[pos].to(x.dtype)  # (T, hs) or (B, T, hs)
+            if pos.dim() == 2:
+                cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs): broadcast over heads
+            rope = (cos, sin)
         if c.attention == "linear":
             mask, is_causal = None, False
         else:
