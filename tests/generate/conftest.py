@@ -6,18 +6,6 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def smollm2():
-    """(model, tokenizer): SmolLM2-135M-Instruct as an llmlab `Llama` (float32, eval) and its llmlab tokenizer."""
-    from llmlab.models.formats import read_gguf
-    from llmlab.models.llama.gguf import load_gguf_llama
-    from llmlab.models.smollm2 import smollm2_gguf_path
-    from llmlab.tokenizers.gguf import load_gguf_tokenizer
-
-    f = read_gguf(smollm2_gguf_path())
-    return load_gguf_llama(f), load_gguf_tokenizer(f.metadata)
-
-
-@pytest.fixture(scope="session")
 def smollm2_hf(smollm2):
     """The same weights as a `transformers.LlamaForCausalLM` (converted in memory, no second GGUF read)."""
     import torch

@@ -9,15 +9,6 @@ import transformers  # noqa: E402  (the oracle; a dev dependency)
 from llmlab.models.gpt.hf import config_from_hf_gpt2, gpt2_state_dict_from_hf, load_hf_gpt2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP oversubscription when tests run in parallel."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _hf_model(tmp_path, **kw):
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(

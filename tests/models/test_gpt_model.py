@@ -7,16 +7,6 @@ import torch
 
 from llmlab.models.gpt import GPT, PRESETS, GPTConfig, count_parameters, preset_table
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP oversubscription when tests run in parallel."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = dict(vocab_size=32, block_size=16, n_layer=2, n_head=4, n_embd=32)
 
 VARIANTS = {

@@ -15,15 +15,6 @@ from llmlab.nn import (
 from llmlab.nn.attention import ATTENTION_BACKENDS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP oversubscription when tests run in parallel."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("past", [0, 5])
 def test_linear_attention_cumsum_equals_quadratic(past):
     torch.manual_seed(0)

@@ -22,15 +22,6 @@ from llmlab.nn import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP oversubscription when tests run in parallel."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_sinusoidal_table_values():
     pe = sinusoidal_table(50, 16)
     p, i = 7, 3

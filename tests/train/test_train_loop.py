@@ -12,15 +12,6 @@ from llmlab.train.loop import Trainer
 V, T = 17, 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster single-threaded (no OpenMP spinning on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class StreamLoader:
     """Hands out consecutive rows of a fixed tensor, so 4 batches of 2 == 1 batch of 8."""
 

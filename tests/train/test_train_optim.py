@@ -10,15 +10,6 @@ from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.train.optim import Lamb, available_optimizers, build_optimizer, param_groups
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster single-threaded (no OpenMP spinning on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_gpt(**kw) -> GPT:
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16, **kw))

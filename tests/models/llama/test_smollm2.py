@@ -6,11 +6,7 @@ Both models are loaded once for the module (each load dequantises 135M parameter
 import pytest
 import torch
 
-from llmlab.models.formats import read_gguf
 from llmlab.models.llama import Llama
-from llmlab.models.llama.gguf import load_gguf_llama
-from llmlab.models.smollm2 import smollm2_gguf_path
-from llmlab.tokenizers.gguf import load_gguf_tokenizer
 
 PROMPTS = [
     "The capital of France is",
@@ -21,26 +17,23 @@ NEW_TOKENS = 10
 
 
 @pytest.fixture(scope="module")
-def gguf_file():
-    return read_gguf(smollm2_gguf_path())
+def gguf_file(smollm2_file):
+    return smollm2_file
 
 
 @pytest.fixture(scope="module")
-def ours(gguf_file) -> Llama:
-    return load_gguf_llama(gguf_file)
+def ours(smollm2) -> Llama:
+    return smollm2[0]
 
 
 @pytest.fixture(scope="module")
-def theirs():
-    from transformers import AutoModelForCausalLM
-
-    path = smollm2_gguf_path()
-    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+def theirs(smollm2_transformers):
+    return smollm2_transformers
 
 
 @pytest.fixture(scope="module")
-def tokenizer(gguf_file):
-    return load_gguf_tokenizer(gguf_file.metadata)
+def tokenizer(smollm2):
+    return smollm2[1]
 
 
 def greedy_with_cache(model: Llama, ids: list[int], n: int) -> list[int]:
