@@ -4,7 +4,7 @@
         logits = model(new tokens, kv_cache)[:, -1]     # (B, V)  next-token logits
         logits = processors(tokens, logits)             # temperature, top-k, top-p, ...
         next   = sampler(logits)                        # (B,)    argmax or a draw
-        tokens = cat(tokens, next)
+        tokens[:, t] = next                             # written into a preallocated (B, T + N) buffer
 
 With a KV cache the prompt is run once ("prefill") and every later step runs only the newest token: the
 keys/values of earlier positions are read from the cache (`llmlab.nn.kv_cache.KVCache`), so a step costs
@@ -56,6 +56,16 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.LongTensor:
 def accepts_position_ids(model: nn.Module) -> bool:
     """Whether `model.forward` takes a `position_ids` keyword (llmlab's Llama and GPT do)."""
     return "position_ids" in inspect.signature(model.forward).parameters
+
+
+def can_keep_last_logits(model: nn.Module) -> bool:
+    """Whether the loop may ask for the last position's logits only (`logits_to_keep=1`).
+
+    True when `model.forward` takes `logits_to_keep` (llmlab's GPT and Llama) and no forward hook is installed:
+    a hook may change the positions (prompt tuning prepends virtual tokens and slices them off the logits).
+    """
+    hooked = bool(model._forward_pre_hooks or model._forward_hooks)
+    return not hooked and "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def check_left_padded(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> None:
@@ -161,53 +171,65 @@ def stream_generate(
     if criteria and pad is None and batch_size > 1:
         raise ValueError("with stop strings/criteria and several rows, pass pad_token_id (or eos_token_id)")
 
-    mask = None
+    total_len = prompt_len + max_new_tokens
+    # Preallocated buffers: step i writes column prompt_len + i, no per-step torch.cat of the whole sequence.
+    buf = torch.empty(batch_size, total_len, dtype=torch.long, device=tokens.device)
+    buf[:, :prompt_len] = tokens
+    mask_buf = None
     if attention_mask is not None:
         check_left_padded(attention_mask, tokens)
         if not bool(attention_mask.bool().all()):  # all-ones: keep the fast mask-free path
-            mask = attention_mask.long().to(tokens.device)
-    use_positions = mask is not None and accepts_position_ids(model)
+            mask_buf = torch.ones(batch_size, total_len, dtype=torch.long, device=tokens.device)
+            mask_buf[:, :prompt_len] = attention_mask.long().to(tokens.device)
+    use_positions = mask_buf is not None and accepts_position_ids(model)
+    last_only = {"logits_to_keep": 1} if can_keep_last_logits(model) else {}
 
-    def forward(ids: torch.Tensor, start: int, cache) -> torch.Tensor:  # noqa: ANN001
-        """Next-token logits (B, V) for `ids` = tokens[:, start:] (start = cached length or the crop point)."""
-        kwargs = {}
-        if mask is not None:
-            window = mask[:, start - (cache.seq_len if cache is not None else 0) :]  # cached + new positions
+    def forward(length: int, start: int, cache) -> torch.Tensor:  # noqa: ANN001
+        """Next-token logits (B, V) for tokens[:, start:length] (start = cached length or the crop point)."""
+        ids = buf[:, start:length]
+        kwargs = dict(last_only)
+        if mask_buf is not None:
+            window = mask_buf[:, start - (cache.seq_len if cache is not None else 0) : length]  # cached + new
             kwargs["attention_mask"] = window
             if use_positions:
                 kwargs["position_ids"] = positions_from_mask(window)[:, -ids.size(1) :]
         return model(ids, kv_cache=cache, **kwargs).logits[:, -1, :]
 
+    # `finished` can only change with EOS ids or stopping criteria; without them no per-step sync is needed.
+    can_finish = eos is not None or bool(criteria)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=tokens.device)
     cache, cache_capacity = None, 0
     if use_cache and max_new_tokens > 0 and prompt_len < block_size:
-        cache_capacity = min(prompt_len + max_new_tokens, block_size)
+        cache_capacity = min(total_len, block_size)
         cache = _new_cache(model, batch_size, cache_capacity, tokens.device)
 
     was_training = model.training
     model.eval()
     try:
-        for _ in range(max_new_tokens):
-            with torch.no_grad():
-                if cache is not None and tokens.size(1) <= cache_capacity:
-                    logits = forward(tokens[:, cache.seq_len :], cache.seq_len, cache)  # (B, V)
+        for step in range(max_new_tokens):
+            length = prompt_len + step  # tokens so far
+            # inference_mode only around the step (never across `yield`, which runs the caller's code); the
+            # buffers it writes are normal tensors, and the yielded tokens are cloned out of inference mode.
+            with torch.inference_mode():
+                if cache is not None and length <= cache_capacity:
+                    logits = forward(length, cache.seq_len, cache)  # (B, V)
                 else:  # no cache, or the sequence outgrew the context: recompute the last block_size tokens
                     cache = None
-                    start = max(tokens.size(1) - block_size, 0)
-                    logits = forward(tokens[:, start:], start, None)  # (B, V)
+                    logits = forward(length, max(length - block_size, 0), None)  # (B, V)
+                tokens = buf[:, :length]
                 logits = processors(tokens, logits.float())
                 next_tokens = sampler(logits)  # (B,)
-            if pad is not None:
-                next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
-            if eos is not None:
-                finished = finished | torch.isin(next_tokens, eos)
-            tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
-            if mask is not None:
-                mask = torch.cat([mask, mask.new_ones(batch_size, 1)], dim=1)
-            for criterion in criteria:
-                finished = finished | criterion(tokens, prompt_len).to(finished.device)
-            yield next_tokens
-            if bool(finished.all()):
+                if can_finish:
+                    if pad is not None:
+                        next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
+                    if eos is not None:
+                        finished = finished | torch.isin(next_tokens, eos)
+                buf[:, length] = next_tokens
+                tokens = buf[:, : length + 1]
+                for criterion in criteria:
+                    finished = finished | criterion(tokens, prompt_len).to(finished.device)
+            yield next_tokens.clone()  # a normal tensor: usable in autograd code afterwards
+            if can_finish and bool(finished.all()):
                 break
     finally:
         model.train(was_training)

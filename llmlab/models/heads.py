@@ -10,9 +10,9 @@ Two ways to classify text with a causal LM:
    `*ForSequenceClassification` (GPT-1 already classified from the last token: Radford et al. 2018,
    https://cdn.openai.com/research-covers/language-unsupervised/language_understanding_paper.pdf).
 
-The llmlab models return only logits, so the hidden states (after the final norm) are captured with a forward
-hook on the final norm (`transformer.ln_f` for GPT, `model.norm` for Llama; for a post-norm GPT without
-`ln_f`, the output of the last block).
+The classifier asks the llmlab model for its final hidden states (after the final norm) with
+`output_hidden_states=True` (and `logits_to_keep=1`, so the unused LM head runs on one position only).
+`HiddenStateCapture` does the same with a forward hook on the final norm, for models without that flag.
 """
 
 from __future__ import annotations
@@ -104,9 +104,8 @@ class SequenceClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> ClassifierOutput:
         """input_ids (B, T) right-padded, labels (B,) class ids -> ClassifierOutput."""
-        with HiddenStateCapture(self.base) as cap:
-            self.base(input_ids, attention_mask=attention_mask)
-        hidden = cap.hidden  # (B, T, C)
+        out = self.base(input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states  # (B, T, C)
         idx = self.last_token_index(input_ids, attention_mask)  # (B,)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]  # (B, C)
         logits = self.score(pooled.to(self.score.weight.dtype))  # (B, num_labels)

@@ -25,6 +25,12 @@ from llmlab.nn.linear_attention import linear_attention
 from llmlab.nn.positions import apply_rope
 
 ATTENTION_BACKENDS = ("sdpa", "eager", "linear", "local")
+# torch >= 2.5: the sdpa kernel maps query head h to key/value head h // n_rep itself (`enable_gqa=True`),
+# so the (B, nh, S, hs) copies of `repeat_kv` are not needed. llmlab uses it for one-token decode steps, where
+# repeat_kv would copy the whole KV cache at every step; with several queries (training, prefill) torch's CPU
+# kernels take a different (non-flash) path under enable_gqa, whose rounding differs by ~1e-5, so there the
+# repeat_kv path is kept.
+SDPA_HAS_GQA = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -201,9 +207,14 @@ class Attention(nn.Module):
             if prefix is not None:
                 k, v, attn_mask, is_causal = _prepend_prefix(prefix, k, v, attn_mask, is_causal, t)
         n_rep = self.n_head // self.n_kv_head
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, nh, S, hs)
         dropout_p = self.dropout if self.training else 0.0
         weights = None
+        if self.backend in ("sdpa", "local") and not output_attentions and n_rep > 1 and t == 1 and SDPA_HAS_GQA:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=True
+            )  # k, v stay (B, nkv, S, hs)
+            return self._out(y, b, t), None
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, nh, S, hs)
         if self.backend == "linear":
             if output_attentions:
                 raise ValueError("output_attentions is not available with attention='linear'; use 'eager' or 'sdpa'")
@@ -212,9 +223,13 @@ class Attention(nn.Module):
             y, weights = eager_attention(q, k, v, attn_mask, is_causal, dropout_p)
         else:  # sdpa, local
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+        return self._out(y, b, t), weights
+
+    def _out(self, y: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        """Merge the heads of y (B, nh, T, hs) and project back to (B, T, C)."""
         y = y.transpose(1, 2).contiguous().view(b, t, self.q_dim)  # (B, T, nh * hs)
         y = self.c_proj(y) if self.fused_qkv else self.o_proj(y)
-        return self.resid_dropout(y), weights
+        return self.resid_dropout(y)
 
 
 def _prepend_prefix(

@@ -2,6 +2,10 @@
 
 The model builds one mask per forward and shares it between all layers. When plain causal (or full)
 attention is enough, no mask tensor is built at all and the fast `is_causal` kernel path is used.
+
+A caller may also pass its own 4-D bool mask (B, 1, T, S) (True = may attend), e.g. the block-diagonal mask
+of packed sequences (Krell et al. 2021, https://arxiv.org/abs/2107.02027); it is AND-ed with the model's own
+causal / sliding-window mask.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ def build_attention_mask(
         causal: forbid attention to later positions.
         window_size: local attention window, or None for full attention.
         n_global_tokens: number of leading global positions (local attention only).
-        key_padding_mask: (B, S) with 1 for real tokens and 0 for padding, or None.
+        key_padding_mask: (B, S) with 1 for real tokens and 0 for padding, or a 4-D bool mask (B|1, 1, T, S)
+            with True where a query may attend to a key (AND-ed with the causal/window mask), or None.
         alibi_slopes: (nh,) ALiBi slopes, or None.
         device: device of the mask.
         dtype: dtype of an additive (float) mask.
@@ -68,7 +73,16 @@ def build_attention_mask(
             in_window = in_window | glob
         allowed &= in_window
     allowed = allowed[None, None]  # (1, 1, T, S)
-    if key_padding_mask is not None:
+    if key_padding_mask is not None and key_padding_mask.dim() == 4:
+        _check_4d_mask(key_padding_mask, q_len, k_len)
+        allowed = allowed & key_padding_mask.to(device)  # (B, 1, T, S)
+        allowed = allowed | (dist == 0)  # a query always sees itself: no empty softmax rows
+    elif key_padding_mask is not None:
+        if key_padding_mask.dim() != 2:
+            raise ValueError(
+                f"attention_mask must be (B, S) 1/0 padding or a (B, 1, T, S) bool mask, got shape "
+                f"{tuple(key_padding_mask.shape)}"
+            )
         if key_padding_mask.shape[-1] != k_len:
             raise ValueError(
                 f"attention_mask covers {key_padding_mask.shape[-1]} positions but there are {k_len} keys "
@@ -80,3 +94,14 @@ def build_attention_mask(
         return allowed, False
     bias = alibi_bias(alibi_slopes.to(device), q_pos, k_pos, causal=causal)  # (1, nh, T, S)
     return bias.masked_fill(~allowed, float("-inf")).to(dtype), False
+
+
+def _check_4d_mask(mask: torch.Tensor, q_len: int, k_len: int) -> None:
+    """Raise ValueError unless `mask` is a bool (B|1, 1, T, S) mask for `q_len` queries and `k_len` keys."""
+    if mask.dtype != torch.bool:
+        raise ValueError(f"a 4-D attention_mask must be bool (True = attend), got {mask.dtype}; pass mask.bool()")
+    if mask.shape[1] != 1 or mask.shape[2] != q_len or mask.shape[3] != k_len:
+        raise ValueError(
+            f"a 4-D attention_mask must have shape (B, 1, {q_len}, {k_len}) (queries x cached + new keys), "
+            f"got {tuple(mask.shape)}"
+        )

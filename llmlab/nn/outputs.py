@@ -16,9 +16,12 @@ class ModelOutput:
         loss: mean cross-entropy over targets != -100 (+ moe_aux_loss_coef * aux_loss with MoE), or None.
         aux_loss: MoE load-balancing loss averaged over MoE layers (a zero tensor for dense models).
         attentions: per-layer self-attention weights (B, nh, T, S) when requested, else None.
+        hidden_states: the final hidden states (B, T, C) that feed the LM head (after the final norm), when
+            requested with `output_hidden_states=True`, else None.
     """
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     aux_loss: torch.Tensor | None = None
     attentions: list[torch.Tensor] | None = None
+    hidden_states: torch.Tensor | None = None

@@ -109,18 +109,25 @@ class GPT(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         output_attentions: bool = False,
         position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
         """Run the model.
 
         Args:
             input_ids: (B, T) token ids.
             targets: (B, T) next-token ids (-100 = ignore), or None.
-            attention_mask: (B, S) 1 for real tokens, 0 for padding; S = cached + new tokens.
+            attention_mask: (B, S) 1 for real tokens, 0 for padding; S = cached + new tokens. Or a (B, 1, T, S)
+                bool mask (True = may attend, e.g. block-diagonal for packed sequences), AND-ed with the
+                model's causal / sliding-window mask.
             kv_cache: a `KVCache` (see `make_kv_cache`); new tokens start at position `kv_cache.seq_len`.
             encoder_hidden_states: (B, S_enc, n_embd) for models with cross-attention.
             output_attentions: return per-layer attention weights.
             position_ids: (B, T) or (T,) positions of the new tokens for learned/sinusoidal/RoPE positions
                 (default `past .. past + T - 1`); left-padded batches pass `cumsum(attention_mask) - 1`.
+            output_hidden_states: also return the final hidden states (B, T, C), the input of `lm_head`.
+            logits_to_keep: 0 = logits for every position; k > 0 = only for the last k positions (B, k, V),
+                e.g. 1 when generating. Computing a loss needs all positions (k must be 0 with `targets`).
 
         Returns:
             ModelOutput.
@@ -143,7 +150,11 @@ class GPT(nn.Module):
             if pos.dim() == 2:
                 cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs): broadcast over heads
             rope = (cos, sin)
+        _check_logits_to_keep(logits_to_keep, targets)
+        mask_4d = attention_mask is not None and attention_mask.dim() == 4
         if c.attention == "linear":
+            if mask_4d:
+                raise ValueError("attention='linear' takes only a (B, S) padding attention_mask, not a 4-D mask")
             mask, is_causal = None, False
         else:
             mask, is_causal = build_attention_mask(
@@ -164,7 +175,7 @@ class GPT(nn.Module):
                 x,
                 attn_mask=mask,
                 is_causal=is_causal,
-                key_padding_mask=attention_mask,
+                key_padding_mask=None if mask_4d else attention_mask,
                 rope=rope,
                 kv_cache=kv_cache,
                 encoder_hidden_states=encoder_hidden_states,
@@ -178,14 +189,20 @@ class GPT(nn.Module):
             kv_cache.advance(t)
         if c.pre_norm:
             x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, V)
+        logits = self.lm_head(x[:, -logits_to_keep:] if logits_to_keep > 0 else x)  # (B, T|k, V)
         aux_loss = aux_total / c.n_layer if aux_total is not None else torch.zeros((), device=x.device)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
             if aux_total is not None:
                 loss = loss + c.moe_aux_loss_coef * aux_loss
-        return ModelOutput(logits=logits, loss=loss, aux_loss=aux_loss, attentions=attentions)
+        return ModelOutput(
+            logits=logits,
+            loss=loss,
+            aux_loss=aux_loss,
+            attentions=attentions,
+            hidden_states=x if output_hidden_states else None,
+        )
 
     # ------------------------------------------------------------------ helpers
     def make_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
@@ -258,6 +275,14 @@ class GPT(nn.Module):
         model = cls(config).to(device)
         load_state_dict_checked(model, sd, str(w_path))
         return model
+
+
+def _check_logits_to_keep(logits_to_keep: int, targets: torch.Tensor | None) -> None:
+    """Raise ValueError for a negative `logits_to_keep`, or a non-zero one together with `targets`."""
+    if logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep must be >= 0 (0 = all positions), got {logits_to_keep}")
+    if logits_to_keep > 0 and targets is not None:
+        raise ValueError("the loss needs logits at every position: pass logits_to_keep=0 together with targets")
 
 
 def load_state_dict_checked(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:

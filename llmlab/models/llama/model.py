@@ -141,22 +141,33 @@ class Llama(nn.Module):
         kv_cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
         output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
         """Run the model.
 
         Args:
             input_ids: (B, T) token ids.
             targets: (B, T) next-token ids (-100 = ignore), or None.
-            attention_mask: (B, S) 1 for real tokens, 0 for padding; S = cached + new tokens.
+            attention_mask: (B, S) 1 for real tokens, 0 for padding; S = cached + new tokens. Or a (B, 1, T, S)
+                bool mask (True = may attend, e.g. block-diagonal for packed sequences), AND-ed with the causal mask.
             kv_cache: a `KVCache` (see `make_kv_cache`); new tokens start at position `kv_cache.seq_len`.
             position_ids: (B, T) or (T,) RoPE positions; default `past .. past + T - 1` (as HF's forward).
             output_attentions: return per-layer attention weights.
+            output_hidden_states: also return the final hidden states (B, T, C) (after `model.norm`), the input
+                of `lm_head`.
+            logits_to_keep: 0 = logits for every position; k > 0 = only for the last k positions (B, k, V),
+                e.g. 1 when generating. Computing a loss needs all positions (k must be 0 with `targets`).
 
         Returns:
             ModelOutput.
         """
         c = self.config
         b, t = input_ids.shape
+        if logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be >= 0 (0 = all positions), got {logits_to_keep}")
+        if logits_to_keep > 0 and targets is not None:
+            raise ValueError("the loss needs logits at every position: pass logits_to_keep=0 together with targets")
         past = kv_cache.seq_len if kv_cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=input_ids.device)  # (T,)
@@ -184,11 +195,17 @@ class Llama(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(t)
         x = self.model.norm(x)
-        logits = self.lm_head(x)  # (B, T, V)
+        logits = self.lm_head(x[:, -logits_to_keep:] if logits_to_keep > 0 else x)  # (B, T|k, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return ModelOutput(logits=logits, loss=loss, aux_loss=torch.zeros((), device=x.device), attentions=attentions)
+        return ModelOutput(
+            logits=logits,
+            loss=loss,
+            aux_loss=torch.zeros((), device=x.device),
+            attentions=attentions,
+            hidden_states=x if output_hidden_states else None,
+        )
 
     # ------------------------------------------------------------------ helpers
     def make_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
