@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from llmlab.cli import chat, convert, data, evaluate, finetune, generate, pretrain, quickstart, tokenizer
+from llmlab.cli import chat, convert, data, evaluate, finetune, generate, peft_compare, pretrain, quickstart, tokenizer
 
 app = typer.Typer(
     name="llmlab",
@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (quickstart, tokenizer, data, pretrain, finetune, generate, chat, evaluate, convert):
+for module in (quickstart, tokenizer, data, pretrain, finetune, peft_compare, generate, chat, evaluate, convert):
     module.register(app)
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, KeyError)

@@ -33,8 +33,12 @@ def register(app: typer.Typer) -> None:
         lr: Annotated[
             list[str] | None, typer.Option("--lr", help="Learning-rate override METHOD=LR (repeatable).")
         ] = None,
-        base: Annotated[
-            str | None, typer.Option("--base", help="Base model (default: SmolLM2-135M-Instruct).")
+        base: Annotated[str | None, typer.Option("--base", help="Base model (default: SmolLM2-135M-Instruct).")] = None,
+        doc: Annotated[
+            Path | None,
+            typer.Option(
+                "--doc", help="Also write the table into this page's <!-- peft-compare:begin/end --> section."
+            ),
         ] = None,
         out: Annotated[Path, typer.Option("--out", help="Output folder (results.json, table.md, scatter.png).")] = Path(
             "docs/peft-compare"
@@ -68,5 +72,5 @@ def register(app: typer.Typer) -> None:
             precision=precision,
             lr=lrs,
         )
-        compare(cfg, out, say=lambda m: typer.echo(m, err=False))
+        compare(cfg, out, say=typer.echo, doc=doc)
         typer.echo(f"wrote {out}/results.json, table.md, scatter.png")

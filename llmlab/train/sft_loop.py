@@ -9,20 +9,17 @@ focused loop that reuses the trainer's pieces (`build_optimizer`, `LRSchedule`, 
 Loss of one optimizer step with `grad_accum = A` micro-batches: every micro-batch contributes
 `sum of token losses / tokens of the micro-batch / A` (as HF Trainer does by default).
 
-Packed rows: the model would let example 2 attend to example 1 of the same row; `packed_attention` installs
-forward pre-hooks on every `llmlab.nn.attention.Attention` that AND the model's own mask with the
-block-diagonal causal mask of the row, and positions restart per example through `position_ids` for models
-whose forward takes them (Llama). (The hooks stand in for a 4-D `attention_mask` argument the models do not
-take yet.)
+Packed rows: the model would let example 2 attend to example 1 of the same row, so packed batches pass the
+row's block-diagonal causal mask as a 4-D `attention_mask` (the model ANDs it with its own causal/window
+mask), and positions restart per example through `position_ids`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,39 +79,6 @@ class SFTTrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------- forward
-@contextlib.contextmanager
-def packed_attention(model: nn.Module, mask: torch.Tensor) -> Iterator[None]:
-    """Within the block, every self-attention layer of `model` also applies `mask` (B, 1, T, T) bool.
-
-    The model's own mask (causal, padding, ALiBi bias, sliding window) is kept: a bool mask is AND-ed, an
-    additive float mask gets -inf where `mask` is False.
-    """
-
-    def pre_hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-        if module.cross:
-            return args, kwargs
-        own, t = kwargs.get("attn_mask"), mask.shape[-1]
-        if kwargs.get("is_causal") and own is None:
-            own = torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()[None, None]
-        if own is None:
-            new = mask
-        elif own.dtype == torch.bool:
-            new = own & mask
-        else:
-            new = own.masked_fill(~mask, float("-inf"))
-        return args, {**kwargs, "attn_mask": new, "is_causal": False}
-
-    layers = [m for m in model.modules() if isinstance(m, Attention)]
-    if any(m.backend == "linear" for m in layers):
-        raise ValueError("packing needs a masked attention backend; linear attention cannot; set data.packing=false")
-    handles = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in layers]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def _takes_position_ids(model: nn.Module) -> bool:
     return "position_ids" in inspect.signature(model.forward).parameters
 
@@ -130,10 +94,11 @@ def sft_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor
     if not bool(attn.all()):
         kwargs["attention_mask"] = attn
     if int(batch["segment_ids"].max()) > 1:
+        if any(m.backend == "linear" for m in model.modules() if isinstance(m, Attention)):
+            raise ValueError("packing needs a masked attention backend, not linear attention; set data.packing=false")
         if _takes_position_ids(model):
             kwargs["position_ids"] = batch["position_ids"]
-        with packed_attention(model, block_causal_mask(batch["segment_ids"])):
-            return model(ids, **kwargs).logits
+        kwargs["attention_mask"] = block_causal_mask(batch["segment_ids"])  # (B, 1, T, T): no cross-example attention
     return model(ids, **kwargs).logits
 
 

@@ -4,29 +4,10 @@ saved with it, and toy instruction data sets."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
-import torch
-
-COLORS = {"apple": "red", "banana": "yellow", "grass": "green", "sky": "blue", "snow": "white", "coal": "black"}
-
-
-def toy_records(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """Alpaca records of a learnable toy task: name the color of a thing."""
-    rng = random.Random(seed)
-    things = sorted(COLORS)
-    out = []
-    for _ in range(n):
-        thing = rng.choice(things)
-        out.append({"instruction": "What color is it?", "input": thing, "output": COLORS[thing]})
-    return out
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
+from finetune_helpers import tiny_gpt, tiny_llama, toy_records, write_jsonl  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -40,30 +21,6 @@ def tokenizer():
         "positive negative great awful movie film loved hated",
     ]
     return train_tokenizer_from_iterator("bpe", texts * 3, vocab_size=400)
-
-
-def tiny_llama(vocab_size: int, seed: int = 0):
-    from llmlab.models.llama import Llama, LlamaConfig
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,
-    )  # a larger init: outputs far from uniform, as in a trained model
-    return Llama(cfg)
-
-
-def tiny_gpt(vocab_size: int, seed: int = 0):
-    from llmlab.models.gpt import GPT, GPTConfig
-
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=256, n_layer=2, n_head=4, n_embd=32, dropout=0.0))
 
 
 @pytest.fixture(scope="session")

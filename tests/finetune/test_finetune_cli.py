@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import toy_records, write_jsonl
+from finetune_helpers import toy_records, write_jsonl
 
 from llmlab.cli import finetune as finetune_cli
 from llmlab.cli import main as cli_main

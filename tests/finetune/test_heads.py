@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_gpt, tiny_llama
+from finetune_helpers import tiny_gpt, tiny_llama
 
 from llmlab.data.sft import SFTExample
 from llmlab.models.heads import HiddenStateCapture, SequenceClassifier, label_log_likelihoods

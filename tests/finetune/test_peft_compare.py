@@ -11,9 +11,9 @@ from llmlab.recipes.peft_compare import CompareConfig, compare, render_table, sc
 
 
 def test_score_labels_matches_label_log_likelihoods(tokenizer):
-    from llmlab.models.heads import label_log_likelihoods
+    from finetune_helpers import tiny_llama
 
-    from conftest import tiny_llama
+    from llmlab.models.heads import label_log_likelihoods
 
     model = tiny_llama(tokenizer.vocab_size).eval()
     prompts = [tokenizer.encode(t) for t in ["great movie", "awful film loved", "red apple"]]
@@ -35,9 +35,12 @@ def test_compare_smoke_runs_resumes_and_tabulates(tmp_path, llama_dir):
         test_size=8,
         base=str(llama_dir),
         precision="fp32",
+        max_length=256,
     )
     out = tmp_path / "cmp"
-    runs = compare(cfg, out, say=lambda m: None, in_process=True)
+    page = tmp_path / "peft.md"
+    page.write_text("# PEFT\n<!-- peft-compare:begin -->\nold\n<!-- peft-compare:end -->\nafter\n")
+    runs = compare(cfg, out, say=lambda m: None, in_process=True, doc=page)
     assert [(r["task"], r["method"]) for r in runs] == [("en", "zero-shot"), ("en", "lora"), ("en", "prompt")]
     for r in runs:
         assert 0.0 <= r["test_accuracy"] <= 1.0
@@ -49,6 +52,9 @@ def test_compare_smoke_runs_resumes_and_tabulates(tmp_path, llama_dir):
     table = (out / "table.md").read_text()
     assert "| majority class |" in table and "| lora |" in table and "| zero-shot (untuned) |" in table
     assert (out / "scatter.png").stat().st_size > 1000
+    assert (
+        page.read_text() == f"# PEFT\n<!-- peft-compare:begin -->\n{table.rstrip()}\n<!-- peft-compare:end -->\nafter\n"
+    )
 
     # same settings: everything is skipped; a new method runs in a child process and is appended
     said: list[str] = []
@@ -61,6 +67,9 @@ def test_compare_smoke_runs_resumes_and_tabulates(tmp_path, llama_dir):
 def test_compare_rejects_unknown_method(tmp_path):
     with pytest.raises(ValueError, match="unknown method 'dora'"):
         compare(CompareConfig(methods=["dora"]), tmp_path)
+    (tmp_path / "page.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="no <!-- peft-compare:begin -->"):
+        compare(CompareConfig(methods=["lora"]), tmp_path / "out", doc=tmp_path / "page.md")
     assert "majority class" in render_table(
         [{"task": "en", "method": "zero-shot", "test_accuracy": 0.6, "test_size": 8, "train_size": 8}]
     )

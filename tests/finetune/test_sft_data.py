@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import tiny_gpt, tiny_llama, toy_records, write_jsonl
+from finetune_helpers import tiny_gpt, tiny_llama, toy_records, write_jsonl
 
 from llmlab.data.sft import (
     IGNORE_INDEX,
