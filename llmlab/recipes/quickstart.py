@@ -53,7 +53,7 @@ class QuickstartPlan:
 
 
 FULL = QuickstartPlan(
-    vocab_size=2048, n_layer=4, n_head=4, n_embd=192, block_size=128, batch_size=16, max_iters=1200,
+    vocab_size=2048, n_layer=4, n_head=4, n_embd=192, block_size=128, batch_size=16, max_iters=1000,
     eval_interval=200, eval_iters=20, sample_tokens=160, eval_chars=30_000, corpus_chars=0,
 )  # fmt: skip
 FAST = QuickstartPlan(
