@@ -12,13 +12,14 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder
+from llmlab.models.checkpoint_io import load_state_dict_checked as _load_checked
 from llmlab.models.gpt.config import GPTConfig
 from llmlab.nn.block import Block
 from llmlab.nn.kv_cache import KVCache
@@ -244,9 +245,9 @@ class GPT(nn.Module):
         sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         if self.config.tie_embeddings:
             sd.pop("lm_head.weight", None)
-        _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
+        atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
         text = json.dumps({"family": "gpt", **dataclasses.asdict(self.config)}, indent=2)
-        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
+        atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:
@@ -256,22 +257,9 @@ class GPT(nn.Module):
             FileNotFoundError: the folder or one of its files is missing.
             ValueError: the config or weights are corrupt or do not match each other.
         """
-        from safetensors.torch import load_file
-
-        d = Path(directory)
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"{p} not found; pass a folder written by save_pretrained (or a checkpoint)")
-        try:
-            cfg_dict = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the model") from None
+        cfg_dict, w_path = read_model_folder(directory, CONFIG_NAME, WEIGHTS_NAME)
         config = GPTConfig.from_dict(cfg_dict)
-        try:
-            sd = load_file(str(w_path), device=str(device))
-        except Exception as e:  # safetensors raises its own error type on truncated/corrupt files
-            raise ValueError(f"{w_path} is corrupt or truncated ({e}); re-save the model") from None
+        sd = load_safetensors(w_path, device)
         model = cls(config).to(device)
         load_state_dict_checked(model, sd, str(w_path))
         return model
@@ -287,30 +275,4 @@ def _check_logits_to_keep(logits_to_keep: int, targets: torch.Tensor | None) -> 
 
 def load_state_dict_checked(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:
     """Load `sd` into `model`, raising a one-line ValueError on missing/unexpected keys or shape mismatches."""
-    expected = model.state_dict()
-    if model.config.tie_embeddings:
-        expected.pop("lm_head.weight", None)
-        sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"weights in {source} do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    for k, v in sd.items():
-        if v.shape != expected[k].shape:
-            raise ValueError(
-                f"weights in {source}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
-            )
-    model.load_state_dict(sd, strict=False)
-
-
-def _atomic_write(path: Path, write) -> None:  # noqa: ANN001
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _load_checked(model, sd, source, tied_lm_head=model.config.tie_embeddings)

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from llmlab.models.checkpoint_io import atomic_write, load_safetensors
 from llmlab.models.llama.config import LlamaConfig
-from llmlab.models.llama.model import Llama, _atomic_write, load_safetensors, load_state_dict_checked
+from llmlab.models.llama.model import Llama, load_state_dict_checked
 
 HF_ARCHITECTURE = "LlamaForCausalLM"
 # Rope-parameter keys that are not part of a `rope_scaling` dict.
@@ -170,6 +171,6 @@ def save_hf_llama(model: Llama, directory: str | os.PathLike, dtype: torch.dtype
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     sd = model.export_state_dict(dtype)
-    _atomic_write(d / "model.safetensors", lambda p: save_file(sd, p, metadata={"format": "pt"}))
+    atomic_write(d / "model.safetensors", lambda p: save_file(sd, p, metadata={"format": "pt"}))
     text = json.dumps(config_to_hf(model.config, dtype), indent=2)
-    _atomic_write(d / "config.json", lambda p: Path(p).write_text(text, encoding="utf-8"))
+    atomic_write(d / "config.json", lambda p: Path(p).write_text(text, encoding="utf-8"))

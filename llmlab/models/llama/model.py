@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder
+from llmlab.models.checkpoint_io import load_state_dict_checked as _load_checked
 from llmlab.models.llama.config import LlamaConfig
 from llmlab.models.llama.rope import rope_cos_sin_at, rope_inv_freq
 from llmlab.nn.attention import Attention
@@ -251,9 +251,9 @@ class Llama(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         sd = self.export_state_dict(dtype)
-        _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, p, metadata={"format": "pt"}))
+        atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, p, metadata={"format": "pt"}))
         text = json.dumps(self.config.to_dict(), indent=2)
-        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
+        atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
 
     def export_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """The HF-named state dict to save: contiguous, detached, optionally cast, tied `lm_head` dropped."""
@@ -272,15 +272,7 @@ class Llama(nn.Module):
             FileNotFoundError: the folder or one of its files is missing.
             ValueError: the config or weights are corrupt or do not match each other.
         """
-        d = Path(directory)
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"{p} not found; pass a folder written by save_pretrained")
-        try:
-            cfg_dict = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the model") from None
+        cfg_dict, w_path = read_model_folder(directory, CONFIG_NAME, WEIGHTS_NAME)
         config = LlamaConfig.from_dict(cfg_dict)
         sd = load_safetensors(w_path)
         model = cls(config)
@@ -288,45 +280,7 @@ class Llama(nn.Module):
         return model.to(device)
 
 
-def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """`safetensors.torch.load_file` with a one-line ValueError for corrupt or truncated files."""
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error type on truncated/corrupt files
-        raise ValueError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); re-create it") from None
-
-
 def load_state_dict_checked(model: Llama, sd: dict[str, torch.Tensor], source: str) -> None:
     """Load `sd` into `model` (cast to the model's dtype); one-line ValueError on missing/unexpected keys or shapes."""
-    expected = model.state_dict()
     sd = {k: v for k, v in sd.items() if "rotary_emb" not in k}  # old HF checkpoints store inv_freq buffers
-    if model.config.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)
-        sd.pop("lm_head.weight", None)
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"weights in {source} do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    for k, v in sd.items():
-        if v.shape != expected[k].shape:
-            raise ValueError(
-                f"weights in {source}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
-            )
-    model.load_state_dict(sd, strict=False)
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Call `write(tmp_path)` for a temp file beside `path`, then rename it to `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _load_checked(model, sd, source, tied_lm_head=model.config.tie_word_embeddings)

@@ -1,0 +1,78 @@
+"""Reading and writing model folders, shared by every family: atomic writes, safetensors with one-line errors,
+and a strict state-dict load that names missing, unexpected or mis-shaped tensors."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call `write(tmp_path)` for a temp file beside `path`, then rename it to `path` (readable by all)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_safetensors(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """`safetensors.torch.load_file` with a one-line ValueError for corrupt or truncated files."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as e:  # safetensors raises its own error type on truncated/corrupt files
+        raise ValueError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); re-create it") from None
+
+
+def read_model_folder(directory: str | os.PathLike, config_name: str, weights_name: str) -> tuple[dict[str, Any], Path]:
+    """The parsed config JSON of a model folder and the path of its weights file.
+
+    Raises:
+        FileNotFoundError: the config or the weights file is missing.
+        ValueError: the config is not valid JSON.
+    """
+    d = Path(directory)
+    cfg_path, w_path = d / config_name, d / weights_name
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found; pass a folder written by save_pretrained (or a checkpoint)")
+    try:
+        return json.loads(cfg_path.read_text(encoding="utf-8")), w_path
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the model") from None
+
+
+def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], source: str, tied_lm_head: bool) -> None:
+    """Load `sd` into `model`; one-line ValueError on missing/unexpected keys or shape mismatches.
+
+    With `tied_lm_head` the output layer shares the embedding: `lm_head.weight` is neither expected nor used.
+    """
+    expected = model.state_dict()
+    if tied_lm_head:
+        expected.pop("lm_head.weight", None)
+        sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"weights in {source} do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for k, v in sd.items():
+        if v.shape != expected[k].shape:
+            raise ValueError(
+                f"weights in {source}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
+            )
+    model.load_state_dict(sd, strict=False)
