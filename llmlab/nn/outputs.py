@@ -25,3 +25,11 @@ class ModelOutput:
     aux_loss: torch.Tensor | None = None
     attentions: list[torch.Tensor] | None = None
     hidden_states: torch.Tensor | None = None
+
+
+def check_logits_to_keep(logits_to_keep: int, targets: torch.Tensor | None) -> None:
+    """Raise ValueError for a negative `logits_to_keep`, or a non-zero one together with `targets`."""
+    if logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep must be >= 0 (0 = all positions), got {logits_to_keep}")
+    if logits_to_keep > 0 and targets is not None:
+        raise ValueError("the loss needs logits at every position: pass logits_to_keep=0 together with targets")

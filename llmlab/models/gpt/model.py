@@ -25,7 +25,7 @@ from llmlab.nn.block import Block
 from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.masks import build_attention_mask
 from llmlab.nn.norms import build_norm
-from llmlab.nn.outputs import ModelOutput
+from llmlab.nn.outputs import ModelOutput, check_logits_to_keep
 from llmlab.nn.positions import alibi_slopes, rope_cos_sin, sinusoidal_table
 
 CONFIG_NAME = "model_config.json"
@@ -151,7 +151,7 @@ class GPT(nn.Module):
             if pos.dim() == 2:
                 cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs): broadcast over heads
             rope = (cos, sin)
-        _check_logits_to_keep(logits_to_keep, targets)
+        check_logits_to_keep(logits_to_keep, targets)
         mask_4d = attention_mask is not None and attention_mask.dim() == 4
         if c.attention == "linear":
             if mask_4d:
@@ -263,14 +263,6 @@ class GPT(nn.Module):
         model = cls(config).to(device)
         load_state_dict_checked(model, sd, str(w_path))
         return model
-
-
-def _check_logits_to_keep(logits_to_keep: int, targets: torch.Tensor | None) -> None:
-    """Raise ValueError for a negative `logits_to_keep`, or a non-zero one together with `targets`."""
-    if logits_to_keep < 0:
-        raise ValueError(f"logits_to_keep must be >= 0 (0 = all positions), got {logits_to_keep}")
-    if logits_to_keep > 0 and targets is not None:
-        raise ValueError("the loss needs logits at every position: pass logits_to_keep=0 together with targets")
 
 
 def load_state_dict_checked(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:

@@ -37,7 +37,7 @@ from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.masks import build_attention_mask
 from llmlab.nn.mlp import SwiGLUMLP
 from llmlab.nn.norms import RMSNorm
-from llmlab.nn.outputs import ModelOutput
+from llmlab.nn.outputs import ModelOutput, check_logits_to_keep
 
 CONFIG_NAME = "model_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -164,10 +164,7 @@ class Llama(nn.Module):
         """
         c = self.config
         b, t = input_ids.shape
-        if logits_to_keep < 0:
-            raise ValueError(f"logits_to_keep must be >= 0 (0 = all positions), got {logits_to_keep}")
-        if logits_to_keep > 0 and targets is not None:
-            raise ValueError("the loss needs logits at every position: pass logits_to_keep=0 together with targets")
+        check_logits_to_keep(logits_to_keep, targets)
         past = kv_cache.seq_len if kv_cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=input_ids.device)  # (T,)
