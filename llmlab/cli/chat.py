@@ -61,6 +61,13 @@ def register(app: typer.Typer) -> None:
                 help="Prompt + reply tokens; oldest turns are dropped to fit (default: model's).",
             ),
         ] = None,
+        reuse_cache: Annotated[
+            bool,
+            typer.Option(
+                "--reuse-cache/--no-reuse-cache",
+                help="Keep the KV cache between turns and prefill only the new part of the prompt (same replies).",
+            ),
+        ] = True,
         dtype: Annotated[str, typer.Option("--dtype", help=f"Model dtype: {', '.join(DTYPES)}.")] = "float32",
         device: Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")] = "cpu",
     ) -> None:
@@ -96,6 +103,7 @@ def register(app: typer.Typer) -> None:
             top_p=top_p,
             seed=seed,
             context_tokens=context_tokens,
+            reuse_cache=reuse_cache,
         )
         if interactive:
             print(

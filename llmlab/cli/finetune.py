@@ -24,14 +24,20 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--method", "-m", help="full | partial | lora | qlora | adapter | prefix | prompt | ia3"),
         ] = None,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue out_dir/checkpoints/last (same settings, exactly).")
+        ] = False,
         print_config: Annotated[
             bool, typer.Option("--print-config", help="Print the resolved config and exit.")
         ] = False,
     ) -> None:
-        """Fine-tune a model on instruction / chat / prompt-completion JSONL (loss on the responses)."""
+        """Fine-tune a model on instruction / chat / prompt-completion JSONL (loss on the responses).
+
+        Also under torchrun (DDP): torchrun --nproc_per_node=2 -m llmlab finetune --config ...
+        """
         from llmlab.recipes.finetune import load_finetune_config
 
-        cfg = load_finetune_config(config, overrides or [], method)
+        cfg = load_finetune_config(config, [*(overrides or []), *(["resume=true"] if resume else [])], method)
         if print_config:
             import yaml
 
@@ -41,14 +47,7 @@ def register(app: typer.Typer) -> None:
             return
         from llmlab.recipes.finetune import finetune
 
-        summary = finetune(cfg, say=typer.echo)
-        keys = ("first_train_loss", "final_train_loss", "final_val_loss", "val_accuracy", "wall_time_s")
-        for key in keys:
-            if summary.get(key) is not None:
-                typer.echo(
-                    f"{key}: {summary[key]:.4f}" if isinstance(summary[key], float) else f"{key}: {summary[key]}"
-                )
-        typer.echo(f"saved: {summary.get('adapter') or summary.get('model')}")
+        finetune(cfg, say=typer.echo)  # prints the result lines (rank 0 only under torchrun)
 
     @app.command("merge")
     def merge_cmd(

@@ -18,8 +18,10 @@ attention mask can be block-diagonal (`block_causal_mask`) and positions can res
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,18 +291,49 @@ class MixtureSampler:
             self._orders[task] = order
         return task, self._orders[task].pop()
 
+    def state_dict(self) -> dict[str, Any]:
+        """RNG state and what is left of each task's current pass (tensors/primitives: `weights_only`-safe)."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "sizes": list(self.sizes),
+            "rng": [version, torch.tensor(internal, dtype=torch.long), gauss],
+            "orders": [torch.tensor(o, dtype=torch.long) for o in self._orders],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where `state_dict` was taken.
+
+        Raises:
+            ValueError: the state belongs to data sets of other sizes.
+        """
+        if list(state["sizes"]) != self.sizes:
+            raise ValueError(
+                f"the saved data stream covers tasks of {list(state['sizes'])} examples, this data has {self.sizes}; "
+                "resume with the same data"
+            )
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(int(v) for v in internal.tolist()), gauss))
+        self._orders = [o.tolist() for o in state["orders"]]
+
 
 class SFTBatchStream:
     """Endless training batches from one or more tasks (mixed by weight), padded or packed.
 
+    Data parallel (as `llmlab.data.loader.RandomWindowLoader`): every rank draws the rows of the same GLOBAL batch
+    (`world_size * batch_size` rows, from identically seeded samplers) and keeps rows
+    `[rank * batch_size, (rank + 1) * batch_size)`, so N ranks see exactly the rows one process with batch
+    N * batch_size sees.
+
     Args:
         tasks: the examples of each task.
         weights: sampling weights of the tasks.
-        batch_size: rows per batch.
+        batch_size: rows per batch (on this rank).
         max_length: longest row (packing fills rows up to it).
         pad_id: padding id.
         packing: put several examples into each row (block-diagonal attention, restarting positions).
-        seed: RNG seed.
+        seed: RNG seed (the same on every rank).
+        rank: this process's rank.
+        world_size: number of data-parallel processes.
     """
 
     def __init__(
@@ -312,36 +345,77 @@ class SFTBatchStream:
         pad_id: int,
         packing: bool = False,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.tasks = tasks
         self.sampler = MixtureSampler([len(t) for t in tasks], weights, seed)
         self.batch_size, self.max_length, self.pad_id, self.packing = batch_size, max_length, pad_id, packing
-        self._pending: SFTExample | None = None
+        self.rank, self.world_size = rank, world_size
+        self._pending: tuple[int, int] | None = None  # (task, index) of an example drawn for the next packed batch
+        self.batches = 0  # global batches drawn so far
 
-    def _draw(self) -> SFTExample:
+    def _draw(self) -> tuple[int, int]:
         if self._pending is not None:
-            ex, self._pending = self._pending, None
-            return ex
-        task, idx = self.sampler.next()
-        return self.tasks[task][idx]
+            ref, self._pending = self._pending, None
+            return ref
+        return self.sampler.next()
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        """The next batch (see `collate_rows`)."""
+    def _global_rows(self) -> list[list[SFTExample]]:
+        """The `world_size * batch_size` rows of the next global batch (as (task, index) draws)."""
+        n_rows = self.batch_size * self.world_size
         if not self.packing:
-            return collate_rows([[self._draw()] for _ in range(self.batch_size)], self.pad_id)
+            return [[self.tasks[t][i]] for t, i in (self._draw() for _ in range(n_rows))]
         rows: list[list[SFTExample]] = [[]]
         used = 0
         while True:
-            ex = self._draw()
+            task, idx = self._draw()
+            ex = self.tasks[task][idx]
             if rows[-1] and used + len(ex) > self.max_length:
-                if len(rows) == self.batch_size:
-                    self._pending = ex  # starts the next batch
+                if len(rows) == n_rows:
+                    self._pending = (task, idx)  # starts the next batch
                     break
                 rows.append([])
                 used = 0
             rows[-1].append(ex)
             used += len(ex)
-        return collate_rows(rows, self.pad_id)
+        return rows
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """This rank's rows of the next global batch (see `collate_rows`)."""
+        rows = self._global_rows()
+        self.batches += 1
+        b = self.batch_size
+        return collate_rows(rows[self.rank * b : (self.rank + 1) * b], self.pad_id)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stream position (sampler RNG and orders, the pending packed example): `weights_only`-safe."""
+        return {
+            "sampler": self.sampler.state_dict(),
+            "pending": list(self._pending) if self._pending is not None else None,
+            "batches": self.batches,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where `state_dict` was taken (the same data, any rank)."""
+        self.sampler.load_state_dict(state["sampler"])
+        pending = state["pending"]
+        self._pending = (int(pending[0]), int(pending[1])) if pending is not None else None
+        self.batches = int(state["batches"])
+
+
+def examples_fingerprint(tasks: Sequence[Sequence[SFTExample]]) -> str:
+    """A SHA-256 of every example's tokens and labels, per task in order: tells whether training data changed."""
+    h = hashlib.sha256()
+    for examples in tasks:
+        h.update(b"task")
+        for ex in examples:
+            h.update(array("q", ex.input_ids).tobytes())
+            h.update(array("q", ex.labels).tobytes())
+            h.update(len(ex).to_bytes(8, "little"))
+    return h.hexdigest()
 
 
 def eval_batches(examples: Sequence[SFTExample], batch_size: int, pad_id: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.generate.loop import _new_cache
+from llmlab.generate.loop import new_kv_cache
 from llmlab.generate.processors import LogitsProcessor, LogitsProcessorList
 
 NEG = -1.0e9  # "minus infinity" that keeps float arithmetic finite (as in transformers)
@@ -148,7 +148,7 @@ def beam_search(
     beam_indices = running_beam_indices.clone()
     batch_offset = torch.arange(batch_size, device=device)[:, None] * num_beams  # (B, 1)
 
-    cache = _new_cache(model, batch_size * num_beams, max_length, device) if use_cache else None
+    cache = new_kv_cache(model, batch_size * num_beams, max_length, device) if use_cache else None
     was_training = model.training
     model.eval()
     cur_len = prompt_len

@@ -80,7 +80,8 @@ def check_left_padded(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> 
         raise ValueError("attention_mask must be left-padded (0s before the 1s, last token real); pad on the left")
 
 
-def _new_cache(model: nn.Module, batch_size: int, max_len: int, device: torch.device):  # -> KVCache
+def new_kv_cache(model: nn.Module, batch_size: int, max_len: int, device: torch.device):  # -> KVCache
+    """A `KVCache` for `batch_size` sequences of up to `max_len` tokens (the model's own `make_kv_cache` if any)."""
     if hasattr(model, "make_kv_cache"):  # llmlab's GPT sizes the cache itself
         return model.make_kv_cache(batch_size, max_len)
     from llmlab.nn.kv_cache import KVCache
@@ -201,7 +202,7 @@ def stream_generate(
     cache, cache_capacity = None, 0
     if use_cache and max_new_tokens > 0 and prompt_len < block_size:
         cache_capacity = min(total_len, block_size)
-        cache = _new_cache(model, batch_size, cache_capacity, tokens.device)
+        cache = new_kv_cache(model, batch_size, cache_capacity, tokens.device)
 
     was_training = model.training
     model.eval()

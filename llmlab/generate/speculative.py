@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from llmlab.generate.loop import _new_cache
+from llmlab.generate.loop import new_kv_cache
 
 
 @dataclass
@@ -136,8 +136,8 @@ def speculative_generate(
     device = input_ids.device
     tokens = [int(t) for t in input_ids[0].tolist()]
     stats = SpeculativeStats()
-    cache = _new_cache(model, 1, total, device)
-    draft_cache = _new_cache(draft_model, 1, total, device) if draft_model is not None else None
+    cache = new_kv_cache(model, 1, total, device)
+    draft_cache = new_kv_cache(draft_model, 1, total, device) if draft_model is not None else None
 
     models = [m for m in (model, draft_model) if m is not None]
     modes = [m.training for m in models]

@@ -64,6 +64,16 @@ class KVCache:
         """Mark `n` more tokens as cached (called once per model forward, after all layers)."""
         self.seq_len += n
 
+    def crop(self, n: int) -> None:
+        """Keep only the first `n` cached tokens (0 <= n <= seq_len); later entries are overwritten next time.
+
+        Used to reuse a cache for a prompt that shares its first `n` tokens with what is cached (multi-turn
+        chat, as llama.cpp's server does) or to drop rejected speculative tokens.
+        """
+        if not 0 <= n <= self.seq_len:
+            raise ValueError(f"cannot crop the KV cache to {n} tokens: it holds {self.seq_len}; use 0..{self.seq_len}")
+        self.seq_len = n
+
     def reset(self) -> None:
         """Forget every cached token (the storage is kept)."""
         self.seq_len = 0

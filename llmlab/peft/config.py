@@ -160,12 +160,20 @@ class PrefixConfig(PeftConfigBase):
         prefix_projection: train through the reparameterisation MLP (embedding -> tanh MLP -> prefixes).
         encoder_hidden_size: hidden width of that MLP.
         prefix_init_std: std of the random initial prefixes (peft uses N(0, 1) embeddings).
+        prefix_tuning_init: "RANDOM" or "TEXT": start from the keys/values the frozen model computes for a real
+            text (Li & Liang 2021, section 7.2: "initializing the prefix with activations of real words"), so
+            the untrained adapter behaves exactly as if that text were prepended to every input.
+        init_token_ids: token ids of the init text (required for "TEXT"; repeated/cropped to P).
+        prefix_tuning_init_text: the text itself (`llmlab finetune` tokenizes it into `init_token_ids`).
     """
 
     num_virtual_tokens: int = 10
     prefix_projection: bool = False
     encoder_hidden_size: int = 64
     prefix_init_std: float = 1.0
+    prefix_tuning_init: str = "RANDOM"
+    init_token_ids: list[int] | None = None
+    prefix_tuning_init_text: str | None = None
 
     peft_type = "PREFIX_TUNING"
 
@@ -173,6 +181,12 @@ class PrefixConfig(PeftConfigBase):
         super().validate()
         if self.num_virtual_tokens <= 0:
             raise ValueError(f"num_virtual_tokens={self.num_virtual_tokens} must be positive")
+        if self.prefix_tuning_init not in ("RANDOM", "TEXT"):
+            raise ValueError(f"prefix_tuning_init={self.prefix_tuning_init!r}; choose 'RANDOM' or 'TEXT'")
+        if self.prefix_tuning_init == "TEXT" and not self.init_token_ids:
+            raise ValueError("prefix_tuning_init='TEXT' needs init_token_ids (tokenizer.encode(text))")
+        if self.prefix_tuning_init == "TEXT" and self.prefix_projection:
+            raise ValueError("prefix_tuning_init='TEXT' sets the prefixes directly; use prefix_projection=false")
 
 
 @dataclass
@@ -184,7 +198,8 @@ class PromptConfig(PeftConfigBase):
         num_virtual_tokens: number of soft-prompt vectors P.
         prompt_tuning_init: "RANDOM" (copies of random vocabulary embeddings) or "TEXT".
         init_token_ids: token ids of the init text (required for "TEXT"; repeated/cropped to P).
-        prompt_tuning_init_text: the text itself, recorded in the config for reference.
+        prompt_tuning_init_text: the text itself, recorded in the config (`llmlab finetune` tokenizes it into
+            `init_token_ids`).
     """
 
     num_virtual_tokens: int = 8

@@ -47,6 +47,7 @@ PROMPT_KEY = "prompt_embeddings"
 _IGNORED_CONFIG = {"dropout", "attention", "attention_dropout", "extra", "initializer_range", "bos_token_id",
                    "eos_token_id", "pad_token_id", "name", "window_size", "n_global_tokens"}  # fmt: skip
 _QLORA_ONLY = ("quant_type", "blocksize", "double_quant", "compute_dtype")
+_INIT_ONLY = ("init_token_ids", "prefix_init_std", "prefix_tuning_init", "prefix_tuning_init_text")  # unknown to peft
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -117,7 +118,7 @@ def _config_dict(model: nn.Module, config: PeftConfigBase, base_name: str | None
     """`adapter_config.json` contents, with the fields peft needs for the method."""
     d = config.to_dict()
     d["base_model_name_or_path"] = base_name or config.base_model_name_or_path
-    for k in (*_QLORA_ONLY, "init_token_ids"):  # QLoRA adapters are plain LoRA adapters; init ids are init-only
+    for k in (*_QLORA_ONLY, *_INIT_ONLY):  # QLoRA adapters are plain LoRA adapters; init settings are init-only
         d.pop(k, None)
     if isinstance(config, LoraConfig) and model_config_dict(model) and hasattr(model, "transformer"):
         d["fan_in_fan_out"] = True  # the HF export of a GPT model uses Conv1D (see the module docstring)

@@ -38,7 +38,7 @@ from llmlab.peft.config import (
 )
 from llmlab.peft.ia3 import IA3Linear
 from llmlab.peft.lora import LoRALinear
-from llmlab.peft.prefix import PrefixEncoder, attach_prefix
+from llmlab.peft.prefix import PrefixEncoder, attach_prefix, text_prefixes
 from llmlab.peft.prompt import PromptEmbedding, PromptHooks
 from llmlab.peft.qlora import QLoRALinear
 from llmlab.peft.targets import (
@@ -175,6 +175,9 @@ def _apply_prefix(model: nn.Module, config: PrefixConfig) -> None:
         config.encoder_hidden_size,
         config.prefix_init_std,
     ).to(device=p.device, dtype=p.dtype)
+    if config.prefix_tuning_init == "TEXT":
+        prefixes = text_prefixes(model, config.init_token_ids or [], config.num_virtual_tokens)
+        encoder.load_prefixes(prefixes)
     attach_prefix(model, encoder, layers)
 
 

@@ -12,13 +12,19 @@ reparameterise them through an MLP, `prefixes = MLP(E)` with a small embedding E
 
 The prefixes of all layers are stored as one (P, L * 2 * nkv * hs) matrix laid out like HF peft's
 `prompt_embeddings` ([layer 0 keys, layer 0 values, layer 1 keys, ...], heads-major), so saved adapters load
-with peft. The attention layers read them through `llmlab.nn.attention.Attention.prefix_kv`; RoPE is not
-applied to prefix keys (they are free vectors; their "position" is learned implicitly).
+with peft. The attention layers read them through `llmlab.nn.attention.Attention.prefix_kv`.
+
+Positions follow HF peft, which passes the prefixes as a P-token `past_key_values`: the real tokens sit at
+positions P, P+1, ... (a forward pre-hook shifts `position_ids`), and RoPE is not applied to the prefix keys
+(like cached keys, they are taken as already rotated). So a prefix set to the cached keys/values of P real
+tokens (`prefix_tuning_init="TEXT"`, see `text_prefixes`) gives exactly the model's output with those tokens
+prepended, and a prefix adapter gives the same logits in llmlab and in peft.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from torch import nn
@@ -104,15 +110,69 @@ class PrefixEncoder(nn.Module):
         self.embedding = nn.Parameter(prefixes.to(self.embedding.device, self.embedding.dtype).clone())
 
 
+@torch.no_grad()
+def text_prefixes(model: nn.Module, token_ids: list[int], num_virtual_tokens: int) -> torch.Tensor:
+    """The keys/values the frozen `model` caches for a text, as a (P, L * 2 * nkv * hs) prefix matrix.
+
+    The ids are repeated/cropped to P tokens (like peft's prompt-tuning text init) and run through the model
+    (without prefixes, in eval mode) with a KV cache; the cached, already-rotated keys and the values become
+    the prefixes. Li & Liang 2021 (section 7.2) found such "real word" initialisations train better than
+    random ones, especially with little data: the untrained adapter is the model with the text prepended.
+
+    Args:
+        model: a llmlab model with `make_kv_cache` and no prefix attached yet.
+        token_ids: the init text's token ids.
+        num_virtual_tokens: prefix length P.
+    """
+    if not token_ids:
+        raise ValueError("prefix_tuning_init='TEXT' needs at least one init token id")
+    ids = (list(token_ids) * (num_virtual_tokens // len(token_ids) + 1))[:num_virtual_tokens]
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    cache = model.make_kv_cache(1, num_virtual_tokens)
+    model(torch.tensor([ids], device=p.device), kv_cache=cache, logits_to_keep=1)
+    model.train(was_training)
+    n_layer, _, n_kv_head, _, head_dim = cache.k.shape
+    kv = torch.stack([cache.k[:, 0], cache.v[:, 0]], dim=1)  # (L, 2, nkv, P, hs)
+    return kv.permute(3, 0, 1, 2, 4).reshape(num_virtual_tokens, n_layer * 2 * n_kv_head * head_dim)
+
+
 def attach_prefix(model: nn.Module, encoder: PrefixEncoder, layers: list[Attention]) -> None:
-    """Register `encoder` as `model.prefix_encoder` and point each attention layer at its prefixes."""
+    """Register `encoder` as `model.prefix_encoder`, point each attention layer at its prefixes and shift
+    the positions of the real tokens by P (see the module docstring)."""
     model.prefix_encoder = encoder
     for i, attn in enumerate(layers):
         attn.prefix_kv = functools.partial(encoder.layer_kv, i)
+    hook = functools.partial(_shift_positions, encoder)
+    model._prefix_position_hook = model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 def detach_prefix(model: nn.Module, layers: list[Attention]) -> None:
-    """Remove the prefixes from the attention layers and the encoder from the model."""
+    """Remove the prefixes from the attention layers, the position shift and the encoder from the model."""
     for attn in layers:
         attn.prefix_kv = None
+    model._prefix_position_hook.remove()
+    del model._prefix_position_hook
     del model.prefix_encoder
+
+
+def _shift_positions(
+    encoder: PrefixEncoder, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """Forward pre-hook: the new tokens sit after the P virtual tokens (positions `P + past ...`)."""
+    if encoder.disabled:
+        return None
+    input_ids = args[0] if args else kwargs["input_ids"]
+    n_prefix, t = encoder.num_virtual_tokens, input_ids.shape[1]
+    cache = kwargs.get("kv_cache")
+    past = cache.seq_len if cache is not None else 0
+    block_size = getattr(getattr(model, "config", None), "block_size", None)
+    if block_size is not None and n_prefix + past + t > block_size:
+        raise ValueError(f"{n_prefix} prefix tokens + {past + t} tokens exceed block_size={block_size}; crop the input")
+    positions = kwargs.get("position_ids")
+    if positions is None:
+        positions = torch.arange(n_prefix + past, n_prefix + past + t, device=input_ids.device)  # (T,)
+    else:
+        positions = positions + n_prefix  # (B, T) or (T,)
+    return args, {**kwargs, "position_ids": positions}

@@ -16,6 +16,15 @@ Context window: the prompt plus `max_new_tokens` must fit in `context_tokens` (a
 the prompt, one turn at a time, until it fits; the system prompt and the current user message are always
 kept (the "sliding window" of chat front-ends). The full history is still kept for `save()`.
 
+KV cache reuse: consecutive prompts of a chat share a long prefix (the system prompt and every earlier turn),
+so the session keeps its KV cache between turns. Each turn it finds the longest common token prefix of the
+cached tokens (last prompt + last reply) and the new prompt, crops the cache to it and prefills only the rest
+(what llama.cpp's server does with `cache_prompt`). Positions are absolute, so a common prefix sits at the
+same positions in both prompts and its keys/values are exactly what a full prefill would compute; when the
+oldest turns are dropped the prompt changes right after the system prompt, and the common prefix (and so
+the reuse) shrinks to that. `reuse_cache=False` re-prefills the whole conversation every turn; replies are
+the same either way. Models with forward hooks (prompt/prefix tuning) always re-prefill.
+
 `run_chat` drives a session from lines of text (a terminal or piped stdin): plain lines are user messages,
 `/reset`, `/save FILE`, `/help` and `/exit` are commands.
 """
@@ -26,14 +35,23 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
-from llmlab.generate import TextStreamer, make_generator, stream_generate
+from llmlab.generate import (
+    GreedySampler,
+    MultinomialSampler,
+    TextStreamer,
+    build_processors,
+    make_generator,
+    stream_generate,
+)
+from llmlab.generate.loop import can_keep_last_logits, new_kv_cache
 from llmlab.generate.stopping import StopStringHoldback
 from llmlab.tokenizers.chat import TEMPLATES, apply_chat_template
 
@@ -98,6 +116,16 @@ def turn_stops(template: str, tokenizer: Any) -> tuple[list[int], list[str]]:
     return stop_ids, stop_strings + list(TEXT_STOPS.get(template, ()))
 
 
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 @dataclass
 class ChatSession:
     """One conversation with a model: the history, how to render it, and how to sample replies.
@@ -113,6 +141,8 @@ class ChatSession:
         top_p: nucleus sampling mass (None: off).
         seed: seeds the session's random generator once, so a whole conversation is reproducible.
         context_tokens: prompt + reply budget (None: the model's block_size; larger is an error).
+        reuse_cache: keep the KV cache between turns and prefill only the part of the prompt that is new
+            (False: re-prefill the whole conversation every turn; the replies are the same).
     """
 
     model: Any
@@ -125,6 +155,7 @@ class ChatSession:
     top_p: float | None = 0.9
     seed: int | None = None
     context_tokens: int | None = None
+    reuse_cache: bool = True
     history: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -147,6 +178,12 @@ class ChatSession:
         self.dropped_turns = 0  # turns left out of the last prompt to fit the context
         self.last_prompt_ids: list[int] = []  # what the model saw in the last turn (for inspection)
         self.last_generated = 0  # tokens the model produced in the last turn, end-of-turn token included
+        self.last_reply_ids: list[int] = []  # those tokens
+        self.last_prefill_tokens = 0  # prompt tokens run through the model in the last turn
+        self.last_reused_tokens = 0  # prompt tokens whose keys/values came from the cache instead
+        self.last_ttft_s: float | None = None  # seconds from send() to the first generated token
+        self._cache = None  # KVCache kept between turns (reuse_cache), grown on demand up to context_tokens
+        self._cached_ids: list[int] = []  # the tokens whose keys/values `_cache` holds, in order
 
     # ------------------------------------------------------------------ prompt
     @property
@@ -191,9 +228,10 @@ class ChatSession:
         The reply stops at the template's end-of-turn token, EOS, a text stop (`zh`: end of line), or after
         `max_new_tokens`. Leading/trailing whitespace is not part of the reply.
         """
+        start = time.perf_counter()
         prompt_ids = self.build_prompt(user_text)
-        self.last_prompt_ids, self.last_generated = prompt_ids, 0
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
+        self.last_prompt_ids, self.last_generated, self.last_ttft_s = prompt_ids, 0, None
+        self.last_reply_ids = []
         streamer = TextStreamer(self.tokenizer, prompt_ids=prompt_ids)
         holdback = StopStringHoldback(self.stop_strings)
         pieces: list[str] = []
@@ -206,18 +244,28 @@ class ChatSession:
                 if on_text is not None:
                     on_text(delta)
 
-        for token in stream_generate(
-            self.model,
-            input_ids,
-            self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            eos_token_id=self.stop_token_ids or None,
-            generator=self.generator,
-        ):
-            token_id = int(token[0])
+        if self.reuses_cache:
+            steps = self._reuse_steps(prompt_ids)
+        else:
+            self.last_prefill_tokens, self.last_reused_tokens = len(prompt_ids), 0
+            steps = (
+                int(token[0])
+                for token in stream_generate(
+                    self.model,
+                    torch.tensor([prompt_ids], dtype=torch.long, device=self.device),  # (1, T)
+                    self.max_new_tokens,
+                    temperature=self.temperature,
+                    top_k=self.top_k,
+                    top_p=self.top_p,
+                    eos_token_id=self.stop_token_ids or None,
+                    generator=self.generator,
+                )
+            )
+        for token_id in steps:
+            if self.last_generated == 0:
+                self.last_ttft_s = time.perf_counter() - start
             self.last_generated += 1
+            self.last_reply_ids.append(token_id)
             if token_id in self.stop_token_ids:
                 break
             emit(holdback.put(streamer.put(token_id)))
@@ -229,10 +277,67 @@ class ChatSession:
         self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply}]
         return reply
 
+    # ------------------------------------------------------------------ KV cache reuse
+    @property
+    def reuses_cache(self) -> bool:
+        """Whether turns reuse the KV cache: `reuse_cache` is on and no forward hook can change positions."""
+        return self.reuse_cache and not (self.model._forward_pre_hooks or self.model._forward_hooks)
+
+    def _cache_for(self, needed: int):  # noqa: ANN202 - a KVCache
+        """The session's KV cache with room for `needed` tokens, keeping what it holds (grown by doubling)."""
+        cache = self._cache
+        if cache is not None and cache.seq_len != len(self._cached_ids):  # e.g. Ctrl-C inside a forward
+            cache, self._cached_ids = None, []
+        if cache is None or cache.max_len < needed:
+            capacity = min(int(self.context_tokens), max(needed, 2 * cache.max_len if cache is not None else 0))
+            grown = new_kv_cache(self.model, 1, capacity, self.device)
+            if cache is not None:
+                n = cache.seq_len
+                grown.k[:, :, :, :n] = cache.k[:, :, :, :n]  # (L, 1, nkv, n, hs)
+                grown.v[:, :, :, :n] = cache.v[:, :, :, :n]
+                grown.seq_len = n
+            self._cache = cache = grown
+        return cache
+
+    def _reuse_steps(self, prompt_ids: list[int]) -> Iterator[int]:
+        """Decode a reply to `prompt_ids`, prefilling only what the cache does not already hold; yields token ids.
+
+        The same processors and sampler as `stream_generate` (so the same tokens and the same random draws);
+        only the prefill differs. A token is fed to the model (and cached) only when the caller asks for
+        the next one, so the end-of-turn token that stops a reply is never cached.
+        """
+        cache = self._cache_for(len(prompt_ids) + self.max_new_tokens)
+        # Keep the common prefix, but run at least the last prompt token: its logits give the first reply token.
+        keep = min(common_prefix_len(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
+        cache.crop(keep)
+        del self._cached_ids[keep:]
+        self.last_reused_tokens, self.last_prefill_tokens = keep, len(prompt_ids) - keep
+        processors = build_processors(self.temperature, self.top_k, self.top_p)
+        sampler = GreedySampler() if self.temperature == 0 else MultinomialSampler(self.generator)
+        last_only = {"logits_to_keep": 1} if can_keep_last_logits(self.model) else {}
+        tokens = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T) prompt + reply so far
+        new = prompt_ids[keep:]  # what the model has not seen yet
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for _ in range(self.max_new_tokens):
+                ids = torch.tensor([new], dtype=torch.long, device=self.device)  # (1, t)
+                logits = self.model(ids, kv_cache=cache, **last_only).logits[:, -1, :]  # (1, V)
+                self._cached_ids += new
+                next_token = sampler(processors(tokens, logits.float()))  # (1,)
+                tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+                yield int(next_token[0])
+                new = [int(next_token[0])]
+        finally:
+            self.model.train(was_training)
+
     def reset(self) -> None:
-        """Forget the conversation (the system prompt stays)."""
+        """Forget the conversation (the system prompt stays) and the KV cache."""
         self.history.clear()
         self.dropped_turns = 0
+        self._cached_ids = []
+        if self._cache is not None:
+            self._cache.reset()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the whole conversation (system prompt included) as JSON, atomically; returns the path."""

@@ -7,10 +7,15 @@ Methods: `full` (every weight), `partial` (named modules or the last N layers, `
 methods of `llmlab.peft`: `lora`, `qlora`, `adapter`, `prefix`, `prompt`, `ia3` (their settings go in
 `peft:`, the fields of `llmlab.peft.LoraConfig` etc.).
 
-The run folder (`out_dir`) is written to a temporary sibling and renamed when the run succeeds, so a failed
-run leaves nothing behind. It holds `config.yaml` (resolved), `metrics.jsonl`, `tb/`, `summary.json`,
-`tokenizer.json`, and either `adapter/` (Hugging Face PEFT format, see `llmlab.peft.save_adapter`; merge it
-with `llmlab merge`) or `model/` (an llmlab checkpoint with its tokenizer, for full and partial tuning).
+Checkpoints and resume (`llmlab.train.sft_loop`): `checkpoints/last` is written atomically every
+`train.save_interval` steps and at the end; `llmlab finetune ... --resume` (or `resume: true`) continues it
+bit-exactly. Data parallel: `torchrun --nproc_per_node=2 -m llmlab finetune ...` (DDP; `batch_size` per process).
+
+The run folder (`out_dir`) holds `config.yaml` (resolved), `metrics.jsonl`, `tb/`, `checkpoints/last/`
+(`trainable.safetensors` + `trainer_state.pt`), and at the end `summary.json`, `tokenizer.json`, and either
+`adapter/` (Hugging Face PEFT format, see `llmlab.peft.save_adapter`; merge it with `llmlab merge`) or `model/`
+(an llmlab checkpoint with its tokenizer, for full and partial tuning); each is written atomically. A run that
+fails before its first checkpoint leaves no `out_dir` behind.
 """
 
 from __future__ import annotations
@@ -138,7 +143,9 @@ class FinetuneConfig:
         schedule: the lr schedule.
         classification: label words for accuracy logging.
         out_dir: the run folder.
-        overwrite: replace an existing `out_dir`.
+        overwrite: replace an existing `out_dir` (its old contents are deleted when the new run starts).
+        resume: continue `out_dir/checkpoints/last` (the `--resume` option); the settings that define the run
+            (base, method, peft, partial, data, train.seed) must be those of the checkpoint.
     """
 
     base: str | None = None
@@ -152,6 +159,7 @@ class FinetuneConfig:
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     out_dir: str = "runs/finetune"
     overwrite: bool = False
+    resume: bool = False
 
     def validate(self) -> None:
         """Raise a one-line ValueError for impossible settings."""
@@ -213,8 +221,12 @@ def load_finetune_config(
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-def apply_method(model: Any, cfg: FinetuneConfig, base_name: str) -> str:
-    """Make the right parameters trainable (adding adapters for PEFT methods); return a one-line report."""
+def apply_method(model: Any, cfg: FinetuneConfig, base_name: str, tokenizer: Any = None) -> str:
+    """Make the right parameters trainable (adding adapters for PEFT methods); return a one-line report.
+
+    Prompt and prefix tuning initialised from text (`prompt_tuning_init: TEXT` + `prompt_tuning_init_text`,
+    `prefix_tuning_init: TEXT` + `prefix_tuning_init_text`) get the text's `init_token_ids` from `tokenizer`.
+    """
     from llmlab import peft
 
     if cfg.method == "full":
@@ -229,6 +241,9 @@ def apply_method(model: Any, cfg: FinetuneConfig, base_name: str) -> str:
         kwargs = {"base_model_name_or_path": base_name, **dict(cfg.peft)}
         if isinstance(kwargs.get("target_modules"), tuple):
             kwargs["target_modules"] = list(kwargs["target_modules"])
+        text = kwargs.get(f"{cfg.method}_tuning_init_text")
+        if text and not kwargs.get("init_token_ids") and tokenizer is not None:
+            kwargs["init_token_ids"] = tokenizer.encode(text)
         peft.get_peft_model(model, cls(**kwargs))
     trainable, total = peft.count_parameters(model)
     return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
@@ -277,25 +292,151 @@ def label_accuracy(model: Any, tokenizer: Any, examples: list[Any], labels: list
     return (correct / scored if scored else float("nan")), scored
 
 
+# ---------------------------------------------------------------------------------------------- run folder
+def _run_identity(cfg: FinetuneConfig) -> dict[str, Any]:
+    """What a checkpoint must have been made from to be resumed with `cfg` (JSON primitives)."""
+    d = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return {k: d[k] for k in ("base", "method", "peft", "partial", "data")} | {"train": {"seed": d["train"]["seed"]}}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"data": {"packing": True}} -> {"data.packing": True} (empty sections vanish)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume(saved: dict[str, Any], now: dict[str, Any], run_dir: Path) -> None:
+    """Raise one line naming the first setting in which `now` differs from the checkpoint's `run` record.
+
+    Raises:
+        ValueError: e.g. `cannot resume runs/x: method is 'full' in its checkpoint but 'lora' now; ...`.
+    """
+    a, b = _flatten(saved), _flatten(now)
+    for key in sorted(set(a) | set(b), key=lambda k: (k == "data_sha256", k)):
+        if a.get(key, "(not set)") == b.get(key, "(not set)"):
+            continue
+        if key == "data_sha256":
+            what = "the training data changed (its tokenized examples differ from the checkpoint's)"
+        else:
+            what = f"{key} is {a.get(key, '(not set)')!r} in its checkpoint but {b.get(key, '(not set)')!r} now"
+        raise ValueError(
+            f"cannot resume {run_dir}: {what}; resume with the run's settings (see its config.yaml) "
+            "or start a new run (another out_dir, or overwrite=true)"
+        )
+
+
+def _prepare_run_dir(cfg: FinetuneConfig) -> dict[str, Any] | None:
+    """Check `out_dir` against resume / overwrite (nothing is written); returns the trainer state to resume."""
+    from llmlab.train.checkpoint import TRAINER_STATE, load_trainer_state
+
+    out = Path(cfg.out_dir)
+    last = out / "checkpoints" / "last"
+    has_ckpt = (last / TRAINER_STATE).is_file()
+    if cfg.resume:
+        if not has_ckpt:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint at {last}; run without --resume to start a new run "
+                "(train.save_interval=N saves one every N steps)"
+            )
+        state = load_trainer_state(last)
+        check_resume({k: v for k, v in state.get("run", {}).items() if k != "data_sha256"}, _run_identity(cfg), out)
+        if int(state["iter"]) >= cfg.train.max_iters:
+            raise ValueError(
+                f"{out} already finished: its checkpoint is at step {int(state['iter'])} of train.max_iters="
+                f"{cfg.train.max_iters} (outputs in {out}); raise train.max_iters to train further"
+            )
+        return state
+    if out.exists() and not cfg.overwrite:
+        hint = "pass --resume to continue it, " if has_ckpt else ""
+        raise ValueError(f"{out} already exists; {hint}choose another out_dir or pass overwrite=true")
+    return None
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished folder `tmp` to `final`, replacing what is there."""
+    os.chmod(tmp, 0o755)  # mkdtemp creates 0700
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_outputs(model: Any, tokenizer: Any, cfg: FinetuneConfig, base_name: str, chat_template: Any) -> str:
+    """The run's results, each written atomically: tokenizer files and `adapter/` or `model/`. Returns its path."""
+    out = Path(cfg.out_dir)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-outputs-"))
+    try:
+        write_tokenizer(tokenizer, tmp, chat_template)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out / f.name)
+        if cfg.method in PEFT_METHODS:
+            from llmlab.peft import save_adapter
+
+            save_adapter(model, out / "adapter", base_model_name_or_path=base_name)  # atomic
+            return str(out / "adapter")
+        from llmlab.models.hub import save_llmlab
+
+        save_llmlab(model, tmp / "model")
+        write_tokenizer(tokenizer, tmp / "model", chat_template)
+        _replace_dir(tmp / "model", out / "model")
+        return str(out / "model")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """The lines `llmlab finetune` prints at the end of a run."""
+    lines = []
+    for key in ("first_train_loss", "final_train_loss", "final_val_loss", "val_accuracy", "wall_time_s"):
+        value = summary.get(key)
+        if value is not None:
+            lines.append(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    lines.append(f"saved: {summary.get('adapter') or summary.get('model')} (resume state: {summary['checkpoint']})")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------- recipe
 def finetune(cfg: FinetuneConfig, say: Any = print) -> dict[str, Any]:
     """Run supervised fine-tuning as configured; return the summary (also saved as `summary.json`).
 
+    Works as one process or under `torchrun` (`train.distributed`: DDP; only rank 0 writes and prints).
+    With `cfg.resume`, continues `out_dir/checkpoints/last` exactly.
+
     Raises:
         ValueError / FileNotFoundError: one line naming the problem (bad data line, unknown target module,
-            existing out_dir, ...). Nothing is written to `out_dir` unless the run succeeds.
+            existing out_dir, a resume with other settings, ...). A run that fails before its first checkpoint
+            leaves no `out_dir` behind; one that fails later keeps it, to be continued with `--resume`.
     """
+    from llmlab.train.distributed import cleanup, init_distributed
+    from llmlab.train.precision import resolve_device
+
+    cfg.train.validate()
+    ctx = init_distributed(cfg.train.distributed, resolve_device(cfg.train.device).type)
+    try:
+        return _finetune(cfg, ctx, say if ctx.is_main else (lambda _msg: None))
+    finally:
+        cleanup(ctx)
+
+
+def _finetune(cfg: FinetuneConfig, ctx: Any, say: Any) -> dict[str, Any]:
     import torch
 
-    from llmlab.data.sft import SFTBatchStream, eval_batches, load_sft_examples, split_examples
+    from llmlab.data.sft import SFTBatchStream, eval_batches, examples_fingerprint, load_sft_examples, split_examples
     from llmlab.generate.checkpoint import load_for_inference
-    from llmlab.models.hub import save_llmlab
+    from llmlab.train.checkpoint import TRAINER_STATE
+    from llmlab.train.distributed import barrier
     from llmlab.train.logging import write_json_atomic
-    from llmlab.train.sft_loop import run_sft
+    from llmlab.train.sft_loop import load_trainable, run_sft
 
     out = Path(cfg.out_dir)
-    if out.exists() and not cfg.overwrite:
-        raise ValueError(f"{out} already exists; choose another out_dir or pass overwrite=true")
+    last = out / "checkpoints" / "last"
+    resume_state = _prepare_run_dir(cfg)
     tasks = _tasks(cfg)
     for t in tasks:  # fail on a missing file before loading a model
         for p in (t.path, t.val_path):
@@ -335,12 +476,25 @@ def finetune(cfg: FinetuneConfig, say: Any = print) -> dict[str, Any]:
         val_sets.append(val)
     if dropped:
         say(f"dropped {dropped} example(s) with no response token left within max_length={max_length}")
+    run_info = {**_run_identity(cfg), "data_sha256": examples_fingerprint(train_sets)}
+    if resume_state is not None:
+        check_resume(resume_state.get("run", {}), run_info, out)
 
-    report = apply_method(model, cfg, base_name)
+    report = apply_method(model, cfg, base_name, tokenizer)
     say(f"{cfg.method} fine-tuning of {base_name}: {report}")
+    if resume_state is not None:
+        load_trainable(model, last)
     pad_id = next((i for i in (tokenizer.pad_id, tokenizer.eos_id) if i is not None), 0)
     stream = SFTBatchStream(
-        train_sets, [t.weight for t in tasks], cfg.train.batch_size, max_length, pad_id, d.packing, cfg.train.seed
+        train_sets,
+        [t.weight for t in tasks],
+        cfg.train.batch_size,
+        max_length,
+        pad_id,
+        d.packing,
+        cfg.train.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
     val_all = [ex for v in val_sets for ex in v]
 
@@ -354,51 +508,50 @@ def finetune(cfg: FinetuneConfig, say: Any = print) -> dict[str, Any]:
             acc, n = label_accuracy(m, tokenizer, val_all, list(cfg.classification.labels))
             return {"val_accuracy": acc, "val_scored": n}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
+    created = not out.exists()
+    barrier(ctx)  # every rank has checked out_dir before rank 0 changes it
+    if ctx.is_main:
+        if resume_state is None and out.exists():  # overwrite=true: start over
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(dataclasses.replace(cfg, resume=False), out / "config.yaml")
+    barrier(ctx)
     try:
-        save_config(cfg, tmp / "config.yaml")
         summary = run_sft(
             model,
             stream,
             cfg.train,
             cfg.optim,
             cfg.schedule,
-            tmp,
+            out,
             task_names=[t.name for t in tasks],
             val_batches=val_batches if val_all else None,
             extra_eval=extra_eval if val_all else None,
             say=say,
+            ctx=ctx,
+            checkpoint_dir=last,
+            resume_state=resume_state,
+            run_info=run_info,
         )
-        model.to("cpu")
-        write_tokenizer(tokenizer, tmp, chat_template)
-        if cfg.method in PEFT_METHODS:
-            from llmlab.peft import save_adapter
-
-            save_adapter(model, tmp / "adapter", base_model_name_or_path=base_name)
-            summary["adapter"] = str(out / "adapter")
-        else:
-            save_llmlab(model, tmp / "model")
-            write_tokenizer(tokenizer, tmp / "model", chat_template)
-            summary["model"] = str(out / "model")
-        summary.update(
-            method=cfg.method,
-            base=base_name,
-            trainable=report,
-            train_examples=[len(s) for s in train_sets],
-            val_examples=[len(v) for v in val_sets],
-            out_dir=str(out),
-        )
-        write_json_atomic(tmp / "summary.json", summary)
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-        if out.exists():  # overwrite=true
-            old = out.with_name(f".old-{out.name}-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        if ctx.is_main:
+            model.to("cpu")
+            summary["adapter" if cfg.method in PEFT_METHODS else "model"] = _write_outputs(
+                model, tokenizer, cfg, base_name, chat_template
+            )
+            summary.update(
+                method=cfg.method,
+                base=base_name,
+                trainable=report,
+                train_examples=[len(s) for s in train_sets],
+                val_examples=[len(v) for v in val_sets],
+                checkpoint=str(last),
+                out_dir=str(out),
+            )
+            write_json_atomic(out / "summary.json", summary)
+            say(describe(summary))
+        barrier(ctx)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if ctx.is_main and created and not (last / TRAINER_STATE).is_file():
+            shutil.rmtree(out, ignore_errors=True)  # nothing to resume: leave nothing behind
         raise
     return summary

@@ -52,7 +52,7 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "lora": {"lr": 1e-3, "peft": {"r": 8, "lora_alpha": 16}},
     "qlora": {"lr": 1e-3, "peft": {"r": 8, "lora_alpha": 16}},
     "adapter": {"lr": 1e-3, "peft": {"bottleneck_size": 16}},
-    "prefix": {"lr": 3e-3, "peft": {"num_virtual_tokens": 10, "prefix_init_std": 0.1}},
+    "prefix": {"lr": 1e-2, "peft": {"num_virtual_tokens": 12, "prefix_tuning_init": "TEXT"}},
     "prompt": {"lr": 1e-2, "peft": {"num_virtual_tokens": 12, "prompt_tuning_init": "TEXT"}},
     "ia3": {"lr": 1e-2, "peft": {}},
 }
@@ -119,7 +119,8 @@ class CompareConfig:
             "precision": self.precision,
         }
         if method != ZERO_SHOT:
-            key.update(steps=self.steps, batch_size=self.batch_size, lr=self.lr_of(method))
+            settings = {k: v for k, v in METHOD_SETTINGS[method].items() if k != "lr"}
+            key.update(steps=self.steps, batch_size=self.batch_size, lr=self.lr_of(method), settings=settings)
         return key
 
     def lr_of(self, method: str) -> float:
@@ -286,12 +287,11 @@ def run_one(cfg: CompareConfig, task: str, method: str) -> dict[str, Any]:
     if method != ZERO_SHOT:
         s = METHOD_SETTINGS[method]
         fc = FinetuneConfig(method=method, peft=dict(s.get("peft", {})), partial=PartialConfig(**s.get("partial", {})))
-        if method == "prompt":
-            fc.peft["init_token_ids"] = tokenizer.encode(PROMPT_INIT_TEXT)
-            fc.peft["prompt_tuning_init_text"] = PROMPT_INIT_TEXT
+        if method in ("prompt", "prefix"):
+            fc.peft[f"{method}_tuning_init_text"] = PROMPT_INIT_TEXT
         if method == "partial" and cfg.base is not None:  # a tiny test model: its last layer and norm
             fc.partial = PartialConfig(last_n_layers=1, include_head=False)
-        apply_method(model, fc, cfg.base or "SmolLM2-135M-Instruct")
+        apply_method(model, fc, cfg.base or "SmolLM2-135M-Instruct", tokenizer)
         trainable, total = count_parameters(model)
         result.update(trainable_params=trainable, total_params=total, trainable_pct=100 * trainable / total)
         result.update({f"{k}_bytes": v for k, v in state_bytes(model).items()})

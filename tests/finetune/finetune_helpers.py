@@ -44,8 +44,13 @@ def tiny_llama(vocab_size: int, seed: int = 0):
     return Llama(cfg)
 
 
-def tiny_gpt(vocab_size: int, seed: int = 0):
+def tiny_gpt(vocab_size: int, seed: int = 0, dropout: float = 0.0):
     from llmlab.models.gpt import GPT, GPTConfig
 
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=256, n_layer=2, n_head=4, n_embd=32, dropout=0.0))
+    return GPT(GPTConfig(vocab_size=vocab_size, block_size=256, n_layer=2, n_head=4, n_embd=32, dropout=dropout))
+
+
+def count_records(n: int) -> list[dict[str, str]]:
+    """Prompt-completion records of a second toy task (add one), for multi-task mixing."""
+    return [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(n)]

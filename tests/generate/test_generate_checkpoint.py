@@ -2,7 +2,8 @@
 
 Tiny random models (2 layers, width 32) saved as an llmlab folder, a `llmlab pretrain` run folder, a Hugging
 Face folder and a GGUF file; each must load to the same logits and the same tokenizer. The SmolLM2 default is
-exercised by pointing `smollm2_gguf_path` at a tiny GGUF (the real model is loaded in tests/recipes/test_chat_session.py).
+exercised by pointing `smollm2_gguf_path` at a tiny GGUF (the real model is loaded in
+tests/recipes/test_chat_session.py).
 """
 
 from __future__ import annotations

@@ -181,6 +181,29 @@ def test_prompt_tuning_matches_peft(tmp_path: Path, batch) -> None:
     assert model(x).logits.shape == (2, 12, VOCAB)
 
 
+def test_prefix_tuning_matches_peft_both_ways(tmp_path: Path, batch) -> None:
+    """peft passes the prefixes as a P-token past_key_values, so the real tokens sit at positions P, P+1, ...;
+    llmlab shifts positions the same way, and prefix adapters give equal logits in both directions."""
+    from peft import PeftModel
+    from peft import PrefixTuningConfig as HFPrefixConfig
+    from peft import get_peft_model as hf_get_peft_model
+
+    x, y = batch
+    for family, hf_of in ((tiny_llama, lambda m: _hf_llama(m, tmp_path)), (tiny_gpt, _hf_gpt2)):
+        model = get_peft_model(family(), PrefixConfig(num_virtual_tokens=3, prefix_projection=True))
+        train_steps(model, x, y, steps=2)
+        save_adapter(model, tmp_path / "ours")
+        peft_model = PeftModel.from_pretrained(hf_of(family()), tmp_path / "ours").eval()
+        with torch.no_grad():
+            torch.testing.assert_close(peft_model(input_ids=x).logits, model(x).logits, rtol=1e-4, atol=1e-5)
+
+        hf_peft = hf_get_peft_model(hf_of(family()), HFPrefixConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+        hf_peft.eval().save_pretrained(tmp_path / "theirs")
+        ours = load_adapter(family(), tmp_path / "theirs")
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x).logits, hf_peft(input_ids=x).logits, rtol=1e-4, atol=1e-5)
+
+
 def test_print_trainable_parameters_matches_peft(capsys: pytest.CaptureFixture[str]) -> None:
     from peft import LoraConfig as HFLoraConfig
     from peft import get_peft_model as hf_get_peft_model

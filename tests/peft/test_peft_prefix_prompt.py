@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from peft_helpers import VOCAB, sharpen, tiny_gpt, tiny_llama, train_steps
+from peft_helpers import VOCAB, sharpen, tiny_gpt, tiny_gpt_llamalike, tiny_llama, train_steps
 
 from llmlab.peft import PrefixConfig, PromptConfig, adapters_disabled, get_peft_model, trainable_parameters
-from llmlab.peft.prefix import PrefixEncoder
+from llmlab.peft.prefix import PrefixEncoder, text_prefixes
 from llmlab.peft.prompt import PromptEmbedding
 
 
@@ -33,22 +33,48 @@ def test_prefix_trains_with_a_frozen_base(make_model, batch, projection: bool) -
         torch.testing.assert_close(model(x).logits, base_logits, rtol=0, atol=1e-6)
 
 
-def test_prefix_is_attended_like_extra_past_tokens() -> None:
-    """With a 1-layer model, prefixes equal to the keys/values of real tokens give the same output as the tokens."""
-    model = tiny_gpt(n_layer=1, position="none")
-    ctx = torch.tensor([[5, 9, 2]])
-    x = torch.tensor([[7, 1, 4, 3]])
+def test_prefix_from_text_equals_prepending_the_text() -> None:
+    """Initialised from text, the prefixes are that text's cached keys/values and the real tokens sit after
+    it (positions shifted by P, as in peft): the output equals the base model with the text prepended."""
+    text_ids = [5, 9, 2]
+    x = torch.tensor([[7, 1, 4, 3], [2, 8, 8, 6]])
+    text = torch.tensor([text_ids, text_ids])
+    for model in (tiny_gpt(), tiny_gpt_llamalike(), tiny_llama()):  # learned positions, RoPE in both families
+        with torch.no_grad():
+            expected = model(torch.cat([text, x], dim=1)).logits[:, 3:]
+            base = model(x).logits
+        cfg = PrefixConfig(num_virtual_tokens=3, prefix_tuning_init="TEXT", init_token_ids=text_ids)
+        get_peft_model(model, cfg)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x).logits, expected, rtol=1e-5, atol=1e-5)
+            cache = model.make_kv_cache(2, 16)  # decoding with a cache: positions continue after P + past
+            steps = [model(x[:, :2], kv_cache=cache).logits, model(x[:, 2:3], kv_cache=cache).logits]
+            steps.append(model(x[:, 3:], kv_cache=cache).logits)
+            torch.testing.assert_close(torch.cat(steps, dim=1), expected, rtol=1e-5, atol=1e-5)
+            with adapters_disabled(model):  # no prefix, no shift
+                torch.testing.assert_close(model(x).logits, base, rtol=0, atol=0)
+
+
+def test_prefix_text_init_repeats_short_text_and_checks_its_settings() -> None:
+    model = tiny_llama()
     with torch.no_grad():
-        full = model(torch.cat([ctx, x], dim=1)).logits[:, 3:]
-        cache = model.make_kv_cache(1)
-        model(ctx, kv_cache=cache)
-        k, v = cache.k[0, :, :, :3], cache.v[0, :, :, :3]  # (1, nkv, 3, hs)
-    get_peft_model(model, PrefixConfig(num_virtual_tokens=3))
-    enc = model.prefix_encoder
-    with torch.no_grad():  # write the cached keys/values into the prefix matrix (peft layout)
-        kv = torch.stack([k[0], v[0]])  # (2, nkv, P, hs)
-        enc.embedding.copy_(kv.permute(2, 0, 1, 3).reshape(3, -1))
-        torch.testing.assert_close(model(x).logits, full, rtol=1e-5, atol=1e-5)
+        expected = model(torch.tensor([[5, 9, 5, 9, 5, 7]])).logits[:, 5:]
+    get_peft_model(model, PrefixConfig(num_virtual_tokens=5, prefix_tuning_init="TEXT", init_token_ids=[5, 9]))
+    with torch.no_grad():
+        torch.testing.assert_close(model(torch.tensor([[7]])).logits, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="needs init_token_ids"):
+        get_peft_model(tiny_llama(), PrefixConfig(prefix_tuning_init="TEXT"))
+    with pytest.raises(ValueError, match="prefix_projection=false"):
+        PrefixConfig(prefix_tuning_init="TEXT", init_token_ids=[1], prefix_projection=True).validate()
+    with pytest.raises(ValueError, match="'RANDOM' or 'TEXT'"):
+        get_peft_model(tiny_llama(), PrefixConfig(prefix_tuning_init="WORDS"))
+
+
+def test_prefix_counts_against_block_size() -> None:
+    model = get_peft_model(tiny_gpt(block_size=16), PrefixConfig(num_virtual_tokens=4))
+    model(torch.zeros(1, 12, dtype=torch.long))
+    with pytest.raises(ValueError, match="4 prefix tokens \\+ 13 tokens exceed block_size=16"):
+        model(torch.zeros(1, 13, dtype=torch.long))
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "eager"])
@@ -136,3 +162,30 @@ def test_prompt_config_errors() -> None:
     with pytest.raises(ValueError, match="outside the vocabulary"):
         get_peft_model(tiny_gpt(), PromptConfig(prompt_tuning_init="TEXT", init_token_ids=[VOCAB + 5]))
     assert isinstance(PrefixEncoder(2, 2, 8, 3).layer_kv(1)[0], torch.Tensor)
+
+
+def test_finetune_tokenizes_the_init_text_of_prefix_and_prompt_tuning() -> None:
+    """`llmlab finetune` YAML names the init text (`<method>_tuning_init_text`); the recipe tokenizes it."""
+    from llmlab.recipes.finetune import FinetuneConfig, apply_method
+
+    class CharTokenizer:  # ids = characters mod the tiny vocabulary
+        def encode(self, text: str) -> list[int]:
+            return [ord(ch) % VOCAB for ch in text]
+
+    text = "good?"
+    ids = CharTokenizer().encode(text)
+    settings = {"num_virtual_tokens": 5}
+    prefix = FinetuneConfig(
+        method="prefix", peft={**settings, "prefix_tuning_init": "TEXT", "prefix_tuning_init_text": text}
+    )
+    model = tiny_llama()
+    expected = text_prefixes(tiny_llama(), ids, 5)
+    apply_method(model, prefix, "tiny", CharTokenizer())
+    torch.testing.assert_close(model.prefix_encoder.prefixes(), expected)
+    prompt = FinetuneConfig(
+        method="prompt", peft={**settings, "prompt_tuning_init": "TEXT", "prompt_tuning_init_text": text}
+    )
+    model = tiny_llama()
+    apply_method(model, prompt, "tiny", CharTokenizer())
+    emb = next(m for m in model.modules() if isinstance(m, PromptEmbedding))
+    torch.testing.assert_close(emb.prompt_embeddings, emb.weight[ids])

@@ -75,6 +75,25 @@ def test_smollm2_reset_and_save(smollm2, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temp files
 
 
+def test_smollm2_kv_reuse_matches_re_prefill(smollm2) -> None:
+    """Three greedy turns: the cache kept between turns gives the same tokens; turns 2+ prefill only the new part."""
+    reuse, full = (smol_session(smollm2, max_new_tokens=12, reuse_cache=flag) for flag in (True, False))
+    for i, msg in enumerate(["What is the capital of France?", "And of Germany?", "Which one is bigger?"]):
+        prev_prompt, prev_reply = reuse.last_prompt_ids, reuse.last_reply_ids
+        assert reuse.send(msg) == full.send(msg)
+        assert reuse.last_reply_ids == full.last_reply_ids and reuse.last_prompt_ids == full.last_prompt_ids
+        assert full.last_prefill_tokens == len(full.last_prompt_ids)  # re-prefill: everything, every turn
+        assert reuse.last_reused_tokens + reuse.last_prefill_tokens == len(reuse.last_prompt_ids)
+        if i == 0:
+            assert reuse.last_reused_tokens == 0
+        else:
+            # Cached: the last prompt and the reply tokens fed back (all but the last one generated). The new
+            # prompt starts with both, so only the end-of-turn marker, the new message and the header are new.
+            assert reuse.last_reused_tokens >= len(prev_prompt) + len(prev_reply) - 1
+            new_part = smollm2.tokenizer.decode(reuse.last_prompt_ids[reuse.last_reused_tokens :])
+            assert new_part == f"<|im_end|>\n<|im_start|>user\n{msg}<|im_end|>\n<|im_start|>assistant\n"
+
+
 def test_cli_piped_chat_prints_one_reply_per_line() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "llmlab", "chat", "--temperature", "0", "--max-new-tokens", "8"],

@@ -1,6 +1,5 @@
 """Chat templates: SmolLM2's own template (from its GGUF) rendered exactly like `transformers`, plus ours."""
 
-
 import pytest
 
 from llmlab.tokenizers.chat import TEMPLATES, apply_chat_template, chat_template_from_gguf
