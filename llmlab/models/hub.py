@@ -218,6 +218,7 @@ def gpt2_config_to_hf(config: Any, dtype: torch.dtype = torch.float32) -> dict[s
 
 
 def _load_gguf_gpt2(f: Any) -> nn.Module:
+    from llmlab.models.checkpoint_io import skip_weight_init
     from llmlab.models.formats import gguf_to_hf_gpt2
     from llmlab.models.gpt import GPT, GPTConfig
     from llmlab.models.gpt.hf import gpt2_state_dict_from_hf
@@ -242,7 +243,8 @@ def _load_gguf_gpt2(f: Any) -> nn.Module:
     config.tie_embeddings = out is None or torch.equal(out, hf_sd["transformer.wte.weight"])
     config.validate()
     sd = gpt2_state_dict_from_hf(hf_sd, config)
-    model = GPT(config)
+    with skip_weight_init():
+        model = GPT(config)
     load_state_dict_checked(model, sd, str(f.path))
     return model
 

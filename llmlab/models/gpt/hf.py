@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from llmlab.models.checkpoint_io import skip_weight_init
 from llmlab.models.gpt.config import GPTConfig
 from llmlab.models.gpt.model import GPT, load_state_dict_checked
 
@@ -130,6 +131,7 @@ def load_hf_gpt2(model_dir: str | os.PathLike, device: torch.device | str = "cpu
         raise ValueError(f"{cfg_path} is not valid JSON ({e})") from None
     config = config_from_hf_gpt2(hf_cfg)
     sd = gpt2_state_dict_from_hf(_read_hf_weights(d), config)
-    model = GPT(config)
+    with skip_weight_init():
+        model = GPT(config)
     load_state_dict_checked(model, sd, str(d))
     return model.to(device)

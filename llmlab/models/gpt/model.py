@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder
+from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder, skip_weight_init
 from llmlab.models.checkpoint_io import load_state_dict_checked as _load_checked
 from llmlab.models.gpt.config import GPTConfig
 from llmlab.nn.block import Block
@@ -260,7 +260,8 @@ class GPT(nn.Module):
         cfg_dict, w_path = read_model_folder(directory, CONFIG_NAME, WEIGHTS_NAME)
         config = GPTConfig.from_dict(cfg_dict)
         sd = load_safetensors(w_path, device)
-        model = cls(config).to(device)
+        with skip_weight_init():
+            model = cls(config).to(device)
         load_state_dict_checked(model, sd, str(w_path))
         return model
 

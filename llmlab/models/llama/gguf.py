@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from llmlab.models.checkpoint_io import skip_weight_init
 from llmlab.models.formats import (
     GGUFFile,
     gguf_to_hf_llama,
@@ -47,7 +48,8 @@ def load_gguf_llama(source: str | os.PathLike | GGUFFile, device: torch.device |
     hf_config = config_from_gguf(f)
     config = config_from_hf(hf_config)
     sd = gguf_to_hf_llama(f.tensors, hf_config)
-    model = Llama(config)
+    with skip_weight_init():
+        model = Llama(config)
     load_state_dict_checked(model, sd, str(f.path))
     return model.to(device).eval()
 

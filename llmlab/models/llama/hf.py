@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from llmlab.models.checkpoint_io import atomic_write, load_safetensors
+from llmlab.models.checkpoint_io import atomic_write, load_safetensors, skip_weight_init
 from llmlab.models.llama.config import LlamaConfig
 from llmlab.models.llama.model import Llama, load_state_dict_checked
 
@@ -159,7 +159,8 @@ def load_hf_llama(model_dir: str | os.PathLike, device: torch.device | str = "cp
     """Build a `Llama` from a folder written by HF `LlamaForCausalLM.save_pretrained` (maybe sharded)."""
     config = config_from_hf(read_hf_config(model_dir))
     sd = read_hf_weights(model_dir)
-    model = Llama(config)
+    with skip_weight_init():
+        model = Llama(config)
     load_state_dict_checked(model, sd, str(model_dir))
     return model.to(device)
 

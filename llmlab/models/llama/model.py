@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder
+from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder, skip_weight_init
 from llmlab.models.checkpoint_io import load_state_dict_checked as _load_checked
 from llmlab.models.llama.config import LlamaConfig
 from llmlab.models.llama.rope import rope_cos_sin_at, rope_inv_freq
@@ -272,7 +272,8 @@ class Llama(nn.Module):
         cfg_dict, w_path = read_model_folder(directory, CONFIG_NAME, WEIGHTS_NAME)
         config = LlamaConfig.from_dict(cfg_dict)
         sd = load_safetensors(w_path)
-        model = cls(config)
+        with skip_weight_init():
+            model = cls(config)
         load_state_dict_checked(model, sd, str(w_path))
         return model.to(device)
 
