@@ -38,6 +38,7 @@ from llmlab.generate.processors import LogitsProcessor, build_processors
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, Sampler, make_generator
 from llmlab.generate.stopping import StoppingCriteria, StopStrings
 from llmlab.generate.streamer import Decoder
+from llmlab.peft.model import virtual_tokens
 
 
 def _eos_tensor(eos_token_id: int | Sequence[int] | None, device: torch.device) -> torch.Tensor | None:
@@ -166,7 +167,9 @@ def stream_generate(
         if tokenizer is None:
             raise ValueError("stop strings are matched on decoded text: pass tokenizer= as well")
         criteria.append(StopStrings(tokenizer, stop))
-    block_size = int(model.config.block_size)
+    # Prompt/prefix tuning put P virtual tokens first: they take P positions and (prompt tuning) P cache entries.
+    n_virtual, n_cached_virtual = virtual_tokens(model)
+    block_size = int(model.config.block_size) - n_virtual
     eos = _eos_tensor(eos_token_id, input_ids.device)
     pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else None)
     if criteria and pad is None and batch_size > 1:
@@ -190,7 +193,7 @@ def stream_generate(
         ids = buf[:, start:length]
         kwargs = dict(last_only)
         if mask_buf is not None:
-            window = mask_buf[:, start - (cache.seq_len if cache is not None else 0) : length]  # cached + new
+            window = mask_buf[:, (0 if cache is not None else start) : length]  # cached + new
             kwargs["attention_mask"] = window
             if use_positions:
                 kwargs["position_ids"] = positions_from_mask(window)[:, -ids.size(1) :]
@@ -202,7 +205,8 @@ def stream_generate(
     cache, cache_capacity = None, 0
     if use_cache and max_new_tokens > 0 and prompt_len < block_size:
         cache_capacity = min(total_len, block_size)
-        cache = new_kv_cache(model, batch_size, cache_capacity, tokens.device)
+        cache = new_kv_cache(model, batch_size, cache_capacity + n_cached_virtual, tokens.device)
+    fed = 0  # tokens of `buf` the cache holds
 
     was_training = model.training
     model.eval()
@@ -213,7 +217,8 @@ def stream_generate(
             # buffers it writes are normal tensors, and the yielded tokens are cloned out of inference mode.
             with torch.inference_mode():
                 if cache is not None and length <= cache_capacity:
-                    logits = forward(length, cache.seq_len, cache)  # (B, V)
+                    logits = forward(length, fed, cache)  # (B, V)
+                    fed = length
                 else:  # no cache, or the sequence outgrew the context: recompute the last block_size tokens
                     cache = None
                     logits = forward(length, max(length - block_size, 0), None)  # (B, V)

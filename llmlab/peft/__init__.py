@@ -32,6 +32,7 @@ from llmlab.peft.model import (
     train_last_n_layers,
     trainable_parameters,
     unmerge_adapters,
+    virtual_tokens,
 )
 
 __all__ = [
@@ -61,4 +62,5 @@ __all__ = [
     "train_last_n_layers",
     "trainable_parameters",
     "unmerge_adapters",
+    "virtual_tokens",
 ]

@@ -84,7 +84,7 @@ class PromptHooks:
     def __init__(self, embedding: PromptEmbedding) -> None:
         self.embedding = embedding
         self.handles: list[RemovableHandle] = []
-        self._prepended: list[bool] = []
+        self._real_tokens: list[int] = []  # per forward call: real tokens T when the prompt was prepended, else 0
 
     def attach(self, model: nn.Module) -> None:
         self.handles = [
@@ -104,7 +104,7 @@ class PromptHooks:
             kwargs["targets"] = args.pop(0)
         cache = kwargs.get("kv_cache")
         prepend = not self.embedding.disabled and (cache is None or cache.seq_len == 0)
-        self._prepended.append(prepend)
+        self._real_tokens.append(input_ids.shape[1] if prepend else 0)
         mask = kwargs.get("attention_mask")
         if not self.embedding.disabled and mask is not None:  # covers cached + new tokens, so always
             ones = torch.ones(mask.shape[0], self.embedding.num_virtual_tokens, dtype=mask.dtype, device=mask.device)
@@ -119,6 +119,9 @@ class PromptHooks:
         return (input_ids, *args), kwargs
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
-        if self._prepended.pop() and hasattr(output, "logits"):
-            output.logits = output.logits[:, self.embedding.num_virtual_tokens :]  # (B, T, V)
+        t = self._real_tokens.pop()
+        if t and hasattr(output, "logits"):  # the logits are for P + T positions, or the last k (`logits_to_keep`)
+            output.logits = output.logits[:, -t:]  # (B, T or fewer, V): only real positions
+            if getattr(output, "hidden_states", None) is not None:
+                output.hidden_states = output.hidden_states[:, -t:]
         return output

@@ -189,3 +189,20 @@ def test_finetune_tokenizes_the_init_text_of_prefix_and_prompt_tuning() -> None:
     apply_method(model, prompt, "tiny", CharTokenizer())
     emb = next(m for m in model.modules() if isinstance(m, PromptEmbedding))
     torch.testing.assert_close(emb.prompt_embeddings, emb.weight[ids])
+
+
+@pytest.mark.parametrize("family", [tiny_gpt, tiny_llama], ids=["gpt", "llama"])
+def test_prompt_and_prefix_generate_with_the_kv_cache(family) -> None:
+    """Cached greedy generation (prefill keeps only the last logits) equals the base model with the text prepended."""
+    from llmlab.generate import generate
+
+    text_ids, x = [3, 14, 15], torch.tensor([[1, 2, 7, 9]])
+    expected = generate(sharpen(family()), torch.tensor([text_ids + x[0].tolist()]), 6, temperature=0)[:, 3:]
+    for cfg in (
+        PromptConfig(num_virtual_tokens=3, prompt_tuning_init="TEXT", init_token_ids=text_ids),
+        PrefixConfig(num_virtual_tokens=3, prefix_tuning_init="TEXT", init_token_ids=text_ids),
+    ):
+        model = get_peft_model(sharpen(family()), cfg)
+        for use_cache in (True, False):
+            out = generate(model, x, 6, temperature=0, use_cache=use_cache)
+            assert out.tolist() == expected.tolist(), (type(cfg).__name__, use_cache)
