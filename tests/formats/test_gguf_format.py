@@ -107,6 +107,24 @@ def test_dequantize_q4_k_matches_ggml_reference(tmp_path: Path) -> None:
     np.testing.assert_allclose(f.tensors["w"].numpy(), expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("qtype, block_bytes", [("Q8_0", 34), ("Q4_0", 18), ("Q4_1", 20)])
+def test_torch_dequantisation_equals_gguf_quants(tmp_path: Path, qtype: str, block_bytes: int) -> None:
+    """Q8_0/Q4_0/Q4_1 go through llmlab's torch kernels; they must equal the gguf package's numpy ones exactly."""
+    from gguf import GGMLQuantizationType, quants
+
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(0, 256, size=(6, 2 * block_bytes), dtype=np.uint8)  # 6 rows x 2 blocks of 32 values
+    for b in range(2):  # sane float16 scales (and Q4_1 minima) in every block
+        start = b * block_bytes
+        n_f16 = 2 if qtype == "Q4_1" else 1
+        blocks[:, start : start + 2 * n_f16] = rng.normal(0, 0.05, (6, n_f16)).astype(np.float16).view(np.uint8)
+    _write_raw(tmp_path / "q.gguf", "w", blocks, qtype)
+    got = read_gguf(tmp_path / "q.gguf").tensors["w"]
+    expected = quants.dequantize(blocks, GGMLQuantizationType[qtype]).astype(np.float32)
+    assert got.shape == (6, 64)
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
 def test_unsupported_type_names_tensor_type_and_supported(tmp_path: Path) -> None:
     import gguf
 

@@ -14,7 +14,9 @@ Two conventions to keep in mind when moving tensors between GGUF and PyTorch:
 - Quantised types store rows as blocks of 32 (or 256 for K-quants) values sharing a scale; dequantising
   gives float32 values that differ from the original weights by the quantisation error.
 
-The (de)quantisation kernels are `gguf.quants` (the numpy port of ggml-quants.c that ships with llama.cpp).
+The (de)quantisation kernels are `gguf.quants` (the numpy port of ggml-quants.c that ships with llama.cpp),
+except for Q8_0, Q4_0 and Q4_1, which are dequantised by a few vectorised torch lines (tested equal to
+`gguf.quants`, and several times faster: SmolLM2's Q4_1 file is read in a fraction of the time).
 
 Example:
     >>> f = read_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -206,9 +208,35 @@ def _dequantize(path: Path, t: Any) -> torch.Tensor:
             f"tensor {t.name!r} in {path} has type {qtype}, which llmlab cannot dequantise; "
             f"supported: {', '.join(SUPPORTED_TYPES)}"
         )
-    values = quants.dequantize(t.data, t.tensor_type)  # (..., ne0) float32 (F32: a view into the file)
     shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+    if qtype in _TORCH_DEQUANT:  # the common llama.cpp presets, vectorised in torch (several times faster)
+        blocks = torch.from_numpy(np.asarray(t.data, dtype=np.uint8).reshape(-1, _BLOCK_BYTES[qtype]).copy())
+        return _TORCH_DEQUANT[qtype](blocks).reshape(shape)
+    values = quants.dequantize(t.data, t.tensor_type)  # (..., ne0) float32 (F32: a view into the file)
     return torch.from_numpy(np.array(values, dtype=np.float32).reshape(shape))
+
+
+# Block layouts of ggml-quants.h (32 values per block): Q8_0 = {f16 d; int8 q[32]}: x = d * q.
+# Q4_0 = {f16 d; uint8 qs[16]}: x = d * (nibble - 8). Q4_1 = {f16 d; f16 m; uint8 qs[16]}: x = d * nibble + m.
+# Byte j of qs holds value j in its low nibble and value j + 16 in its high nibble.
+_BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}
+
+
+def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
+    """The float16 at byte `start` of every block, as float32 (n_blocks, 1)."""
+    return blocks[:, start : start + 2].contiguous().view(torch.float16).float()
+
+
+def _nibbles(qs: torch.Tensor) -> torch.Tensor:
+    """(n_blocks, 16) packed bytes -> (n_blocks, 32) values 0..15 in ggml order (low nibbles, then high)."""
+    return torch.cat([qs & 0x0F, qs >> 4], dim=1).float()
+
+
+_TORCH_DEQUANT = {
+    "Q8_0": lambda b: _f16(b, 0) * b[:, 2:].contiguous().view(torch.int8).float(),
+    "Q4_0": lambda b: _f16(b, 0) * (_nibbles(b[:, 2:]) - 8.0),
+    "Q4_1": lambda b: _f16(b, 0) * _nibbles(b[:, 4:]) + _f16(b, 2),
+}
 
 
 # ---------------------------------------------------------------------------------------------- writing
