@@ -273,6 +273,7 @@ def register(app: typer.Typer) -> None:
         stops = [*stop_ids, *([eos_id] if eos_id is not None else [])] if stop_at_eos else []
         eos = stops or None
 
+        report = ""  # printed on stderr after the text
         rows: list[list[int]] = []  # beam search and speculative decoding: the completions, known in advance
         if mode == "beam":
             penalties = build_penalties(repetition_penalty, frequency_penalty, presence_penalty, len(ids))
@@ -296,10 +297,9 @@ def register(app: typer.Typer) -> None:
                 model, input_ids, max_new_tokens, draft_model=draft_model, num_draft_tokens=k, eos_token_id=eos
             )
             rows = [tokens[0, len(ids) :].tolist()] * num_samples  # greedy: every sample is the same
-            print(
+            report = (
                 f"llmlab: speculative decoding: {stats.accepted}/{stats.proposed} guessed tokens accepted "
-                f"({stats.acceptance_rate:.0%}), {stats.tokens_per_forward:.2f} tokens per forward of the model",
-                file=sys.stderr,
+                f"({stats.acceptance_rate:.0%}), {stats.tokens_per_forward:.2f} tokens per forward of the model"
             )
         generator = make_generator(seed, device) if seed is not None else None
         temperature = DEFAULT_TEMPERATURE if temperature is None else temperature
@@ -332,3 +332,5 @@ def register(app: typer.Typer) -> None:
             _write_completion(out, tokens_out, tokenizer, ids, stops, stop_strings, stream is not False)
         out.write("\n")
         out.flush()
+        if report:
+            print(report, file=sys.stderr)
