@@ -40,3 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("llmlab: interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # Ctrl-C caught by typer/click, which exits 130 silently
+            print("llmlab: interrupted", file=sys.stderr)
+        raise

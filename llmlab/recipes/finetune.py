@@ -257,7 +257,13 @@ def _tasks(cfg: FinetuneConfig) -> list[TaskConfig]:
 
 
 def _virtual_tokens(cfg: FinetuneConfig) -> int:
-    return int(cfg.peft.get("num_virtual_tokens", 8)) if cfg.method == "prompt" else 0
+    """Positions prompt/prefix tuning put before the real tokens (they count against the model's context)."""
+    from llmlab import peft
+
+    if cfg.method not in ("prompt", "prefix"):
+        return 0
+    cls = getattr(peft, PEFT_METHODS[cfg.method])
+    return int(cfg.peft.get("num_virtual_tokens", cls.num_virtual_tokens))
 
 
 def write_tokenizer(tokenizer: Any, directory: Path, chat_template: str | None) -> None:
@@ -416,7 +422,6 @@ def finetune(cfg: FinetuneConfig, say: Any = print) -> dict[str, Any]:
     from llmlab.train.distributed import cleanup, init_distributed
     from llmlab.train.precision import resolve_device
 
-    cfg.train.validate()
     ctx = init_distributed(cfg.train.distributed, resolve_device(cfg.train.device).type)
     try:
         return _finetune(cfg, ctx, say if ctx.is_main else (lambda _msg: None))

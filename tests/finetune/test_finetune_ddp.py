@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")  # never two 2-rank jobs at once on 2 cores
 def test_ddp_two_ranks_match_single_process(tmp_path: Path, llama_dir: Path) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(60))
     common = [

@@ -97,6 +97,7 @@ def assert_same_run(run: Path, ref: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")  # never two 2-rank jobs at once on 2 cores
 def test_ddp_two_ranks_match_single_process(reference: tuple[Path, Path], tmp_path: Path) -> None:
     corpus, ref = reference
     torchrun(
@@ -110,6 +111,7 @@ def test_ddp_two_ranks_match_single_process(reference: tuple[Path, Path], tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")  # never two 2-rank jobs at once on 2 cores
 def test_fsdp2_two_ranks_match_single_process_across_a_resume(reference: tuple[Path, Path], tmp_path: Path) -> None:
     corpus, ref = reference
     args = [*common(corpus), f"out_dir={tmp_path / 'fsdp'}", "train.batch_size=2", "train.distributed=fsdp"]
