@@ -360,6 +360,8 @@ def _prepare_run_dir(cfg: FinetuneConfig) -> dict[str, Any] | None:
     if out.exists() and not cfg.overwrite:
         hint = "pass --resume to continue it, " if has_ckpt else ""
         raise ValueError(f"{out} already exists; {hint}choose another out_dir or pass overwrite=true")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.yaml").is_file())):
+        raise ValueError(f"overwrite=true would delete {out}, which is not a llmlab run folder; choose another out_dir")
     return None
 
 

@@ -116,6 +116,12 @@ def test_lora_resume_is_bit_identical(tmp_path, llama_dir, gpt_dir, monkeypatch,
     assert code == 2 and "already exists; pass --resume to continue it, choose another out_dir" in err
     code, _, err = run([*args, f"out_dir={tmp_path / 'nothing'}", "--resume"], capsys)
     assert code == 2 and "--resume: no checkpoint at" in err
+    precious = tmp_path / "precious"  # overwrite=true only ever deletes a llmlab run folder
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    code, _, err = run([*args, f"out_dir={precious}", "overwrite=true"], capsys)
+    assert code == 2 and "is not a llmlab run folder" in err
+    assert (precious / "notes.txt").read_text() == "keep me"
 
 
 def test_full_multitask_packed_resume_is_bit_identical(tmp_path, tokenizer, monkeypatch, capsys) -> None:
