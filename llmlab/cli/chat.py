@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--checkpoint",
                 "-c",
-                help="A .gguf file, checkpoint/run folder or Hugging Face folder (default: SmolLM2-135M-Instruct).",
+                help="A .gguf file, checkpoint/run folder, Hugging Face folder, or adapter / finetune run folder "
+                "(default: SmolLM2-135M-Instruct).",
             ),
         ] = None,
         system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")] = None,

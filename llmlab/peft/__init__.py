@@ -16,7 +16,7 @@ from llmlab.peft.config import (
     QLoraConfig,
     config_from_dict,
 )
-from llmlab.peft.io import adapter_state_dict, load_adapter, read_adapter, save_adapter
+from llmlab.peft.io import adapter_base_model, adapter_state_dict, load_adapter, read_adapter, save_adapter
 from llmlab.peft.model import (
     adapter_params,
     adapters_disabled,
@@ -43,6 +43,7 @@ __all__ = [
     "PrefixConfig",
     "PromptConfig",
     "QLoraConfig",
+    "adapter_base_model",
     "adapter_params",
     "adapter_state_dict",
     "adapters_disabled",

@@ -134,6 +134,24 @@ def _config_dict(model: nn.Module, config: PeftConfigBase, base_name: str | None
     return d
 
 
+def adapter_base_model(directory: str | os.PathLike) -> str:
+    """The `base_model_name_or_path` recorded in an adapter's `adapter_config.json`.
+
+    Raises:
+        FileNotFoundError: no `adapter_config.json`. ValueError: invalid JSON or no base recorded.
+    """
+    cfg_path = Path(directory) / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found; pass a folder written by `llmlab finetune` (or by peft)")
+    try:
+        base = json.loads(cfg_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
+    if not base:
+        raise ValueError(f"{cfg_path} does not name its base model; pass the base model explicitly")
+    return str(base)
+
+
 def read_adapter(directory: str | os.PathLike) -> tuple[PeftConfigBase, dict[str, torch.Tensor], dict | None]:
     """Read a saved adapter: (config, tensors with peft keys, llmlab fingerprint or None)."""
     from safetensors import safe_open

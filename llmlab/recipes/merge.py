@@ -14,7 +14,6 @@ the base model's tokenizer and chat template, and is written to a temporary path
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -42,16 +41,10 @@ class MergeReport:
 
 def adapter_base(adapter_dir: str | Path) -> str | None:
     """The `base_model_name_or_path` recorded in an adapter's `adapter_config.json` (None = SmolLM2)."""
-    cfg_path = Path(adapter_dir) / "adapter_config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found; pass a folder written by `llmlab finetune` (or by peft)")
-    try:
-        base = json.loads(cfg_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
-    if not base:
-        raise ValueError(f"{cfg_path} does not name its base model; pass --base")
-    return None if base == DEFAULT_BASE_NAME else str(base)
+    from llmlab.peft import adapter_base_model
+
+    base = adapter_base_model(adapter_dir)
+    return None if base == DEFAULT_BASE_NAME else base
 
 
 def merge(

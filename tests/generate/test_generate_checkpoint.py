@@ -109,6 +109,41 @@ def test_run_folder_finds_tokenizer_in_data_dir(tmp_path, tokenizer) -> None:
     assert loaded.chat_template is None  # a pretrained GPT has none: chat needs --template
 
 
+def test_adapter_and_finetune_run_folders_load_base_plus_adapter(tmp_path, llama, tokenizer, hf_dir) -> None:
+    """An adapter folder (or a `llmlab finetune` run holding adapter/) loads its base and the adapter, unmerged."""
+    from llmlab.peft import LoraConfig, PrefixConfig, get_peft_model, save_adapter
+
+    base_dir = tmp_path / "base"
+    save_llmlab(llama, base_dir)
+    _save_tokenizer(tokenizer, base_dir)
+    ids = tokenizer.encode("Hello world 你好")
+    for cfg in (
+        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+        PrefixConfig(prefix_init_std=1.0),
+    ):
+        tuned = get_peft_model(Llama(llama.config).eval(), cfg)
+        tuned.load_state_dict(llama.state_dict(), strict=False)  # same base weights, random adapter
+        assert not torch.allclose(_logits(tuned, ids), _logits(llama, ids), atol=1e-4)
+        run = tmp_path / f"run-{cfg.peft_type}"
+        save_adapter(tuned, run / "adapter", base_model_name_or_path=str(base_dir))
+        _save_tokenizer(tokenizer, run, template="{{ messages[0]['content'] }}")  # the run's own template
+        for path in (run, run / "adapter"):
+            loaded = load_for_inference(path)
+            torch.testing.assert_close(_logits(loaded.model, ids), _logits(tuned, ids))
+            assert loaded.tokenizer.encode("Hello world 你好") == ids and not loaded.model.training
+            assert loaded.chat_template == "{{ messages[0]['content'] }}"
+            assert "adapter" in loaded.source
+    (tmp_path / "full" / "model").mkdir(parents=True)  # a full fine-tuning run: run/model/ is the checkpoint
+    save_llmlab(llama, tmp_path / "full" / "model")
+    _save_tokenizer(tokenizer, tmp_path / "full" / "model")
+    _check_same(load_for_inference(tmp_path / "full"), llama, tokenizer, Llama)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    with pytest.raises(ValueError, match="does not name its base model"):
+        load_for_inference(broken)
+
+
 def test_errors_name_the_problem(tmp_path, llama, tokenizer, hf_dir) -> None:
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_for_inference(tmp_path / "nope")
