@@ -13,7 +13,12 @@ eval_app = typer.Typer(name="eval", help="Evaluate a trained model.", no_args_is
 
 @eval_app.command("perplexity")
 def perplexity_cmd(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint folder or `llmlab pretrain` run.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint", "-c", help="Checkpoint/run folder, .gguf file, HF folder or adapter/finetune run folder."
+        ),
+    ],
     file: Annotated[Path, typer.Option("--file", "-f", help="Held-out UTF-8 text file to score.")],
     stride: Annotated[
         int | None, typer.Option("--stride", min=1, help="Window step (default: half the context).")
