@@ -88,13 +88,20 @@ class SequenceClassifier(nn.Module):
         nn.init.normal_(self.score.weight, std=0.02)
 
     def last_token_index(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """(B,) index of the last real token of each right-padded row."""
+        """(B,) index of the rightmost real token of each row (right or left padding), as HF computes it.
+
+        Real tokens are those with `attention_mask == 1`, else those that are not `pad_id`; without either,
+        the last position. A row with no real token reads position 0.
+        """
+        b, t = input_ids.shape
         if attention_mask is not None:
-            return attention_mask.long().sum(dim=1).clamp(min=1) - 1
-        if self.pad_id is None:
-            return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
-        real = (input_ids != self.pad_id).long()
-        return real.sum(dim=1).clamp(min=1) - 1
+            real = attention_mask.long()
+        elif self.pad_id is not None:
+            real = (input_ids != self.pad_id).long()
+        else:
+            return torch.full((b,), t - 1, device=input_ids.device)
+        positions = torch.arange(t, device=input_ids.device)  # (T,)
+        return (positions * real).argmax(dim=-1)  # (B,)
 
     def forward(
         self,
@@ -103,7 +110,7 @@ class SequenceClassifier(nn.Module):
         *,
         attention_mask: torch.Tensor | None = None,
     ) -> ClassifierOutput:
-        """input_ids (B, T) right-padded, labels (B,) class ids -> ClassifierOutput."""
+        """input_ids (B, T) right- or left-padded, labels (B,) class ids -> ClassifierOutput."""
         out = self.base(input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=1)
         hidden = out.hidden_states  # (B, T, C)
         idx = self.last_token_index(input_ids, attention_mask)  # (B,)

@@ -59,6 +59,29 @@ def test_head_reads_the_last_real_token() -> None:
     assert cap.hidden.shape == (1, 3, 32)
 
 
+def test_head_matches_transformers_sequence_classification(tmp_path) -> None:
+    """Same base weights and score matrix: the logits of HF's LlamaForSequenceClassification, on right- and
+    left-padded rows, found through pad_token_id (HF's rule: the rightmost non-pad token) or the mask."""
+    from transformers import LlamaForSequenceClassification
+
+    from llmlab.models.llama.hf import save_hf_llama
+
+    base = tiny_llama(64).eval()
+    clf = SequenceClassifier(base, num_labels=3, pad_id=0).eval()
+    save_hf_llama(base, tmp_path / "hf")
+    hf = LlamaForSequenceClassification.from_pretrained(tmp_path / "hf", num_labels=3, pad_token_id=0).eval()
+    with torch.no_grad():
+        hf.score.weight.copy_(clf.score.weight)
+    right = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])
+    left = torch.tensor([[5, 6, 7, 8, 9], [0, 0, 5, 6, 7]])
+    with torch.no_grad():
+        for ids in (right, left):
+            mask = (ids != 0).long()
+            torch.testing.assert_close(clf(ids).logits, hf(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+            expected = hf(input_ids=ids, attention_mask=mask).logits
+            torch.testing.assert_close(clf(ids, attention_mask=mask).logits, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_label_log_likelihoods_match_manual_scores() -> None:
     model = tiny_gpt(64).eval()
     prompt, labels = [3, 4, 5], [[10], [11, 12]]
