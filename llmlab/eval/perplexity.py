@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.peft.model import virtual_tokens
+
 
 @dataclass(frozen=True)
 class Window:
@@ -79,12 +81,14 @@ def score_tokens(
     Args:
         model: returns an object with `.logits (B, T, V)` from `model(input_ids)`.
         ids: token ids of the whole text.
-        block_size: window length (default: `model.config.block_size`).
+        block_size: window length (default: `model.config.block_size`, minus the virtual tokens of a prompt/prefix
+            tuning adapter).
         stride: window step (default: `block_size // 2`, so every token has >= half a window of context).
         batch_size: windows per forward pass.
         device: where to run (default: the model's device).
     """
-    block_size = int(block_size or model.config.block_size)
+    # Prompt/prefix tuning put P virtual tokens before every window: they take P of the context.
+    block_size = int(block_size or model.config.block_size - virtual_tokens(model)[0])
     stride = int(stride or max(block_size // 2, 1))
     device = device or next(model.parameters()).device
     ids_t = torch.as_tensor(ids, dtype=torch.long, device=device)
@@ -173,7 +177,8 @@ def evaluate_perplexity(
         scored_text = _text_after_first_token(tokenizer, text, ids)
     if len(ids) < 2:
         raise ValueError("the text is too short to score: it needs at least two tokens (or one with add_bos=True)")
-    block_size = int(block_size or model.config.block_size)
+    # Prompt/prefix tuning put P virtual tokens before every window: they take P of the context.
+    block_size = int(block_size or model.config.block_size - virtual_tokens(model)[0])
     stride = int(stride or max(block_size // 2, 1))
     total_nats, n_tokens = score_tokens(
         model, ids, block_size=block_size, stride=stride, batch_size=batch_size, device=device

@@ -38,6 +38,7 @@ from torch import nn
 
 from llmlab.generate.loop import new_kv_cache
 from llmlab.generate.processors import LogitsProcessor, LogitsProcessorList
+from llmlab.peft.model import virtual_tokens
 
 NEG = -1.0e9  # "minus infinity" that keeps float arithmetic finite (as in transformers)
 
@@ -117,7 +118,8 @@ def beam_search(
         raise ValueError(f"max_new_tokens must be >= 1 for beam search (got {max_new_tokens})")
     batch_size, prompt_len = input_ids.shape
     max_length = prompt_len + max_new_tokens
-    block_size = int(model.config.block_size)
+    n_virtual, n_cached_virtual = virtual_tokens(model)  # prompt/prefix tuning: positions (and cache entries)
+    block_size = int(model.config.block_size) - n_virtual
     if max_length > block_size:
         raise ValueError(
             f"prompt of {prompt_len} tokens + max_new_tokens={max_new_tokens} exceeds the model's context of "
@@ -148,7 +150,7 @@ def beam_search(
     beam_indices = running_beam_indices.clone()
     batch_offset = torch.arange(batch_size, device=device)[:, None] * num_beams  # (B, 1)
 
-    cache = new_kv_cache(model, batch_size * num_beams, max_length, device) if use_cache else None
+    cache = new_kv_cache(model, batch_size * num_beams, max_length + n_cached_virtual, device) if use_cache else None
     was_training = model.training
     model.eval()
     cur_len = prompt_len
@@ -157,7 +159,8 @@ def beam_search(
             # a. next-token log-probs of every running beam
             flat = running_sequences[:, :, :cur_len].reshape(batch_size * num_beams, cur_len)  # (B*nb, T)
             if cache is not None:
-                logits = model(flat[:, cache.seq_len :], kv_cache=cache).logits[:, -1, :]
+                fed = max(cache.seq_len - n_cached_virtual, 0)  # tokens of `flat` already in the cache
+                logits = model(flat[:, fed:], kv_cache=cache).logits[:, -1, :]
             else:
                 logits = model(flat).logits[:, -1, :]
             log_probs = processors(flat, F.log_softmax(logits.float(), dim=-1))  # (B*nb, V)

@@ -118,7 +118,8 @@ def _load_with_adapter(adapter_dir: Path, device: str) -> LoadedModel:
     from llmlab.tokenizers import load_tokenizer
 
     base = adapter_base_model(adapter_dir)
-    loaded = load_for_inference(None if base == DEFAULT_MODEL_NAME else base, device)
+    base_path = None if base == DEFAULT_MODEL_NAME else _resolve_base(base, adapter_dir)
+    loaded = load_for_inference(base_path, device)
     load_adapter(loaded.model, adapter_dir)
     loaded.model.to(device).eval()
     for folder in (adapter_dir, adapter_dir.parent):  # `llmlab finetune` writes the tokenizer beside adapter/
@@ -128,6 +129,18 @@ def _load_with_adapter(adapter_dir: Path, device: str) -> LoadedModel:
             break
     loaded.source = f"{base} + adapter {adapter_dir}"
     return loaded
+
+
+def _resolve_base(base: str, adapter_dir: Path) -> Path:
+    """The adapter's base path: as recorded (relative to the working directory), else relative to the adapter
+    folder or the run folder around it."""
+    for candidate in (Path(base), adapter_dir / base, adapter_dir.parent / base):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(
+        f"the base model of the adapter {adapter_dir}, '{base}' (base_model_name_or_path in adapter_config.json), "
+        "is not found from here; run from the folder it was trained in or fix that path"
+    )
 
 
 def _load_gguf(path: Path, device: str) -> LoadedModel:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from llmlab.generate.loop import new_kv_cache
+from llmlab.peft.model import virtual_tokens
 
 
 @dataclass
@@ -123,10 +124,18 @@ def speculative_generate(
     prompt_len = input_ids.size(1)
     total = prompt_len + max_new_tokens
     for name, m in (("model", model), ("draft_model", draft_model)):
-        if m is not None and total > int(m.config.block_size):
+        if m is None:
+            continue
+        n_virtual, n_cached_virtual = virtual_tokens(m)
+        if n_cached_virtual:
+            raise ValueError(
+                f"speculative decoding cannot use a prompt-tuned {name} (its soft prompt sits in the KV cache it "
+                "rolls back); decode it with sampling/greedy or beam search"
+            )
+        if total > int(m.config.block_size) - n_virtual:
             raise ValueError(
                 f"prompt of {prompt_len} tokens + max_new_tokens={max_new_tokens} exceeds the {name}'s context of "
-                f"{m.config.block_size} tokens; shorten the prompt or lower max_new_tokens"
+                f"{int(m.config.block_size) - n_virtual} tokens; shorten the prompt or lower max_new_tokens"
             )
     if draft_model is not None:
         v_target, v_draft = _vocab_size(model), _vocab_size(draft_model)

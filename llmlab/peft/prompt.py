@@ -10,12 +10,13 @@ How it is wired without changing any model's forward:
   to `lm_head`) and maps the *virtual token ids* V, V+1, ..., V+P-1 (V = vocab size) to the soft prompt;
 - a forward pre-hook on the model prepends those P ids to `input_ids`, -100 to `targets` (no loss on the
   prompt) and ones to `attention_mask`; a forward hook drops the P prompt positions from the logits, so the
-  output lines up with the caller's `input_ids`. Positions (learned, RoPE) simply count the prompt too.
+  output lines up with the caller's `input_ids`. Positions (learned, RoPE) simply count the prompt too;
+  explicit `position_ids` (left-padded batches) get positions 0..P-1 for the prompt and are shifted by P.
 
 With a KV cache the prompt is prepended on the first (prefill) call only (`kv_cache.seq_len == 0`); the
-cache then also holds the P prompt positions, so the caller must size it for P more tokens and index
-new tokens by its own count, not by `kv_cache.seq_len` (llmlab's generation loop uses `seq_len`: generate
-with `use_cache=False`, or keep the prompt-tuned model for scoring/training).
+cache then also holds the P prompt positions, so the caller sizes it for P more tokens and indexes new
+tokens by its own count, not by `kv_cache.seq_len`. `llmlab.peft.virtual_tokens(model)` tells how many;
+llmlab's generation loop and beam search do this (speculative decoding refuses prompt-tuned models).
 """
 
 from __future__ import annotations
@@ -109,6 +110,15 @@ class PromptHooks:
         if not self.embedding.disabled and mask is not None:  # covers cached + new tokens, so always
             ones = torch.ones(mask.shape[0], self.embedding.num_virtual_tokens, dtype=mask.dtype, device=mask.device)
             kwargs["attention_mask"] = torch.cat([ones, mask], dim=1)
+        positions = kwargs.get("position_ids")
+        if not self.embedding.disabled and positions is not None:  # the real tokens come after the P prompt ones
+            p = self.embedding.num_virtual_tokens
+            positions = positions + p
+            if prepend:
+                prompt_pos = torch.arange(p, device=positions.device)  # (P,)
+                prompt_pos = prompt_pos.expand(*positions.shape[:-1], p)  # (P,) or (B, P)
+                positions = torch.cat([prompt_pos, positions], dim=-1)  # (P + T,) or (B, P + T)
+            kwargs["position_ids"] = positions
         if prepend:
             b, p = input_ids.shape[0], self.embedding.num_virtual_tokens
             input_ids = torch.cat([self.embedding.virtual_ids(b, input_ids.device), input_ids], dim=1)  # (B, P+T)

@@ -386,7 +386,9 @@ def _write_outputs(model: Any, tokenizer: Any, cfg: FinetuneConfig, base_name: s
         if cfg.method in PEFT_METHODS:
             from llmlab.peft import save_adapter
 
-            save_adapter(model, out / "adapter", base_model_name_or_path=base_name)  # atomic
+            local = Path(base_name)
+            recorded = str(local.resolve()) if local.exists() else base_name  # found again from any directory
+            save_adapter(model, out / "adapter", base_model_name_or_path=recorded)  # atomic
             return str(out / "adapter")
         from llmlab.models.hub import save_llmlab
 
@@ -435,7 +437,7 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, say: Any) -> dict[str, Any]:
     import torch
 
     from llmlab.data.sft import SFTBatchStream, eval_batches, examples_fingerprint, load_sft_examples, split_examples
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.generate.checkpoint import find_adapter_dir, load_for_inference
     from llmlab.train.checkpoint import TRAINER_STATE
     from llmlab.train.distributed import barrier
     from llmlab.train.logging import write_json_atomic
@@ -451,6 +453,11 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, say: Any) -> dict[str, Any]:
                 raise FileNotFoundError(f"data file not found: {p}")
 
     torch.manual_seed(cfg.train.seed)
+    if cfg.base is not None and Path(cfg.base).is_dir() and find_adapter_dir(Path(cfg.base)) is not None:
+        raise ValueError(
+            f"base={cfg.base} is an adapter on a base model; fold it in first (llmlab merge --adapter "
+            f"{find_adapter_dir(Path(cfg.base))} --out merged) and fine-tune the merged folder"
+        )
     loaded = load_for_inference(cfg.base)
     model, tokenizer = loaded.model, loaded.tokenizer
     base_name = cfg.base or DEFAULT_BASE_NAME
@@ -515,7 +522,6 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, say: Any) -> dict[str, Any]:
             acc, n = label_accuracy(m, tokenizer, val_all, list(cfg.classification.labels))
             return {"val_accuracy": acc, "val_scored": n}
 
-    created = not out.exists()
     barrier(ctx)  # every rank has checked out_dir before rank 0 changes it
     if ctx.is_main:
         if resume_state is None and out.exists():  # overwrite=true: start over
@@ -558,7 +564,9 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, say: Any) -> dict[str, Any]:
             say(describe(summary))
         barrier(ctx)
     except BaseException:
-        if ctx.is_main and created and not (last / TRAINER_STATE).is_file():
+        # A new run (or one started over with overwrite=true) that fails before its first checkpoint leaves
+        # nothing; a resumed run always has its checkpoint, so its folder stays.
+        if ctx.is_main and not (last / TRAINER_STATE).is_file():
             shutil.rmtree(out, ignore_errors=True)  # nothing to resume: leave nothing behind
         raise
     return summary

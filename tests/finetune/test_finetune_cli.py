@@ -242,6 +242,35 @@ def test_errors_exit_2_with_one_line_and_nothing_written(tmp_path, llama_dir, gp
     assert code == 2 and "made for a Llama model, not a GPT" in err
     assert_nothing_left(tmp_path, "merged")
 
+    code, _, err = run_cli(
+        ["finetune", "--method", "full", f"data.train={good}", *common[1:], f"base={lora_run}"], capsys
+    )
+    assert code == 2 and f"base={lora_run} is an adapter on a base model; fold it in first" in err
+    assert_nothing_left(tmp_path, "run")
+
+
+def test_run_folder_serves_generation_and_perplexity(lora_run, llama_dir, tmp_path, monkeypatch, capsys) -> None:
+    """The adapter records its base as an absolute path, so the run loads from any directory; perplexity works
+    on it (and on a prefix-tuned run, whose virtual tokens shrink the default window)."""
+    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.peft import PrefixConfig, get_peft_model, save_adapter
+
+    assert json.loads((lora_run / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        Path(llama_dir).resolve()
+    )
+    monkeypatch.chdir(tmp_path)
+    loaded = load_for_inference(lora_run)
+    text = tmp_path / "heldout.txt"
+    text.write_text(" ".join(r["output"] for r in toy_records(400, seed=3)))  # longer than the 256-token context
+    prefix_run = tmp_path / "prefix-run"
+    save_adapter(get_peft_model(loaded.model.__class__.from_pretrained(llama_dir), PrefixConfig(num_virtual_tokens=6)),
+                 prefix_run / "adapter", base_model_name_or_path=str(llama_dir))  # fmt: skip
+    loaded.tokenizer.save(prefix_run)
+    for run in (lora_run, prefix_run):
+        code, out, err = run_cli(["eval", "perplexity", "-c", str(run), "-f", str(text)], capsys)
+        assert code == 0, err
+        assert "perplexity" in out
+
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].glob("configs/finetune/*.yaml")), ids=str)
 def test_shipped_configs_load(path) -> None:

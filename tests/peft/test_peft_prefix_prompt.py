@@ -206,3 +206,28 @@ def test_prompt_and_prefix_generate_with_the_kv_cache(family) -> None:
         for use_cache in (True, False):
             out = generate(model, x, 6, temperature=0, use_cache=use_cache)
             assert out.tolist() == expected.tolist(), (type(cfg).__name__, use_cache)
+
+
+@pytest.mark.parametrize("family", [tiny_gpt, tiny_llama], ids=["gpt", "llama"])
+def test_prompt_and_prefix_decode_left_padded_batches_and_beams(family) -> None:
+    """Left-padded rows (explicit position_ids) decode as each row alone; beam search agrees with and without
+    the cache; speculative decoding refuses a prompt-tuned model with one line."""
+    from llmlab.generate import generate
+    from llmlab.generate.beam import beam_search
+    from llmlab.generate.speculative import speculative_generate
+
+    ids = torch.tensor([[5, 6, 7, 8, 9], [0, 0, 11, 12, 13]])
+    mask = (ids != 0).long()
+    for cfg in (PromptConfig(num_virtual_tokens=4), PrefixConfig(num_virtual_tokens=4, prefix_init_std=0.5)):
+        model = get_peft_model(sharpen(family()), cfg)
+        for use_cache in (True, False):
+            batch = generate(model, ids, 5, temperature=0, attention_mask=mask, use_cache=use_cache)[:, -5:]
+            alone = [
+                generate(model, ids[:1], 5, temperature=0)[0, -5:],
+                generate(model, ids[1:, 2:], 5, temperature=0)[0, -5:],
+            ]
+            assert batch.tolist() == [a.tolist() for a in alone], (type(cfg).__name__, use_cache)
+        beams = beam_search(model, ids[:1], 5, num_beams=3).sequences
+        assert torch.equal(beams, beam_search(model, ids[:1], 5, num_beams=3, use_cache=False).sequences)
+    with pytest.raises(ValueError, match="prompt-tuned model"):
+        speculative_generate(get_peft_model(family(), PromptConfig()), ids[:1], 4)
