@@ -419,11 +419,18 @@ def plot_scatter(runs: list[dict[str, Any]], path: Path) -> None:
         pts = [r for r in runs if r["task"] == task and r["method"] != ZERO_SHOT]
         ax.scatter([r["trainable_pct"] for r in pts], [r["test_accuracy"] for r in pts], color=c, label=task)
         for r in pts:
+            # methods with equal trainable % (lora, qlora): stack their labels, the more accurate one on top
+            k = sum(
+                1
+                for o in pts
+                if round(o["trainable_pct"], 6) == round(r["trainable_pct"], 6)
+                and (o["test_accuracy"], o["method"]) > (r["test_accuracy"], r["method"])
+            )
             ax.annotate(
                 r["method"],
                 (r["trainable_pct"], r["test_accuracy"]),
                 fontsize=8,
-                xytext=(3, 3),
+                xytext=(3, 3 - 10 * k),
                 textcoords="offset points",
             )
         zs = [r["test_accuracy"] for r in runs if r["task"] == task and r["method"] == ZERO_SHOT]
