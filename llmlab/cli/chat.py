@@ -53,6 +53,20 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option("--top-k", min=0, help="Keep the k most likely tokens (0 = all).")
         ] = 50,
         top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")] = 0.9,
+        min_p: Annotated[
+            float | None,
+            typer.Option("--min-p", min=0.0, max=1.0, help="Drop tokens less likely than min-p x the top token."),
+        ] = None,
+        repetition_penalty: Annotated[
+            float | None,
+            typer.Option("--repetition-penalty", min=0.0, help="CTRL penalty on tokens seen so far (1 = off)."),
+        ] = None,
+        frequency_penalty: Annotated[
+            float, typer.Option("--frequency-penalty", help="OpenAI penalty per occurrence in the reply.")
+        ] = 0.0,
+        presence_penalty: Annotated[
+            float, typer.Option("--presence-penalty", help="OpenAI penalty once per token in the reply.")
+        ] = 0.0,
         seed: Annotated[int | None, typer.Option("--seed", help="Random seed (reproduces the whole chat).")] = None,
         context_tokens: Annotated[
             int | None,
@@ -102,6 +116,10 @@ def register(app: typer.Typer) -> None:
             temperature=temperature,
             top_k=top_k or None,
             top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
             seed=seed,
             context_tokens=context_tokens,
             reuse_cache=reuse_cache,

@@ -23,7 +23,8 @@ cached tokens (last prompt + last reply) and the new prompt, crops the cache to 
 same positions in both prompts and its keys/values are exactly what a full prefill would compute; when the
 oldest turns are dropped the prompt changes right after the system prompt, and the common prefix (and so
 the reuse) shrinks to that. `reuse_cache=False` re-prefills the whole conversation every turn; replies are
-the same either way. Models with forward hooks (prompt/prefix tuning) always re-prefill.
+the same either way. Prompt-tuned models and models with other forward hooks always re-prefill (prefix tuning
+reuses the cache: its hook only shifts positions).
 
 `run_chat` drives a session from lines of text (a terminal or piped stdin): plain lines are user messages,
 `/reset`, `/save FILE`, `/help` and `/exit` are commands.
@@ -52,6 +53,7 @@ from llmlab.generate import (
     stream_generate,
 )
 from llmlab.generate.loop import can_keep_last_logits, new_kv_cache
+from llmlab.generate.penalties import build_penalties
 from llmlab.generate.stopping import StopStringHoldback
 from llmlab.peft import virtual_tokens
 from llmlab.tokenizers.chat import TEMPLATES, apply_chat_template
@@ -140,6 +142,10 @@ class ChatSession:
         temperature: 0 = greedy decoding.
         top_k: keep the k most likely tokens (None: all).
         top_p: nucleus sampling mass (None: off).
+        min_p: drop tokens less likely than `min_p` x the top token (None: off).
+        repetition_penalty: CTRL penalty on every token of the prompt and reply so far (None or 1.0: off).
+        frequency_penalty: OpenAI per-occurrence penalty on the reply's tokens (0: off).
+        presence_penalty: OpenAI once-per-token penalty on the reply's tokens (0: off).
         seed: seeds the session's random generator once, so a whole conversation is reproducible.
         context_tokens: prompt + reply budget (None: the model's block_size; larger is an error).
         reuse_cache: keep the KV cache between turns and prefill only the part of the prompt that is new
@@ -154,6 +160,10 @@ class ChatSession:
     temperature: float = 0.7
     top_k: int | None = 50
     top_p: float | None = 0.9
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = None
     context_tokens: int | None = None
     reuse_cache: bool = True
@@ -258,6 +268,10 @@ class ChatSession:
                     temperature=self.temperature,
                     top_k=self.top_k,
                     top_p=self.top_p,
+                    min_p=self.min_p,
+                    repetition_penalty=self.repetition_penalty,
+                    frequency_penalty=self.frequency_penalty,
+                    presence_penalty=self.presence_penalty,
                     eos_token_id=self.stop_token_ids or None,
                     generator=self.generator,
                 )
@@ -281,8 +295,16 @@ class ChatSession:
     # ------------------------------------------------------------------ KV cache reuse
     @property
     def reuses_cache(self) -> bool:
-        """Whether turns reuse the KV cache: `reuse_cache` is on and no forward hook can change positions."""
-        return self.reuse_cache and not (self.model._forward_pre_hooks or self.model._forward_hooks)
+        """Whether turns reuse the KV cache: `reuse_cache` is on and no forward hook can change what is cached.
+
+        Prefix tuning's hook only shifts positions by P (`llmlab.peft.prefix`), consistently across calls, so it
+        is allowed; prompt tuning (the soft prompt is prefilled into the cache) and unknown hooks re-prefill.
+        """
+        hooks = set(self.model._forward_pre_hooks) | set(self.model._forward_hooks)
+        prefix_hook = getattr(self.model, "_prefix_position_hook", None)
+        if prefix_hook is not None:
+            hooks.discard(prefix_hook.id)
+        return self.reuse_cache and not hooks
 
     def _cache_for(self, needed: int):  # noqa: ANN202 - a KVCache
         """The session's KV cache with room for `needed` tokens, keeping what it holds (grown by doubling)."""
@@ -313,7 +335,10 @@ class ChatSession:
         cache.crop(keep)
         del self._cached_ids[keep:]
         self.last_reused_tokens, self.last_prefill_tokens = keep, len(prompt_ids) - keep
-        processors = build_processors(self.temperature, self.top_k, self.top_p)
+        penalties = build_penalties(
+            self.repetition_penalty, self.frequency_penalty, self.presence_penalty, len(prompt_ids)
+        )  # as stream_generate builds them: the same processors, so the same replies
+        processors = build_processors(self.temperature, self.top_k, self.top_p, extra=penalties, min_p=self.min_p)
         sampler = GreedySampler() if self.temperature == 0 else MultinomialSampler(self.generator)
         last_only = {"logits_to_keep": 1} if can_keep_last_logits(self.model) else {}
         tokens = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T) prompt + reply so far

@@ -143,6 +143,18 @@ def test_seeded_sampling_is_the_same_with_reuse(tokenizer) -> None:
     assert turns[1]["reused"] > 0
 
 
+def test_penalties_and_min_p_are_the_same_with_reuse(tokenizer) -> None:
+    """Penalties see the whole prompt + reply in both paths, so the replies match; and they change the replies."""
+    model = make_model("llama", tokenizer.vocab_size)
+    kw = {"temperature": 0.8, "seed": 5, "context_tokens": 160, "max_new_tokens": 12, "min_p": 0.05}
+    penal = {"repetition_penalty": 3.0, "presence_penalty": 2.0, "frequency_penalty": 1.0}
+    replies, turns = run_turns(model, tokenizer, reuse=True, **kw, **penal)
+    ref_replies, ref_turns = run_turns(model, tokenizer, reuse=False, **kw, **penal)
+    assert [t["reply_ids"] for t in turns] == [t["reply_ids"] for t in ref_turns] and replies == ref_replies
+    plain, _ = run_turns(model, tokenizer, reuse=True, **kw)
+    assert plain != replies
+
+
 def test_cache_grows_and_survives_an_interrupted_forward(tokenizer) -> None:
     model = make_model("llama", tokenizer.vocab_size)
     session = ChatSession(model, tokenizer, template="chatml", temperature=0, max_new_tokens=4, context_tokens=160)
@@ -173,6 +185,23 @@ def test_hooked_models_re_prefill(tokenizer) -> None:
         assert session.last_reused_tokens == 0 and session.last_prefill_tokens == len(session.last_prompt_ids)
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_prefix_tuned_models_reuse_the_cache(family: str, tokenizer) -> None:
+    """Prefix tuning's hook only shifts positions by P, so reuse stays exact (and is used)."""
+    from llmlab.peft import PrefixConfig, get_peft_model
+
+    model = get_peft_model(
+        make_model(family, tokenizer.vocab_size), PrefixConfig(num_virtual_tokens=4, prefix_init_std=1.0)
+    )
+    kw = dict(template="chatml", temperature=0, max_new_tokens=5, context_tokens=100)
+    session, reference = ChatSession(model, tokenizer, **kw), ChatSession(model, tokenizer, reuse_cache=False, **kw)
+    assert session.reuses_cache and session.context_tokens == 100
+    for text in ("hello there", "how are you", "what is new today"):
+        assert session.send(text) == reference.send(text)
+        assert session.last_reply_ids == reference.last_reply_ids
+    assert session.last_reused_tokens > 0
 
 
 def test_kv_cache_crop_keeps_a_prefix() -> None:
