@@ -107,6 +107,11 @@ class PromptHooks:
         prepend = not self.embedding.disabled and (cache is None or cache.seq_len == 0)
         self._real_tokens.append(input_ids.shape[1] if prepend else 0)
         mask = kwargs.get("attention_mask")
+        if not self.embedding.disabled and mask is not None and mask.dim() != 2:
+            raise ValueError(
+                "prompt tuning takes a (B, S) padding attention_mask, not a 4-D mask (packed rows would share the "
+                "soft prompt); do not pack"
+            )
         if not self.embedding.disabled and mask is not None:  # covers cached + new tokens, so always
             ones = torch.ones(mask.shape[0], self.embedding.num_virtual_tokens, dtype=mask.dtype, device=mask.device)
             kwargs["attention_mask"] = torch.cat([ones, mask], dim=1)

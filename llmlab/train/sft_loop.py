@@ -131,6 +131,35 @@ def sft_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor
     `position_ids`; rows without padding run the plain causal path (no mask tensor). `model` may be wrapped in
     DDP.
     """
+    return _sft_forward(model, batch).logits
+
+
+def sft_token_losses(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, T) cross-entropy of the batch's labels per position (0 where the label is -100).
+
+    Only the positions that carry a loss go through the LM head: the model returns its final hidden states
+    (`output_hidden_states=True`, with `logits_to_keep=1` so its own head runs on one position only) and
+    `lm_head` is applied to the N learned positions, (N, C) -> (N, V), instead of all B * T. SFT learns from
+    the responses only, often a few percent of the positions, while the (B, T, V) logits of a 49k vocabulary
+    are about a fifth of a SmolLM2 training step (benchmarks/finetune.py). The losses are those of
+    `token_losses(sft_logits(...))` up to float rounding (tested). Models without `lm_head` or without
+    `output_hidden_states` take the full-logits path.
+    """
+    labels = batch["labels"]
+    inner = _unwrap(model)
+    head = getattr(inner, "lm_head", None)
+    if not isinstance(head, nn.Module) or "output_hidden_states" not in inspect.signature(inner.forward).parameters:
+        return token_losses(sft_logits(model, batch), labels)
+    hidden = _sft_forward(model, batch, output_hidden_states=True, logits_to_keep=1).hidden_states  # (B, T, C)
+    learned = labels != IGNORE_INDEX  # (B, T)
+    logits = head(hidden[learned])  # (N, V)
+    losses = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)  # (B, T)
+    losses[learned] = F.cross_entropy(logits.float(), labels[learned], reduction="none")
+    return losses
+
+
+def _sft_forward(model: nn.Module, batch: dict[str, torch.Tensor], **extra: Any) -> Any:
+    """The model's output on an SFT batch (see `sft_logits` for masks and positions)."""
     ids, attn = batch["input_ids"], batch["attention_mask"]
     kwargs: dict[str, Any] = {}
     if not bool(attn.all()):
@@ -141,7 +170,7 @@ def sft_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor
         if _takes_position_ids(model):
             kwargs["position_ids"] = batch["position_ids"]
         kwargs["attention_mask"] = block_causal_mask(batch["segment_ids"])  # (B, 1, T, T): no cross-example attention
-    return model(ids, **kwargs).logits
+    return model(ids, **kwargs, **extra)
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -193,7 +222,7 @@ def evaluate_sft(
     sums, counts = [0.0] * n_tasks, [0] * n_tasks
     for batch in itertools.islice(batches, ctx.rank, None, ctx.world_size):
         batch = _to(batch, device)
-        s, c = per_task_sums(token_losses(sft_logits(model, batch), batch["labels"]), batch, n_tasks)
+        s, c = per_task_sums(sft_token_losses(model, batch), batch, n_tasks)
         sums = [a + b for a, b in zip(sums, s, strict=True)]
         counts = [a + b for a, b in zip(counts, c, strict=True)]
     model.train(was_training)
@@ -362,7 +391,7 @@ class SFTTrainer:
             batch = _to(self.stream.next_batch(), self.device)
             with sync_context(self.dp_model, ctx, sync=micro == tc.grad_accum - 1):
                 with self.precision.autocast():
-                    losses = token_losses(sft_logits(self.dp_model, batch), batch["labels"])  # (B, T)
+                    losses = sft_token_losses(self.dp_model, batch)  # (B, T)
                 n_tok = (batch["labels"] != IGNORE_INDEX).sum()
                 n_tok = int(all_reduce_sum(n_tok, ctx))  # learned tokens of the global micro-batch
                 loss = losses.sum() / max(1, n_tok)  # this rank's share of the global micro-batch mean
