@@ -188,18 +188,36 @@ def score_labels(
             for r, (_, _, row) in enumerate(chunk):
                 ids[r, : len(row)] = torch.tensor(row)
                 mask[r, : len(row)] = 1
-            with ctx:
-                logits = model(ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
+            # the positions whose next-token distribution is scored: the last prompt token (and the label's)
+            rows, cols = [], []
             for r, (i, j, _row) in enumerate(chunk):
-                n = len(prompts[i])
+                k = 1 if single else len(label_ids[j])
+                rows += [r] * k
+                cols += range(len(prompts[i]) - 1, len(prompts[i]) - 1 + k)
+            with ctx:
+                logits = _logits_at(model, ids.to(device), mask.to(device), rows, cols)  # (M, V)
+            logp_all = torch.log_softmax(logits.float(), dim=-1)
+            at = 0
+            for i, j, _row in chunk:
                 if single:
-                    logp = torch.log_softmax(logits[r, n - 1].float(), dim=-1)  # (V,)
-                    scores[i] = torch.stack([logp[lab[0]] for lab in label_ids]).cpu()
+                    scores[i] = torch.stack([logp_all[at, lab[0]] for lab in label_ids]).cpu()
+                    at += 1
                 else:
                     lab = label_ids[j]
-                    logp = torch.log_softmax(logits[r, n - 1 : n - 1 + len(lab)].float(), dim=-1)  # (len, V)
+                    logp = logp_all[at : at + len(lab)]  # (len, V)
                     scores[i, j] = float(logp[torch.arange(len(lab)), torch.tensor(lab, device=logp.device)].sum())
+                    at += len(lab)
     return scores
+
+
+def _logits_at(model: Any, ids: Any, mask: Any, rows: list[int], cols: list[int]) -> Any:
+    """Logits (M, V) at the (row, position) pairs only: the LM head runs on those M final hidden states
+    (`llmlab.train.sft_loop.sft_token_losses` does the same in training), not on all B x T positions."""
+    head = getattr(model, "lm_head", None)
+    if head is None:
+        return model(ids, attention_mask=mask).logits[rows, cols]  # (M, V)
+    hidden = model(ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1).hidden_states  # (B, T, C)
+    return head(hidden[rows, cols])  # (M, V)
 
 
 def test_accuracy(model: Any, tokenizer: Any, examples: Sequence[Any], labels: Sequence[str], **kw: Any) -> float:

@@ -14,15 +14,17 @@ def test_score_labels_matches_label_log_likelihoods(tokenizer):
     from finetune_helpers import tiny_llama
 
     from llmlab.models.heads import label_log_likelihoods
+    from llmlab.peft import PromptConfig, get_peft_model
 
-    model = tiny_llama(tokenizer.vocab_size).eval()
     prompts = [tokenizer.encode(t) for t in ["great movie", "awful film loved", "red apple"]]
     multi = [tokenizer.encode(" positive"), tokenizer.encode(" negative"), [5, 6, 7]]
     single = [[11], [12]]
-    for labels in (multi, single):
-        got = score_labels(model, prompts, labels, batch_size=4)
-        want = torch.stack([label_log_likelihoods(model, p, labels) for p in prompts])
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    prompt_tuned = get_peft_model(tiny_llama(tokenizer.vocab_size).eval(), PromptConfig(num_virtual_tokens=3))
+    for model in (tiny_llama(tokenizer.vocab_size).eval(), prompt_tuned):  # the head runs on gathered positions
+        for labels in (multi, single):
+            got = score_labels(model, prompts, labels, batch_size=4)
+            want = torch.stack([label_log_likelihoods(model, p, labels) for p in prompts])
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_compare_smoke_runs_resumes_and_tabulates(tmp_path, llama_dir):
