@@ -119,13 +119,15 @@ def _hf_gpt2(model):
     return hf.eval()
 
 
-def test_llmlab_lora_loads_with_peft_onto_the_hf_export(tmp_path: Path, batch) -> None:
+def test_llmlab_lora_and_ia3_load_with_peft_onto_the_hf_export(tmp_path: Path, batch) -> None:
     from peft import PeftModel
 
     x, y = batch
     for family, hf_of, cfg in (
         (tiny_llama, lambda m: _hf_llama(m, tmp_path), LoraConfig(r=4, target_modules="all-linear", use_dora=True)),
         (tiny_gpt, _hf_gpt2, LoraConfig(r=4, lora_alpha=16, target_modules=["c_attn", "mlp.c_fc"])),
+        (tiny_llama, lambda m: _hf_llama(m, tmp_path), IA3Config()),
+        (tiny_gpt, _hf_gpt2, IA3Config()),
     ):
         base = family()
         hf = hf_of(base)
