@@ -423,12 +423,14 @@ def finetune(cfg: FinetuneConfig, say: Any = print) -> dict[str, Any]:
             existing out_dir, a resume with other settings, ...). A run that fails before its first checkpoint
             leaves no `out_dir` behind; one that fails later keeps it, to be continued with `--resume`.
     """
-    from llmlab.train.distributed import cleanup, init_distributed
+    from llmlab.train.distributed import barrier, cleanup, init_distributed
     from llmlab.train.precision import resolve_device
 
     ctx = init_distributed(cfg.train.distributed, resolve_device(cfg.train.device).type)
     try:
-        return _finetune(cfg, ctx, say if ctx.is_main else (lambda _msg: None))
+        summary = _finetune(cfg, ctx, say if ctx.is_main else (lambda _msg: None))
+        barrier(ctx)  # every rank's last collective is done before the process group goes away
+        return summary
     finally:
         cleanup(ctx)
 

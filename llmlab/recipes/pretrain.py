@@ -140,7 +140,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
     from llmlab.data.loader import RandomWindowLoader, SequentialLoader, TokenDataset
     from llmlab.models.gpt import GPT
     from llmlab.train.checkpoint import load_trainer_state
-    from llmlab.train.distributed import cleanup, init_distributed
+    from llmlab.train.distributed import barrier, cleanup, init_distributed
     from llmlab.train.loop import Trainer, seed_everything
     from llmlab.train.precision import resolve_device
 
@@ -199,6 +199,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
             tokenizer_file=tokenizer if tokenizer.is_file() else None,
             resume_state=resume_state,
         )
-        return trainer.fit()
+        summary = trainer.fit()
+        barrier(ctx)  # every rank's last collective is done before the process group goes away
+        return summary
     finally:
         cleanup(ctx)
