@@ -17,8 +17,10 @@ The classifier asks the llmlab model for its final hidden states (after the fina
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +57,38 @@ class HiddenStateCapture:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+
+def logits_at(
+    model: nn.Module,
+    select: torch.Tensor,
+    input_ids: torch.Tensor,
+    *,
+    call: Callable[..., Any] | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Logits (N, V) at the N positions where `select` (B, T) is True, in row-major order.
+
+    Only those positions go through the LM head: the model returns its final hidden states
+    (`output_hidden_states=True`, with `logits_to_keep=1` so its own head runs on one position only) and
+    `lm_head` maps the N selected ones, (N, C) -> (N, V), instead of all B * T. With a large vocabulary the full
+    logits are a large part of a forward/backward pass (a fifth of a SmolLM2 training step), while a loss or a
+    score often needs a few positions per row. Models without `lm_head` or `output_hidden_states` compute every
+    position's logits and pick.
+
+    Args:
+        model: an llmlab causal LM (its `lm_head` is used).
+        select: (B, T) bool, the positions whose logits are wanted.
+        input_ids: (B, T) token ids.
+        call: what runs the forward pass, when it is not `model` itself (e.g. its DDP wrapper).
+        **kwargs: more forward arguments (attention_mask, position_ids, ...).
+    """
+    call = call or model
+    head = getattr(model, "lm_head", None)
+    if not isinstance(head, nn.Module) or "output_hidden_states" not in inspect.signature(model.forward).parameters:
+        return call(input_ids, **kwargs).logits[select]  # (N, V)
+    hidden = call(input_ids, output_hidden_states=True, logits_to_keep=1, **kwargs).hidden_states  # (B, T, C)
+    return head(hidden[select])  # (N, V)
 
 
 @dataclass

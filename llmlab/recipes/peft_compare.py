@@ -169,6 +169,8 @@ def score_labels(
 
     import torch
 
+    from llmlab.models.heads import logits_at
+
     device = next(model.parameters()).device
     single = all(len(lab) == 1 for lab in label_ids)
     jobs = []  # (prompt index, label index or -1, token ids)
@@ -188,14 +190,14 @@ def score_labels(
             for r, (_, _, row) in enumerate(chunk):
                 ids[r, : len(row)] = torch.tensor(row)
                 mask[r, : len(row)] = 1
-            # the positions whose next-token distribution is scored: the last prompt token (and the label's)
-            rows, cols = [], []
+            # the positions whose next-token distribution is scored: the last prompt token (and the label's);
+            # row-major, so the logits come out in job order
+            select = torch.zeros(len(chunk), t, dtype=torch.bool)
             for r, (i, j, _row) in enumerate(chunk):
                 k = 1 if single else len(label_ids[j])
-                rows += [r] * k
-                cols += range(len(prompts[i]) - 1, len(prompts[i]) - 1 + k)
+                select[r, len(prompts[i]) - 1 : len(prompts[i]) - 1 + k] = True
             with ctx:
-                logits = _logits_at(model, ids.to(device), mask.to(device), rows, cols)  # (M, V)
+                logits = logits_at(model, select.to(device), ids.to(device), attention_mask=mask.to(device))  # (M, V)
             logp_all = torch.log_softmax(logits.float(), dim=-1)
             at = 0
             for i, j, _row in chunk:
@@ -208,16 +210,6 @@ def score_labels(
                     scores[i, j] = float(logp[torch.arange(len(lab)), torch.tensor(lab, device=logp.device)].sum())
                     at += len(lab)
     return scores
-
-
-def _logits_at(model: Any, ids: Any, mask: Any, rows: list[int], cols: list[int]) -> Any:
-    """Logits (M, V) at the (row, position) pairs only: the LM head runs on those M final hidden states
-    (`llmlab.train.sft_loop.sft_token_losses` does the same in training), not on all B x T positions."""
-    head = getattr(model, "lm_head", None)
-    if head is None:
-        return model(ids, attention_mask=mask).logits[rows, cols]  # (M, V)
-    hidden = model(ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1).hidden_states  # (B, T, C)
-    return head(hidden[rows, cols])  # (M, V)
 
 
 def test_accuracy(model: Any, tokenizer: Any, examples: Sequence[Any], labels: Sequence[str], **kw: Any) -> float:

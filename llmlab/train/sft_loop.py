@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.data.sft import IGNORE_INDEX, block_causal_mask
+from llmlab.models.heads import logits_at
 from llmlab.nn.attention import Attention
 from llmlab.train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from llmlab.train.config import OptimConfig, ScheduleConfig
@@ -131,36 +132,28 @@ def sft_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor
     `position_ids`; rows without padding run the plain causal path (no mask tensor). `model` may be wrapped in
     DDP.
     """
-    return _sft_forward(model, batch).logits
+    return model(batch["input_ids"], **_forward_kwargs(model, batch)).logits
 
 
 def sft_token_losses(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B, T) cross-entropy of the batch's labels per position (0 where the label is -100).
 
-    Only the positions that carry a loss go through the LM head: the model returns its final hidden states
-    (`output_hidden_states=True`, with `logits_to_keep=1` so its own head runs on one position only) and
-    `lm_head` is applied to the N learned positions, (N, C) -> (N, V), instead of all B * T. SFT learns from
-    the responses only, often a few percent of the positions, while the (B, T, V) logits of a 49k vocabulary
-    are about a fifth of a SmolLM2 training step (benchmarks/finetune.py). The losses are those of
-    `token_losses(sft_logits(...))` up to float rounding (tested). Models without `lm_head` or without
-    `output_hidden_states` take the full-logits path.
+    Only the positions that carry a loss go through the LM head (`llmlab.models.heads.logits_at`): SFT learns
+    from the responses only, often a few percent of the positions, while the (B, T, V) logits of a 49k
+    vocabulary are about a fifth of a SmolLM2 training step (benchmarks/finetune.py). The losses are those of
+    `token_losses(sft_logits(...))` up to float rounding (tested). `model` may be wrapped in DDP.
     """
     labels = batch["labels"]
-    inner = _unwrap(model)
-    head = getattr(inner, "lm_head", None)
-    if not isinstance(head, nn.Module) or "output_hidden_states" not in inspect.signature(inner.forward).parameters:
-        return token_losses(sft_logits(model, batch), labels)
-    hidden = _sft_forward(model, batch, output_hidden_states=True, logits_to_keep=1).hidden_states  # (B, T, C)
     learned = labels != IGNORE_INDEX  # (B, T)
-    logits = head(hidden[learned])  # (N, V)
+    logits = logits_at(_unwrap(model), learned, batch["input_ids"], call=model, **_forward_kwargs(model, batch))
     losses = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)  # (B, T)
-    losses[learned] = F.cross_entropy(logits.float(), labels[learned], reduction="none")
+    losses[learned] = F.cross_entropy(logits.float(), labels[learned], reduction="none")  # (N,) into place
     return losses
 
 
-def _sft_forward(model: nn.Module, batch: dict[str, torch.Tensor], **extra: Any) -> Any:
-    """The model's output on an SFT batch (see `sft_logits` for masks and positions)."""
-    ids, attn = batch["input_ids"], batch["attention_mask"]
+def _forward_kwargs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The forward arguments for an SFT batch besides the ids: masks and positions (see `sft_logits`)."""
+    attn = batch["attention_mask"]
     kwargs: dict[str, Any] = {}
     if not bool(attn.all()):
         kwargs["attention_mask"] = attn
@@ -170,7 +163,7 @@ def _sft_forward(model: nn.Module, batch: dict[str, torch.Tensor], **extra: Any)
         if _takes_position_ids(model):
             kwargs["position_ids"] = batch["position_ids"]
         kwargs["attention_mask"] = block_causal_mask(batch["segment_ids"])  # (B, 1, T, T): no cross-example attention
-    return model(ids, **kwargs, **extra)
+    return kwargs
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
