@@ -154,13 +154,15 @@ def beam_search(
     was_training = model.training
     model.eval()
     cur_len = prompt_len
+    fed = 0  # tokens of each beam the cache holds (as in `stream_generate`: not `cache.seq_len`, which also
+    # counts a prompt-tuned model's soft prompt)
     try:
         while True:
             # a. next-token log-probs of every running beam
             flat = running_sequences[:, :, :cur_len].reshape(batch_size * num_beams, cur_len)  # (B*nb, T)
             if cache is not None:
-                fed = max(cache.seq_len - n_cached_virtual, 0)  # tokens of `flat` already in the cache
                 logits = model(flat[:, fed:], kv_cache=cache).logits[:, -1, :]
+                fed = cur_len
             else:
                 logits = model(flat).logits[:, -1, :]
             log_probs = processors(flat, F.log_softmax(logits.float(), dim=-1))  # (B*nb, V)
