@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from llmlab.cli.options import (
+    FrequencyPenaltyOption,
+    MinPOption,
+    ModelOption,
+    PresencePenaltyOption,
+    RepetitionPenaltyOption,
+)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -31,15 +38,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("chat")
     def chat_cmd(
-        checkpoint: Annotated[
-            Path | None,
-            typer.Option(
-                "--checkpoint",
-                "-c",
-                help="A .gguf file, checkpoint/run folder, Hugging Face folder, or adapter / finetune run folder "
-                "(default: SmolLM2-135M-Instruct).",
-            ),
-        ] = None,
+        checkpoint: ModelOption = None,
         system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")] = None,
         template: Annotated[
             str,
@@ -53,20 +52,10 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option("--top-k", min=0, help="Keep the k most likely tokens (0 = all).")
         ] = 50,
         top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")] = 0.9,
-        min_p: Annotated[
-            float | None,
-            typer.Option("--min-p", min=0.0, max=1.0, help="Drop tokens less likely than min-p x the top token."),
-        ] = None,
-        repetition_penalty: Annotated[
-            float | None,
-            typer.Option("--repetition-penalty", min=0.0, help="CTRL penalty on tokens seen so far (1 = off)."),
-        ] = None,
-        frequency_penalty: Annotated[
-            float, typer.Option("--frequency-penalty", help="OpenAI penalty per occurrence in the reply.")
-        ] = 0.0,
-        presence_penalty: Annotated[
-            float, typer.Option("--presence-penalty", help="OpenAI penalty once per token in the reply.")
-        ] = 0.0,
+        min_p: MinPOption = None,
+        repetition_penalty: RepetitionPenaltyOption = None,
+        frequency_penalty: FrequencyPenaltyOption = 0.0,
+        presence_penalty: PresencePenaltyOption = 0.0,
         seed: Annotated[int | None, typer.Option("--seed", help="Random seed (reproduces the whole chat).")] = None,
         context_tokens: Annotated[
             int | None,

@@ -17,6 +17,14 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
+from llmlab.cli.options import (
+    FrequencyPenaltyOption,
+    MinPOption,
+    ModelOption,
+    PresencePenaltyOption,
+    RepetitionPenaltyOption,
+)
+
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_K = 200
 DEFAULT_DRAFT_TOKENS = 5
@@ -127,15 +135,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("generate")
     def generate_cmd(
-        checkpoint: Annotated[
-            Path | None,
-            typer.Option(
-                "--checkpoint",
-                "-c",
-                help="A .gguf file, checkpoint/run folder, Hugging Face folder, or adapter / finetune run folder "
-                "(default: SmolLM2-135M-Instruct).",
-            ),
-        ] = None,
+        checkpoint: ModelOption = None,
         prompt: Annotated[
             str, typer.Option("--prompt", "-p", help="Text to continue ('' starts from EOS/BOS/newline).")
         ] = "",
@@ -154,22 +154,10 @@ def register(app: typer.Typer) -> None:
             typer.Option("--top-k", min=0, help=f"Keep the k most likely tokens, 0 = all (default {DEFAULT_TOP_K})."),
         ] = None,
         top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")] = None,
-        min_p: Annotated[
-            float | None,
-            typer.Option("--min-p", min=0.0, max=1.0, help="Drop tokens less likely than min-p x the top token."),
-        ] = None,
-        repetition_penalty: Annotated[
-            float | None,
-            typer.Option(
-                "--repetition-penalty", min=0.0, help="CTRL penalty on every token seen (1.0 = off; try 1.2)."
-            ),
-        ] = None,
-        frequency_penalty: Annotated[
-            float, typer.Option("--frequency-penalty", help="OpenAI penalty per occurrence in the output.")
-        ] = 0.0,
-        presence_penalty: Annotated[
-            float, typer.Option("--presence-penalty", help="OpenAI penalty once per token in the output.")
-        ] = 0.0,
+        min_p: MinPOption = None,
+        repetition_penalty: RepetitionPenaltyOption = None,
+        frequency_penalty: FrequencyPenaltyOption = 0.0,
+        presence_penalty: PresencePenaltyOption = 0.0,
         stop: Annotated[
             list[str] | None,
             typer.Option("--stop", help="Stop before this text (repeat the option for several stop strings)."),
