@@ -117,9 +117,7 @@ def _load_with_adapter(adapter_dir: Path, device: str) -> LoadedModel:
     from llmlab.peft import adapter_base_model, load_adapter
     from llmlab.tokenizers import load_tokenizer
 
-    base = adapter_base_model(adapter_dir)
-    base_path = None if base == DEFAULT_MODEL_NAME else _resolve_base(base, adapter_dir)
-    loaded = load_for_inference(base_path, device)
+    loaded = load_for_inference(adapter_base_path(adapter_dir), device)
     load_adapter(loaded.model, adapter_dir)
     loaded.model.to(device).eval()
     for folder in (adapter_dir, adapter_dir.parent):  # `llmlab finetune` writes the tokenizer beside adapter/
@@ -127,13 +125,20 @@ def _load_with_adapter(adapter_dir: Path, device: str) -> LoadedModel:
             loaded.tokenizer = load_tokenizer(folder / "tokenizer.json")
             loaded.chat_template = _folder_chat_template(folder) or loaded.chat_template
             break
-    loaded.source = f"{base} + adapter {adapter_dir}"
+    loaded.source = f"{adapter_base_model(adapter_dir)} + adapter {adapter_dir}"
     return loaded
 
 
-def _resolve_base(base: str, adapter_dir: Path) -> Path:
-    """The adapter's base path: as recorded (relative to the working directory), else relative to the adapter
-    folder or the run folder around it."""
+def adapter_base_path(adapter_dir: str | Path) -> Path | None:
+    """Where the base model of an adapter is: its `base_model_name_or_path` as recorded (relative to the working
+    directory), else relative to the adapter folder or the run folder around it; None for the packaged
+    SmolLM2 (`SmolLM2-135M-Instruct`)."""
+    from llmlab.peft import adapter_base_model
+
+    adapter_dir = Path(adapter_dir)
+    base = adapter_base_model(adapter_dir)
+    if base == DEFAULT_MODEL_NAME:
+        return None
     for candidate in (Path(base), adapter_dir / base, adapter_dir.parent / base):
         if candidate.exists():
             return candidate

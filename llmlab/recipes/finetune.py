@@ -31,6 +31,7 @@ from typing import Any
 
 from llmlab.config import load_config, save_config
 from llmlab.data.templates import RECORD_FORMATS, TEMPLATE_NAMES
+from llmlab.generate.checkpoint import DEFAULT_MODEL_NAME
 from llmlab.train.config import OptimConfig, ScheduleConfig
 from llmlab.train.sft_loop import SFTTrainConfig
 
@@ -43,7 +44,7 @@ PEFT_METHODS = {
     "prompt": "PromptConfig",
     "ia3": "IA3Config",
 }
-DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_BASE_NAME = DEFAULT_MODEL_NAME  # the packaged SmolLM2, what `base: null` loads
 
 
 @dataclass

@@ -39,14 +39,6 @@ class MergeReport:
     dtype: str
 
 
-def adapter_base(adapter_dir: str | Path) -> str | None:
-    """The `base_model_name_or_path` recorded in an adapter's `adapter_config.json` (None = SmolLM2)."""
-    from llmlab.peft import adapter_base_model
-
-    base = adapter_base_model(adapter_dir)
-    return None if base == DEFAULT_BASE_NAME else base
-
-
 def merge(
     adapter: str | Path,
     out: str | Path,
@@ -72,7 +64,7 @@ def merge(
     """
     import torch
 
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.generate.checkpoint import adapter_base_path, load_for_inference
     from llmlab.models.hub import save_llmlab
     from llmlab.peft import load_adapter, merge_and_unload, read_adapter
     from llmlab.peft.model import peft_layers
@@ -96,7 +88,7 @@ def merge(
             f"{adapter} holds a {config.peft_type} adapter; only LoRA, QLoRA and IA3 adapters can be merged "
             "into the weights"
         )
-    base_path = base if base is not None else adapter_base(adapter)
+    base_path = base if base is not None else adapter_base_path(adapter)
     loaded = load_for_inference(base_path)
     model = loaded.model
     load_adapter(model, adapter)  # checks the adapter was made for this base
@@ -153,4 +145,4 @@ def describe(report: MergeReport) -> str:
     )
 
 
-__all__: list[Any] = ["MergeReport", "adapter_base", "describe", "merge"]
+__all__: list[Any] = ["MergeReport", "describe", "merge"]
