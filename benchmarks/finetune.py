@@ -43,15 +43,14 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from bench_utils import PeakRSS, log
 from torch import nn
 
 from llmlab.train.sft_loop import sft_token_losses
@@ -62,44 +61,6 @@ LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_p
 # rounds every matmul, and the two models order some ops differently)
 TOLERANCE = {"fp32": (1e-4, 1e-3), "bf16": (5e-2, 1e-1)}
 IGNORE_INDEX = -100
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-class PeakRSS:
-    """Context manager: peak RSS (bytes) above the RSS at entry, sampled every 2 ms by a background thread."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        import psutil
-
-        self.process, self.interval, self.peak, self.start = psutil.Process(), interval, 0, 0
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):  # glibc keeps freed memory; give it back first
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        self.start = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-    @property
-    def delta_mb(self) -> float:
-        return (self.peak - self.start) / 2**20
 
 
 # ---- data --------------------------------------------------------------------------------------------------
