@@ -117,7 +117,7 @@ def convert(
         try:
             save_gguf(model, tmp / "model.gguf", dtype.upper(), extra, types)
             os.chmod(tmp / "model.gguf", 0o644)
-            _replace(tmp / "model.gguf", dst, overwrite)
+            replace_output(tmp / "model.gguf", dst, overwrite)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     else:
@@ -131,7 +131,7 @@ def convert(
             if tok is not None:
                 _write_tokenizer(tok, tmp)
             os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-            _replace(tmp, dst, overwrite)
+            replace_output(tmp, dst, overwrite)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -150,11 +150,12 @@ def convert(
     )
 
 
-def _replace(tmp: Path, dst: Path, overwrite: bool) -> None:
-    """Move the finished `tmp` (file or folder) to `dst`, replacing an old `dst` only when asked."""
+def replace_output(tmp: Path, dst: Path, overwrite: bool, out_flag: str = "--to") -> None:
+    """Move the finished `tmp` (file or folder) to `dst`, replacing an old `dst` only when asked (else a
+    ValueError naming `out_flag`, the command's output option)."""
     if dst.exists():
         if not overwrite:
-            raise ValueError(f"{dst} already exists; choose another --to or pass --overwrite")
+            raise ValueError(f"{dst} already exists; choose another {out_flag} or pass --overwrite")
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
         os.replace(dst, old)
         os.replace(tmp, dst)

@@ -123,16 +123,10 @@ def merge(
 
 
 def _replace(src: Path, dst: Path, overwrite: bool) -> None:
-    """Move the finished `src` (file or folder) to `dst`, replacing an old `dst` only when asked."""
-    if dst.exists():
-        if not overwrite:
-            raise ValueError(f"{dst} already exists; choose another --out or pass --overwrite")
-        old = dst.with_name(f".old-{dst.name}-{id(src)}")
-        dst.rename(old)
-        src.rename(dst)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        src.rename(dst)
+    """`replace_output` with merge's option name; a merged folder is made readable by all (mkdtemp is 0700)."""
+    from llmlab.recipes.convert import replace_output
+
+    replace_output(src, dst, overwrite, out_flag="--out")
     if dst.is_dir():
         dst.chmod(0o755)
 
