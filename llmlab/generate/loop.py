@@ -38,6 +38,7 @@ from llmlab.generate.processors import LogitsProcessor, build_processors
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, Sampler, make_generator
 from llmlab.generate.stopping import StoppingCriteria, StopStrings
 from llmlab.generate.streamer import Decoder
+from llmlab.nn.kv_cache import KVCache
 from llmlab.peft.model import virtual_tokens
 
 
@@ -81,16 +82,30 @@ def check_left_padded(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> 
         raise ValueError("attention_mask must be left-padded (0s before the 1s, last token real); pad on the left")
 
 
-def new_kv_cache(model: nn.Module, batch_size: int, max_len: int, device: torch.device):  # -> KVCache
+def new_kv_cache(model: nn.Module, batch_size: int, max_len: int, device: torch.device) -> KVCache:
     """A `KVCache` for `batch_size` sequences of up to `max_len` tokens (the model's own `make_kv_cache` if any)."""
     if hasattr(model, "make_kv_cache"):  # llmlab's GPT sizes the cache itself
         return model.make_kv_cache(batch_size, max_len)
-    from llmlab.nn.kv_cache import KVCache
-
     cfg = model.config
     n_kv_head = cfg.n_kv_head or cfg.n_head
     dtype = next(model.parameters()).dtype
     return KVCache(cfg.n_layer, batch_size, max_len, n_kv_head, cfg.n_embd // cfg.n_head, dtype, device)
+
+
+def _check_given_cache(cache: KVCache, prompt_len: int, total_len: int, block_size: int, n_cached_virtual: int) -> None:
+    """A caller's pre-filled cache must hold part of the prompt and have room for the rest and the reply."""
+    if n_cached_virtual:
+        raise ValueError("a pre-filled kv_cache cannot be used with prompt tuning (its soft prompt is in the cache)")
+    if not 0 <= cache.seq_len < prompt_len:
+        raise ValueError(
+            f"kv_cache holds {cache.seq_len} tokens but the prompt has {prompt_len}; it must hold fewer (at least "
+            "the last prompt token is run to get the first logits)"
+        )
+    if cache.max_len < total_len or total_len > block_size:
+        raise ValueError(
+            f"prompt + max_new_tokens = {total_len} tokens do not fit the kv_cache ({cache.max_len}) or the "
+            f"model's context ({block_size})"
+        )
 
 
 def stream_generate(
@@ -116,6 +131,7 @@ def stream_generate(
     use_cache: bool = True,
     logits_processors: Iterable[LogitsProcessor] = (),
     sampler: Sampler | None = None,
+    kv_cache: KVCache | None = None,
 ) -> Iterator[torch.Tensor]:
     """Generate tokens one step at a time, yielding each step's new tokens as a LongTensor of shape (B,).
 
@@ -143,6 +159,10 @@ def stream_generate(
         use_cache: prefill a KV cache and feed one token per step (same result as recomputing, but faster).
         logits_processors: extra processors run first (after the penalties), before temperature/top-k/top-p.
         sampler: overrides the default sampler (argmax when temperature == 0, else multinomial).
+        kv_cache: a cache that already holds the keys/values of the first `kv_cache.seq_len` prompt tokens
+            (e.g. a chat's earlier turns, `llmlab.recipes.chat`): only the rest of the prompt is prefilled. It
+            must leave at least the last prompt token out and have room for prompt + `max_new_tokens`; tokens
+            are added to it as they are generated (each one when the next is asked for).
 
     Yields:
         LongTensor (B,): the token chosen for every row at this step.
@@ -203,10 +223,13 @@ def stream_generate(
     can_finish = eos is not None or bool(criteria)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=tokens.device)
     cache, cache_capacity = None, 0
-    if use_cache and max_new_tokens > 0 and prompt_len < block_size:
+    fed = 0  # tokens of `buf` the cache holds
+    if kv_cache is not None:
+        _check_given_cache(kv_cache, prompt_len, total_len, block_size, n_cached_virtual)
+        cache, cache_capacity, fed = kv_cache, total_len, kv_cache.seq_len
+    elif use_cache and max_new_tokens > 0 and prompt_len < block_size:
         cache_capacity = min(total_len, block_size)
         cache = new_kv_cache(model, batch_size, cache_capacity + n_cached_virtual, tokens.device)
-    fed = 0  # tokens of `buf` the cache holds
 
     was_training = model.training
     model.eval()

@@ -37,7 +37,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,15 +45,11 @@ from typing import Any, TextIO
 import torch
 
 from llmlab.generate import (
-    GreedySampler,
-    MultinomialSampler,
     TextStreamer,
-    build_processors,
     make_generator,
     stream_generate,
 )
-from llmlab.generate.loop import can_keep_last_logits, new_kv_cache
-from llmlab.generate.penalties import build_penalties
+from llmlab.generate.loop import new_kv_cache
 from llmlab.generate.stopping import StopStringHoldback
 from llmlab.peft import virtual_tokens
 from llmlab.tokenizers.chat import TEMPLATES, apply_chat_template
@@ -255,27 +251,27 @@ class ChatSession:
                 if on_text is not None:
                     on_text(delta)
 
-        if self.reuses_cache:
-            steps = self._reuse_steps(prompt_ids)
-        else:
+        cache = self._reusable_cache(prompt_ids) if self.reuses_cache else None
+        if cache is None:
             self.last_prefill_tokens, self.last_reused_tokens = len(prompt_ids), 0
-            steps = (
-                int(token[0])
-                for token in stream_generate(
-                    self.model,
-                    torch.tensor([prompt_ids], dtype=torch.long, device=self.device),  # (1, T)
-                    self.max_new_tokens,
-                    temperature=self.temperature,
-                    top_k=self.top_k,
-                    top_p=self.top_p,
-                    min_p=self.min_p,
-                    repetition_penalty=self.repetition_penalty,
-                    frequency_penalty=self.frequency_penalty,
-                    presence_penalty=self.presence_penalty,
-                    eos_token_id=self.stop_token_ids or None,
-                    generator=self.generator,
-                )
+        steps = (
+            int(token[0])
+            for token in stream_generate(
+                self.model,
+                torch.tensor([prompt_ids], dtype=torch.long, device=self.device),  # (1, T)
+                self.max_new_tokens,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                min_p=self.min_p,
+                repetition_penalty=self.repetition_penalty,
+                frequency_penalty=self.frequency_penalty,
+                presence_penalty=self.presence_penalty,
+                eos_token_id=self.stop_token_ids or None,
+                generator=self.generator,
+                kv_cache=cache,  # None: a fresh cache, the whole prompt prefilled
             )
+        )
         for token_id in steps:
             if self.last_generated == 0:
                 self.last_ttft_s = time.perf_counter() - start
@@ -286,6 +282,9 @@ class ChatSession:
             emit(holdback.put(streamer.put(token_id)))
             if holdback.stopped:
                 break
+        steps.close()  # the generator stops here: the cache holds the tokens fed so far
+        if cache is not None:
+            self._cached_ids = (prompt_ids + self.last_reply_ids)[: cache.seq_len]
         emit(holdback.put(streamer.end()))
         emit(holdback.end())
         reply = "".join(pieces).rstrip()
@@ -322,40 +321,15 @@ class ChatSession:
             self._cache = cache = grown
         return cache
 
-    def _reuse_steps(self, prompt_ids: list[int]) -> Iterator[int]:
-        """Decode a reply to `prompt_ids`, prefilling only what the cache does not already hold; yields token ids.
-
-        The same processors and sampler as `stream_generate` (so the same tokens and the same random draws);
-        only the prefill differs. A token is fed to the model (and cached) only when the caller asks for
-        the next one, so the end-of-turn token that stops a reply is never cached.
-        """
+    def _reusable_cache(self, prompt_ids: list[int]):  # noqa: ANN202 - a KVCache
+        """The session's cache, cropped to its longest common token prefix with `prompt_ids` (at least the last
+        prompt token is left out: its logits give the first reply token), with room for the reply."""
         cache = self._cache_for(len(prompt_ids) + self.max_new_tokens)
-        # Keep the common prefix, but run at least the last prompt token: its logits give the first reply token.
         keep = min(common_prefix_len(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
         cache.crop(keep)
         del self._cached_ids[keep:]
         self.last_reused_tokens, self.last_prefill_tokens = keep, len(prompt_ids) - keep
-        penalties = build_penalties(
-            self.repetition_penalty, self.frequency_penalty, self.presence_penalty, len(prompt_ids)
-        )  # as stream_generate builds them: the same processors, so the same replies
-        processors = build_processors(self.temperature, self.top_k, self.top_p, extra=penalties, min_p=self.min_p)
-        sampler = GreedySampler() if self.temperature == 0 else MultinomialSampler(self.generator)
-        last_only = {"logits_to_keep": 1} if can_keep_last_logits(self.model) else {}
-        tokens = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)  # (1, T) prompt + reply so far
-        new = prompt_ids[keep:]  # what the model has not seen yet
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for _ in range(self.max_new_tokens):
-                ids = torch.tensor([new], dtype=torch.long, device=self.device)  # (1, t)
-                logits = self.model(ids, kv_cache=cache, **last_only).logits[:, -1, :]  # (1, V)
-                self._cached_ids += new
-                next_token = sampler(processors(tokens, logits.float()))  # (1,)
-                tokens = torch.cat([tokens, next_token[:, None]], dim=1)
-                yield int(next_token[0])
-                new = [int(next_token[0])]
-        finally:
-            self.model.train(was_training)
+        return cache
 
     def reset(self) -> None:
         """Forget the conversation (the system prompt stays) and the KV cache."""

@@ -182,3 +182,21 @@ def test_samplers() -> None:
     assert GreedySampler()(logits).tolist() == [1, 0]
     draws = MultinomialSampler(torch.Generator().manual_seed(0))(logits.repeat(500, 1)).view(500, 2)
     assert abs((draws[:, 0] == 1).float().mean().item() - math.exp(5) / (1 + math.exp(5) + math.e)) < 0.05
+
+
+def test_a_prefilled_kv_cache_continues_like_a_fresh_one() -> None:
+    """`kv_cache=` holding the first tokens of the prompt: only the rest is run, the tokens are the same."""
+    model = tiny_gpt()
+    prompt = torch.randint(0, VOCAB, (1, 9), generator=torch.Generator().manual_seed(0))
+    fresh = [int(t[0]) for t in stream_generate(model, prompt, 6, temperature=0)]
+    cache = model.make_kv_cache(1, 15)
+    with torch.no_grad():
+        model(prompt[:, :5], kv_cache=cache)  # the first 5 prompt tokens, as an earlier chat turn would leave them
+    reused = [int(t[0]) for t in stream_generate(model, prompt, 6, temperature=0, kv_cache=cache)]
+    assert reused == fresh and cache.seq_len == 9 + 5  # the last generated token is never fed
+    full = model.make_kv_cache(1, 15)
+    full.advance(9)
+    with pytest.raises(ValueError, match="must hold fewer"):
+        next(stream_generate(model, prompt, 6, temperature=0, kv_cache=full))
+    with pytest.raises(ValueError, match="do not fit the kv_cache"):
+        next(stream_generate(model, prompt, 6, temperature=0, kv_cache=model.make_kv_cache(1, 12)))
