@@ -8,6 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "llmlab"
 
 LAYERS = {
+    "io": 1,
     "config": 1,
     "nn": 2,
     "models": 3,
@@ -18,6 +19,7 @@ LAYERS = {
     "losses": 5,
     "generate": 5,
     "eval": 5,
+    "hub": 5,
     "interpret": 5,
     "safety": 5,
     "train": 6,

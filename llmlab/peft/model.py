@@ -24,6 +24,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from llmlab.nn.virtual import reserved_positions
+
 from llmlab.nn.attention import Attention
 from llmlab.peft.adapter import BottleneckLinear
 from llmlab.peft.base import PeftLinear
@@ -216,19 +218,9 @@ def adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def virtual_tokens(model: nn.Module) -> tuple[int, int]:
-    """What an enabled prompt/prefix adapter puts before the real tokens: (positions, cached entries).
-
-    positions: positions taken before the first real token (prompt and prefix tuning: P), which the model's
-    context loses; cached: KV-cache entries they occupy (prompt tuning: P, its soft prompt is prefilled like
-    tokens; prefix tuning: 0, its keys/values are prepended in every layer instead). (0, 0) otherwise.
-    """
-    hooks = getattr(model, "_peft_prompt_hooks", None)
-    if hooks is not None and not hooks.embedding.disabled:
-        return hooks.embedding.num_virtual_tokens, hooks.embedding.num_virtual_tokens
-    encoder = getattr(model, "prefix_encoder", None)
-    if encoder is not None and not encoder.disabled:
-        return encoder.num_virtual_tokens, 0
-    return 0, 0
+    """(positions, cache entries) an enabled prompt/prefix adapter puts before the real tokens; see
+    `llmlab.nn.virtual.reserved_positions`, which decoding and evaluation call directly."""
+    return reserved_positions(model)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

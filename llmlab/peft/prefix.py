@@ -74,6 +74,10 @@ class PrefixEncoder(nn.Module):
         """All prefixes, (P, L * 2 * nkv * hs) — what is saved as `prompt_embeddings`."""
         return self.transform(self.embedding) if self.prefix_projection else self.embedding
 
+    def reserved_positions(self) -> tuple[int, int]:
+        """`llmlab.nn.virtual.ReservesPositions`: P positions, no cache entries (the prefixes live in each layer)."""
+        return (0, 0) if self.disabled else (self.num_virtual_tokens, 0)
+
     def layer_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Keys and values of one layer, each (nkv, P, hs); None while disabled."""
         if self.disabled:

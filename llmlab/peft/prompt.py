@@ -63,6 +63,10 @@ class PromptEmbedding(nn.Module):
         self.prompt_embeddings = nn.Parameter(self.weight.detach()[ids_t.to(self.weight.device)].clone())  # (P, C)
         self.disabled = False
 
+    def reserved_positions(self) -> tuple[int, int]:
+        """`llmlab.nn.virtual.ReservesPositions`: P positions, prefilled as P cache entries (none while disabled)."""
+        return (0, 0) if self.disabled else (self.num_virtual_tokens, self.num_virtual_tokens)
+
     def virtual_ids(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """(B, P) ids V .. V+P-1 that select the soft prompt."""
         ids = torch.arange(self.num_embeddings, self.num_embeddings + self.num_virtual_tokens, device=device)

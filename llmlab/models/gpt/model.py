@@ -90,6 +90,22 @@ class GPT(nn.Module):
             if getattr(module, "residual_proj", False):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
 
+    # Structural accessors, the same on every family: PEFT, heads and decoding name these, never a family's modules.
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        """The token embedding (B, T) -> (B, T, C)."""
+        return self.transformer.wte
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The Transformer blocks, in order."""
+        return self.transformer.h
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm applied after the last block (Identity for post-LN models, whose blocks end with one)."""
+        return self.transformer.ln_f if "ln_f" in self.transformer else nn.Identity()
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

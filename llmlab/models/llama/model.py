@@ -122,6 +122,22 @@ class Llama(nn.Module):
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
         self.apply(self._init_weights)
 
+    # Structural accessors, the same on every family: PEFT, heads and decoding name these, never a family's modules.
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        """The token embedding (B, T) -> (B, T, C)."""
+        return self.model.embed_tokens
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The decoder layers, in order."""
+        return self.model.layers
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The RMSNorm after the last layer."""
+        return self.model.norm
+
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):

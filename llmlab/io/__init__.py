@@ -1,0 +1,36 @@
+"""llmlab.io: the lowest layer for files — atomic writes, atomic folder replacement, the output-folder policy and
+the file-permission policy that every writing verb shares. No torch."""
+
+from llmlab.io.files import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    dir_mode,
+    file_mode,
+    make_temp_dir,
+    replace_path,
+)
+from llmlab.io.outputs import (
+    OUTPUT_MARKER,
+    check_output_dir,
+    is_llmlab_output,
+    mark_output,
+    publish_output,
+)
+
+__all__ = [
+    "OUTPUT_MARKER",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_output_dir",
+    "dir_mode",
+    "file_mode",
+    "is_llmlab_output",
+    "make_temp_dir",
+    "mark_output",
+    "publish_output",
+    "replace_path",
+]
