@@ -48,7 +48,7 @@ def smollm2_gguf():
 @pytest.fixture(scope="session")
 def smollm2_file(smollm2_gguf):
     """The parsed GGUF file (metadata + lazily dequantised tensors)."""
-    from llmlab.models.formats import read_gguf
+    from llmlab.io.gguf import read_gguf
 
     return read_gguf(smollm2_gguf)
 

@@ -149,7 +149,7 @@ def adapter_base_path(adapter_dir: str | Path) -> Path | None:
 
 
 def _load_gguf(path: Path, device: str) -> LoadedModel:
-    from llmlab.models.formats import read_gguf
+    from llmlab.io.gguf import read_gguf
     from llmlab.models.hub import load_gguf_model
     from llmlab.tokenizers.gguf import load_gguf_tokenizer
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from llmlab.models.formats import GGUFFile, read_gguf
+from llmlab.io.gguf import GGUFFile, read_gguf
 from llmlab.models.hub import detect_format, load_gguf_model, load_model, model_family, save_gguf, save_hf, save_llmlab
 
 FORMATS = ("llmlab", "hf", "gguf")

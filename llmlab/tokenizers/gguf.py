@@ -28,7 +28,7 @@ from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from llmlab.models.formats.gguf import read_gguf
+from llmlab.io.gguf import read_gguf
 from llmlab.tokenizers.core import Tokenizer as LlmlabTokenizer
 
 TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 1, 2, 3, 4

@@ -118,7 +118,7 @@ def test_unknown_architectures_are_named(tmp_path, hf_dir, capsys):
     with pytest.raises(ValueError, match="'mamba'.*supported"):
         load_model(tmp_path / "mamba")
 
-    from llmlab.models.formats import write_gguf
+    from llmlab.io.gguf import write_gguf
 
     write_gguf(tmp_path / "falcon.gguf", "falcon", {"falcon.block_count": 1}, {"x.weight": torch.zeros(2, 2)})
     with pytest.raises(ValueError, match="'falcon'"):

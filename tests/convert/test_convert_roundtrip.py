@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 from transformers import LlamaConfig as HFLlamaConfig
 
-from llmlab.models.formats import read_gguf
+from llmlab.io.gguf import read_gguf
 from llmlab.models.gpt import GPT
 from llmlab.models.hub import load_model
 from llmlab.models.llama import Llama

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab.models.formats import SUPPORTED_TYPES, read_gguf, write_gguf
+from llmlab.io.gguf import SUPPORTED_TYPES, read_gguf, write_gguf
 
 
 def test_smollm2_metadata_and_tensor_index(smollm2_file) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmlab.models.formats import read_gguf
+from llmlab.io.gguf import read_gguf
 from llmlab.tokenizers.gguf import load_gguf_tokenizer, tokenizer_from_gguf_metadata
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,6 +1,6 @@
 """Model file formats: GGUF (llama.cpp) reading/writing and the tensor-name mappings to Hugging Face names."""
 
-from llmlab.models.formats.gguf import SUPPORTED_TYPES, GGUFFile, read_gguf, write_gguf
+from llmlab.io.gguf import SUPPORTED_TYPES, GGUFFile, read_gguf, write_gguf
 from llmlab.models.formats.gguf_names import (
     gguf_to_hf_gpt2,
     gguf_to_hf_llama,
