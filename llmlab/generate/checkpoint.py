@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+from llmlab.models.smollm2 import DEFAULT_MODEL_NAME
 
 
 @dataclass

