@@ -50,6 +50,6 @@ def resolve_metadata_path(value: str, holders: list[tuple[Path, str]], what: str
     if candidate.exists():
         tried = ", ".join(name for _, name in holders) or "its folder"
         return MetadataPath(
-            recorded, f"{what}: '{value}' -> {candidate} (not beside {tried}; relative to the working directory)"
+            candidate, f"{what}: '{value}' -> {candidate} (not beside {tried}; relative to the working directory)"
         )
     return None
