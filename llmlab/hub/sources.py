@@ -80,7 +80,8 @@ def resolve_source(path: str | Path | Source | None = None, *, base: str | Path 
     """Resolve `path` (see the module table) without loading anything.
 
     Args:
-        path: a model path, None for the packaged default, or an already resolved `Source` (returned as is).
+        path: a model path, None (or the name `SmolLM2-135M-Instruct`, when no such folder exists here) for the
+            packaged default, or an already resolved `Source` (returned as is).
         base: for an adapter (or a finetune run holding one): use this base model instead of the recorded one.
 
     Raises:
@@ -94,6 +95,8 @@ def resolve_source(path: str | Path | Source | None = None, *, base: str | Path 
             raise ValueError("a base model was given without an adapter; pass the adapter folder too")
         return default_source()
     path = Path(path)
+    if not path.exists() and str(path) == DEFAULT_MODEL_NAME:  # the name adapters record for the default
+        return resolve_source(None, base=base)
     if not path.exists():
         raise FileNotFoundError(
             f"checkpoint not found: {path}; pass a .gguf file, a checkpoint/run folder or a Hugging Face folder"

@@ -65,6 +65,7 @@ def test_each_kind_of_path(tmp_path, tokenizer, monkeypatch) -> None:
     last = tmp_path / "pre" / "checkpoints" / "last"
     expected = {
         None: ("default", "gguf", gguf, None),
+        Path(llmlab.models.smollm2.DEFAULT_MODEL_NAME): ("default", "gguf", gguf, None),
         gguf: ("gguf", "gguf", gguf, None),
         gguf.parent: ("gguf", "gguf", gguf, None),
         ll: ("checkpoint", "llmlab", ll, ll / "tokenizer.json"),
