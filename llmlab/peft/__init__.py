@@ -9,15 +9,31 @@ PEFT format (`save_adapter`, `load_adapter`). Partial fine-tuning without adapte
 """
 
 from llmlab.peft.config import (
-    AdapterConfig, IA3Config, LoraConfig, PeftConfigBase, PrefixConfig, PromptConfig, QLoraConfig,
-)  # fmt: skip
+    AdapterConfig,
+    IA3Config,
+    LoraConfig,
+    PeftConfigBase,
+    PrefixConfig,
+    PromptConfig,
+    QLoraConfig,
+)
 from llmlab.peft.io import adapter_base_model, adapter_state_dict, load_adapter, read_adapter, save_adapter
 from llmlab.peft.methods import PEFT_METHODS, PeftMethod, build_peft_config, register_peft_method
 from llmlab.peft.model import (
-    adapter_params, adapters_disabled, base_weight_bytes, count_parameters, disable_adapters, enable_adapters,
-    get_peft_model, merge_adapters, merge_and_unload, peft_layers, print_trainable_parameters, trainable_parameters,
+    adapter_params,
+    adapters_disabled,
+    base_weight_bytes,
+    count_parameters,
+    disable_adapters,
+    enable_adapters,
+    get_peft_model,
+    merge_adapters,
+    merge_and_unload,
+    peft_layers,
+    print_trainable_parameters,
+    trainable_parameters,
     unmerge_adapters,
-)  # fmt: skip
+)
 from llmlab.peft.partial import freeze_except, train_last_n_layers
 
 __all__ = [
