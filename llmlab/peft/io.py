@@ -42,7 +42,14 @@ PROMPT_KEY = "prompt_embeddings"
 _IGNORED_CONFIG = {"dropout", "attention", "attention_dropout", "extra", "initializer_range", "bos_token_id",
                    "eos_token_id", "pad_token_id", "name", "window_size", "n_global_tokens"}  # fmt: skip
 _QLORA_ONLY = ("quant_type", "blocksize", "double_quant", "compute_dtype")
-_INIT_ONLY = ("init_token_ids", "prefix_init_std", "prefix_tuning_init", "prefix_tuning_init_text")  # unknown to peft
+# Init-only settings: unknown to peft, or (a "TEXT" init) refused by peft without a tokenizer name.
+_INIT_ONLY = (
+    "init_token_ids",
+    "prefix_init_std",
+    "prefix_tuning_init",
+    "prefix_tuning_init_text",
+    "prompt_tuning_init",
+)
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -101,7 +101,7 @@ def build_peft_config(method: str, values: Mapping[str, Any], key_prefix: str = 
     """
     cls = peft_method(method).config_class
     if isinstance(values, DictConfig):
-        values = OmegaConf.to_container(values, resolve=True)
+        values = OmegaConf.to_container(values, resolve=False)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -135,6 +135,7 @@ def config_from_adapter_json(d: Mapping[str, Any]) -> PeftConfigBase:
         types = sorted({m.config_class.peft_type for m in PEFT_METHODS.values()})
         raise ValueError(f"adapter_config.json has peft_type={peft_type!r}; supported: {', '.join(types)}")
     names = {f.name for f in dataclasses.fields(method.config_class)}
+    names.discard(getattr(method.config_class, "init_field", ""))  # the saved weights replace any "TEXT" init
     values = {k: v for k, v in d.items() if k in names}
     values["task_type"] = d.get("task_type") or TASK_TYPE  # peft leaves it None for LoRA made without one
     return build_peft_config(method.name, values, key_prefix="")
