@@ -136,37 +136,43 @@ def _config_dict(model: nn.Module, config: PeftConfigBase, base_name: str | None
     return d
 
 
+def _adapter_json(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """The parsed `adapter_config.json` of an adapter folder, and its path.
+
+    Raises:
+        FileNotFoundError: no `adapter_config.json`. ValueError: it is not valid UTF-8 JSON.
+    """
+    cfg_path = Path(directory) / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found; pass a folder written by `llmlab finetune` (or by peft)")
+    try:
+        return json.loads(cfg_path.read_text(encoding="utf-8")), cfg_path
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
+
+
 def adapter_base_model(directory: str | os.PathLike) -> str:
     """The `base_model_name_or_path` recorded in an adapter's `adapter_config.json`.
 
     Raises:
         FileNotFoundError: no `adapter_config.json`. ValueError: invalid JSON or no base recorded.
     """
-    cfg_path = Path(directory) / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found; pass a folder written by `llmlab finetune` (or by peft)")
-    try:
-        base = json.loads(cfg_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
-    if not base:
+    saved, cfg_path = _adapter_json(directory)
+    if not saved.get("base_model_name_or_path"):
         raise ValueError(f"{cfg_path} does not name its base model; pass the base model explicitly")
-    return str(base)
+    return str(saved["base_model_name_or_path"])
 
 
 def read_adapter(directory: str | os.PathLike) -> tuple[PeftConfigBase, dict[str, torch.Tensor], dict | None]:
     """Read a saved adapter: (config, tensors with peft keys, llmlab fingerprint or None)."""
     from safetensors import safe_open
 
-    d = Path(directory)
-    cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found; pass a folder written by save_adapter (or by peft)")
+    saved, cfg_path = _adapter_json(directory)
+    w_path = cfg_path.with_name(WEIGHTS_NAME)
+    if not w_path.is_file():
+        raise FileNotFoundError(f"{w_path} not found; pass a folder written by save_adapter (or by peft)")
     try:
-        config = config_from_adapter_json(json.loads(cfg_path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
+        config = config_from_adapter_json(saved)
     except ValueError as e:
         raise ValueError(f"{cfg_path}: {e}") from None
     try:

@@ -23,17 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 from torch import nn
 
+from llmlab.peft import config as configs
 from llmlab.peft.adapter import BottleneckLinear
-from llmlab.peft.config import (
-    TASK_TYPE,
-    AdapterConfig,
-    IA3Config,
-    LoraConfig,
-    PeftConfigBase,
-    PrefixConfig,
-    PromptConfig,
-    QLoraConfig,
-)
+from llmlab.peft.config import TASK_TYPE, PeftConfigBase
 from llmlab.peft.ia3 import IA3Linear
 from llmlab.peft.lora import LoRALinear
 from llmlab.peft.prefix import PrefixEncoder, attach_prefix, text_prefixes
@@ -145,15 +137,15 @@ def config_from_adapter_json(d: Mapping[str, Any]) -> PeftConfigBase:
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def apply_lora(model: nn.Module, config: LoraConfig) -> None:
+def apply_lora(model: nn.Module, config: configs.LoraConfig) -> None:
     """LoRA (and QLoRA for a `QLoraConfig`) on `target_modules` (default: the `query_value` projections)."""
     if config.target_modules is None:
         config.target_modules = default_targets(model, ["query_value"], "LORA")
     layer_kw: dict[str, Any] = {}
-    if isinstance(config, QLoraConfig):
+    if isinstance(config, configs.QLoraConfig):
         layer_kw = dict(blocksize=config.blocksize, double_quant=config.double_quant,
                         compute_dtype=_DTYPES[config.compute_dtype])  # fmt: skip
-    layer_class = QLoRALinear if isinstance(config, QLoraConfig) else LoRALinear
+    layer_class = QLoRALinear if isinstance(config, configs.QLoraConfig) else LoRALinear
     for name in find_targets(model, config.target_modules):
         layer = layer_class(model.get_submodule(name), config.r, config.scaling, config.lora_dropout,
                             use_dora=config.use_dora, init_zero=config.init_lora_weights, **layer_kw)  # fmt: skip
@@ -169,7 +161,7 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> None:
                 p.requires_grad_(True)
 
 
-def apply_ia3(model: nn.Module, config: IA3Config) -> None:
+def apply_ia3(model: nn.Module, config: configs.IA3Config) -> None:
     """(IA)^3 on `target_modules` (default: `key_value` and `mlp_output`; the latter scale their input)."""
     if config.target_modules is None:
         config.target_modules = default_targets(model, ["key_value", "mlp_output"], "IA3")
@@ -184,7 +176,7 @@ def apply_ia3(model: nn.Module, config: IA3Config) -> None:
         set_module(model, name, layer)
 
 
-def apply_bottleneck(model: nn.Module, config: AdapterConfig) -> None:
+def apply_bottleneck(model: nn.Module, config: configs.AdapterConfig) -> None:
     """Bottleneck adapters after `target_modules`, or the output projections named by `locations`."""
     if config.target_modules is not None:
         names = find_targets(model, config.target_modules)
@@ -201,7 +193,7 @@ def apply_bottleneck(model: nn.Module, config: AdapterConfig) -> None:
         set_module(model, name, layer)
 
 
-def apply_prefix(model: nn.Module, config: PrefixConfig) -> None:
+def apply_prefix(model: nn.Module, config: configs.PrefixConfig) -> None:
     """Trainable key/value prefixes in every self-attention layer."""
     layers = attention_layers(model)
     if not layers:
@@ -217,7 +209,7 @@ def apply_prefix(model: nn.Module, config: PrefixConfig) -> None:
     attach_prefix(model, encoder, layers)
 
 
-def apply_prompt(model: nn.Module, config: PromptConfig) -> None:
+def apply_prompt(model: nn.Module, config: configs.PromptConfig) -> None:
     """A soft prompt: `model.embed_tokens` becomes a `PromptEmbedding`, hooks prepend the virtual tokens."""
     name, base = input_embedding(model)
     ids = config.init_token_ids if config.prompt_tuning_init == "TEXT" else None
@@ -230,11 +222,11 @@ def apply_prompt(model: nn.Module, config: PromptConfig) -> None:
 
 
 for _method in (
-    PeftMethod("lora", LoraConfig, apply_lora),
-    PeftMethod("qlora", QLoraConfig, apply_lora),
-    PeftMethod("adapter", AdapterConfig, apply_bottleneck),
-    PeftMethod("prefix", PrefixConfig, apply_prefix),
-    PeftMethod("prompt", PromptConfig, apply_prompt),
-    PeftMethod("ia3", IA3Config, apply_ia3),
+    PeftMethod("lora", configs.LoraConfig, apply_lora),
+    PeftMethod("qlora", configs.QLoraConfig, apply_lora),
+    PeftMethod("adapter", configs.AdapterConfig, apply_bottleneck),
+    PeftMethod("prefix", configs.PrefixConfig, apply_prefix),
+    PeftMethod("prompt", configs.PromptConfig, apply_prompt),
+    PeftMethod("ia3", configs.IA3Config, apply_ia3),
 ):
     register_peft_method(_method)
