@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from torch import nn
 
 from llmlab.peft.base import PeftLinear
-from llmlab.peft.config import PeftConfigBase
+from llmlab.peft.config import PeftConfigBase, VirtualTokensConfig
 from llmlab.peft.ia3 import IA3Linear
 from llmlab.peft.lora import LoRALinear
 from llmlab.peft.methods import method_of
@@ -177,7 +177,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
             raise ValueError(f"{type(m).__name__} adapters cannot be merged; keep the adapted model instead")
         m.merge()
         set_module(model, name, m.to_linear())
-    if hasattr(model, "prefix_encoder") or hasattr(model, "_peft_prompt_hooks"):
+    if isinstance(getattr(model, "peft_config", None), VirtualTokensConfig):
         raise ValueError("prefix/prompt tuning cannot be merged into the weights; keep the adapted model instead")
     model.requires_grad_(True)
     model.peft_config = None

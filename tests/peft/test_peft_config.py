@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,3 +134,17 @@ def test_a_text_initialised_prompt_adapter_loads_back(tmp_path) -> None:
     loaded = load_adapter(tiny_llama(seed=0), tmp_path / "a")
     x = torch.tensor([[1, 2, 3, 4]])
     torch.testing.assert_close(loaded(x).logits, model(x).logits)
+
+
+def test_the_shipped_finetune_configs_build_typed_peft_configs() -> None:
+    configs = sorted(Path(__file__).parents[2].glob("configs/finetune/*.yaml"))
+    built = []
+    for path in configs:
+        yaml = OmegaConf.load(path)
+        if yaml.get("method") in PEFT_METHODS:
+            config = build_peft_config(yaml.method, yaml.get("peft", {}))
+            assert isinstance(config, PEFT_METHODS[yaml.method].config_class)
+            built.append(yaml.method)
+    assert {"lora", "qlora"} <= set(built)
+    qlora = build_peft_config("qlora", OmegaConf.load(configs[0].with_name("smollm2-qlora.yaml")).peft)
+    assert (qlora.r, qlora.target_modules, qlora.double_quant) == (16, "all-linear", True)
