@@ -184,16 +184,35 @@ class VirtualTokensConfig(PeftConfigBase):
         init = getattr(self, self.init_field)
         if init not in ("RANDOM", "TEXT"):
             raise ValueError(f"{self.init_field}={init!r}; choose 'RANDOM' or 'TEXT'")
-        if init == "TEXT" and not self.init_token_ids:
-            raise ValueError(f"{self.init_field}='TEXT' needs init_token_ids (tokenizer.encode(text))")
+        if init == "TEXT" and not self.init_token_ids and not self.init_text:
+            raise ValueError(f"{self.init_field}='TEXT' needs init_token_ids or {self.init_field}_text")
+
+    @property
+    def init_text(self) -> str | None:
+        """The init text (`prefix_tuning_init_text` / `prompt_tuning_init_text`)."""
+        return getattr(self, f"{self.init_field}_text")
+
+    def text_init_ids(self) -> list[int] | None:
+        """The token ids to initialise from (a "TEXT" init), None for a random init.
+
+        Raises:
+            ValueError: a "TEXT" init whose text was not tokenized yet.
+        """
+        if getattr(self, self.init_field) != "TEXT":
+            return None
+        if not self.init_token_ids:
+            raise ValueError(
+                f"{self.init_field}='TEXT' needs init_token_ids; tokenize the text first "
+                "(config.tokenize_init_text(tokenizer.encode))"
+            )
+        return list(self.init_token_ids)
 
     def reserved_positions(self) -> int:
         return self.num_virtual_tokens
 
     def tokenize_init_text(self, encode: Callable[[str], list[int]]) -> None:
-        text = getattr(self, f"{self.init_field}_text")
-        if text and not self.init_token_ids:
-            self.init_token_ids = list(encode(text))
+        if self.init_text and not self.init_token_ids:
+            self.init_token_ids = list(encode(self.init_text))
 
 
 @dataclass

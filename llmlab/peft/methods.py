@@ -107,7 +107,8 @@ def build_peft_config(method: str, values: Mapping[str, Any], key_prefix: str = 
         typed = OmegaConf.merge(OmegaConf.structured(cls), dict(values))
     except (ValidationError, ConfigKeyError) as e:
         key = str(e.full_key).split("[")[0].split(".")[0]
-        raise ValueError(f"{key_prefix}{key}: expected {fields[key].type}, got {values.get(key)!r}") from None
+        expected = fields[key].type if key in fields else "a mapping of settings"
+        raise ValueError(f"{key_prefix}{key}: expected {expected}, got {values.get(key)!r}") from None
     config = cls(**OmegaConf.to_container(typed))
     try:
         config.validate()
@@ -204,16 +205,16 @@ def apply_prefix(model: nn.Module, config: configs.PrefixConfig) -> None:
     encoder = PrefixEncoder(len(layers), a.n_kv_head, a.head_dim, config.num_virtual_tokens,
                             config.prefix_projection, config.encoder_hidden_size, config.prefix_init_std)  # fmt: skip
     encoder = encoder.to(device=p.device, dtype=p.dtype)
-    if config.prefix_tuning_init == "TEXT":
-        encoder.load_prefixes(text_prefixes(model, config.init_token_ids or [], config.num_virtual_tokens))
+    text_ids = config.text_init_ids()
+    if text_ids is not None:
+        encoder.load_prefixes(text_prefixes(model, text_ids, config.num_virtual_tokens))
     attach_prefix(model, encoder, layers)
 
 
 def apply_prompt(model: nn.Module, config: configs.PromptConfig) -> None:
     """A soft prompt: `model.embed_tokens` becomes a `PromptEmbedding`, hooks prepend the virtual tokens."""
     name, base = input_embedding(model)
-    ids = config.init_token_ids if config.prompt_tuning_init == "TEXT" else None
-    emb = PromptEmbedding(base, config.num_virtual_tokens, ids)
+    emb = PromptEmbedding(base, config.num_virtual_tokens, config.text_init_ids())
     emb.weight.requires_grad_(False)
     set_module(model, name, emb)
     hooks = PromptHooks(emb)

@@ -76,7 +76,7 @@ def test_cli_strings_are_converted_to_the_declared_types() -> None:
         ("qlora", {"double_quant": "maybe"}, "peft.double_quant: expected bool, got 'maybe'"),
         ("lora", {"r": 0}, "peft: LoRA rank r=0 must be positive"),
         ("qlora", {"compute_dtype": "int8"}, "peft: compute_dtype='int8'; choose float32, float16, bfloat16"),
-        ("prefix", {"prefix_tuning_init": "TEXT"}, "peft: prefix_tuning_init='TEXT' needs init_token_ids"),
+        ("prefix", {"prefix_tuning_init": "TEXT"}, "peft: prefix_tuning_init='TEXT' needs init_token_ids or prefix_"),
         ("lora", {"r": "${oc.env:HOME}"}, "peft.r: interpolations such as '${oc.env:HOME}' are not allowed here"),
     ],
 )
@@ -148,3 +148,14 @@ def test_the_shipped_finetune_configs_build_typed_peft_configs() -> None:
     assert {"lora", "qlora"} <= set(built)
     qlora = build_peft_config("qlora", OmegaConf.load(configs[0].with_name("smollm2-qlora.yaml")).peft)
     assert (qlora.r, qlora.target_modules, qlora.double_quant) == (16, "all-linear", True)
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_a_text_init_is_checked_before_the_tokenizer_and_tokenized_before_applying(method: str) -> None:
+    config = build_peft_config(method, {f"{method}_tuning_init": "TEXT", f"{method}_tuning_init_text": "ab"})
+    with pytest.raises(ValueError, match=f"{method}_tuning_init='TEXT' needs init_token_ids; tokenize the text"):
+        get_peft_model(tiny_llama(), config)
+    config.tokenize_init_text(lambda text: [ord(ch) % 50 for ch in text])
+    assert config.init_token_ids == [ord("a") % 50, ord("b") % 50]
+    assert config.reserved_positions() == config.num_virtual_tokens
+    get_peft_model(tiny_llama(), config)
