@@ -107,8 +107,10 @@ def _config_differences(a: Any, b: Any) -> list[str]:
 
 def _prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, is_main: bool) -> Path:
     """Check the run folder against --resume / overwrite; returns the checkpoint folder to resume from."""
+    from llmlab.train.checkpoint import find_checkpoint
+
     last = out_dir / "checkpoints" / "last"
-    has_ckpt = (last / "trainer_state.pt").is_file()
+    has_ckpt = find_checkpoint(last, repair=is_main) is not None  # repairs what a kill during a save left
     if resume and not has_ckpt:
         raise FileNotFoundError(
             f"--resume: no checkpoint at {last} (out_dir={out_dir}); run without --resume to start a new run"
