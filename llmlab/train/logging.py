@@ -157,9 +157,7 @@ class Progress:
         self.bar = None  # the tqdm bar on a terminal; None in plain-line mode and when disabled
         self.plain = enabled and not _is_terminal(self.stream)
         if enabled and not self.plain:
-            self.bar = tqdm(
-                total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True, file=self.stream
-            )
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True, file=self.stream)
         self.total, self.n, self.desc, self.clock = total, initial, desc, clock
         self.every_steps = max(1, math.ceil((total - initial) * every_fraction))
         self.every_s = every_s
