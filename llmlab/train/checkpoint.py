@@ -96,10 +96,15 @@ def _fsync_tree(folder: Path) -> dict[str, int]:
 
 
 def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The folder's manifest, or None when it has none (or an unreadable one)."""
+    """The folder's manifest, or None when it has none or a cut-short one.
+
+    Raises:
+        OSError: reading failed for another reason than a missing file (a read error must not make a good
+            checkpoint look incomplete, since recovery deletes incomplete copies).
+    """
     try:
         manifest = json.loads((Path(ckpt_dir) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
 
@@ -118,8 +123,10 @@ def is_complete_checkpoint(ckpt_dir: str | os.PathLike) -> bool:
         trusted = not folder.name.startswith(".") or folder.name.startswith(".old-")
         return trusted and not (folder / MANIFEST).exists() and (folder / TRAINER_STATE).is_file()
     for name, size in manifest["files"].items():
-        path = folder / name
-        if not path.is_file() or path.stat().st_size != size:
+        try:
+            if (folder / name).stat().st_size != size:
+                return False
+        except (FileNotFoundError, NotADirectoryError):
             return False
     return True
 
@@ -198,7 +205,8 @@ def recover_checkpoint(ckpt_dir: str | os.PathLike, repair: bool = True) -> tupl
 
     Returns:
         ``(folder, note)``: the complete checkpoint (`ckpt_dir` after a repair; None when there is none) and one
-        line saying what was repaired (None when there was nothing to do).
+        line saying what was repaired (None when there was nothing to do). Leftovers are deleted only once a
+        complete checkpoint is in place; with none, every folder stays as it is.
     """
     final = Path(ckpt_dir)
     leftovers = _leftovers(final)
@@ -209,16 +217,20 @@ def recover_checkpoint(ckpt_dir: str | os.PathLike, repair: bool = True) -> tupl
     best = max(candidates, key=lambda p: (_iteration(p), p == final, ".tmp-" in p.name), default=None)
     if not repair:
         return best, None
+    if best is None:  # nothing loadable: leave every folder as it is
+        return None, None
     done = []
-    if best is not None and best != final:
+    if best != final:
         replace_path(best, final)  # an incomplete `final` is exchanged out and deleted
         done.append(f"restored {best.name} (iteration {_iteration(final)}) as {final.name}")
+    if not is_complete_checkpoint(final):  # checked again before anything is deleted
+        raise OSError(f"checkpoint {final} changed during its recovery; is another process writing it?")
     removed = [p.name for p in _leftovers(final)]
     _remove_leftovers(final)
     if removed:
         done.append(f"removed {len(removed)} leftover folder{'s' if len(removed) > 1 else ''} of an interrupted save")
     note = f"checkpoint {final}: " + "; ".join(done) if done else None
-    return (final if best is not None else None), note
+    return final, note
 
 
 def _checkpoint_target(path: Path, name: str) -> Path:

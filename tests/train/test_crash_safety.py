@@ -206,6 +206,40 @@ def test_b_sigkill_at_every_step_of_a_save_loses_nothing(tmp_path: Path, exchang
             shutil.rmtree(run)
 
 
+def leftover_state(ckpts: Path, tok: Path) -> None:
+    """What a kill in the rename-aside window leaves: no `last`, the old copy (v1) set aside, the new one (v2)
+    complete in its temp folder, and a half-written temp folder of another save."""
+    save(ckpts / "last", 1, tok)
+    os.replace(ckpts / "last", ckpts / ".last.old-1")
+    save(ckpts / "last", 2, tok)
+    os.replace(ckpts / "last", ckpts / ".last.tmp-new")
+    shutil.copytree(ckpts / ".last.tmp-new", ckpts / ".last.tmp-half")
+    (ckpts / ".last.tmp-half" / "trainer_state.pt").unlink()
+
+
+def test_a_fault_at_every_step_of_a_recovery_loses_nothing(tmp_path: Path, exchange_mode: str) -> None:
+    tok = tmp_path / "tokenizer.json"
+    log: list[str] = []
+    leftover_state(tmp_path / "count" / "checkpoints", tok)
+    with faults(lambda name: None, at=-1, when="before", log=log):
+        find_checkpoint(tmp_path / "count" / "checkpoints", report=lambda line: None)
+    assert len(log) > 3
+    for when in ("before", "after"):
+        for k in range(len(log)):
+            ckpts = tmp_path / f"{when}-{k}" / "checkpoints"
+            leftover_state(ckpts, tok)
+
+            def fail(name: str) -> None:
+                raise InjectedFault(f"injected fault in {name}")
+
+            try:
+                with faults(fail, at=k, when=when, log=[]):
+                    find_checkpoint(ckpts, report=lambda line: None)
+            except InjectedFault:
+                pass
+            assert assert_loads(ckpts / "last", {2}) == 2  # the repair, run again, finishes the job
+
+
 def test_recovery_restores_a_hidden_copy_and_drops_half_written_ones(tmp_path: Path) -> None:
     ckpts = tmp_path / "checkpoints"
     tok = tmp_path / "tokenizer.json"
