@@ -259,15 +259,15 @@ def find_checkpoint(
         report: where to say what was repaired (default: one line on stderr).
 
     Returns:
-        The complete checkpoint folder, or None when there is none. Sibling checkpoints (``best`` next to
-        ``last``) are repaired as well.
+        The complete checkpoint folder, or None when there is none. Inside a run's ``checkpoints`` folder the
+        sibling checkpoints (``best`` next to ``last``) are repaired as well.
     """
     target = _checkpoint_target(Path(path), name)
     if repair is None:
         repair = os.environ.get("RANK", "0") == "0"
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
     siblings = {target.name}
-    if target.parent.is_dir():
+    if target.parent.name == "checkpoints" and target.parent.is_dir():  # a run's other checkpoints too
         for entry in target.parent.iterdir():
             match = _LEFTOVER.match(entry.name)
             if match:
