@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
-from llmlab.io import atomic_write_json, atomic_write_text
+from llmlab.io import atomic_write, atomic_write_json, atomic_write_text
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -50,12 +50,38 @@ def truncate_metrics(path: Path, last_iter: int) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def truncate_tensorboard(tb_dir: Path, last_step: int) -> None:
+    """Rewrite the event files in `tb_dir` without events after `last_step` (the lost tail of an interrupted run)
+    and without earlier purge markers, each file atomically; files with nothing to drop stay untouched.
+
+    Old purge markers go too: TensorBoard reads the files in name order (a timestamp in seconds, then host and
+    pid), so an old marker in a file that sorts after the resumed run's would hide the resumed run's events.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    for path in sorted(Path(tb_dir).glob("*tfevents*")):
+        records = list(RawEventFileLoader(str(path)).Load())  # stops at a record cut short by a kill
+        kept = [r for r in records if (e := Event.FromString(r)).step <= last_step and not e.HasField("session_log")]
+        if len(kept) == len(records) and path.stat().st_size == sum(len(r) + 16 for r in records):
+            continue
+
+        def write(tmp: Path, kept: list[bytes] = kept) -> None:
+            with open(tmp, "wb") as f:
+                writer = RecordWriter(f)
+                for record in kept:
+                    writer.write(record)
+
+        atomic_write(path, write)
+
+
 class MetricsLogger:
     """Appends log rows to ``out_dir/metrics.jsonl`` and mirrors numeric fields to TensorBoard (``out_dir/tb``).
 
-    On a resume (``append=True``) TensorBoard is trimmed like ``metrics.jsonl``: the writer is opened with
-    ``purge_step`` (TensorBoard then drops every earlier-written event at or after that step, the lost tail of the
-    interrupted run), so no step is shown twice.
+    On a resume (``append=True``) TensorBoard is trimmed like ``metrics.jsonl``: the event files lose what was
+    logged after the checkpoint (`truncate_tensorboard`), and the writer is opened with ``purge_step`` so that a
+    TensorBoard already showing the lost tail drops it too. No step is shown twice.
 
     Args:
         out_dir: the run folder.
@@ -90,6 +116,7 @@ class MetricsLogger:
                 if resume_step is None:
                     resume_step = max((int(r.get("iter", 0)) for r in read_metrics(self.path)), default=0)
                 purge_step = resume_step + 1
+                truncate_tensorboard(Path(out_dir) / "tb", resume_step)
             self._tb = SummaryWriter(log_dir=str(Path(out_dir) / "tb"), purge_step=purge_step)
 
     def log(self, row: dict[str, Any]) -> None:

@@ -316,12 +316,9 @@ def save_interval_key() -> str:
     return next(name for name in ("save_interval", "ckpt_interval") if name in names)
 
 
-def pretrain_cmd(corpus: Path, out: Path, *extra: str) -> list[str]:
+def pretrain_args(corpus: Path, out: Path, *extra: str) -> list[str]:
+    """Arguments of `llmlab pretrain`: 24 steps of the tiny config, a checkpoint after every step."""
     return [
-        sys.executable,
-        "-m",
-        "llmlab",
-        "pretrain",
         "--config",
         str(TINY),
         f"data.dir={corpus}",
@@ -342,17 +339,26 @@ def tb_scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def logged_up_to(metrics: Path, stale_inode: int | None) -> int:
+    """The last iteration in `metrics` once the new process has rewritten it (0 before)."""
+    from llmlab.train.logging import read_metrics
+
+    if not metrics.exists() or metrics.stat().st_ino == stale_inode:
+        return 0
+    return max((r["iter"] for r in read_metrics(metrics)), default=0)
+
+
 @pytest.mark.slow
 def test_c_random_kill9_of_pretraining_then_resume_is_exact(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     from llmlab.train.logging import read_metrics
-    from tests.recipes.test_pretrain import make_corpus
+    from tests.recipes.test_pretrain import make_corpus, run_cli
 
     corpus = make_corpus(tmp_path / "corpus")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     ref = tmp_path / "ref"
-    subprocess.run(pretrain_cmd(corpus, ref), check=True, env=env, capture_output=True, timeout=120)
+    assert run_cli(*pretrain_args(corpus, ref)) == 0  # the uninterrupted run, in this process
 
     rng = random.Random(9)
     out = tmp_path / "killed"
@@ -360,8 +366,15 @@ def test_c_random_kill9_of_pretraining_then_resume_is_exact(tmp_path: Path) -> N
     while kills < 3:  # kill at a random moment after a random iteration, between 1 and 22 of 24
         target = rng.randint(done + 1, MAX_ITERS - 2 - (2 - kills))
         resume = ["--resume"] if find_checkpoint(out, repair=False) is not None else []
-        proc = subprocess.Popen(pretrain_cmd(corpus, out, *resume), env=env, stdout=subprocess.DEVNULL)
-        while proc.poll() is None and max((r["iter"] for r in read_metrics(out / "metrics.jsonl")), default=0) < target:
+        metrics = out / "metrics.jsonl"
+        stale = metrics.stat().st_ino if metrics.exists() else None  # the run rewrites it (truncated) first
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmlab", "pretrain", *pretrain_args(corpus, out, *resume)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+
+        while proc.poll() is None and logged_up_to(metrics, stale) < target:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.03))  # anywhere in the step: forward, backward, logging or saving
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -370,7 +383,7 @@ def test_c_random_kill9_of_pretraining_then_resume_is_exact(tmp_path: Path) -> N
         kills += 1
         done = target
     resume = ["--resume"] if find_checkpoint(out, repair=False) is not None else []
-    subprocess.run(pretrain_cmd(corpus, out, *resume), check=True, env=env, capture_output=True, timeout=120)
+    assert run_cli(*pretrain_args(corpus, out, *resume)) == 0  # finish the run
 
     def timeless(run: Path) -> list[dict]:  # every field but the wall-clock ones
         return [

@@ -29,6 +29,9 @@ def log_rows(logger: MetricsLogger, steps: range, offset: float) -> None:
 @pytest.mark.parametrize("explicit_step", [False, True])
 def test_resume_trims_tensorboard_like_metrics(tmp_path: Path, explicit_step: bool) -> None:
     log_rows(MetricsLogger(tmp_path), range(1, 11), offset=0.0)  # the interrupted run logged 1..10
+    (first,) = (tmp_path / "tb").iterdir()
+    with open(first, "ab") as f:
+        f.write(b"\x40\x00\x00")  # and was killed while writing a record
     truncate_metrics(tmp_path / "metrics.jsonl", 6)  # its checkpoint was at 6
     resumed = MetricsLogger(tmp_path, append=True, resume_step=6 if explicit_step else None)
     log_rows(resumed, range(7, 13), offset=100.0)  # the resumed run logs 7..12 with other values
@@ -36,6 +39,29 @@ def test_resume_trims_tensorboard_like_metrics(tmp_path: Path, explicit_step: bo
     assert tb_steps(tmp_path / "tb", "train/loss") == expected  # each step once, the lost tail gone
     assert [(r["iter"], r["loss"]) for r in read_metrics(tmp_path / "metrics.jsonl")] == expected
     assert len(list((tmp_path / "tb").iterdir())) == 2  # one event file per session
+    assert purge_markers(first) == [] and first.read_bytes()[-3:] != b"\x40\x00\x00"  # rewritten, torn record gone
+    markers = [m for f in sorted((tmp_path / "tb").iterdir()) for m in purge_markers(f)]
+    assert markers == [7]  # for a TensorBoard that had already read the lost tail
+
+
+def purge_markers(event_file: Path) -> list[int]:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return [e.step for e in EventFileLoader(str(event_file)).Load() if e.HasField("session_log")]
+
+
+def test_resume_trims_tensorboard_whatever_order_the_event_files_sort_in(tmp_path: Path) -> None:
+    """Two resumes within the same second: the newer event file can sort before the older one."""
+    log_rows(MetricsLogger(tmp_path), range(1, 9), offset=0.0)
+    truncate_metrics(tmp_path / "metrics.jsonl", 4)
+    log_rows(MetricsLogger(tmp_path, append=True), range(5, 7), offset=10.0)  # killed again after 6
+    files = sorted((tmp_path / "tb").iterdir())
+    truncate_metrics(tmp_path / "metrics.jsonl", 5)
+    log_rows(MetricsLogger(tmp_path, append=True), range(6, 10), offset=20.0)
+    newest = next(f for f in (tmp_path / "tb").iterdir() if f not in files)
+    newest.rename(tmp_path / "tb" / ("events.out.tfevents.0000000001" + newest.name.split("tfevents")[1][11:]))
+    expected = [(it, float(it)) for it in range(1, 5)] + [(5, 15.0)] + [(it, 20.0 + it) for it in range(6, 10)]
+    assert sorted(tb_steps(tmp_path / "tb", "train/loss")) == expected  # read in file order, each step once
 
 
 def test_a_fresh_logger_starts_a_new_metrics_file(tmp_path: Path) -> None:
