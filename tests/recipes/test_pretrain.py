@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from llmlab.cli.main import main
-from llmlab.recipes.pretrain import load_pretrain_config
 from llmlab.models.gpt import GPT
+from llmlab.recipes.pretrain import load_pretrain_config
 from llmlab.train.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
