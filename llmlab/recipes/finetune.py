@@ -339,11 +339,11 @@ def check_resume(saved: dict[str, Any], now: dict[str, Any], run_dir: Path) -> N
 
 def _prepare_run_dir(cfg: FinetuneConfig) -> dict[str, Any] | None:
     """Check `out_dir` against resume / overwrite (nothing is written); returns the trainer state to resume."""
-    from llmlab.train.checkpoint import TRAINER_STATE, load_trainer_state
+    from llmlab.train.checkpoint import find_checkpoint, load_trainer_state
 
     out = Path(cfg.out_dir)
     last = out / "checkpoints" / "last"
-    has_ckpt = (last / TRAINER_STATE).is_file()
+    has_ckpt = find_checkpoint(last) is not None  # repairs what a kill during a save left
     if cfg.resume:
         if not has_ckpt:
             raise FileNotFoundError(
@@ -441,7 +441,7 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, say: Any) -> dict[str, Any]:
 
     from llmlab.data.sft import SFTBatchStream, eval_batches, examples_fingerprint, load_sft_examples, split_examples
     from llmlab.generate.checkpoint import find_adapter_dir, load_for_inference
-    from llmlab.train.checkpoint import TRAINER_STATE
+    from llmlab.train.checkpoint import find_checkpoint
     from llmlab.train.distributed import barrier
     from llmlab.train.logging import write_json_atomic
     from llmlab.train.sft_loop import load_trainable, run_sft
@@ -569,7 +569,7 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, say: Any) -> dict[str, Any]:
     except BaseException:
         # A new run (or one started over with overwrite=true) that fails before its first checkpoint leaves
         # nothing; a resumed run always has its checkpoint, so its folder stays.
-        if ctx.is_main and not (last / TRAINER_STATE).is_file():
+        if ctx.is_main and resume_state is None and find_checkpoint(last, repair=False) is None:
             shutil.rmtree(out, ignore_errors=True)  # nothing to resume: leave nothing behind
         raise
     return summary

@@ -107,8 +107,10 @@ def _config_differences(a: Any, b: Any) -> list[str]:
 
 def _prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, is_main: bool) -> Path:
     """Check the run folder against --resume / overwrite; returns the checkpoint folder to resume from."""
+    from llmlab.train.checkpoint import find_checkpoint
+
     last = out_dir / "checkpoints" / "last"
-    has_ckpt = (last / "trainer_state.pt").is_file()
+    has_ckpt = find_checkpoint(last, repair=is_main) is not None  # repairs what a kill during a save left
     if resume and not has_ckpt:
         raise FileNotFoundError(
             f"--resume: no checkpoint at {last} (out_dir={out_dir}); run without --resume to start a new run"
@@ -139,7 +141,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
     """
     from llmlab.data.loader import RandomWindowLoader, SequentialLoader, TokenDataset
     from llmlab.models.gpt import GPT
-    from llmlab.train.checkpoint import load_trainer_state
+    from llmlab.train.checkpoint import find_checkpoint, load_trainer_state
     from llmlab.train.distributed import barrier, cleanup, init_distributed
     from llmlab.train.loop import Trainer, seed_everything
     from llmlab.train.precision import resolve_device
@@ -163,6 +165,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
     try:
         device = resolve_device(tc.device, ctx.local_rank)
         out_dir = Path(cfg.out_dir)
+        if ctx.is_main:  # repair what a kill during a save left before any rank looks at the checkpoint
+            find_checkpoint(out_dir / "checkpoints" / "last")
+        barrier(ctx)
         last = _prepare_out_dir(out_dir, resume, cfg.overwrite, ctx.is_main)
 
         seed_everything(tc.seed)  # identical model init on every rank

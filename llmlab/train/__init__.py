@@ -1,6 +1,6 @@
 """llmlab.train: optimizers, lr schedules, mixed precision, checkpoints, DDP/FSDP2, logging and the loop."""
 
-from llmlab.train.checkpoint import load_checkpoint_model, load_trainer_state, save_checkpoint
+from llmlab.train.checkpoint import find_checkpoint, is_complete_checkpoint, load_trainer_state, save_checkpoint
 from llmlab.train.config import DataConfig, OptimConfig, PretrainConfig, ScheduleConfig, TrainConfig
 from llmlab.train.loop import Trainer, seed_everything
 from llmlab.train.optim import Lamb, available_optimizers, build_optimizer, param_groups
@@ -17,7 +17,8 @@ __all__ = [
     "Trainer",
     "available_optimizers",
     "build_optimizer",
-    "load_checkpoint_model",
+    "find_checkpoint",
+    "is_complete_checkpoint",
     "load_trainer_state",
     "param_groups",
     "save_checkpoint",

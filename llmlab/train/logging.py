@@ -9,25 +9,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
+from llmlab.io import atomic_write, atomic_write_json, atomic_write_text
+
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON via a temp file + ``os.replace`` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``obj`` as indented JSON atomically with the shared file mode (`llmlab.io.atomic_write_json`)."""
+    atomic_write_json(path, obj)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -52,23 +47,59 @@ def truncate_metrics(path: Path, last_iter: int) -> None:
     if not path.exists():
         return
     rows = [r for r in read_metrics(path) if r.get("iter", 0) <= last_iter]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jsonl")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def truncate_tensorboard(tb_dir: Path, last_step: int) -> None:
+    """Rewrite the event files in `tb_dir` without events after `last_step` (the lost tail of an interrupted run)
+    and without earlier purge markers, each file atomically; files with nothing to drop stay untouched.
+
+    Old purge markers go too: TensorBoard reads the files in name order (a timestamp in seconds, then host and
+    pid), so an old marker in a file that sorts after the resumed run's would hide the resumed run's events.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    for path in sorted(Path(tb_dir).glob("*tfevents*")):
+        records = list(RawEventFileLoader(str(path)).Load())  # stops at a record cut short by a kill
+        kept = [r for r in records if (e := Event.FromString(r)).step <= last_step and not e.HasField("session_log")]
+        if len(kept) == len(records) and path.stat().st_size == sum(len(r) + 16 for r in records):
+            continue
+
+        def write(tmp: Path, kept: list[bytes] = kept) -> None:
+            with open(tmp, "wb") as f:
+                writer = RecordWriter(f)
+                for record in kept:
+                    writer.write(record)
+
+        atomic_write(path, write)
 
 
 class MetricsLogger:
     """Appends log rows to ``out_dir/metrics.jsonl`` and mirrors numeric fields to TensorBoard (``out_dir/tb``).
+
+    On a resume (``append=True``) TensorBoard is trimmed like ``metrics.jsonl``: the event files lose what was
+    logged after the checkpoint (`truncate_tensorboard`), and the writer is opened with ``purge_step`` so that a
+    TensorBoard already showing the lost tail drops it too. No step is shown twice.
 
     Args:
         out_dir: the run folder.
         enabled: False on ranks other than 0 (then every method does nothing).
         tensorboard: also write TensorBoard event files.
         append: keep an existing ``metrics.jsonl`` (resume) instead of starting a new one.
+        resume_step: the checkpoint's iteration on a resume (default: the last ``iter`` in ``metrics.jsonl``,
+            which `truncate_metrics` already cut to the checkpoint); TensorBoard events after it are purged.
     """
 
-    def __init__(self, out_dir: Path, enabled: bool = True, tensorboard: bool = True, append: bool = False) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        append: bool = False,
+        resume_step: int | None = None,
+    ) -> None:
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self._tb = None
@@ -76,11 +107,17 @@ class MetricsLogger:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not append:
-            self.path.write_text("", encoding="utf-8")
+            atomic_write_text(self.path, "")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(Path(out_dir) / "tb"))
+            purge_step = None
+            if append:
+                if resume_step is None:
+                    resume_step = max((int(r.get("iter", 0)) for r in read_metrics(self.path)), default=0)
+                purge_step = resume_step + 1
+                truncate_tensorboard(Path(out_dir) / "tb", resume_step)
+            self._tb = SummaryWriter(log_dir=str(Path(out_dir) / "tb"), purge_step=purge_step)
 
     def log(self, row: dict[str, Any]) -> None:
         """Write one row (must contain ``iter``)."""
@@ -101,28 +138,97 @@ class MetricsLogger:
             self._tb = None
 
 
-class Progress:
-    """A tqdm bar over iterations showing loss and tokens/s (tqdm adds the ETA); silent off rank 0."""
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        self.bar = (
-            tqdm(total=total, initial=initial, desc="pretrain", unit="it", dynamic_ncols=True) if enabled else None
-        )
+
+def _clock_text(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Progress over iterations showing loss and tokens/s; silent off rank 0.
+
+    On a terminal it is a tqdm bar (tqdm adds the ETA). When the stream is not a terminal (CI logs, ``nohup``,
+    a pipe) it prints plain lines instead of carriage-return frames: one every `every_fraction` of the run or
+    every `every_s` seconds, whichever comes first, and one at the end.
+
+    Args:
+        total: the last iteration.
+        initial: the iteration it starts from (a resume).
+        enabled: False off rank 0 or when the config turns progress off.
+        desc: the label of the bar / the lines.
+        stream: where to write (default ``sys.stderr``).
+        every_fraction: plain mode: print at least every this fraction of the run.
+        every_s: plain mode: print at least every this many seconds.
+        clock: a seconds clock (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        total: int,
+        initial: int,
+        enabled: bool,
+        desc: str = "pretrain",
+        stream: TextIO | None = None,
+        every_fraction: float = 0.1,
+        every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.bar = None  # the tqdm bar on a terminal; None in plain-line mode and when disabled
+        self.plain = enabled and not _is_terminal(self.stream)
+        if enabled and not self.plain:
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True, file=self.stream)
+        self.total, self.n, self.desc, self.clock = total, initial, desc, clock
+        self.every_steps = max(1, math.ceil((total - initial) * every_fraction))
+        self.every_s = every_s
+        self._start_n, self._t0 = initial, clock()
+        self._last_n, self._last_t = initial, self._t0
+        self._postfix: dict[str, Any] = {}
 
     def update(self, n: int = 1, **postfix: Any) -> None:
         if self.bar is not None:
             if postfix:
                 self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(n)
+        if not self.plain:
+            return
+        self.n += n
+        self._postfix.update(postfix)
+        now = self.clock()
+        if self.n - self._last_n >= self.every_steps or now - self._last_t >= self.every_s or self.n >= self.total:
+            self._print_line(now)
+
+    def _print_line(self, now: float) -> None:
+        elapsed = now - self._t0
+        rate = (self.n - self._start_n) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.n) / rate if rate > 0 else 0.0
+        pct = 100.0 * self.n / self.total if self.total else 100.0
+        line = f"{self.desc}: {self.n}/{self.total} it ({pct:.0f}%), {rate:.2f} it/s, elapsed {_clock_text(elapsed)}"
+        line += f", ETA {_clock_text(eta)}" if self.n < self.total else ""
+        line += "".join(f", {key} {value}" for key, value in self._postfix.items())
+        print(line, file=self.stream, flush=True)
+        self._last_n, self._last_t = self.n, now
 
     def write(self, msg: str) -> None:
-        """Print a line without breaking the bar (plain print when the bar is disabled)."""
+        """Print a line without breaking the bar (a plain print when there is no bar; nothing when disabled)."""
         if self.bar is not None:
             self.bar.write(msg)
+        elif self.enabled:
+            print(msg, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        elif self.plain and self.n != self._last_n:
+            self._print_line(self.clock())
+        self.plain = False
 
 
 def _fmt(key: str, value: Any) -> str:

@@ -92,7 +92,7 @@ def test_lora_resume_is_bit_identical(tmp_path, llama_dir, gpt_dir, monkeypatch,
     assert "resuming at step 4 of 6" in stdout
     assert_identical(tmp_path / "run", tmp_path / "ref", "adapter/adapter_model.safetensors")
     ckpt = tmp_path / "run" / "checkpoints" / "last"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["trainable.safetensors", "trainer_state.pt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint.json", "trainable.safetensors", "trainer_state.pt"]
     assert all("lora_" in k for k in load_file(str(ckpt / "trainable.safetensors")))  # the adapter only
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["resumed_from"] == 4 and summary["iters"] == 6

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from llmlab.cli.main import main
+from llmlab.models.gpt import GPT
 from llmlab.recipes.pretrain import load_pretrain_config
-from llmlab.train.checkpoint import load_checkpoint_model
 from llmlab.train.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +75,7 @@ def test_cli_end_to_end_writes_the_run_folder(tmp_path: Path, corpus: Path, caps
     assert summary["best_val_loss"] == min(r["val_loss"] for r in rows if "val_loss" in r)
     last = out / "checkpoints" / "last"
     assert sorted(p.name for p in last.iterdir()) == [
+        "checkpoint.json",
         "model.safetensors",
         "model_config.json",
         "tokenizer.json",
@@ -85,7 +86,7 @@ def test_cli_end_to_end_writes_the_run_folder(tmp_path: Path, corpus: Path, caps
     assert any((out / "tb").iterdir())
     state = torch.load(last / "trainer_state.pt", weights_only=True)
     assert state["iter"] == 20 and set(state["rng"][0]) >= {"python", "numpy", "torch"}
-    model, mcfg = load_checkpoint_model(out)
+    mcfg = GPT.from_pretrained(last).config
     assert mcfg.vocab_size == VOCAB and mcfg.n_layer == 2 and mcfg.n_embd == 32  # nano-char preset
     assert "pretraining summary" in capsys.readouterr().out
 

@@ -37,10 +37,16 @@ def test_successful_save_replaces_and_cleans_up(tmp_path: Path) -> None:
     tok = tmp_path / "tokenizer.json"
     tok.write_text("{}")
     save_checkpoint(last, writer("v1"), {"iter": 1})
-    (tmp_path / ".tmp-last-crashed").mkdir()  # left by a process killed mid-save
+    (tmp_path / ".tmp-last-crashed").mkdir()  # left by a process killed mid-save (older naming)
+    (tmp_path / ".last.tmp-crashed").mkdir()  # left by a process killed mid-save
     save_checkpoint(last, writer("v2"), {"iter": 2, "t": torch.arange(3)}, tokenizer_file=tok)
     assert (last / "model.safetensors").read_text() == "v2"
-    assert sorted(p.name for p in last.iterdir()) == ["model.safetensors", "tokenizer.json", "trainer_state.pt"]
+    assert sorted(p.name for p in last.iterdir()) == [
+        "checkpoint.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "trainer_state.pt",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "tokenizer.json"]
     state = load_trainer_state(last)
     assert state["iter"] == 2 and torch.equal(state["t"], torch.arange(3))
