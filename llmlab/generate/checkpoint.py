@@ -1,6 +1,6 @@
 """Find and load a model + tokenizer (+ chat template) for inference from any checkpoint llmlab can read.
 
-Accepted `path`s (the model itself is loaded by `llmlab.models.hub.load_model`):
+Accepted `path`s (the model itself is loaded by `llmlab.models.load_model`):
 
 | path                                        | model                        | tokenizer, chat template         |
 |---------------------------------------------|------------------------------|----------------------------------|
@@ -150,7 +150,7 @@ def adapter_base_path(adapter_dir: str | Path) -> Path | None:
 
 def _load_gguf(path: Path, device: str) -> LoadedModel:
     from llmlab.io.gguf import read_gguf
-    from llmlab.models.hub import load_gguf_model
+    from llmlab.models import load_gguf_model
     from llmlab.tokenizers.gguf import load_gguf_tokenizer
 
     f = read_gguf(path)  # read once: the model and the tokenizer both come from this file
@@ -172,7 +172,7 @@ def load_for_inference(path: str | Path | None = None, device: str = "cpu") -> L
         FileNotFoundError: nothing at `path`, no tokenizer for it, or SmolLM2's package is not installed.
         ValueError: an unsupported architecture or a tokenizer that does not fit the model.
     """
-    from llmlab.models.hub import detect_format, load_model
+    from llmlab.models import detect_format, load_model
     from llmlab.tokenizers import load_tokenizer
 
     if path is None:

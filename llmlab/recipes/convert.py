@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from llmlab.io.gguf import GGUFFile, read_gguf
-from llmlab.models.hub import detect_format, load_gguf_model, load_model, model_family, save_gguf, save_hf, save_llmlab
+from llmlab.models import detect_format, load_gguf_model, load_model, model_family, save_gguf, save_hf, save_llmlab
 
 FORMATS = ("llmlab", "hf", "gguf")
 DTYPES = ("f32", "f16", "q8_0")

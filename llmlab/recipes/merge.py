@@ -65,7 +65,7 @@ def merge(
     import torch
 
     from llmlab.generate.checkpoint import adapter_base_path, load_for_inference
-    from llmlab.models.hub import save_llmlab
+    from llmlab.models import save_llmlab
     from llmlab.peft import load_adapter, merge_and_unload, read_adapter
     from llmlab.peft.model import peft_layers
 

@@ -5,15 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmlab.models.formats import (
-    gguf_to_hf_gpt2,
+from llmlab.io.gguf import read_gguf, write_gguf
+from llmlab.models.gpt.gguf import gguf_to_hf_gpt2, hf_to_gguf_gpt2
+from llmlab.models.llama.gguf import (
     gguf_to_hf_llama,
     hf_config_from_gguf_llama,
-    hf_to_gguf_gpt2,
     hf_to_gguf_llama,
     llama_metadata_from_hf_config,
-    read_gguf,
-    write_gguf,
 )
 
 

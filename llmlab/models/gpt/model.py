@@ -9,18 +9,17 @@ weights (transposed relative to HF's `Conv1D`). Architecture reference: nanoGPT 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder, skip_weight_init
+from llmlab.models.checkpoint_io import load_safetensors, read_model_folder, skip_weight_init, write_model_folder
 from llmlab.models.checkpoint_io import load_state_dict_checked as _load_checked
 from llmlab.models.gpt.config import GPTConfig
+from llmlab.models.gpt.presets import PRESETS
 from llmlab.nn.block import Block
 from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.masks import build_attention_mask
@@ -44,29 +43,13 @@ class GPT(nn.Module):
         config.validate()
         self.config = config
         c = config
+        block = c.block_config()
         modules: dict[str, nn.Module] = {"wte": nn.Embedding(c.vocab_size, c.n_embd)}
         if c.position == "learned":
             modules["wpe"] = nn.Embedding(c.block_size, c.n_embd)
         modules["drop"] = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         modules["h"] = nn.ModuleList(
-            Block(
-                c.n_embd,
-                c.n_head,
-                c.n_kv_head,
-                attention=c.attention,
-                norm=c.norm,
-                norm_eps=c.norm_eps,
-                pre_norm=c.pre_norm,
-                mlp=c.mlp,
-                mlp_hidden=c.hidden_size,
-                moe_num_experts=c.moe_num_experts,
-                moe_top_k=c.moe_top_k,
-                bias=c.bias,
-                dropout=c.dropout,
-                causal=c.causal,
-                cross_attention=c.cross_attention,
-                layer_idx=i,
-            )
+            Block(block, layer_idx=i)
             for i in range(c.n_layer)
         )
         if c.pre_norm:  # post-LN blocks already end with a norm
@@ -247,23 +230,22 @@ class GPT(nn.Module):
     @classmethod
     def from_preset(cls, name: str, **overrides: object) -> GPT:
         """Build a randomly initialised model from a named preset, e.g. `GPT.from_preset("gpt2", dropout=0.1)`."""
-        from llmlab.models.gpt.presets import preset_config
-
-        return cls(preset_config(name, **overrides))
+        return cls(PRESETS.get(name, **overrides))
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write `model_config.json` and `model.safetensors` (tied weights once) into `directory`, atomically."""
-        from safetensors.torch import save_file
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write `model_config.json` and `model.safetensors` (tied weights once) into `directory`, atomically.
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        Args:
+            directory: destination folder (created if needed).
+            dtype: store the weights in this dtype (e.g. torch.float16); default: as they are.
+        """
         sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         if self.config.tie_embeddings:
             sd.pop("lm_head.weight", None)
-        atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
-        text = json.dumps({"family": "gpt", **dataclasses.asdict(self.config)}, indent=2)
-        atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
+        if dtype is not None:
+            sd = {k: v.to(dtype) for k, v in sd.items()}
+        write_model_folder(directory, CONFIG_NAME, {"family": "gpt", **dataclasses.asdict(self.config)}, WEIGHTS_NAME, sd)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:
@@ -285,3 +267,14 @@ class GPT(nn.Module):
 def load_state_dict_checked(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:
     """Load `sd` into `model`, raising a one-line ValueError on missing/unexpected keys or shape mismatches."""
     _load_checked(model, sd, source, tied_lm_head=model.config.tie_embeddings)
+
+
+def count_parameters(config: GPTConfig) -> int:
+    """Exact parameter count of `GPT(config)`, computed on the meta device (no memory is allocated)."""
+    with torch.device("meta"):
+        return GPT(config).num_parameters()
+
+
+def preset_table() -> list[tuple[str, int]]:
+    """(name, parameter count) for every GPT preset, sorted by name."""
+    return [(name, count_parameters(PRESETS.get(name))) for name in PRESETS]

@@ -111,6 +111,14 @@ class LlamaConfig:
             return "default"
         return str(self.rope_scaling.get("rope_type", self.rope_scaling.get("type", "default")))
 
+    def resolved(self) -> LlamaConfig:
+        """A copy with every None-means-default field set to its effective value (`num_key_value_heads`, `head_dim`).
+
+        Two configs that build the same architecture compare equal after `resolved()` (e.g. the `smollm2-135m`
+        preset and the config read back from its Hugging Face export, which states both).
+        """
+        return dataclasses.replace(self, num_key_value_heads=self.kv_heads, head_dim=self.resolved_head_dim)
+
     def validate(self) -> None:
         """Raise ValueError (one line naming the field and the fix) if the configuration is inconsistent."""
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
@@ -157,7 +165,7 @@ class LlamaConfig:
                 raise ValueError(f"rope_scaling factor must be >= 1, got {self.rope_scaling['factor']}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-able dict, with `"family": "llama"` so `llmlab.models.hub.load_model` can dispatch."""
+        """The config as a JSON-able dict, with `"family": "llama"` so `llmlab.models.load_model` can dispatch."""
         return {"family": FAMILY, **dataclasses.asdict(self)}
 
     @classmethod

@@ -20,17 +20,16 @@ checkpoints load without renaming:
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder, skip_weight_init
+from llmlab.models.checkpoint_io import load_safetensors, read_model_folder, skip_weight_init, write_model_folder
 from llmlab.models.checkpoint_io import load_state_dict_checked as _load_checked
 from llmlab.models.llama.config import LlamaConfig
+from llmlab.models.llama.presets import PRESETS
 from llmlab.models.llama.rope import rope_cos_sin_at, rope_inv_freq
 from llmlab.nn.attention import Attention
 from llmlab.nn.kv_cache import KVCache
@@ -245,9 +244,7 @@ class Llama(nn.Module):
     @classmethod
     def from_preset(cls, name: str, **overrides: object) -> Llama:
         """A randomly initialised model from a named preset, e.g. `Llama.from_preset("smollm2-135m")`."""
-        from llmlab.models.llama.presets import preset_config
-
-        return cls(preset_config(name, **overrides))
+        return cls(PRESETS.get(name, **overrides))
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
@@ -259,14 +256,7 @@ class Llama(nn.Module):
             directory: destination folder (created if needed).
             dtype: store the weights in this dtype (e.g. torch.float16); default: as they are.
         """
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        sd = self.export_state_dict(dtype)
-        atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, p, metadata={"format": "pt"}))
-        text = json.dumps(self.config.to_dict(), indent=2)
-        atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
+        write_model_folder(directory, CONFIG_NAME, self.config.to_dict(), WEIGHTS_NAME, self.export_state_dict(dtype))
 
     def export_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """The HF-named state dict to save: contiguous, detached, optionally cast, tied `lm_head` dropped."""

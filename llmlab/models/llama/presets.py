@@ -1,26 +1,18 @@
-"""Named Llama presets: `PRESETS.get(name) -> LlamaConfig` (a fresh copy each time).
+"""Named Llama presets: `PRESETS.get(name, **overrides) -> LlamaConfig` (a fresh, validated copy each time).
 
 The published architectures (random weights when built from a preset; load real weights with
-`llmlab.models.hub.load_model` or `llmlab.models.smollm2.load_smollm2`).
+`llmlab.models.load_model` or `llmlab.models.smollm2.load_smollm2`).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
+from dataclasses import replace
 
-from llmlab.config import Registry
 from llmlab.models.llama.config import LlamaConfig
+from llmlab.models.registry import PresetRegistry
 
 
-class _PresetRegistry(Registry[LlamaConfig]):
-    """A registry whose `get` returns a copy, so callers may modify the config freely."""
-
-    def get(self, name: str) -> LlamaConfig:
-        return copy.deepcopy(super().get(name))
-
-
-PRESETS = _PresetRegistry("llama preset")
+PRESETS: PresetRegistry[LlamaConfig] = PresetRegistry("llama preset")
 
 # A tiny model for tests and demos: GQA, tied embeddings.
 PRESETS.add(
@@ -36,44 +28,28 @@ PRESETS.add(
         tie_word_embeddings=True,
     ),
 )
-# SmolLM2-135M (Allal et al. 2025, https://arxiv.org/abs/2502.02737): 30 layers, 9 heads / 3 KV heads.
-PRESETS.add(
-    "smollm2-135m",
-    LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=8192,
-        rms_norm_eps=1e-5,
-        rope_theta=100000.0,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    ),
+# SmolLM2 (Allal et al. 2025, https://arxiv.org/abs/2502.02737): GQA with 3 query heads per KV head, tied embeddings.
+_SMOLLM2 = LlamaConfig(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-5,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=2,
 )
-# SmolLM2-360M: 32 layers, 15 heads / 5 KV heads.
-PRESETS.add(
+PRESETS.add("smollm2-135m", _SMOLLM2)  # 30 layers, 9 heads / 3 KV heads
+PRESETS.add(  # 32 layers, 15 heads / 5 KV heads
     "smollm2-360m",
-    LlamaConfig(
-        vocab_size=49152,
-        hidden_size=960,
-        intermediate_size=2560,
-        num_hidden_layers=32,
-        num_attention_heads=15,
-        num_key_value_heads=5,
-        max_position_embeddings=8192,
-        rms_norm_eps=1e-5,
-        rope_theta=100000.0,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    ),
-)
+    replace(_SMOLLM2, hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
+            num_key_value_heads=5),
+)  # fmt: skip
 # TinyLlama-1.1B (Zhang et al. 2024, https://arxiv.org/abs/2401.02385).
 PRESETS.add(
     "tinyllama-1.1b",
@@ -128,15 +104,3 @@ PRESETS.add(
     ),
 )
 
-
-def preset_config(name: str, **overrides: object) -> LlamaConfig:
-    """The preset's config with fields replaced by `overrides` (validated)."""
-    cfg = PRESETS.get(name)
-    if overrides:
-        known = {f.name for f in dataclasses.fields(LlamaConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown LlamaConfig field(s): {', '.join(unknown)}")
-        cfg = dataclasses.replace(cfg, **overrides)
-    cfg.validate()
-    return cfg

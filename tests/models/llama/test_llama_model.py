@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig as HFLlamaConfig
 from transformers import LlamaForCausalLM
 
-from llmlab.models.llama import Llama, LlamaConfig, ModelOutput, load_hf_llama, preset_config, save_hf_llama
+from llmlab.models.llama import Llama, LlamaConfig, ModelOutput, PRESETS, load_hf_llama, save_hf_llama
 from llmlab.models.llama.hf import config_from_hf
 
 LLAMA3_SCALING = {
@@ -105,9 +105,9 @@ def test_cached_decoding_equals_full_forward(variant):
 
 def test_padding_mask_and_eager_backend_match_sdpa():
     torch.manual_seed(0)
-    cfg = preset_config("llama-tiny")
+    cfg = PRESETS.get("llama-tiny")
     sdpa = Llama(cfg).eval()
-    eager = Llama(preset_config("llama-tiny", attention="eager")).eval()
+    eager = Llama(PRESETS.get("llama-tiny", attention="eager")).eval()
     eager.load_state_dict(sdpa.state_dict())
     x = torch.randint(0, cfg.vocab_size, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.long)
@@ -123,7 +123,7 @@ def test_padding_mask_and_eager_backend_match_sdpa():
 
 def test_loss_and_output_type():
     torch.manual_seed(0)
-    model = Llama(preset_config("llama-tiny"))
+    model = Llama(PRESETS.get("llama-tiny"))
     x = torch.randint(0, 256, (2, 8))
     y = x.clone()
     y[:, :2] = -100
@@ -138,7 +138,7 @@ def test_loss_and_output_type():
 
 def test_save_pretrained_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = Llama(preset_config("llama-tiny", rope_scaling={"rope_type": "linear", "factor": 2.0})).eval()
+    model = Llama(PRESETS.get("llama-tiny", rope_scaling={"rope_type": "linear", "factor": 2.0})).eval()
     model.save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "model_config.json").read_text())
     assert cfg["family"] == "llama" and cfg["rope_scaling"]["factor"] == 2.0
@@ -158,7 +158,7 @@ def test_generate_loop_runs_a_llama():
     from llmlab.generate import generate
 
     torch.manual_seed(0)
-    model = Llama(preset_config("llama-tiny")).eval()
+    model = Llama(PRESETS.get("llama-tiny")).eval()
     prompt = torch.tensor([[1, 2, 3]])
     with_cache = generate(model, prompt, max_new_tokens=6, temperature=0.0)
     no_cache = generate(model, prompt, max_new_tokens=6, temperature=0.0, use_cache=False)
