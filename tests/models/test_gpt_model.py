@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from tiny_models import tiny_gpt
+
 from llmlab.models.gpt import GPT, PRESETS, GPTConfig, count_parameters, preset_table
 
 TINY = dict(vocab_size=32, block_size=16, n_layer=2, n_head=4, n_embd=32)
@@ -33,8 +35,7 @@ VARIANTS = {
 
 
 def _tiny(**kw) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(**{**TINY, **kw}))
+    return tiny_gpt(**{**TINY, **kw}).train()
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
