@@ -12,12 +12,13 @@ from llmlab.io.gguf import read_gguf, write_gguf
 from llmlab.models import load_model, save_gguf
 from llmlab.models.llama.gguf import hf_to_gguf_llama, llama_metadata_from_hf_config
 
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 SCALINGS = {
     # Llama 3.1's own values: one frequency of this tiny model falls between the two edges.
-    "llama3.1": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    "llama3.1": dict(zip(LLAMA3_KEYS, (8.0, 1.0, 4.0, 8192))),
     # Wider edges and another original context: two frequencies in between.
-    "wide": {"factor": 16.0, "low_freq_factor": 2.0, "high_freq_factor": 64.0, "original_max_position_embeddings": 32768},
-}  # fmt: skip
+    "wide": dict(zip(LLAMA3_KEYS, (16.0, 2.0, 64.0, 32768))),
+}
 
 
 def llama_cpp_rope_factors(hf_config: dict) -> torch.Tensor:

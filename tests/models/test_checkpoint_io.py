@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_gpt, tiny_llama
 from torch import nn
 
 from llmlab.models.checkpoint_io import skip_weight_init
-from tiny_models import tiny_gpt, tiny_llama
 
 
 def test_skip_weight_init_leaves_tensors_alone_and_restores_init() -> None:

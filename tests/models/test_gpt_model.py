@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from tiny_models import tiny_gpt
 
 from llmlab.models.gpt import GPT, PRESETS, GPTConfig, count_parameters, preset_table

@@ -6,7 +6,6 @@ import functools
 
 import pytest
 import torch
-
 from tiny_models import tiny_gpt, tiny_llama
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from llmlab.nn import (
+    GELUMLP,
     Block,
     BlockConfig,
-    GELUMLP,
     KVCache,
     MoE,
     RMSNorm,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tiny_models import tiny_gpt, tiny_llama
 
 from llmlab.nn import attention as attention_mod

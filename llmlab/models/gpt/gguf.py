@@ -13,11 +13,10 @@ from typing import Any
 import torch
 
 from llmlab.io.gguf import GGUFFile, read_gguf, write_gguf
-from llmlab.models.checkpoint_io import skip_weight_init
 from llmlab.models.formats.gguf_names import TensorNames, gguf_to_hf, hf_to_gguf
 from llmlab.models.gpt.config import GPTConfig
 from llmlab.models.gpt.hf import check_plain_gpt2, gpt2_state_dict_from_hf, gpt2_state_dict_to_hf
-from llmlab.models.gpt.model import GPT, load_state_dict_checked
+from llmlab.models.gpt.model import GPT
 
 GGUF_ARCHITECTURE = "gpt2"
 GPT2_NAMES = TensorNames(
@@ -84,9 +83,7 @@ def load_gguf_gpt2(source: str | os.PathLike | GGUFFile, device: torch.device | 
     config.tie_embeddings = out is None or torch.equal(out, hf_sd["transformer.wte.weight"])
     config.validate()
     sd = gpt2_state_dict_from_hf(hf_sd, config)
-    with skip_weight_init():
-        model = GPT(config)
-    load_state_dict_checked(model, sd, str(f.path))
+    model = GPT.from_state_dict(config, sd, str(f.path))
     return model.to(device).eval()
 
 

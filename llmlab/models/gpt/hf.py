@@ -14,10 +14,9 @@ from typing import Any
 
 import torch
 
-from llmlab.models.checkpoint_io import skip_weight_init
 from llmlab.models.formats.hf import TokenIds, read_hf_config, read_hf_weights, write_hf_folder
 from llmlab.models.gpt.config import GPTConfig
-from llmlab.models.gpt.model import GPT, load_state_dict_checked
+from llmlab.models.gpt.model import GPT
 
 # Suffixes of HF Conv1D weights, which are transposed relative to nn.Linear.
 _CONV1D_WEIGHTS = (
@@ -96,9 +95,7 @@ def load_hf_gpt2(model_dir: str | os.PathLike, device: torch.device | str = "cpu
     """Build a `GPT` from a folder written by HF `GPT2LMHeadModel.save_pretrained` (safetensors, maybe sharded)."""
     config = config_from_hf_gpt2(read_hf_config(model_dir))
     sd = gpt2_state_dict_from_hf(read_hf_weights(model_dir), config)
-    with skip_weight_init():
-        model = GPT(config)
-    load_state_dict_checked(model, sd, str(model_dir))
+    model = GPT.from_state_dict(config, sd, str(model_dir))
     return model.to(device)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from llmlab.models.gpt.config import GPTConfig
 from llmlab.models.registry import PresetRegistry
 
-
 PRESETS: PresetRegistry[GPTConfig] = PresetRegistry("model preset")
 
 # Tiny character model for tests and the quickstart's fast mode.
@@ -37,4 +36,3 @@ PRESETS.add(
     "tiny-moe",
     GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, moe_num_experts=4, moe_top_k=2),
 )
-

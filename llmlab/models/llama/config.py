@@ -98,6 +98,10 @@ class LlamaConfig:
         return self.hidden_size
 
     @property
+    def tie_embeddings(self) -> bool:
+        return self.tie_word_embeddings
+
+    @property
     def kv_heads(self) -> int:
         return self.num_key_value_heads or self.num_attention_heads
 

@@ -23,10 +23,9 @@ from typing import Any
 import torch
 
 from llmlab.io.gguf import GGUFFile, read_gguf, write_gguf
-from llmlab.models.checkpoint_io import skip_weight_init
 from llmlab.models.formats.gguf_names import TensorNames, gguf_to_hf, hf_to_gguf
 from llmlab.models.llama.hf import config_from_hf, config_to_hf
-from llmlab.models.llama.model import Llama, load_state_dict_checked
+from llmlab.models.llama.model import Llama
 from llmlab.models.llama.rope import llama3_freq_factors, llama3_scaling_from_factors
 
 GGUF_ARCHITECTURE = "llama"
@@ -177,9 +176,7 @@ def load_gguf_llama(source: str | os.PathLike | GGUFFile, device: torch.device |
         raise ValueError(f"{f.path}: {e}") from None
     config = config_from_hf(hf_config)
     sd = gguf_to_hf_llama(f.tensors, hf_config)
-    with skip_weight_init():
-        model = Llama(config)
-    load_state_dict_checked(model, sd, str(f.path))
+    model = Llama.from_state_dict(config, sd, str(f.path))
     return model.to(device).eval()
 
 

@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from llmlab.models.checkpoint_io import skip_weight_init
 from llmlab.models.formats.hf import TokenIds, read_hf_config, read_hf_weights, write_hf_folder
 from llmlab.models.llama.config import LlamaConfig
-from llmlab.models.llama.model import Llama, load_state_dict_checked
+from llmlab.models.llama.model import Llama
 
 HF_ARCHITECTURE = "LlamaForCausalLM"
 # Rope-parameter keys that are not part of a `rope_scaling` dict.
@@ -118,9 +117,7 @@ def load_hf_llama(model_dir: str | os.PathLike, device: torch.device | str = "cp
     """Build a `Llama` from a folder written by HF `LlamaForCausalLM.save_pretrained` (maybe sharded)."""
     config = config_from_hf(read_hf_config(model_dir))
     sd = read_hf_weights(model_dir)
-    with skip_weight_init():
-        model = Llama(config)
-    load_state_dict_checked(model, sd, str(model_dir))
+    model = Llama.from_state_dict(config, sd, str(model_dir))
     return model.to(device)
 
 

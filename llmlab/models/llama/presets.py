@@ -11,7 +11,6 @@ from dataclasses import replace
 from llmlab.models.llama.config import LlamaConfig
 from llmlab.models.registry import PresetRegistry
 
-
 PRESETS: PresetRegistry[LlamaConfig] = PresetRegistry("llama preset")
 
 # A tiny model for tests and demos: GQA, tied embeddings.
@@ -103,4 +102,3 @@ PRESETS.add(
         eos_token_id=128001,
     ),
 )
-

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig as HFLlamaConfig
 from transformers import LlamaForCausalLM
 
-from llmlab.models.llama import Llama, LlamaConfig, ModelOutput, PRESETS, load_hf_llama, save_hf_llama
+from llmlab.models.llama import PRESETS, Llama, LlamaConfig, ModelOutput, load_hf_llama, save_hf_llama
 from llmlab.models.llama.hf import config_from_hf
 
 LLAMA3_SCALING = {
