@@ -21,7 +21,7 @@ from llmlab.models.checkpoint_io import (
     skip_weight_init,
     write_model_folder,
 )
-from llmlab.models.registry import PresetRegistry
+from llmlab.models.registry import PresetRegistry, config_from_dict
 from llmlab.nn.kv_cache import KVCache
 
 CONFIG_NAME = "model_config.json"
@@ -88,7 +88,7 @@ class DecoderLM(nn.Module):
             ValueError: the config or weights are corrupt or do not match each other.
         """
         cfg_dict, w_path = read_model_folder(directory, CONFIG_NAME, WEIGHTS_NAME)
-        config = cls.config_class.from_dict(cfg_dict)
+        config = config_from_dict(cls.config_class, cfg_dict, cls.family_name)
         return cls.from_state_dict(config, load_safetensors(w_path), str(w_path)).to(device)
 
     @classmethod

@@ -4,10 +4,10 @@ A family (`gpt`, `llama`; later `bert`, `t5`, `clip`) is one `ModelFamily` recor
 classes, how Hugging Face and GGUF name it, its readers/writers and its presets. Each family registers itself
 from its own package (`llmlab/models/<family>/__init__.py`):
 
-    register_family(ModelFamily(
-        name="llama", config_class=LlamaConfig, model_class=Llama, presets=PRESETS,
-        hf_architectures=("LlamaForCausalLM",), hf_model_types=("llama",), load_hf=load_hf_llama,
-        save_hf=save_hf_llama, gguf_architecture="llama", load_gguf=load_gguf_llama, save_gguf=save_gguf_llama,
+    register_family(ModelFamily.of(
+        Llama,  # a DecoderLM subclass: it names its family, config class and presets
+        hf=HFFormat(("LlamaForCausalLM",), ("llama",), load_hf_llama, save_hf_llama),
+        gguf=GGUFFormat("llama", load_gguf_llama, save_gguf_llama),
     ))
 
 Format-level code (`llmlab.models.formats.dispatch`) looks families up here and never names one.
@@ -69,12 +69,59 @@ def replace_checked(config: C, overrides: Mapping[str, object], kind: str = "") 
     return cfg
 
 
+def config_from_dict(cls: type[C], d: Mapping[str, Any], family: str) -> C:
+    """A validated `cls` from a dict such as `model_config.json` (type-checked like a preset override).
+
+    A `"family"` key, when present, must name `family`.
+
+    Raises:
+        ValueError: the dict is for another family, has an unknown key or a value of the wrong type.
+    """
+    fields = dict(d)
+    named = fields.pop("family", family)
+    if named != family:
+        raise ValueError(f"this config is for the {named!r} model family, not {family!r}; load it with that family")
+    return replace_checked(cls(), fields)
+
+
 class PresetRegistry(Registry[C], Generic[C]):
     """Named configs of one family; `get(name, **overrides)` returns a validated copy with overrides applied."""
 
     def get(self, name: str, **overrides: object) -> C:
         """The preset `name` (a fresh copy) with `overrides` applied field by field (type-checked, validated)."""
         return replace_checked(super().get(name), overrides, kind=f"{self.kind} {name!r}")
+
+
+@dataclass(frozen=True)
+class HFFormat:
+    """How a family reads and writes Hugging Face folders.
+
+    Attributes:
+        architectures: `config.json` `architectures` entries it reads (the first is the one it writes).
+        model_types: `model_type` values it reads (used when `architectures` is absent).
+        load: folder -> model.
+        save: (model, directory, dtype, token_ids) -> None.
+    """
+
+    architectures: tuple[str, ...]
+    model_types: tuple[str, ...]
+    load: Callable[[Path], Any]
+    save: Callable[..., None]
+
+
+@dataclass(frozen=True)
+class GGUFFormat:
+    """How a family reads and writes llama.cpp GGUF files.
+
+    Attributes:
+        architecture: `general.architecture`.
+        load: `GGUFFile` -> model.
+        save: (model, path, dtype, extra_metadata, metadata_types) -> None.
+    """
+
+    architecture: str
+    load: Callable[[Any], Any]
+    save: Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -86,26 +133,21 @@ class ModelFamily:
         config_class: its config dataclass (`from_dict`, `to_dict`, `validate`, `resolved`).
         model_class: its `nn.Module` (`__init__(config)`, `save_pretrained(dir, dtype=)`, `from_pretrained(dir)`).
         presets: its named configs.
-        hf_architectures: HF `config.json` `architectures` entries it reads.
-        hf_model_types: HF `model_type` values it reads (used when `architectures` is absent).
-        load_hf: folder with a HF `config.json` -> model.
-        save_hf: (model, directory, dtype, token_ids) -> writes a HF folder.
-        gguf_architecture: GGUF `general.architecture`, or None when the family has no GGUF form.
-        load_gguf: `GGUFFile` -> model.
-        save_gguf: (model, path, dtype, extra_metadata, metadata_types) -> writes a GGUF file.
+        hf: its Hugging Face form, or None.
+        gguf: its GGUF form, or None.
     """
 
     name: str
     config_class: type
     model_class: type
     presets: PresetRegistry
-    hf_architectures: tuple[str, ...] = ()
-    hf_model_types: tuple[str, ...] = ()
-    load_hf: Callable[[Path], Any] | None = None
-    save_hf: Callable[..., None] | None = None
-    gguf_architecture: str | None = None
-    load_gguf: Callable[[Any], Any] | None = None
-    save_gguf: Callable[..., None] | None = None
+    hf: HFFormat | None = None
+    gguf: GGUFFormat | None = None
+
+    @classmethod
+    def of(cls, model_class: Any, hf: HFFormat | None = None, gguf: GGUFFormat | None = None) -> ModelFamily:
+        """The family of a `DecoderLM` subclass, which names its family, config class and presets itself."""
+        return cls(model_class.family_name, model_class.config_class, model_class, model_class.presets, hf, gguf)
 
 
 FAMILIES: dict[str, ModelFamily] = {}
@@ -121,8 +163,8 @@ def register_family(family: ModelFamily) -> ModelFamily:
 
 def supported() -> str:
     """One line listing the families and the HF/GGUF architectures llmlab reads."""
-    hf = [a for f in FAMILIES.values() for a in f.hf_architectures]
-    gguf = [f.gguf_architecture for f in FAMILIES.values() if f.gguf_architecture]
+    hf = [a for f in FAMILIES.values() if f.hf for a in f.hf.architectures]
+    gguf = [f.gguf.architecture for f in FAMILIES.values() if f.gguf]
     return (
         f"supported: llmlab families {', '.join(FAMILIES)}; HF architectures {', '.join(hf)}; "
         f"GGUF architectures {', '.join(gguf)}"
@@ -150,14 +192,15 @@ def family_of(model: object) -> ModelFamily:
 def hf_family(hf_config: Mapping[str, Any]) -> ModelFamily:
     """The family for a HF `config.json` dict (ValueError naming the architecture when unsupported)."""
     archs = hf_config.get("architectures") or []
+    with_hf = [f for f in FAMILIES.values() if f.hf is not None]
     for arch in archs:
-        for family in FAMILIES.values():
-            if arch in family.hf_architectures:
+        for family in with_hf:
+            if arch in family.hf.architectures:
                 return family
     model_type = hf_config.get("model_type")
     if not archs:
-        for family in FAMILIES.values():
-            if model_type in family.hf_model_types:
+        for family in with_hf:
+            if model_type in family.hf.model_types:
                 return family
     name = ", ".join(archs) or model_type or "unknown"
     raise ValueError(f"llmlab does not implement the Hugging Face architecture '{name}'; {supported()}")
@@ -166,6 +209,6 @@ def hf_family(hf_config: Mapping[str, Any]) -> ModelFamily:
 def gguf_family(architecture: str, source: object = "GGUF file") -> ModelFamily:
     """The family for a GGUF `general.architecture` (ValueError naming it when unsupported)."""
     for family in FAMILIES.values():
-        if family.gguf_architecture == architecture:
+        if family.gguf is not None and family.gguf.architecture == architecture:
             return family
     raise ValueError(f"{source}: llmlab does not implement the GGUF architecture '{architecture}'; {supported()}")

@@ -15,9 +15,9 @@ from llmlab.models.llama.gguf import hf_to_gguf_llama, llama_metadata_from_hf_co
 LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 SCALINGS = {
     # Llama 3.1's own values: one frequency of this tiny model falls between the two edges.
-    "llama3.1": dict(zip(LLAMA3_KEYS, (8.0, 1.0, 4.0, 8192))),
+    "llama3.1": dict(zip(LLAMA3_KEYS, (8.0, 1.0, 4.0, 8192), strict=True)),
     # Wider edges and another original context: two frequencies in between.
-    "wide": dict(zip(LLAMA3_KEYS, (16.0, 2.0, 64.0, 32768))),
+    "wide": dict(zip(LLAMA3_KEYS, (16.0, 2.0, 64.0, 32768), strict=True)),
 }
 
 

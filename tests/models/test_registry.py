@@ -14,7 +14,7 @@ from llmlab.models.formats.hf import read_hf_config
 from llmlab.models.gpt import PRESETS as GPT_PRESETS
 from llmlab.models.llama import PRESETS as LLAMA_PRESETS
 from llmlab.models.llama import config_from_hf, config_to_hf
-from llmlab.models.registry import ModelFamily, PresetRegistry, family_of, get_family, hf_family, register_family
+from llmlab.models.registry import ModelFamily, family_of, get_family, hf_family, register_family
 
 
 def test_families_register_themselves() -> None:
@@ -33,14 +33,15 @@ def test_families_register_themselves() -> None:
 def test_a_new_family_is_a_few_lines(tmp_path: Path) -> None:
     """Registering a family makes the format-level API load and save it, without touching that API."""
 
-    class TinyGPT(type(tiny_gpt())):  # a "new" family reusing GPT's code
-        pass
+    class TinyGPT(type(tiny_gpt())):  # a "new" family reusing GPT's code, config and presets
+        family_name = "tinygpt-test"
 
-    family = ModelFamily(name="tinygpt-test", config_class=object, model_class=TinyGPT, presets=PresetRegistry("x"))
-    register_family(family)
+    register_family(ModelFamily.of(TinyGPT))
     try:
         model = TinyGPT(GPT_PRESETS.get("nano-char"))
         assert model_family(model) == "tinygpt-test"
+        save_llmlab(model, tmp_path / "own")
+        assert type(load_model(tmp_path / "own")) is TinyGPT  # load_model dispatches on the "family" key
         with pytest.raises(ValueError, match="tinygpt-test family has no Hugging Face form"):
             save_hf(model, tmp_path / "hf")
     finally:

@@ -5,8 +5,8 @@
 | path holds                                    | decided by                                | family             |
 |-----------------------------------------------|-------------------------------------------|--------------------|
 | `model_config.json` (llmlab save_pretrained)  | its `"family"` key (absent = `"gpt"`)     | any registered one |
-| `config.json` (Hugging Face save_pretrained)  | `architectures` / `model_type`            | `hf_architectures` |
-| a `.gguf` file (or a folder with exactly one) | `general.architecture`                    | `gguf_architecture`|
+| `config.json` (Hugging Face save_pretrained)  | `architectures` / `model_type`            | `hf.architectures`  |
+| a `.gguf` file (or a folder with exactly one) | `general.architecture`                    | `gguf.architecture` |
 
 An architecture llmlab does not implement is a ValueError that names it and lists the supported ones.
 The writers (`save_llmlab`, `save_hf`, `save_gguf`) dispatch on the model's class.
@@ -87,10 +87,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> n
     if kind == "llmlab":
         model = _llmlab_family(p).model_class.from_pretrained(p)
     elif kind == "hf":
-        family = hf_family(read_hf_config(p))
-        if family.load_hf is None:
-            raise ValueError(f"{p}: llmlab cannot read the {family.name} family from Hugging Face folders")
-        model = family.load_hf(p)
+        model = hf_family(read_hf_config(p)).hf.load(p)  # hf_family only returns families with a HF form
     else:
         model = load_gguf_model(p)
     return model.to(device).eval()
@@ -99,9 +96,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> n
 def load_gguf_model(source: str | os.PathLike | GGUFFile) -> nn.Module:
     """An llmlab model (float32, dequantised, eval mode) from a `.gguf` path or an already-read `GGUFFile`."""
     f = source if isinstance(source, GGUFFile) else read_gguf(source)
-    family = gguf_family(f.architecture, f.path)
-    assert family.load_gguf is not None  # a family with a gguf_architecture has a reader
-    return family.load_gguf(f).eval()
+    return gguf_family(f.architecture, f.path).gguf.load(f).eval()
 
 
 def model_family(model: nn.Module) -> str:
@@ -131,9 +126,9 @@ def save_hf(
             values are skipped), written to both JSON files so `transformers`' `generate` stops at them.
     """
     family = family_of(model)
-    if family.save_hf is None:
+    if family.hf is None:
         raise ValueError(f"the {family.name} family has no Hugging Face form; save it with --format llmlab")
-    family.save_hf(model, directory, dtype, token_ids)
+    family.hf.save(model, directory, dtype, token_ids)
 
 
 def save_gguf(
@@ -145,6 +140,6 @@ def save_gguf(
 ) -> None:
     """Write a GGUF file (`dtype` "F32" | "F16" | "Q8_0") with `extra_metadata` (e.g. the tokenizer)."""
     family = family_of(model)
-    if family.save_gguf is None:
+    if family.gguf is None:
         raise ValueError(f"the {family.name} family has no GGUF form; save it with --format llmlab or hf")
-    family.save_gguf(model, path, dtype, extra_metadata, metadata_types)
+    family.gguf.save(model, path, dtype, extra_metadata, metadata_types)

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmlab.models.registry import config_from_dict
+
 if TYPE_CHECKING:  # llmlab.nn imports torch; this module does not
     from llmlab.nn.block import BlockConfig
 
@@ -176,16 +178,4 @@ class GPTConfig:
         A `"family"` key (written by `save_pretrained` so `llmlab.models.load_model` can dispatch) must
         say `gpt`.
         """
-        d = dict(d)
-        family = d.pop("family", "gpt")
-        if family != "gpt":
-            raise ValueError(f"this config is for the {family!r} model family, not 'gpt'; load it with that family")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown GPTConfig field(s): {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
-            )
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return config_from_dict(cls, d, "gpt")

@@ -31,6 +31,7 @@ _CONV1D_WEIGHTS = (
 # Non-parameter buffers found in older HF GPT-2 checkpoints.
 _SKIP_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".crossattention.bias", ".crossattention.masked_bias")
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+HF_ARCHITECTURE = "GPT2LMHeadModel"
 
 
 def config_from_hf_gpt2(hf: dict[str, Any]) -> GPTConfig:
@@ -146,7 +147,7 @@ def gpt2_config_to_hf(config: GPTConfig, dtype: torch.dtype = torch.float32) -> 
     check_plain_gpt2(config)
     c = config
     return {
-        "architectures": ["GPT2LMHeadModel"],
+        "architectures": [HF_ARCHITECTURE],
         "model_type": "gpt2",
         "vocab_size": c.vocab_size,
         "n_positions": c.block_size,

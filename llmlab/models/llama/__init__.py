@@ -5,21 +5,13 @@ from llmlab.models.llama.gguf import GGUF_ARCHITECTURE, load_gguf_llama, save_gg
 from llmlab.models.llama.hf import HF_ARCHITECTURE, config_from_hf, config_to_hf, load_hf_llama, save_hf_llama
 from llmlab.models.llama.model import Llama, LlamaDecoderLayer, ModelOutput
 from llmlab.models.llama.presets import PRESETS
-from llmlab.models.registry import ModelFamily, register_family
+from llmlab.models.registry import GGUFFormat, HFFormat, ModelFamily, register_family
 
 FAMILY = register_family(
-    ModelFamily(
-        name="llama",
-        config_class=LlamaConfig,
-        model_class=Llama,
-        presets=PRESETS,
-        hf_architectures=(HF_ARCHITECTURE,),
-        hf_model_types=("llama",),
-        load_hf=load_hf_llama,
-        save_hf=save_hf_llama,
-        gguf_architecture=GGUF_ARCHITECTURE,
-        load_gguf=load_gguf_llama,
-        save_gguf=save_gguf_llama,
+    ModelFamily.of(
+        Llama,
+        hf=HFFormat((HF_ARCHITECTURE,), ("llama",), load_hf_llama, save_hf_llama),
+        gguf=GGUFFormat(GGUF_ARCHITECTURE, load_gguf_llama, save_gguf_llama),
     )
 )
 

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmlab.models.registry import config_from_dict
+
 FAMILY = "llama"
 ATTENTION_BACKENDS = ("sdpa", "eager")
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
@@ -175,16 +177,4 @@ class LlamaConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LlamaConfig:
         """Build and validate a config from a dict (as written by `to_dict`); unknown keys raise ValueError."""
-        d = dict(d)
-        family = d.pop("family", FAMILY)
-        if family != FAMILY:
-            raise ValueError(f"model_config.json is for the '{family}' family, not '{FAMILY}'")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown LlamaConfig field(s): {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
-            )
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return config_from_dict(cls, d, FAMILY)
