@@ -1,4 +1,5 @@
-"""Tiny seeded models built from the registered presets, for tests: `from tiny_models import tiny_gpt, tiny_llama`.
+"""Tiny seeded models built from the registered presets, for tests: `from tiny_models import tiny_gpt, tiny_llama`
+(and `tiny_hf_llama`, the same architecture in `transformers`).
 
 Each builder seeds torch, takes a preset by name (the family's smallest by default) and applies `overrides`
 structurally (`PresetRegistry.get`: unknown or mistyped fields are a ValueError), and returns the model in
@@ -28,6 +29,19 @@ def tiny_llama(seed: int = 0, preset: str = "llama-tiny", **overrides: object) -
     """A seeded `Llama` from `preset` (2 layers, 4 heads / 2 KV heads, width 32, tied embeddings) with `overrides`."""
     torch.manual_seed(seed)
     return Llama(LLAMA_PRESETS.get(preset, **overrides)).eval()
+
+
+def tiny_hf_llama(seed: int = 0, preset: str = "llama-tiny", **overrides: object):  # -> LlamaForCausalLM
+    """A seeded `transformers` `LlamaForCausalLM` of the llmlab preset `preset` with `overrides` (HF field names).
+
+    The oracle for comparisons: its `config.json` is what `save_hf` writes for the same config.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmlab.models.llama import config_to_hf
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**config_to_hf(LLAMA_PRESETS.get(preset, **overrides)))).eval()
 
 
 def tiny_models(seed: int = 0, vocab_size: int = TINY_VOCAB) -> dict[str, torch.nn.Module]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_hf_llama
 
 from llmlab.io.gguf import read_gguf, write_gguf
 from llmlab.models import load_model, save_gguf
@@ -42,22 +43,9 @@ def llama_cpp_rope_factors(hf_config: dict) -> torch.Tensor:
 
 
 def hf_llama3(scaling: dict):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        rope_theta=500000.0,
-        rope_scaling={"rope_type": "llama3", **scaling},
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config).eval()
+    overrides = dict(vocab_size=64, hidden_size=64, intermediate_size=96, max_position_embeddings=256)
+    rope = dict(rope_theta=500000.0, rope_scaling={"rope_type": "llama3", **scaling})
+    return tiny_hf_llama(**overrides, **rope, tie_word_embeddings=False)
 
 
 def hf_config_dict(hf) -> dict:

@@ -18,8 +18,8 @@ import torch
 import llmlab.models.smollm2
 from llmlab.cli.main import main
 from llmlab.generate.checkpoint import DEFAULT_MODEL_NAME, load_for_inference, load_model_and_tokenizer
-from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.models import save_hf, save_llmlab
+from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.models.llama import Llama, LlamaConfig
 from llmlab.recipes.convert import convert
 from llmlab.tokenizers import train_tokenizer_from_iterator

@@ -102,23 +102,8 @@ class GPTConfig:
         """The architecture of one Transformer block of this model."""
         from llmlab.nn.block import BlockConfig
 
-        return BlockConfig(
-            n_embd=self.n_embd,
-            n_head=self.n_head,
-            n_kv_head=self.n_kv_head,
-            attention=self.attention,
-            norm=self.norm,
-            norm_eps=self.norm_eps,
-            pre_norm=self.pre_norm,
-            mlp=self.mlp,
-            mlp_hidden=self.hidden_size,
-            moe_num_experts=self.moe_num_experts,
-            moe_top_k=self.moe_top_k,
-            bias=self.bias,
-            dropout=self.dropout,
-            causal=self.causal,
-            cross_attention=self.cross_attention,
-        )
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(BlockConfig) if hasattr(self, f.name)}
+        return BlockConfig(**{**shared, "mlp_hidden": self.hidden_size})
 
     def validate(self) -> None:
         """Raise ValueError (one line naming the field and the fix) if the configuration is inconsistent."""

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig as HFLlamaConfig
+from tiny_models import tiny_hf_llama
 from transformers import LlamaForCausalLM
 
 from llmlab.models.llama import PRESETS, Llama, LlamaConfig, ModelOutput, load_hf_llama, save_hf_llama
@@ -30,18 +30,8 @@ HF_VARIANTS = {
 
 
 def hf_tiny(**overrides) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    kw = dict(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        rms_norm_eps=1e-5,
-    )
-    kw.update(overrides)
-    return LlamaForCausalLM(HFLlamaConfig(**kw)).eval()
+    base = dict(vocab_size=97, num_key_value_heads=None, max_position_embeddings=64, rms_norm_eps=1e-5)
+    return tiny_hf_llama(**{**base, "tie_word_embeddings": False, **overrides})
 
 
 @pytest.mark.parametrize("variant", list(HF_VARIANTS))
