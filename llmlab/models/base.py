@@ -38,6 +38,12 @@ class DecoderLM(nn.Module):
     config: Any
     lm_head: nn.Linear
 
+    def __init__(self, config: Any) -> None:
+        """Validate `config` (one-line ValueError) and keep it as `self.config`; the subclass builds the layers."""
+        super().__init__()
+        config.validate()
+        self.config = config
+
     def _init_normal(self, module: nn.Module, std: float) -> None:
         """Normal(0, std) weights and zero biases for linear layers and embeddings (GPT-2 / Llama init)."""
         if isinstance(module, nn.Linear):

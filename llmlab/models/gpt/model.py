@@ -37,9 +37,7 @@ class GPT(DecoderLM):
     presets = PRESETS
 
     def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        config.validate()
-        self.config = config
+        super().__init__(config)
         c = config
         block = c.block_config()
         modules: dict[str, nn.Module] = {"wte": nn.Embedding(c.vocab_size, c.n_embd)}

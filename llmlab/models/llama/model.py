@@ -108,9 +108,7 @@ class Llama(DecoderLM):
     presets = PRESETS
 
     def __init__(self, config: LlamaConfig) -> None:
-        super().__init__()
-        config.validate()
-        self.config = config
+        super().__init__(config)
         self.model = LlamaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:  # https://arxiv.org/abs/1608.05859
