@@ -19,7 +19,7 @@ from llmlab.io import atomic_write, atomic_write_json
 from llmlab.models.checkpoint_io import load_safetensors
 
 TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
-TokenIds = Mapping[str, "int | list[int] | None"]
+TokenIds = Mapping[str, int | list[int] | None]  # bos_token_id / eos_token_id / pad_token_id
 
 
 def read_hf_config(model_dir: str | os.PathLike) -> dict[str, Any]:
