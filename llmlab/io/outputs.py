@@ -79,9 +79,7 @@ def check_output_dir(
             f"{dst} is a non-empty folder that llmlab did not create; llmlab never replaces it — choose another {flag}"
         )
     if not overwrite and not allow_existing_run:
-        raise ValueError(
-            f"{dst} already exists (an earlier llmlab output); choose another {flag} or pass {overwrite_flag}"
-        )
+        raise ValueError(f"{dst} already exists (an earlier llmlab output); choose another {flag} or pass {overwrite_flag}")
     return target
 
 
