@@ -6,7 +6,7 @@ Same weights, same adapters, same batches, same optimizer, so both do the same w
   loss = what `llmlab finetune` computes, `llmlab.train.sft_loop.sft_token_losses` (the LM head runs only on
   the learned positions) averaged over the learned tokens; `--llmlab-loss model` uses the model's own `targets`
   loss instead (logits for every position, like transformers).
-- transformers + peft: those weights exported with `llmlab.models.hub.save_hf`, loaded by
+- transformers + peft: those weights exported with `llmlab.models.save_hf`, loaded by
   `LlamaForCausalLM.from_pretrained`, `peft.get_peft_model` with the same LoRA config (LoRA, Hu et al. 2021,
   https://arxiv.org/abs/2106.09685: r=8, alpha 16, dropout 0, q_proj and v_proj, peft's default targets for
   Llama); llmlab's initial LoRA A/B are copied in, so both start from identical adapters; the loss is
@@ -112,7 +112,7 @@ def build_models(workdir: str, seed: int) -> tuple[dict[str, nn.Module], Any, st
     from transformers.utils import logging as hf_logging
 
     from llmlab.generate.checkpoint import load_for_inference
-    from llmlab.models.hub import save_hf
+    from llmlab.models import save_hf
     from llmlab.peft import LoraConfig, get_peft_model
 
     hf_logging.set_verbosity_error()

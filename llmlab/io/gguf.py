@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from llmlab.io.files import atomic_write
 
 # Types we dequantise. gguf.quants knows more (IQ*, TQ*), but these are the ones llama.cpp's common
 # presets produce and the ones we test; an unknown type is a clear error rather than a silent guess.
@@ -329,16 +330,13 @@ def write_gguf(
         # Quantised data is uint8 (rows, bytes); the writer turns that back into the logical shape.
         writer.add_tensor(name, quants.quantize(array, qtype), raw_dtype=qtype)
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer.write_header_to_file(Path(tmp))
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        writer.close()
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def write(tmp: Path) -> None:
+        try:
+            writer.write_header_to_file(tmp)
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+
+    atomic_write(path, write)
     return path

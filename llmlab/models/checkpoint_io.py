@@ -1,31 +1,19 @@
-"""Reading and writing model folders, shared by every family: atomic writes, safetensors with one-line errors,
-and a strict state-dict load that names missing, unexpected or mis-shaped tensors."""
+"""Reading and writing model folders, shared by every family: atomic writes of config + safetensors, loading with
+one-line errors, and a strict state-dict load that names missing, unexpected or mis-shaped tensors."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-
-def atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Call `write(tmp_path)` for a temp file beside `path`, then rename it to `path` (readable by all)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from llmlab.io import atomic_write, atomic_write_json
 
 
 def load_safetensors(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -36,6 +24,23 @@ def load_safetensors(path: Path, device: torch.device | str = "cpu") -> dict[str
         return load_file(str(path), device=str(device))
     except Exception as e:  # safetensors raises its own error type on truncated/corrupt files
         raise ValueError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); re-create it") from None
+
+
+def write_model_folder(
+    directory: str | os.PathLike,
+    config_name: str,
+    config: Mapping[str, Any],
+    weights_name: str,
+    state_dict: Mapping[str, torch.Tensor],
+) -> None:
+    """Write `state_dict` as safetensors and `config` as JSON into `directory` (created if needed), each atomically."""
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = dict(state_dict)
+    atomic_write(d / weights_name, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    atomic_write_json(d / config_name, dict(config))
 
 
 def read_model_folder(directory: str | os.PathLike, config_name: str, weights_name: str) -> tuple[dict[str, Any], Path]:

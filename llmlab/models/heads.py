@@ -28,14 +28,15 @@ from torch import nn
 
 
 def final_hidden_module(model: nn.Module) -> nn.Module:
-    """The module whose output is the final hidden state (B, T, C) that feeds the LM head."""
-    modules = dict(model.named_modules())
-    for name in ("model.norm", "transformer.ln_f"):
-        if name in modules:
-            return modules[name]
-    if "transformer.h" in modules and len(modules["transformer.h"]) > 0:  # post-norm GPT: the last block
-        return modules["transformer.h"][-1]
-    raise ValueError(f"cannot find the final hidden state of a {type(model).__name__}; expected model.norm or ln_f")
+    """The module whose output is the final hidden state (B, T, C) that feeds the LM head.
+
+    That is the model's `final_norm`, or its last layer for post-norm models (whose `final_norm` is Identity
+    because their blocks end with a norm).
+    """
+    norm = getattr(model, "final_norm", None)
+    if norm is None:
+        raise ValueError(f"{type(model).__name__} has no final_norm; heads need an llmlab model")
+    return model.layers[-1] if isinstance(norm, nn.Identity) else norm
 
 
 class HiddenStateCapture:
@@ -116,7 +117,7 @@ class SequenceClassifier(nn.Module):
         self.config = base.config
         self.num_labels = num_labels
         self.pad_id = pad_id
-        width = getattr(base.config, "n_embd", None) or base.config.hidden_size
+        width = base.embed_tokens.embedding_dim
         p = next(base.parameters())
         self.score = nn.Linear(width, num_labels, bias=False, device=p.device, dtype=p.dtype)
         nn.init.normal_(self.score.weight, std=0.02)

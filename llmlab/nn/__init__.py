@@ -1,7 +1,7 @@
 """llmlab.nn: reusable Transformer components (attention backends, positions, norms, MLPs, MoE, KV cache)."""
 
 from llmlab.nn.attention import ATTENTION_BACKENDS, Attention, eager_attention, repeat_kv
-from llmlab.nn.block import Block
+from llmlab.nn.block import Block, BlockConfig
 from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.linear_attention import linear_attention, linear_attention_quadratic
 from llmlab.nn.masks import build_attention_mask
@@ -17,6 +17,7 @@ __all__ = [
     "POSITIONS",
     "Attention",
     "Block",
+    "BlockConfig",
     "GELUMLP",
     "KVCache",
     "MoE",

@@ -6,6 +6,8 @@ Post-norm (original Transformer, https://arxiv.org/abs/1706.03762): `x = norm(x 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -16,11 +18,11 @@ from llmlab.nn.moe import MoE
 from llmlab.nn.norms import build_norm
 
 
-class Block(nn.Module):
-    """One Transformer layer with GPT-2 parameter names (`ln_1`, `attn`, `ln_cross_attn`, `crossattention`,
-    `ln_2`, `mlp`).
+@dataclass(frozen=True)
+class BlockConfig:
+    """The architecture of one Transformer layer (a family's config builds it once: `config.block_config()`).
 
-    Args:
+    Attributes:
         n_embd: width C.
         n_head: query heads.
         n_kv_head: key/value heads (None = n_head).
@@ -28,56 +30,65 @@ class Block(nn.Module):
         norm: 'layernorm' or 'rmsnorm'.
         norm_eps: norm epsilon.
         pre_norm: pre-LN (True) or post-LN (False).
-        mlp: 'gelu' or 'swiglu'.
-        mlp_hidden: hidden size of the MLP (of each expert with MoE).
+        mlp: 'gelu', 'gelu_exact' or 'swiglu'.
+        mlp_hidden: hidden size of the MLP (of each expert with MoE); None = 4 * n_embd.
         moe_num_experts: 0 for a dense MLP, else the number of experts.
         moe_top_k: experts per token.
-        bias: biases in linear layers and LayerNorms.
+        bias: biases in linear layers and norms.
         dropout: dropout probability.
         causal: causal self-attention.
         cross_attention: add a cross-attention sub-layer over `encoder_hidden_states`.
         fused_qkv: GPT-2 fused `c_attn` (True) or Llama-style separate projections.
+    """
+
+    n_embd: int
+    n_head: int
+    n_kv_head: int | None = None
+    attention: str = "sdpa"
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    pre_norm: bool = True
+    mlp: str = "gelu"
+    mlp_hidden: int | None = None
+    moe_num_experts: int = 0
+    moe_top_k: int = 2
+    bias: bool = True
+    dropout: float = 0.0
+    causal: bool = True
+    cross_attention: bool = False
+    fused_qkv: bool = True
+
+
+class Block(nn.Module):
+    """One Transformer layer with GPT-2 parameter names (`ln_1`, `attn`, `ln_cross_attn`, `crossattention`,
+    `ln_2`, `mlp`).
+
+    Args:
+        config: the layer's architecture.
         layer_idx: index in the KV cache.
     """
 
-    def __init__(
-        self,
-        n_embd: int,
-        n_head: int,
-        n_kv_head: int | None = None,
-        *,
-        attention: str = "sdpa",
-        norm: str = "layernorm",
-        norm_eps: float = 1e-5,
-        pre_norm: bool = True,
-        mlp: str = "gelu",
-        mlp_hidden: int | None = None,
-        moe_num_experts: int = 0,
-        moe_top_k: int = 2,
-        bias: bool = True,
-        dropout: float = 0.0,
-        causal: bool = True,
-        cross_attention: bool = False,
-        fused_qkv: bool = True,
-        layer_idx: int = 0,
-    ) -> None:
+    def __init__(self, config: BlockConfig, layer_idx: int = 0) -> None:
         super().__init__()
-        hidden = mlp_hidden or 4 * n_embd
-        self.pre_norm = pre_norm
-        attn_kw = dict(bias=bias, dropout=dropout, fused_qkv=fused_qkv, layer_idx=layer_idx)
-        self.ln_1 = build_norm(norm, n_embd, norm_eps, bias)
-        self.attn = Attention(n_embd, n_head, n_kv_head, backend=attention, causal=causal, **attn_kw)
-        self.has_cross = cross_attention
-        if cross_attention:
-            self.ln_cross_attn = build_norm(norm, n_embd, norm_eps, bias)
-            cross_backend = "sdpa" if attention == "local" else attention
-            self.crossattention = Attention(n_embd, n_head, n_kv_head, backend=cross_backend, cross=True, **attn_kw)
-        self.ln_2 = build_norm(norm, n_embd, norm_eps, bias)
-        self.is_moe = moe_num_experts > 0
+        c = config
+        hidden = c.mlp_hidden or 4 * c.n_embd
+        self.pre_norm = c.pre_norm
+        attn_kw = dict(bias=c.bias, dropout=c.dropout, fused_qkv=c.fused_qkv, layer_idx=layer_idx)
+        self.ln_1 = build_norm(c.norm, c.n_embd, c.norm_eps, c.bias)
+        self.attn = Attention(c.n_embd, c.n_head, c.n_kv_head, backend=c.attention, causal=c.causal, **attn_kw)
+        self.has_cross = c.cross_attention
+        if c.cross_attention:
+            self.ln_cross_attn = build_norm(c.norm, c.n_embd, c.norm_eps, c.bias)
+            cross_backend = "sdpa" if c.attention == "local" else c.attention
+            self.crossattention = Attention(
+                c.n_embd, c.n_head, c.n_kv_head, backend=cross_backend, cross=True, **attn_kw
+            )
+        self.ln_2 = build_norm(c.norm, c.n_embd, c.norm_eps, c.bias)
+        self.is_moe = c.moe_num_experts > 0
         if self.is_moe:
-            self.mlp = MoE(n_embd, hidden, moe_num_experts, moe_top_k, kind=mlp, bias=bias, dropout=dropout)
+            self.mlp = MoE(c.n_embd, hidden, c.moe_num_experts, c.moe_top_k, kind=c.mlp, bias=c.bias, dropout=c.dropout)
         else:
-            self.mlp = build_mlp(mlp, n_embd, hidden, bias=bias, dropout=dropout)
+            self.mlp = build_mlp(c.mlp, c.n_embd, hidden, bias=c.bias, dropout=c.dropout)
 
     def forward(
         self,

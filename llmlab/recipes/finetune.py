@@ -391,7 +391,7 @@ def _write_outputs(model: Any, tokenizer: Any, cfg: FinetuneConfig, base_name: s
             recorded = str(local.resolve()) if local.exists() else base_name  # found again from any directory
             save_adapter(model, out / "adapter", base_model_name_or_path=recorded)  # atomic
             return str(out / "adapter")
-        from llmlab.models.hub import save_llmlab
+        from llmlab.models import save_llmlab
 
         save_llmlab(model, tmp / "model")
         write_tokenizer(tokenizer, tmp / "model", chat_template)

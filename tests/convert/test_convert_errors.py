@@ -10,7 +10,7 @@ from transformers import LlamaForCausalLM
 
 from llmlab.cli import convert as convert_cli
 from llmlab.cli import main as cli_main
-from llmlab.models.hub import load_model
+from llmlab.models import load_model
 from llmlab.recipes.convert import convert
 
 

@@ -8,8 +8,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Llam
 from transformers import LlamaConfig as HFLlamaConfig
 
 from llmlab.io.gguf import read_gguf
+from llmlab.models import load_model
 from llmlab.models.gpt import GPT
-from llmlab.models.hub import load_model
 from llmlab.models.llama import Llama
 from llmlab.recipes.convert import convert
 from llmlab.tokenizers import load_tokenizer, train_tokenizer

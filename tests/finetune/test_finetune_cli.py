@@ -99,7 +99,7 @@ def test_full_finetune_loss_falls_and_model_loads(tmp_path, llama_dir, tokenizer
     rows = metrics(tmp_path / "run")
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]
     from llmlab.generate.checkpoint import load_for_inference
-    from llmlab.models.hub import load_model
+    from llmlab.models import load_model
 
     loaded = load_for_inference(tmp_path / "run" / "model")  # model + tokenizer, ready for `llmlab generate`
     assert loaded.tokenizer.encode("red apple") == tokenizer.encode("red apple")
@@ -109,7 +109,7 @@ def test_full_finetune_loss_falls_and_model_loads(tmp_path, llama_dir, tokenizer
 
 @pytest.mark.parametrize("method", ["qlora", "adapter", "prefix", "prompt", "ia3"])
 def test_other_peft_methods_train_save_and_reload(method, tmp_path, llama_dir, capsys) -> None:
-    from llmlab.models.hub import load_model
+    from llmlab.models import load_model
     from llmlab.peft import load_adapter
 
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(24))
@@ -176,7 +176,7 @@ def test_multi_task_partial_packing_logs_per_task_loss(tmp_path, llama_dir, caps
 
 
 def test_merge_gives_the_adapter_models_logits(lora_run, llama_dir, tmp_path, capsys) -> None:
-    from llmlab.models.hub import load_model
+    from llmlab.models import load_model
     from llmlab.peft import load_adapter
 
     code, out, err = run_cli(["merge", "--adapter", str(lora_run / "adapter"), "--out", str(tmp_path / "m")], capsys)

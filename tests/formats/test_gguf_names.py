@@ -4,16 +4,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_hf_llama
 
-from llmlab.models.formats import (
-    gguf_to_hf_gpt2,
+from llmlab.io.gguf import read_gguf, write_gguf
+from llmlab.models.gpt.gguf import gguf_to_hf_gpt2, hf_to_gguf_gpt2
+from llmlab.models.llama.gguf import (
     gguf_to_hf_llama,
     hf_config_from_gguf_llama,
-    hf_to_gguf_gpt2,
     hf_to_gguf_llama,
     llama_metadata_from_hf_config,
-    read_gguf,
-    write_gguf,
 )
 
 
@@ -81,21 +80,10 @@ def test_rope_permutation_round_trips_and_is_not_identity() -> None:
 
 
 def test_tiny_llama_written_by_us_loads_in_transformers(tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config).eval()
-    cfg = config.to_dict()
+    model = tiny_hf_llama(vocab_size=64, intermediate_size=48, max_position_embeddings=64, tie_word_embeddings=False)
+    cfg = model.config.to_dict()
     write_gguf(
         tmp_path / "tiny.gguf", "llama", llama_metadata_from_hf_config(cfg), hf_to_gguf_llama(model.state_dict(), cfg)
     )

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_gpt, tiny_llama
 from torch import nn
 
 from llmlab.models.checkpoint_io import skip_weight_init
-from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.llama import Llama, LlamaConfig
 
 
 def test_skip_weight_init_leaves_tensors_alone_and_restores_init() -> None:
@@ -28,12 +27,7 @@ def test_skip_weight_init_leaves_tensors_alone_and_restores_init() -> None:
 
 def test_loaded_models_equal_the_saved_ones(tmp_path: Path) -> None:
     """Built inside skip_weight_init, every parameter and buffer still comes out equal to the saved model."""
-    torch.manual_seed(0)
-    models = [
-        GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32)),
-        Llama(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)),
-    ]  # fmt: skip
+    models = [tiny_gpt(vocab_size=64, block_size=16, n_head=4), tiny_llama(vocab_size=64, max_position_embeddings=32)]
     x = torch.randint(0, 64, (2, 8))
     for i, model in enumerate(models):
         model.eval().save_pretrained(tmp_path / str(i))

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from tiny_models import tiny_gpt
 
 from llmlab.models.gpt import GPT, PRESETS, GPTConfig, count_parameters, preset_table
 
@@ -33,8 +34,7 @@ VARIANTS = {
 
 
 def _tiny(**kw) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(**{**TINY, **kw}))
+    return tiny_gpt(**{**TINY, **kw}).train()
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -6,23 +6,13 @@ import functools
 
 import pytest
 import torch
-
-from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.llama.config import LlamaConfig
-from llmlab.models.llama.model import Llama
+from tiny_models import tiny_gpt, tiny_llama
 
 
 def tiny(family: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if family == "gpt":
-        return GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32)).eval()
-    if family == "gpt-postnorm":
-        return GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32, pre_norm=False)).eval()
-    cfg = LlamaConfig(
-        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32,
-    )  # fmt: skip
-    return Llama(cfg).eval()
+    if family == "llama":
+        return tiny_llama(vocab_size=50, max_position_embeddings=32)
+    return tiny_gpt(vocab_size=50, n_head=4, pre_norm=family != "gpt-postnorm")
 
 
 @pytest.mark.parametrize("family", ["gpt", "gpt-postnorm", "llama"])
@@ -73,3 +63,16 @@ def test_generate_prefill_uses_last_logits_only() -> None:
     ids = torch.randint(0, 50, (1, 5), generator=torch.Generator().manual_seed(0))
     generate(model, ids, 3, temperature=0.0)
     assert seen == [1, 1, 1]  # the prefill of 5 tokens returned one row of logits
+
+
+@pytest.mark.parametrize("family", ["gpt", "gpt-postnorm", "llama"])
+def test_heads_find_the_final_hidden_state_through_the_accessors(family: str) -> None:
+    from llmlab.models.heads import HiddenStateCapture, final_hidden_module
+
+    model = tiny(family)
+    expected = model.layers[-1] if family == "gpt-postnorm" else model.final_norm
+    assert final_hidden_module(model) is expected
+    ids = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), HiddenStateCapture(model) as cap:
+        out = model(ids, output_hidden_states=True)
+    torch.testing.assert_close(cap.hidden, out.hidden_states)

@@ -1,5 +1,6 @@
 """Positions (sinusoidal, RoPE vs HF Llama, ALiBi), norms, MLPs, MoE routing/aux loss and the KV cache."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,6 +8,8 @@ import torch
 
 from llmlab.nn import (
     GELUMLP,
+    Block,
+    BlockConfig,
     KVCache,
     MoE,
     RMSNorm,
@@ -139,3 +142,35 @@ def test_kv_cache_update_and_overflow():
         cache.update(0, torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
     cache.reset()
     assert cache.seq_len == 0
+
+
+def test_block_from_its_config_alone():
+    """`Block(BlockConfig, layer_idx)` works without any model family; pre- and post-norm, dense and MoE."""
+    for cfg in (
+        BlockConfig(n_embd=32, n_head=4),
+        BlockConfig(n_embd=32, n_head=4, n_kv_head=2, norm="rmsnorm", mlp="swiglu", mlp_hidden=48, bias=False),
+        BlockConfig(n_embd=32, n_head=4, pre_norm=False, moe_num_experts=4, moe_top_k=2),
+    ):
+        torch.manual_seed(0)
+        block = Block(cfg, layer_idx=0).eval()
+        x = torch.randn(2, 5, 32)
+        y, weights, aux = block(x, is_causal=True)
+        assert y.shape == x.shape and weights is None
+        assert (aux is not None) == (cfg.moe_num_experts > 0)
+        assert not torch.allclose(y, x)
+    assert Block(BlockConfig(n_embd=32, n_head=4, mlp_hidden=48)).mlp.c_fc.out_features == 48
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        BlockConfig(n_embd=32, n_head=4).n_head = 2  # frozen: a block config is built once
+
+
+def test_gpt_builds_its_blocks_from_its_config():
+    from llmlab.models.gpt import GPT, GPTConfig
+
+    config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, mlp="swiglu")
+    block = config.block_config()
+    assert (block.n_kv_head, block.mlp, block.mlp_hidden) == (2, "swiglu", config.hidden_size)
+    model = GPT(config)
+    ref = Block(block, layer_idx=1)
+    assert {k: v.shape for k, v in model.layers[1].state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()
+    }

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import tiny_gpt, tiny_llama
 
-from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.llama.config import LlamaConfig
-from llmlab.models.llama.model import Llama
 from llmlab.nn import attention as attention_mod
 from llmlab.nn.attention import Attention
 from llmlab.nn.masks import build_attention_mask
 
 
 def tiny(family: str) -> torch.nn.Module:
-    torch.manual_seed(0)
     if family == "gpt":
-        cfg = GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, position="rope")
-        return GPT(cfg).eval()
-    cfg = LlamaConfig(
-        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32,
-    )  # fmt: skip
-    return Llama(cfg).eval()
+        return tiny_gpt(vocab_size=50, n_head=4, n_kv_head=2, position="rope")
+    return tiny_llama(vocab_size=50, max_position_embeddings=32)
 
 
 @pytest.mark.parametrize("family", ["gpt", "llama"])

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from llmlab.models.registry import config_from_dict
+
+if TYPE_CHECKING:  # llmlab.nn imports torch; this module does not
+    from llmlab.nn.block import BlockConfig
 
 ATTENTION_BACKENDS = ("sdpa", "eager", "linear", "local")
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
@@ -85,6 +90,21 @@ class GPTConfig:
             return ((8 * self.n_embd + 2) // 3 + 7) // 8 * 8
         return 4 * self.n_embd
 
+    def resolved(self) -> GPTConfig:
+        """A copy with every None-means-default field set to its effective value (`n_kv_head`, `mlp_hidden`).
+
+        Two configs that build the same architecture compare equal after `resolved()` (e.g. a preset and the
+        config read back from its Hugging Face export).
+        """
+        return dataclasses.replace(self, n_kv_head=self.kv_heads, mlp_hidden=self.hidden_size)
+
+    def block_config(self) -> BlockConfig:
+        """The architecture of one Transformer block of this model."""
+        from llmlab.nn.block import BlockConfig
+
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(BlockConfig) if hasattr(self, f.name)}
+        return BlockConfig(**{**shared, "mlp_hidden": self.hidden_size})
+
     def validate(self) -> None:
         """Raise ValueError (one line naming the field and the fix) if the configuration is inconsistent."""
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -140,19 +160,7 @@ class GPTConfig:
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
         """Build and validate a config from a dict; unknown keys raise ValueError naming them.
 
-        A `"family"` key (written by `save_pretrained` so `llmlab.models.hub.load_model` can dispatch) must
+        A `"family"` key (written by `save_pretrained` so `llmlab.models.load_model` can dispatch) must
         say `gpt`.
         """
-        d = dict(d)
-        family = d.pop("family", "gpt")
-        if family != "gpt":
-            raise ValueError(f"this config is for the {family!r} model family, not 'gpt'; load it with that family")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown GPTConfig field(s): {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
-            )
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return config_from_dict(cls, d, "gpt")

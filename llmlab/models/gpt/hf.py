@@ -1,22 +1,22 @@
-"""Load Hugging Face GPT-2 checkpoints (`config.json` + safetensors) into llmlab's `GPT`.
+"""Hugging Face GPT-2 checkpoints (`config.json` + safetensors) <-> llmlab's `GPT`, in both directions.
 
 Pure tensor mapping: `transformers` is never imported. HF GPT-2 uses `Conv1D` layers whose weights are
 stored (in_features, out_features), the transpose of `nn.Linear`, so those four matrices per block (and
 the three of a cross-attention layer) are transposed; every other tensor keeps its name and layout.
+Only plain GPT-2 (learned positions, LayerNorm, GELU, biases, pre-norm, MHA, dense MLP) has a HF equivalent.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmlab.models.checkpoint_io import skip_weight_init
+from llmlab.models.formats.hf import TokenIds, read_hf_config, read_hf_weights, write_hf_folder
 from llmlab.models.gpt.config import GPTConfig
-from llmlab.models.gpt.model import GPT, load_state_dict_checked
+from llmlab.models.gpt.model import GPT
 
 # Suffixes of HF Conv1D weights, which are transposed relative to nn.Linear.
 _CONV1D_WEIGHTS = (
@@ -31,6 +31,7 @@ _CONV1D_WEIGHTS = (
 # Non-parameter buffers found in older HF GPT-2 checkpoints.
 _SKIP_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".crossattention.bias", ".crossattention.masked_bias")
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+HF_ARCHITECTURE = "GPT2LMHeadModel"
 
 
 def config_from_hf_gpt2(hf: dict[str, Any]) -> GPTConfig:
@@ -91,47 +92,83 @@ def gpt2_state_dict_from_hf(sd: dict[str, torch.Tensor], config: GPTConfig) -> d
     return out
 
 
-def _read_hf_weights(d: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    single, index = d / "model.safetensors", d / "model.safetensors.index.json"
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{index} is not a valid safetensors index ({e})") from None
-        files = [d / f for f in sorted(set(weight_map.values()))]
-    else:
-        raise FileNotFoundError(
-            f"no model.safetensors or model.safetensors.index.json in {d}; save the HF model with "
-            "save_pretrained(..., safe_serialization=True)"
-        )
-    sd: dict[str, torch.Tensor] = {}
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"weight shard {f} listed in the index is missing")
-        try:
-            sd.update(load_file(str(f)))
-        except Exception as e:  # safetensors' own error type on corrupt files
-            raise ValueError(f"{f} is corrupt or truncated ({e})") from None
-    return sd
-
-
 def load_hf_gpt2(model_dir: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:
     """Build a `GPT` from a folder written by HF `GPT2LMHeadModel.save_pretrained` (safetensors, maybe sharded)."""
-    d = Path(model_dir)
-    cfg_path = d / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found; pass a folder saved by HF save_pretrained")
-    try:
-        hf_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e})") from None
-    config = config_from_hf_gpt2(hf_cfg)
-    sd = gpt2_state_dict_from_hf(_read_hf_weights(d), config)
-    with skip_weight_init():
-        model = GPT(config)
-    load_state_dict_checked(model, sd, str(d))
+    config = config_from_hf_gpt2(read_hf_config(model_dir))
+    sd = gpt2_state_dict_from_hf(read_hf_weights(model_dir), config)
+    model = GPT.from_state_dict(config, sd, str(model_dir))
     return model.to(device)
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+def check_plain_gpt2(config: GPTConfig) -> None:
+    """Raise ValueError unless `config` is plain GPT-2 (what HF GPT2LMHeadModel and llama.cpp's gpt2 run)."""
+    c = config
+    problems = [
+        f"{name}={value!r}"
+        for name, value, ok in (
+            ("position", c.position, c.position == "learned"),
+            ("norm", c.norm, c.norm == "layernorm"),
+            ("mlp", c.mlp, c.mlp == "gelu"),
+            ("bias", c.bias, c.bias),
+            ("pre_norm", c.pre_norm, c.pre_norm),
+            ("n_kv_head", c.n_kv_head, c.n_kv_head in (None, c.n_head)),
+            ("moe_num_experts", c.moe_num_experts, c.moe_num_experts == 0),
+            ("attention", c.attention, c.attention in ("sdpa", "eager")),
+            ("causal", c.causal, c.causal),
+            ("cross_attention", c.cross_attention, not c.cross_attention),
+        )
+        if not ok
+    ]
+    if problems:
+        raise ValueError(
+            f"this GPT model is not plain GPT-2 ({', '.join(problems)}), so it has no GPT-2 equivalent in "
+            "HF/GGUF; save it with --format llmlab"
+        )
+
+
+def gpt2_state_dict_to_hf(model: GPT, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """llmlab GPT state dict -> HF `GPT2LMHeadModel` names/layouts (Conv1D weights transposed, tied lm_head dropped)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, w in model.state_dict().items():
+        if name == "lm_head.weight" and model.config.tie_embeddings:
+            continue
+        if name.endswith(_CONV1D_WEIGHTS):
+            w = w.t()
+        w = w.detach().contiguous()
+        out[name] = w.to(dtype) if dtype is not None else w
+    return out
+
+
+def gpt2_config_to_hf(config: GPTConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """HF GPT-2 `config.json` dict for a (plain GPT-2) GPTConfig."""
+    check_plain_gpt2(config)
+    c = config
+    return {
+        "architectures": [HF_ARCHITECTURE],
+        "model_type": "gpt2",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.block_size,
+        "n_ctx": c.block_size,
+        "n_embd": c.n_embd,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_inner": c.mlp_hidden,
+        "activation_function": "gelu_new",
+        "resid_pdrop": c.dropout,
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": c.dropout,
+        "layer_norm_epsilon": c.norm_eps,
+        "tie_word_embeddings": c.tie_embeddings,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+    }
+
+
+def save_hf_gpt2(
+    model: GPT, directory: str | os.PathLike, dtype: torch.dtype = torch.float32, token_ids: TokenIds | None = None
+) -> None:
+    """Write `config.json` (+ `generation_config.json` with `token_ids`) and `model.safetensors` for HF GPT-2."""
+    config = gpt2_config_to_hf(model.config, dtype)
+    write_hf_folder(Path(directory), gpt2_state_dict_to_hf(model, dtype), config, token_ids)

@@ -8,19 +8,15 @@ weights (transposed relative to HF's `Conv1D`). Architecture reference: nanoGPT 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder, skip_weight_init
-from llmlab.models.checkpoint_io import load_state_dict_checked as _load_checked
+from llmlab.models.base import DecoderLM
 from llmlab.models.gpt.config import GPTConfig
+from llmlab.models.gpt.presets import PRESETS
 from llmlab.nn.block import Block
 from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.masks import build_attention_mask
@@ -28,11 +24,8 @@ from llmlab.nn.norms import build_norm
 from llmlab.nn.outputs import ModelOutput, check_logits_to_keep
 from llmlab.nn.positions import alibi_slopes, rope_cos_sin, sinusoidal_table
 
-CONFIG_NAME = "model_config.json"
-WEIGHTS_NAME = "model.safetensors"
 
-
-class GPT(nn.Module):
+class GPT(DecoderLM):
     """A decoder-only Transformer language model configured by `GPTConfig`.
 
     Args:
@@ -43,37 +36,19 @@ class GPT(nn.Module):
     peft_targets = {"query_value": ("c_attn",), "key_value": ("c_attn",), "attention_output": ("attn.c_proj",),
                     "mlp_output": ("mlp.c_proj", "down_proj")}  # fmt: skip
     peft_fan_in_fan_out = True
+    family_name = "gpt"
+    config_class = GPTConfig
+    presets = PRESETS
 
     def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        config.validate()
-        self.config = config
+        super().__init__(config)
         c = config
+        block = c.block_config()
         modules: dict[str, nn.Module] = {"wte": nn.Embedding(c.vocab_size, c.n_embd)}
         if c.position == "learned":
             modules["wpe"] = nn.Embedding(c.block_size, c.n_embd)
         modules["drop"] = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
-        modules["h"] = nn.ModuleList(
-            Block(
-                c.n_embd,
-                c.n_head,
-                c.n_kv_head,
-                attention=c.attention,
-                norm=c.norm,
-                norm_eps=c.norm_eps,
-                pre_norm=c.pre_norm,
-                mlp=c.mlp,
-                mlp_hidden=c.hidden_size,
-                moe_num_experts=c.moe_num_experts,
-                moe_top_k=c.moe_top_k,
-                bias=c.bias,
-                dropout=c.dropout,
-                causal=c.causal,
-                cross_attention=c.cross_attention,
-                layer_idx=i,
-            )
-            for i in range(c.n_layer)
-        )
+        modules["h"] = nn.ModuleList(Block(block, layer_idx=i) for i in range(c.n_layer))
         if c.pre_norm:  # post-LN blocks already end with a norm
             modules["ln_f"] = build_norm(c.norm, c.n_embd, c.norm_eps, c.bias)
         self.transformer = nn.ModuleDict(modules)
@@ -111,14 +86,8 @@ class GPT(nn.Module):
         """The norm applied after the last block (Identity for post-LN models, whose blocks end with one)."""
         return self.transformer.ln_f if "ln_f" in self.transformer else nn.Identity()
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    def _init_weights(self, module: nn.Module) -> None:
+        self._init_normal(module, std=0.02)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -227,14 +196,6 @@ class GPT(nn.Module):
         )
 
     # ------------------------------------------------------------------ helpers
-    def make_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        """A preallocated `KVCache` sized for this model (max_len defaults to block_size)."""
-        c = self.config
-        p = self.lm_head.weight
-        return KVCache(
-            c.n_layer, batch_size, max_len or c.block_size, c.kv_heads, c.head_dim, dtype or p.dtype, p.device
-        )
-
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Number of parameters (tied weights counted once).
 
@@ -249,44 +210,13 @@ class GPT(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides: object) -> GPT:
-        """Build a randomly initialised model from a named preset, e.g. `GPT.from_preset("gpt2", dropout=0.1)`."""
-        from llmlab.models.gpt.presets import preset_config
 
-        return cls(preset_config(name, **overrides))
-
-    # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write `model_config.json` and `model.safetensors` (tied weights once) into `directory`, atomically."""
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        if self.config.tie_embeddings:
-            sd.pop("lm_head.weight", None)
-        atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
-        text = json.dumps({"family": "gpt", **dataclasses.asdict(self.config)}, indent=2)
-        atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:
-        """Load a model written by `save_pretrained`.
-
-        Raises:
-            FileNotFoundError: the folder or one of its files is missing.
-            ValueError: the config or weights are corrupt or do not match each other.
-        """
-        cfg_dict, w_path = read_model_folder(directory, CONFIG_NAME, WEIGHTS_NAME)
-        config = GPTConfig.from_dict(cfg_dict)
-        sd = load_safetensors(w_path, device)
-        with skip_weight_init():
-            model = cls(config).to(device)
-        load_state_dict_checked(model, sd, str(w_path))
-        return model
+def count_parameters(config: GPTConfig) -> int:
+    """Exact parameter count of `GPT(config)`, computed on the meta device (no memory is allocated)."""
+    with torch.device("meta"):
+        return GPT(config).num_parameters()
 
 
-def load_state_dict_checked(model: GPT, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Load `sd` into `model`, raising a one-line ValueError on missing/unexpected keys or shape mismatches."""
-    _load_checked(model, sd, source, tied_lm_head=model.config.tie_embeddings)
+def preset_table() -> list[tuple[str, int]]:
+    """(name, parameter count) for every GPT preset, sorted by name."""
+    return [(name, count_parameters(PRESETS.get(name))) for name in PRESETS]

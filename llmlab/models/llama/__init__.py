@@ -1,11 +1,22 @@
 """llmlab.models.llama: the Llama decoder family (config, model, RoPE scaling, presets, HF and GGUF conversion)."""
 
 from llmlab.models.llama.config import LlamaConfig
-from llmlab.models.llama.hf import config_from_hf, config_to_hf, load_hf_llama, save_hf_llama
+from llmlab.models.llama.gguf import GGUF_ARCHITECTURE, load_gguf_llama, save_gguf_llama
+from llmlab.models.llama.hf import HF_ARCHITECTURE, config_from_hf, config_to_hf, load_hf_llama, save_hf_llama
 from llmlab.models.llama.model import Llama, LlamaDecoderLayer, ModelOutput
-from llmlab.models.llama.presets import PRESETS, preset_config
+from llmlab.models.llama.presets import PRESETS
+from llmlab.models.registry import GGUFFormat, HFFormat, ModelFamily, register_family
+
+FAMILY = register_family(
+    ModelFamily.of(
+        Llama,
+        hf=HFFormat((HF_ARCHITECTURE,), ("llama",), load_hf_llama, save_hf_llama),
+        gguf=GGUFFormat(GGUF_ARCHITECTURE, load_gguf_llama, save_gguf_llama),
+    )
+)
 
 __all__ = [
+    "FAMILY",
     "Llama",
     "LlamaConfig",
     "LlamaDecoderLayer",
@@ -14,6 +25,5 @@ __all__ = [
     "config_from_hf",
     "config_to_hf",
     "load_hf_llama",
-    "preset_config",
     "save_hf_llama",
 ]

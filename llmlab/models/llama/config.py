@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmlab.models.registry import config_from_dict
+
 FAMILY = "llama"
 ATTENTION_BACKENDS = ("sdpa", "eager")
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
@@ -98,6 +100,10 @@ class LlamaConfig:
         return self.hidden_size
 
     @property
+    def tie_embeddings(self) -> bool:
+        return self.tie_word_embeddings
+
+    @property
     def kv_heads(self) -> int:
         return self.num_key_value_heads or self.num_attention_heads
 
@@ -110,6 +116,14 @@ class LlamaConfig:
         if not self.rope_scaling:
             return "default"
         return str(self.rope_scaling.get("rope_type", self.rope_scaling.get("type", "default")))
+
+    def resolved(self) -> LlamaConfig:
+        """A copy with every None-means-default field set to its effective value (`num_key_value_heads`, `head_dim`).
+
+        Two configs that build the same architecture compare equal after `resolved()` (e.g. the `smollm2-135m`
+        preset and the config read back from its Hugging Face export, which states both).
+        """
+        return dataclasses.replace(self, num_key_value_heads=self.kv_heads, head_dim=self.resolved_head_dim)
 
     def validate(self) -> None:
         """Raise ValueError (one line naming the field and the fix) if the configuration is inconsistent."""
@@ -157,22 +171,10 @@ class LlamaConfig:
                 raise ValueError(f"rope_scaling factor must be >= 1, got {self.rope_scaling['factor']}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-able dict, with `"family": "llama"` so `llmlab.models.hub.load_model` can dispatch."""
+        """The config as a JSON-able dict, with `"family": "llama"` so `llmlab.models.load_model` can dispatch."""
         return {"family": FAMILY, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LlamaConfig:
         """Build and validate a config from a dict (as written by `to_dict`); unknown keys raise ValueError."""
-        d = dict(d)
-        family = d.pop("family", FAMILY)
-        if family != FAMILY:
-            raise ValueError(f"model_config.json is for the '{family}' family, not '{FAMILY}'")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown LlamaConfig field(s): {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
-            )
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return config_from_dict(cls, d, FAMILY)

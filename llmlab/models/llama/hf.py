@@ -11,16 +11,14 @@ Both are read; `to_hf` writes the 4.x keys, which transformers 5 still reads.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmlab.models.checkpoint_io import atomic_write, load_safetensors, skip_weight_init
+from llmlab.models.formats.hf import TokenIds, read_hf_config, read_hf_weights, write_hf_folder
 from llmlab.models.llama.config import LlamaConfig
-from llmlab.models.llama.model import Llama, load_state_dict_checked
+from llmlab.models.llama.model import Llama
 
 HF_ARCHITECTURE = "LlamaForCausalLM"
 # Rope-parameter keys that are not part of a `rope_scaling` dict.
@@ -115,63 +113,19 @@ def config_to_hf(config: LlamaConfig, dtype: torch.dtype = torch.float32) -> dic
     return out
 
 
-def read_hf_weights(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """All tensors of a HF checkpoint folder: `model.safetensors`, or the shards named by its index file.
-
-    Raises:
-        FileNotFoundError: no weights, or a shard listed in the index is missing.
-        ValueError: a corrupt index or a corrupt/truncated safetensors file.
-    """
-    d = Path(model_dir)
-    single, index = d / "model.safetensors", d / "model.safetensors.index.json"
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{index} is not a valid safetensors index ({e}); re-save the checkpoint") from None
-        files = [d / f for f in sorted(set(weight_map.values()))]
-    else:
-        raise FileNotFoundError(
-            f"no model.safetensors or model.safetensors.index.json in {d}; save the HF model with safetensors"
-        )
-    sd: dict[str, torch.Tensor] = {}
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"weight shard {f} listed in {index.name} is missing")
-        sd.update(load_safetensors(f))
-    return sd
-
-
-def read_hf_config(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """The parsed `config.json` of a HF checkpoint folder (FileNotFoundError / ValueError when missing/corrupt)."""
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; pass a folder saved by HF save_pretrained")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-
-
 def load_hf_llama(model_dir: str | os.PathLike, device: torch.device | str = "cpu") -> Llama:
     """Build a `Llama` from a folder written by HF `LlamaForCausalLM.save_pretrained` (maybe sharded)."""
     config = config_from_hf(read_hf_config(model_dir))
     sd = read_hf_weights(model_dir)
-    with skip_weight_init():
-        model = Llama(config)
-    load_state_dict_checked(model, sd, str(model_dir))
+    model = Llama.from_state_dict(config, sd, str(model_dir))
     return model.to(device)
 
 
-def save_hf_llama(model: Llama, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> None:
-    """Write `config.json` + `model.safetensors` that `transformers.AutoModelForCausalLM.from_pretrained` loads."""
-    from safetensors.torch import save_file
+def save_hf_llama(
+    model: Llama, directory: str | os.PathLike, dtype: torch.dtype = torch.float32, token_ids: TokenIds | None = None
+) -> None:
+    """Write `config.json` (+ `generation_config.json`) and `model.safetensors` that `transformers` loads.
 
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    sd = model.export_state_dict(dtype)
-    atomic_write(d / "model.safetensors", lambda p: save_file(sd, p, metadata={"format": "pt"}))
-    text = json.dumps(config_to_hf(model.config, dtype), indent=2)
-    atomic_write(d / "config.json", lambda p: Path(p).write_text(text, encoding="utf-8"))
+    `token_ids` (bos/eos/pad, e.g. the tokenizer's) override the config's special ids.
+    """
+    write_hf_folder(directory, model.export_state_dict(dtype), config_to_hf(model.config, dtype), token_ids)

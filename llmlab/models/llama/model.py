@@ -20,17 +20,13 @@ checkpoints load without renaming:
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.models.checkpoint_io import atomic_write, load_safetensors, read_model_folder, skip_weight_init
-from llmlab.models.checkpoint_io import load_state_dict_checked as _load_checked
+from llmlab.models.base import DecoderLM
 from llmlab.models.llama.config import LlamaConfig
+from llmlab.models.llama.presets import PRESETS
 from llmlab.models.llama.rope import rope_cos_sin_at, rope_inv_freq
 from llmlab.nn.attention import Attention
 from llmlab.nn.kv_cache import KVCache
@@ -38,9 +34,6 @@ from llmlab.nn.masks import build_attention_mask
 from llmlab.nn.mlp import SwiGLUMLP
 from llmlab.nn.norms import RMSNorm
 from llmlab.nn.outputs import ModelOutput, check_logits_to_keep
-
-CONFIG_NAME = "model_config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -103,7 +96,7 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
 
-class Llama(nn.Module):
+class Llama(DecoderLM):
     """A Llama-architecture causal language model configured by `LlamaConfig`.
 
     Args:
@@ -114,11 +107,12 @@ class Llama(nn.Module):
     peft_targets = {"query_value": ("q_proj", "v_proj"), "key_value": ("k_proj", "v_proj"),
                     "attention_output": ("o_proj",), "mlp_output": ("down_proj",)}  # fmt: skip
     peft_fan_in_fan_out = False
+    family_name = "llama"
+    config_class = LlamaConfig
+    presets = PRESETS
 
     def __init__(self, config: LlamaConfig) -> None:
-        super().__init__()
-        config.validate()
-        self.config = config
+        super().__init__(config)
         self.model = LlamaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:  # https://arxiv.org/abs/1608.05859
@@ -144,13 +138,7 @@ class Llama(nn.Module):
         return self.model.norm
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
+        self._init_normal(module, std=self.config.initializer_range)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -226,80 +214,9 @@ class Llama(nn.Module):
         )
 
     # ------------------------------------------------------------------ helpers
-    def make_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        """A preallocated `KVCache` sized for this model (max_len defaults to max_position_embeddings)."""
-        c = self.config
-        p = self.lm_head.weight
-        return KVCache(
-            c.num_hidden_layers,
-            batch_size,
-            max_len or c.max_position_embeddings,
-            c.kv_heads,
-            c.resolved_head_dim,
-            dtype or p.dtype,
-            p.device,
-        )
-
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Number of parameters (tied weights counted once); optionally without the untied input embedding."""
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings and not self.config.tie_word_embeddings:
             n -= self.model.embed_tokens.weight.numel()
         return n
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: object) -> Llama:
-        """A randomly initialised model from a named preset, e.g. `Llama.from_preset("smollm2-135m")`."""
-        from llmlab.models.llama.presets import preset_config
-
-        return cls(preset_config(name, **overrides))
-
-    # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
-        """Write `model_config.json` (with `"family": "llama"`) and `model.safetensors` into `directory`.
-
-        Each file is written to a temp file and renamed. Tied weights are stored once (no `lm_head.weight`).
-
-        Args:
-            directory: destination folder (created if needed).
-            dtype: store the weights in this dtype (e.g. torch.float16); default: as they are.
-        """
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        sd = self.export_state_dict(dtype)
-        atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, p, metadata={"format": "pt"}))
-        text = json.dumps(self.config.to_dict(), indent=2)
-        atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text, encoding="utf-8"))
-
-    def export_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """The HF-named state dict to save: contiguous, detached, optionally cast, tied `lm_head` dropped."""
-        sd = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        if self.config.tie_word_embeddings:
-            sd.pop("lm_head.weight", None)
-        if dtype is not None:
-            sd = {k: v.to(dtype) for k, v in sd.items()}
-        return sd
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str = "cpu") -> Llama:
-        """Load a model written by `save_pretrained` (weights are loaded into float32 parameters).
-
-        Raises:
-            FileNotFoundError: the folder or one of its files is missing.
-            ValueError: the config or weights are corrupt or do not match each other.
-        """
-        cfg_dict, w_path = read_model_folder(directory, CONFIG_NAME, WEIGHTS_NAME)
-        config = LlamaConfig.from_dict(cfg_dict)
-        sd = load_safetensors(w_path)
-        with skip_weight_init():
-            model = cls(config)
-        load_state_dict_checked(model, sd, str(w_path))
-        return model.to(device)
-
-
-def load_state_dict_checked(model: Llama, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Load `sd` into `model` (cast to the model's dtype); one-line ValueError on missing/unexpected keys or shapes."""
-    sd = {k: v for k, v in sd.items() if "rotary_emb" not in k}  # old HF checkpoints store inv_freq buffers
-    _load_checked(model, sd, source, tied_lm_head=model.config.tie_word_embeddings)

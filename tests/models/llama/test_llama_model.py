@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig as HFLlamaConfig
+from tiny_models import tiny_hf_llama
 from transformers import LlamaForCausalLM
 
-from llmlab.models.llama import Llama, LlamaConfig, ModelOutput, load_hf_llama, preset_config, save_hf_llama
+from llmlab.models.llama import PRESETS, Llama, LlamaConfig, ModelOutput, load_hf_llama, save_hf_llama
 from llmlab.models.llama.hf import config_from_hf
 
 LLAMA3_SCALING = {
@@ -30,18 +30,8 @@ HF_VARIANTS = {
 
 
 def hf_tiny(**overrides) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    kw = dict(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        rms_norm_eps=1e-5,
-    )
-    kw.update(overrides)
-    return LlamaForCausalLM(HFLlamaConfig(**kw)).eval()
+    base = dict(vocab_size=97, num_key_value_heads=None, max_position_embeddings=64, rms_norm_eps=1e-5)
+    return tiny_hf_llama(**{**base, "tie_word_embeddings": False, **overrides})
 
 
 @pytest.mark.parametrize("variant", list(HF_VARIANTS))
@@ -105,9 +95,9 @@ def test_cached_decoding_equals_full_forward(variant):
 
 def test_padding_mask_and_eager_backend_match_sdpa():
     torch.manual_seed(0)
-    cfg = preset_config("llama-tiny")
+    cfg = PRESETS.get("llama-tiny")
     sdpa = Llama(cfg).eval()
-    eager = Llama(preset_config("llama-tiny", attention="eager")).eval()
+    eager = Llama(PRESETS.get("llama-tiny", attention="eager")).eval()
     eager.load_state_dict(sdpa.state_dict())
     x = torch.randint(0, cfg.vocab_size, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.long)
@@ -123,7 +113,7 @@ def test_padding_mask_and_eager_backend_match_sdpa():
 
 def test_loss_and_output_type():
     torch.manual_seed(0)
-    model = Llama(preset_config("llama-tiny"))
+    model = Llama(PRESETS.get("llama-tiny"))
     x = torch.randint(0, 256, (2, 8))
     y = x.clone()
     y[:, :2] = -100
@@ -138,7 +128,7 @@ def test_loss_and_output_type():
 
 def test_save_pretrained_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = Llama(preset_config("llama-tiny", rope_scaling={"rope_type": "linear", "factor": 2.0})).eval()
+    model = Llama(PRESETS.get("llama-tiny", rope_scaling={"rope_type": "linear", "factor": 2.0})).eval()
     model.save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "model_config.json").read_text())
     assert cfg["family"] == "llama" and cfg["rope_scaling"]["factor"] == 2.0
@@ -158,7 +148,7 @@ def test_generate_loop_runs_a_llama():
     from llmlab.generate import generate
 
     torch.manual_seed(0)
-    model = Llama(preset_config("llama-tiny")).eval()
+    model = Llama(PRESETS.get("llama-tiny")).eval()
     prompt = torch.tensor([[1, 2, 3]])
     with_cache = generate(model, prompt, max_new_tokens=6, temperature=0.0)
     no_cache = generate(model, prompt, max_new_tokens=6, temperature=0.0, use_cache=False)
