@@ -68,10 +68,27 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def base_architecture(model: nn.Module) -> dict[str, Any]:
-    """The model's architecture config as a plain dict (fields that do not change the weights left out)."""
+def base_architecture(model: nn.Module, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model's *resolved* architecture as a plain dict (fields that do not change the weights left out).
+
+    Resolved: fields whose None means "the default" (`head_dim`, `num_key_value_heads`, `n_kv_head`, ...) carry
+    their effective value (`config.resolved()`), so a base that went through `llmlab convert --format hf` and back
+    fingerprints like the preset it came from. `stored`: a fingerprint's config saved by an older llmlab (maybe
+    unresolved) — it is read into this model's config class and resolved the same way before comparing.
+    """
     cfg = getattr(model, "config", None)
+    extra: dict[str, Any] = {}
+    if cfg is not None and stored is not None and dataclasses.is_dataclass(cfg):
+        names = {f.name for f in dataclasses.fields(cfg)}
+        extra = {k: v for k, v in stored.items() if k not in names}
+        try:
+            cfg = dataclasses.replace(cfg, **{k: v for k, v in stored.items() if k in names})
+        except (TypeError, ValueError):
+            return {k: v for k, v in stored.items() if k not in _IGNORED_CONFIG}
+    if cfg is not None and hasattr(cfg, "resolved"):
+        cfg = cfg.resolved()
     raw = dict(cfg.to_dict()) if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg) if cfg is not None else {}
+    raw = json.loads(json.dumps({**raw, **extra}))  # as stored: tuples become lists
     return {k: v for k, v in raw.items() if k not in _IGNORED_CONFIG}
 
 
@@ -250,7 +267,7 @@ def _check_fingerprint(model: nn.Module, fp: dict[str, Any], directory: str | os
         raise ValueError(
             f"adapter in {directory} was made for a {fp.get('model_class')} model, not a {mine['model_class']}"
         )
-    theirs_cfg, my_cfg = fp.get("config", {}), mine["config"]
+    theirs_cfg, my_cfg = base_architecture(model, fp.get("config", {})), mine["config"]
     diff = sorted(k for k in set(theirs_cfg) | set(my_cfg) if theirs_cfg.get(k) != my_cfg.get(k))
     if diff:
         k = diff[0]

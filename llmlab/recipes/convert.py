@@ -188,9 +188,9 @@ def write_model(loaded: LoadedModel, dst: Path, out_format: str, dtype: str, ver
     try:
         torch_dtype = _TORCH_DTYPES[dtype]
         if out_format == "hf":
-            # The tokenizer's bos/eos/pad ids for config.json (GPT-2 exports have none of their own).
-            token_ids = special_token_ids_of(loaded.tokenizer)  # noqa: F841  lead: save_hf(..., token_ids=token_ids)
-            save_hf(model, tmp, torch_dtype)
+            # The tokenizer's bos/eos/pad ids go into config.json (GPT-2 exports have none of their own, and
+            # transformers would fall back to 50256 and never stop at the tokenizer's end-of-text).
+            save_hf(model, tmp, torch_dtype, token_ids=special_token_ids_of(loaded.tokenizer))
         else:
             save_llmlab(model, tmp, torch_dtype)
         if loaded.tokenizer is not None:
