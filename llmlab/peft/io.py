@@ -269,6 +269,10 @@ def _check_fingerprint(model: nn.Module, fp: dict[str, Any], directory: str | os
         )
     theirs_cfg, my_cfg = base_architecture(model, fp.get("config", {})), mine["config"]
     diff = sorted(k for k in set(theirs_cfg) | set(my_cfg) if theirs_cfg.get(k) != my_cfg.get(k))
+    # Name a field the user set first (hidden_size), not one derived from it (head_dim).
+    cfg = model.config
+    unresolved = dict(cfg.to_dict()) if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
+    diff.sort(key=lambda k: unresolved.get(k) is None)
     if diff:
         k = diff[0]
         raise ValueError(

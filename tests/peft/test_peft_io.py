@@ -219,3 +219,30 @@ def test_print_trainable_parameters_matches_peft(capsys: pytest.CaptureFixture[s
     print_trainable_parameters(get_peft_model(base, LoraConfig(r=4, target_modules=["c_attn", "c_fc"])))
     assert capsys.readouterr().out == theirs
     assert theirs.startswith("trainable params: 2,304 || all params: 30,848 || trainable%: 7.4689")
+
+
+def test_adapter_loads_on_its_base_after_a_round_trip_through_hf(tmp_path: Path) -> None:
+    """The fingerprint compares the resolved architecture: `llama-tiny` leaves head_dim unset (None), the HF reader
+    fills in the resolved value, and the adapter must still load (issue 8 defect), with the same logits."""
+    from llmlab.models import load_model, save_hf
+    from llmlab.models.llama import Llama
+
+    torch.manual_seed(0)
+    base = Llama.from_preset("llama-tiny")
+    assert base.config.head_dim is None
+    tuned = get_peft_model(base, LoraConfig(r=4))
+    for p in tuned.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.02)  # a non-zero adapter, so the logits show it is applied
+    save_adapter(tuned, tmp_path / "adapter")
+    x = torch.randint(0, base.config.vocab_size, (1, 7))
+    with torch.no_grad():
+        want = tuned(x).logits
+
+    torch.manual_seed(0)
+    save_hf(Llama.from_preset("llama-tiny"), tmp_path / "hf")
+    reloaded = load_model(tmp_path / "hf")
+    assert reloaded.config.head_dim is not None  # resolved by the HF reader
+    load_adapter(reloaded, tmp_path / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x).logits, want)
