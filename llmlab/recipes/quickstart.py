@@ -116,7 +116,7 @@ def quickstart(
             f"model.block_size={plan.block_size}", "model.dropout=0.0",
             f"train.batch_size={plan.batch_size}", f"train.max_iters={plan.max_iters}",
             f"train.eval_interval={plan.eval_interval}", f"train.eval_iters={plan.eval_iters}",
-            f"train.ckpt_interval={plan.max_iters}", "train.log_interval=10", f"train.seed={seed}",
+            f"train.save_interval={plan.max_iters}", "train.log_interval=10", f"train.seed={seed}",
             f"train.progress={'false' if console is None else 'true'}",
             "optim.lr=2e-3", "schedule.warmup_iters=" + str(max(plan.max_iters // 20, 1)), "schedule.min_lr=2e-4",
         ],

@@ -102,7 +102,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path: Path, corpus:
         "model.dropout=0.1",
         "schedule.decay_iters=10",
         "train.eval_interval=3",
-        "train.ckpt_interval=0",
+        "train.save_interval=0",
         "train.grad_accum=2",
     ]
     full, part = tmp_path / "full", tmp_path / "part"
