@@ -123,9 +123,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, run: RunDir | None = Non
     from llmlab.data.loader import RandomWindowLoader, SequentialLoader, TokenDataset
     from llmlab.models.gpt import GPT
     from llmlab.train.distributed import barrier, cleanup, init_distributed
-    from llmlab.train.pretrain_loop import PretrainTrainer
     from llmlab.train.logging import format_summary
     from llmlab.train.precision import check_runtime, rank_device
+    from llmlab.train.pretrain_loop import PretrainTrainer
     from llmlab.train.run_dir import open_run
     from llmlab.train.trainer import seed_everything
 

@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.config import save_config
-from llmlab.io import OUTPUT_MARKER, atomic_write_json, check_output_dir, is_llmlab_output, make_temp_dir, mark_output
-from llmlab.io import replace_path
+from llmlab.io import (
+    OUTPUT_MARKER,
+    atomic_write_json,
+    check_output_dir,
+    is_llmlab_output,
+    make_temp_dir,
+    mark_output,
+    replace_path,
+)
 
 RUN_ENTRIES = (OUTPUT_MARKER, "config.yaml", "metrics.jsonl", "tb", "checkpoints", "summary.json")
 
@@ -89,9 +96,10 @@ class RunDir:
     def create(self, config: Any | None = None) -> None:
         """Make the folder (replacing an earlier llmlab output when starting over) and write ``config.yaml``.
 
-        Call on rank 0 only, after everything has been validated and loaded.
+        Call on rank 0 only, after everything has been validated and loaded. Calling it again (a recipe that
+        runs inside another's folder, like quickstart's pretraining) only writes the config.
         """
-        if self.resume_state is None:
+        if self.resume_state is None and not self._started:
             if self.path.exists() and any(self.path.iterdir()):  # an llmlab output: open_run allowed overwrite
                 fresh = make_temp_dir(self.path, "new")
                 mark_output(fresh, self.verb)
@@ -170,8 +178,8 @@ def open_run(
     if not resume:
         if is_llmlab_output(path) and run.has_checkpoint() and not overwrite:
             raise ValueError(
-                f"{path} already exists and holds a checkpoint; pass --resume to continue it, choose another "
-                "out_dir, or pass overwrite=true to start over"
+                f"{path} already exists; pass --resume to continue it, choose another out_dir, "
+                "or pass overwrite=true to start over"
             )
         check_output_dir(path, overwrite=overwrite, sources=sources, flag="out_dir", overwrite_flag="overwrite=true")
         return run

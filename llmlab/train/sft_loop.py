@@ -260,7 +260,9 @@ class SFTTrainer(Trainer):
         self._sums, self._counts = [0.0] * self.n_tasks, [0] * self.n_tasks
         row: dict[str, Any] = {"learned_tokens": sum(counts)}
         if self.n_tasks > 1:
-            row.update({f"loss_{n}": s / c if c else None for n, s, c in zip(self.task_names, sums, counts, strict=True)})
+            row.update(
+                {f"loss_{n}": s / c if c else None for n, s, c in zip(self.task_names, sums, counts, strict=True)}
+            )
         return row
 
     @property

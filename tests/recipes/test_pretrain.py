@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from llmlab.cli.main import main
+from llmlab.models.gpt import GPT
 from llmlab.recipes.pretrain import load_pretrain_config
-from llmlab.train.checkpoint import load_checkpoint_model
 from llmlab.train.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def test_cli_end_to_end_writes_the_run_folder(tmp_path: Path, corpus: Path, caps
     assert any((out / "tb").iterdir())
     state = torch.load(last / "trainer_state.pt", weights_only=True)
     assert state["iter"] == 20 and set(state["rng"][0]) >= {"python", "numpy", "torch"}
-    model, mcfg = load_checkpoint_model(out)
+    mcfg = GPT.from_pretrained(last).config
     assert mcfg.vocab_size == VOCAB and mcfg.n_layer == 2 and mcfg.n_embd == 32  # nano-char preset
     assert "pretraining summary" in capsys.readouterr().out
 
@@ -129,9 +129,9 @@ def test_resume_without_checkpoint_and_fresh_run_over_one(tmp_path: Path, corpus
     assert "no checkpoint at" in capsys.readouterr().err
     assert run_cli(*args) == 0
     assert run_cli(*args) == 2
-    assert "already holds a checkpoint; pass --resume" in capsys.readouterr().err
+    assert "already exists; pass --resume to continue it" in capsys.readouterr().err
     assert run_cli(*args, "--resume") == 2
-    assert "already at iteration 2 >= train.max_iters=2" in capsys.readouterr().err
+    assert "already finished: its checkpoint is at step 2 of train.max_iters=2" in capsys.readouterr().err
     assert run_cli(*args, "overwrite=true", "train.max_iters=3") == 0
     assert [r["iter"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
 
