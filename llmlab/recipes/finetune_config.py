@@ -213,7 +213,9 @@ def peft_config(method: str, values: dict[str, Any], base_name: str | None = Non
     if text and not kwargs.get("init_token_ids"):
         kwargs["init_token_ids"] = tokenizer.encode(text) if tokenizer is not None else [0]
     try:
-        return cls(**kwargs)
+        config = cls(**kwargs)
+        config.validate()
+        return config
     except (TypeError, ValueError) as e:
         raise ValueError(f"peft settings for method {method}: {e}") from None
 

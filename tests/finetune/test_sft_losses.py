@@ -88,8 +88,8 @@ def _one_sgd_step_gradient(tmp_path, batches: list[dict[str, torch.Tensor]]) -> 
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     tc = TrainConfig(batch_size=1, grad_accum=len(batches), max_iters=1, device="cpu", precision="fp32")
     oc = OptimConfig(name="sgd", lr=1.0, weight_decay=0.0, grad_clip=0.0)
-    trainer = SFTTrainer(model, ListStream(batches), tc, oc, ScheduleConfig(name="constant", warmup_iters=0, min_lr=0.0),
-                         tmp_path, task_names=["t"], save_checkpoints=False)  # fmt: skip
+    sc = ScheduleConfig(name="constant", warmup_iters=0, min_lr=0.0)
+    trainer = SFTTrainer(model, ListStream(batches), tc, oc, sc, tmp_path, task_names=["t"], save_checkpoints=False)
     trainer.train_step()
     return {n: before[n] - p.detach() for n, p in model.named_parameters()}
 

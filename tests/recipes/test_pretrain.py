@@ -127,6 +127,7 @@ def test_resume_without_checkpoint_and_fresh_run_over_one(tmp_path: Path, corpus
     args = ["--config", str(TINY), f"data.dir={corpus}", f"out_dir={out}", "train.max_iters=2"]
     assert run_cli(*args, "--resume") == 2
     assert "no checkpoint at" in capsys.readouterr().err
+    assert not out.exists()
     assert run_cli(*args) == 0
     assert run_cli(*args) == 2
     assert "already exists; pass --resume to continue it" in capsys.readouterr().err
@@ -145,12 +146,83 @@ def test_resume_without_checkpoint_and_fresh_run_over_one(tmp_path: Path, corpus
         (["model.block_size=600"], "model.block_size=600 is not smaller than the val split (600 tokens"),
         (["optim.name=adamx"], "unknown optimizer 'adamx'"),
         (["preset=nope"], "unknown model preset 'nope'"),
+        (["optim.lr=nan"], "optim.lr must be a finite number > 0, got nan"),
+        (["optim.lr=-1e-3"], "optim.lr must be a finite number > 0, got -0.001"),
+        (["optim.kwargs={momentum: 0.9}"], "optimizer AdamW has no argument 'momentum' (optim.kwargs)"),
+        (["schedule.name=zigzag"], "unknown schedule.name 'zigzag'; choose one of: cosine, linear, constant"),
+        (["schedule.warmup_iters=-5"], "schedule.warmup_iters must be >= 0, got -5"),
+        (["train.precision=fp64"], "unknown train.precision 'fp64'"),
+        (["train.device=xyz"], "train.device: unknown device 'xyz'; available here: cpu"),
+        (["train.distributed=zero3"], "unknown train.distributed 'zero3'"),
+        (["train.save_interval=-1"], "train.save_interval must be >= 0, got -1"),
+        (["train.ckpt_interval=5"], "train.ckpt_interval was renamed train.save_interval"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(tmp_path: Path, corpus: Path, capsys, args: list[str], message: str) -> None:
     code = run_cli("--config", str(TINY), f"data.dir={corpus}", f"out_dir={tmp_path / 'run'}", *args)
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()  # the whole config is checked before anything is written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without CUDA")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train.precision=fp16"], "train.precision=fp16 needs a CUDA GPU"),
+        (["train.device=cuda"], "train.device: device 'cuda' is not available here; available: cpu"),
+    ],
+)
+def test_device_errors_before_anything_is_written(tmp_path: Path, corpus: Path, capsys, args, message) -> None:
+    code = run_cli("--config", str(TINY), f"data.dir={corpus}", f"out_dir={tmp_path / 'run'}", *args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_renamed_key_in_a_yaml_is_named(tmp_path: Path, capsys) -> None:
+    yml = tmp_path / "old.yaml"
+    yml.write_text("train:\n  ckpt_interval: 5\n")
+    assert run_cli("--config", str(yml)) == 2
+    assert f"config file {yml}: train.ckpt_interval was renamed train.save_interval" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_foreign_folder_is_never_written(tmp_path: Path, corpus: Path, capsys, overwrite: bool) -> None:
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "thesis.tex").write_text("\\documentclass{article}")
+    args = ["--config", str(TINY), f"data.dir={corpus}", f"out_dir={out}", "train.max_iters=2"]
+    assert run_cli(*args, *(["overwrite=true"] if overwrite else [])) == 2
+    assert "is a non-empty folder that llmlab did not create" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+    assert (out / "thesis.tex").read_text() == "\\documentclass{article}"
+
+
+def test_resume_needs_a_llmlab_run_folder(tmp_path: Path, corpus: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["--config", str(TINY), f"data.dir={corpus}", f"out_dir={out}", "train.max_iters=2"]
+    assert run_cli(*args) == 0
+    assert (out / ".llmlab-output").is_file()
+    (out / ".llmlab-output").unlink()
+    assert run_cli(*args, "train.max_iters=3", "--resume") == 2
+    assert "is not a llmlab run folder" in capsys.readouterr().err
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_removes_only_itself(tmp_path: Path, corpus: Path,
+                                                                           monkeypatch) -> None:  # fmt: skip
+    from llmlab.data.loader import RandomWindowLoader
+
+    def interrupted(self):  # noqa: ANN001, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RandomWindowLoader, "next_batch", interrupted)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (tmp_path / "new", empty):
+        assert run_cli("--config", str(TINY), f"data.dir={corpus}", f"out_dir={out}") == 130
+    assert not (tmp_path / "new").exists()
+    assert empty.is_dir() and not any(empty.iterdir())  # the folder was the user's: it stays
 
 
 def test_data_dir_without_meta(tmp_path: Path, capsys) -> None:
