@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--out",
                 "-o",
-                help="Run folder (an earlier llmlab output there is replaced; any other non-empty folder is refused).",
+                help="Run folder (an earlier llmlab output there is replaced; another non-empty folder is refused).",
             ),
         ] = Path("runs/quickstart"),
         fast: Annotated[bool, typer.Option("--fast", help="Tiny model on a corpus slice: seconds, for tests.")] = False,
