@@ -130,7 +130,8 @@ class FinetuneConfig:
         schedule: the lr schedule.
         classification: label words for accuracy logging.
         out_dir: the run folder.
-        overwrite: replace an existing `out_dir` (its old contents are deleted when the new run starts).
+        overwrite: replace an earlier llmlab run folder at `out_dir` when the new run starts (never a folder
+            llmlab did not create; `llmlab.train.run_dir`).
         resume: continue `out_dir/checkpoints/last` (the `--resume` option); the settings that define the run
             (base, method, peft, partial, data, train.seed) must be those of the checkpoint.
     """

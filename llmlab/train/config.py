@@ -194,7 +194,7 @@ class PretrainConfig:
         optim: optimizer settings.
         schedule: lr schedule settings.
         out_dir: the run folder (config.yaml, metrics.jsonl, tb/, checkpoints/, summary.json).
-        overwrite: start a new run even if ``out_dir`` already holds a checkpoint (it is replaced).
+        overwrite: start a new run in an earlier llmlab run folder (it is replaced; `llmlab.train.run_dir`).
     """
 
     model: GPTConfig = field(default_factory=lambda: GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128))

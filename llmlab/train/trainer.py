@@ -279,8 +279,10 @@ class Trainer:
         accum, world = self.tc.grad_accum, self.ctx.world_size
         batches = [self.next_batch() for _ in range(accum)]
         units = [int(self.loss_units(b)) for b in batches]
-        counts = torch.tensor([sum(units), sum(int(self.batch_tokens(b)) for b in batches)], dtype=torch.float64)
-        step_units, tokens = (int(c) for c in all_reduce_sum(counts.to(self.device), self.ctx).tolist())
+        step_units, tokens = sum(units), sum(int(self.batch_tokens(b)) for b in batches)
+        if self.ctx.enabled:  # one small all-reduce: the step's units and tokens over all ranks
+            counts = torch.tensor([step_units, tokens], dtype=torch.float64, device=self.device)
+            step_units, tokens = (int(c) for c in all_reduce_sum(counts, self.ctx).tolist())
         loss_sum = torch.zeros((), device=self.device)
         for micro, (batch, n) in enumerate(zip(batches, units, strict=True)):
             batch = to_device(batch, self.device)
