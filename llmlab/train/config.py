@@ -209,6 +209,12 @@ class PretrainConfig:
     def validate(self) -> None:
         """Raise a one-line ValueError naming the first impossible setting."""
         validate_training(self.train, self.optim, self.schedule)
+        s, decay = self.schedule, self.schedule.decay_iters or self.train.max_iters
+        if s.name != "constant" and decay < s.warmup_iters:
+            raise ValueError(
+                f"schedule.decay_iters ({decay}{'' if s.decay_iters else ', from train.max_iters'}) is smaller than "
+                f"schedule.warmup_iters ({s.warmup_iters}); raise decay_iters or lower warmup_iters"
+            )
         self.model.validate()
 
 

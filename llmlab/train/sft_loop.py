@@ -205,6 +205,8 @@ class SFTTrainer(Trainer):
         **kwargs: `Trainer`'s keyword arguments (ctx, device, resume_state, run_info, save_checkpoints, say).
     """
 
+    fit_warmup_to_run = True  # short runs (smoke tests) keep the default warmup usable
+
     def __init__(
         self,
         model: nn.Module,

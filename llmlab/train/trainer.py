@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,10 @@ def to_device(batch: Any, device: torch.device) -> Any:
 class Trainer:
     """The base training loop (see the module docstring for the hooks a subclass implements).
 
+    ``fit_warmup_to_run`` (class attribute): shorten ``schedule.warmup_iters`` to ``train.max_iters`` (and the
+    decay to at least the warmup), so that a short run with a default warmup still reaches the peak lr
+    (fine-tuning); False uses the schedule exactly as configured (pretraining).
+
     Args:
         model: the unwrapped model with its trainable parameters set (``requires_grad``), already holding the
             weights to start from. It is moved to the device and wrapped for DDP/FSDP here.
@@ -106,6 +111,8 @@ class Trainer:
         save_checkpoints: write ``checkpoints/`` (False for throw-away runs such as peft-compare).
         say: where messages go (rank 0 only).
     """
+
+    fit_warmup_to_run = False
 
     def __init__(
         self,
@@ -120,7 +127,7 @@ class Trainer:
         resume_state: dict[str, Any] | None = None,
         run_info: dict[str, Any] | None = None,
         save_checkpoints: bool = True,
-        say: Any = print,
+        say: Callable[[str], None] = print,
     ) -> None:
         self.tc, self.oc = train, optim
         self.ctx = ctx or DistContext()
@@ -141,8 +148,10 @@ class Trainer:
         self.optimizer, self.group_report = build_optimizer(
             model, optim.name, optim.lr, optim.weight_decay, tuple(optim.betas), optim.eps, dict(optim.kwargs)
         )
-        warmup = min(schedule.warmup_iters, train.max_iters)  # short runs (smoke tests) keep the default warmup
-        decay = max(warmup, schedule.decay_iters or train.max_iters)
+        warmup, decay = schedule.warmup_iters, schedule.decay_iters or train.max_iters
+        if self.fit_warmup_to_run:
+            warmup = min(warmup, train.max_iters)
+            decay = max(warmup, decay)
         self.schedule = LRSchedule(schedule.name, optim.lr, warmup, schedule.min_lr, decay)
         self.scaler = self.precision.make_scaler()
         self.iter, self.tokens_seen, self.train_time = 0, 0, 0.0

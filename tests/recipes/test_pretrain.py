@@ -249,3 +249,17 @@ def test_shakespeare_config_is_nanogpts_cpu_recipe() -> None:
     assert (o.name, o.lr, o.betas, o.weight_decay, o.grad_clip) == ("adamw", 1e-3, [0.9, 0.99], 0.1, 1.0)
     assert (s.name, s.warmup_iters, s.min_lr, s.decay_iters) == ("cosine", 100, 1e-4, 2000)
     assert cfg.data.dir == "data/tinyshakespeare-char"
+
+
+def test_pretraining_uses_the_warmup_as_configured(tmp_path: Path, corpus: Path, capsys) -> None:
+    """Pretraining never shortens the warmup to a short run (fine-tuning does): a decay that ends before the
+    warmup is an up-front error, an explicit longer decay keeps the configured warmup."""
+    args = ["--config", str(TINY), f"data.dir={corpus}", "train.max_iters=3", "schedule.warmup_iters=5"]
+    assert run_cli(*args, f"out_dir={tmp_path / 'a'}") == 2
+    assert "schedule.decay_iters (3, from train.max_iters) is smaller than schedule.warmup_iters (5)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "a").exists()
+    assert run_cli(*args, "schedule.decay_iters=10", f"out_dir={tmp_path / 'b'}") == 0
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    assert lrs == pytest.approx([3e-3 * k / 6 for k in (1, 2, 3)])  # lr * (it + 1) / (warmup + 1)
