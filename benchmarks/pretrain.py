@@ -286,7 +286,7 @@ def full_run(args: argparse.Namespace) -> dict:
     Also scores the held-out 10% with `llmlab.eval.evaluate_perplexity` (sliding windows) for bits per char.
     """
     from llmlab.eval import evaluate_perplexity
-    from llmlab.generate import load_model_and_tokenizer
+    from llmlab.hub import load_model_and_tokenizer
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="llmlab-bench-"))
     work.mkdir(parents=True, exist_ok=True)

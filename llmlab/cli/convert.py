@@ -9,13 +9,23 @@ import typer
 
 
 def convert_cmd(
-    src: Annotated[Path, typer.Option("--from", help="llmlab folder, Hugging Face folder or .gguf file")],
+    src: Annotated[
+        Path,
+        typer.Option(
+            "--from",
+            help="llmlab / Hugging Face folder, .gguf file, pretrain or finetune run folder, or a LoRA/IA3 adapter "
+            "(merged into its base)",
+        ),
+    ],
     dst: Annotated[Path, typer.Option("--to", help="output folder, or .gguf file")],
     fmt: Annotated[
         str | None, typer.Option("--format", help="llmlab | hf | gguf (default: gguf for *.gguf, else llmlab)")
     ] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="f32 | f16 | q8_0 (q8_0: GGUF only)")] = "f32",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="replace an earlier llmlab output (never a folder llmlab did not create)"),
+    ] = False,
     no_tokenizer: Annotated[bool, typer.Option("--no-tokenizer", help="convert the weights only")] = False,
 ) -> None:
     """Convert a checkpoint (weights, tokenizer, chat template) to another format."""

@@ -32,7 +32,7 @@ def perplexity_cmd(
 ) -> None:
     """Sliding-window perplexity, bits per character and bits per byte of a text file."""
     from llmlab.eval import evaluate_perplexity
-    from llmlab.generate import load_model_and_tokenizer
+    from llmlab.hub import load_model_and_tokenizer
 
     if not file.is_file():
         raise FileNotFoundError(f"text file not found: {file}; pass a held-out UTF-8 text file with --file")

@@ -51,17 +51,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command("merge")
     def merge_cmd(
-        adapter: Annotated[Path, typer.Option("--adapter", "-a", help="Adapter folder (adapter_config.json).")],
+        adapter: Annotated[
+            Path,
+            typer.Option(
+                "--adapter",
+                "-a",
+                help="Adapter folder (adapter_config.json), or a finetune run folder holding adapter/.",
+            ),
+        ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder, or a .gguf file.")],
         base: Annotated[
             str | None,
-            typer.Option("--base", "-b", help="Base model path (default: the one recorded in the adapter)."),
+            typer.Option(
+                "--base", "-b", help="Base model (default: the one recorded in the adapter, looked up beside it first)."
+            ),
         ] = None,
         out_format: Annotated[
             str | None, typer.Option("--format", "-f", help="llmlab | hf | gguf (default: from --out).")
         ] = None,
         dtype: Annotated[str, typer.Option("--dtype", help="f32 | f16 | bf16 (llmlab) | q8_0 (gguf).")] = "f32",
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+        overwrite: Annotated[
+            bool,
+            typer.Option("--overwrite", help="Replace an earlier llmlab output at --out (never a foreign folder)."),
+        ] = False,
     ) -> None:
         """Fold a LoRA/QLoRA/IA3 adapter into its base model and save it (llmlab, Hugging Face or GGUF)."""
         from llmlab.recipes.merge import describe, merge

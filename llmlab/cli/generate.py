@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
 
         from llmlab.generate import beam_search, build_penalties, make_generator, speculative_generate, stream_generate
         from llmlab.generate.checkpoint import load_for_inference
-        from llmlab.peft import virtual_tokens
+        from llmlab.nn.virtual import reserved_positions
 
         opts = dict(locals())
         mode = _decoder(opts)
@@ -251,7 +251,7 @@ def register(app: typer.Typer) -> None:
         else:
             ids = _start_ids(tokenizer, prompt)
             shown_prompt = prompt
-        block_size = model.config.block_size - virtual_tokens(model)[0]  # prompt/prefix tuning take P positions
+        block_size = model.config.block_size - reserved_positions(model)[0]  # prompt/prefix tuning take P positions
         if len(ids) > block_size and mode == "sample":
             print(
                 f"llmlab: warning: the prompt has {len(ids)} tokens, more than the model's context of {block_size}; "

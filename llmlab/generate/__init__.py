@@ -13,7 +13,6 @@ prompt lookup, identical to greedy).
 
 from llmlab.generate.batch import generate_batch, left_pad
 from llmlab.generate.beam import BeamSearchOutput, beam_search
-from llmlab.generate.checkpoint import load_model_and_tokenizer, resolve_checkpoint_dir
 from llmlab.generate.loop import generate, stream_generate
 from llmlab.generate.penalties import FrequencyPresencePenaltyProcessor, RepetitionPenaltyProcessor, build_penalties
 from llmlab.generate.processors import (
@@ -57,10 +56,8 @@ __all__ = [
     "generate_batch",
     "generate_text",
     "left_pad",
-    "load_model_and_tokenizer",
     "make_generator",
     "prompt_lookup_candidates",
-    "resolve_checkpoint_dir",
     "speculative_generate",
     "stream_generate",
     "stream_generate_text",

@@ -38,7 +38,7 @@ from torch import nn
 
 from llmlab.generate.loop import new_kv_cache
 from llmlab.generate.processors import LogitsProcessor, LogitsProcessorList
-from llmlab.peft.model import virtual_tokens
+from llmlab.nn.virtual import reserved_positions
 
 NEG = -1.0e9  # "minus infinity" that keeps float arithmetic finite (as in transformers)
 
@@ -118,7 +118,7 @@ def beam_search(
         raise ValueError(f"max_new_tokens must be >= 1 for beam search (got {max_new_tokens})")
     batch_size, prompt_len = input_ids.shape
     max_length = prompt_len + max_new_tokens
-    n_virtual, n_cached_virtual = virtual_tokens(model)  # prompt/prefix tuning: positions (and cache entries)
+    n_virtual, n_cached_virtual = reserved_positions(model)  # prompt/prefix tuning: positions (and cache entries)
     block_size = int(model.config.block_size) - n_virtual
     if max_length > block_size:
         raise ValueError(

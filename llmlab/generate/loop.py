@@ -39,7 +39,7 @@ from llmlab.generate.samplers import GreedySampler, MultinomialSampler, Sampler,
 from llmlab.generate.stopping import StoppingCriteria, StopStrings
 from llmlab.generate.streamer import Decoder
 from llmlab.nn.kv_cache import KVCache
-from llmlab.peft.model import virtual_tokens
+from llmlab.nn.virtual import reserved_positions
 
 
 def _eos_tensor(eos_token_id: int | Sequence[int] | None, device: torch.device) -> torch.Tensor | None:
@@ -188,7 +188,7 @@ def stream_generate(
             raise ValueError("stop strings are matched on decoded text: pass tokenizer= as well")
         criteria.append(StopStrings(tokenizer, stop))
     # Prompt/prefix tuning put P virtual tokens first: they take P positions and (prompt tuning) P cache entries.
-    n_virtual, n_cached_virtual = virtual_tokens(model)
+    n_virtual, n_cached_virtual = reserved_positions(model)
     block_size = int(model.config.block_size) - n_virtual
     eos = _eos_tensor(eos_token_id, input_ids.device)
     pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else None)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from llmlab.generate.loop import new_kv_cache
-from llmlab.peft.model import virtual_tokens
+from llmlab.nn.virtual import reserved_positions
 
 
 @dataclass
@@ -126,7 +126,7 @@ def speculative_generate(
     for name, m in (("model", model), ("draft_model", draft_model)):
         if m is None:
             continue
-        n_virtual, n_cached_virtual = virtual_tokens(m)
+        n_virtual, n_cached_virtual = reserved_positions(m)
         if n_cached_virtual:
             raise ValueError(
                 f"speculative decoding cannot use a prompt-tuned {name} (its soft prompt sits in the KV cache it "

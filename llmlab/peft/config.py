@@ -9,16 +9,19 @@ Field names follow Hugging Face `peft` where the method exists there (`r`, `lora
   (`["c_attn", "q_proj"]`, `["attn.c_proj"]`);
 - a string: a regular expression that must match the full module name (`r".*\\.(q|v)_proj"`);
 - `"all-linear"`: every `nn.Linear` except the output layer `lm_head`;
-- None: the method's default for the model family (see `llmlab.peft.targets.DEFAULT_TARGETS`).
+- None: the method's default, from the module-name groups the model class declares (`peft_targets`, see
+  `llmlab.peft.targets`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 TASK_TYPE = "CAUSAL_LM"
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")  # QLoRA: names of torch dtypes
 
 
 @dataclass
@@ -47,6 +50,14 @@ class PeftConfigBase:
         d = dataclasses.asdict(self)
         d["peft_type"] = self.peft_type
         return d
+
+    def reserved_positions(self) -> int:
+        """Positions the method puts before the real tokens (prompt/prefix tuning: P; they count against the
+        model's context)."""
+        return 0
+
+    def tokenize_init_text(self, encode: Callable[[str], list[int]]) -> None:
+        """Fill `init_token_ids` from the method's init text with `encode` (a tokenizer's), if it has one."""
 
 
 @dataclass
@@ -116,6 +127,8 @@ class QLoraConfig(LoraConfig):
             raise ValueError(f"quant_type={self.quant_type!r} is not implemented; use 'nf4'")
         if self.blocksize <= 0 or self.blocksize % 2:
             raise ValueError(f"blocksize={self.blocksize} must be a positive even number")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype={self.compute_dtype!r}; choose {', '.join(COMPUTE_DTYPES)}")
 
 
 @dataclass
@@ -151,7 +164,59 @@ class AdapterConfig(PeftConfigBase):
 
 
 @dataclass
-class PrefixConfig(PeftConfigBase):
+class VirtualTokensConfig(PeftConfigBase):
+    """Fields of the methods that put P virtual tokens before the input (prefix and prompt tuning).
+
+    Attributes:
+        num_virtual_tokens: P.
+        init_token_ids: token ids of the init text (required for "TEXT" init; repeated/cropped to P).
+    """
+
+    num_virtual_tokens: int = 8
+    init_token_ids: list[int] | None = None
+
+    init_field = ""  # the subclass's "RANDOM"/"TEXT" field (peft's name), e.g. "prompt_tuning_init"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_virtual_tokens <= 0:
+            raise ValueError(f"num_virtual_tokens={self.num_virtual_tokens} must be positive")
+        init = getattr(self, self.init_field)
+        if init not in ("RANDOM", "TEXT"):
+            raise ValueError(f"{self.init_field}={init!r}; choose 'RANDOM' or 'TEXT'")
+        if init == "TEXT" and not self.init_token_ids and not self.init_text:
+            raise ValueError(f"{self.init_field}='TEXT' needs init_token_ids or {self.init_field}_text")
+
+    @property
+    def init_text(self) -> str | None:
+        """The init text (`prefix_tuning_init_text` / `prompt_tuning_init_text`)."""
+        return getattr(self, f"{self.init_field}_text")
+
+    def text_init_ids(self) -> list[int] | None:
+        """The token ids to initialise from (a "TEXT" init), None for a random init.
+
+        Raises:
+            ValueError: a "TEXT" init whose text was not tokenized yet.
+        """
+        if getattr(self, self.init_field) != "TEXT":
+            return None
+        if not self.init_token_ids:
+            raise ValueError(
+                f"{self.init_field}='TEXT' needs init_token_ids; tokenize the text first "
+                "(config.tokenize_init_text(tokenizer.encode))"
+            )
+        return list(self.init_token_ids)
+
+    def reserved_positions(self) -> int:
+        return self.num_virtual_tokens
+
+    def tokenize_init_text(self, encode: Callable[[str], list[int]]) -> None:
+        if self.init_text and not self.init_token_ids:
+            self.init_token_ids = list(encode(self.init_text))
+
+
+@dataclass
+class PrefixConfig(VirtualTokensConfig):
     """Prefix tuning: trainable key/value prefixes in every attention layer (Li & Liang 2021,
     https://arxiv.org/abs/2101.00190). Saved like peft's `PREFIX_TUNING`.
 
@@ -163,7 +228,6 @@ class PrefixConfig(PeftConfigBase):
         prefix_tuning_init: "RANDOM" or "TEXT": start from the keys/values the frozen model computes for a real
             text (Li & Liang 2021, section 7.2: "initializing the prefix with activations of real words"), so
             the untrained adapter behaves exactly as if that text were prepended to every input.
-        init_token_ids: token ids of the init text (required for "TEXT"; repeated/cropped to P).
         prefix_tuning_init_text: the text itself (`llmlab finetune` tokenizes it into `init_token_ids`).
     """
 
@@ -172,51 +236,35 @@ class PrefixConfig(PeftConfigBase):
     encoder_hidden_size: int = 64
     prefix_init_std: float = 1.0
     prefix_tuning_init: str = "RANDOM"
-    init_token_ids: list[int] | None = None
     prefix_tuning_init_text: str | None = None
 
     peft_type = "PREFIX_TUNING"
+    init_field = "prefix_tuning_init"
 
     def validate(self) -> None:
         super().validate()
-        if self.num_virtual_tokens <= 0:
-            raise ValueError(f"num_virtual_tokens={self.num_virtual_tokens} must be positive")
-        if self.prefix_tuning_init not in ("RANDOM", "TEXT"):
-            raise ValueError(f"prefix_tuning_init={self.prefix_tuning_init!r}; choose 'RANDOM' or 'TEXT'")
-        if self.prefix_tuning_init == "TEXT" and not self.init_token_ids:
-            raise ValueError("prefix_tuning_init='TEXT' needs init_token_ids (tokenizer.encode(text))")
         if self.prefix_tuning_init == "TEXT" and self.prefix_projection:
             raise ValueError("prefix_tuning_init='TEXT' sets the prefixes directly; use prefix_projection=false")
 
 
 @dataclass
-class PromptConfig(PeftConfigBase):
+class PromptConfig(VirtualTokensConfig):
     """Prompt tuning: trainable soft-prompt embeddings prepended to the input (Lester et al. 2021,
     https://arxiv.org/abs/2104.08691). Saved like peft's `PROMPT_TUNING`.
 
     Attributes:
         num_virtual_tokens: number of soft-prompt vectors P.
         prompt_tuning_init: "RANDOM" (copies of random vocabulary embeddings) or "TEXT".
-        init_token_ids: token ids of the init text (required for "TEXT"; repeated/cropped to P).
         prompt_tuning_init_text: the text itself, recorded in the config (`llmlab finetune` tokenizes it into
             `init_token_ids`).
     """
 
     num_virtual_tokens: int = 8
     prompt_tuning_init: str = "RANDOM"
-    init_token_ids: list[int] | None = None
     prompt_tuning_init_text: str | None = None
 
     peft_type = "PROMPT_TUNING"
-
-    def validate(self) -> None:
-        super().validate()
-        if self.num_virtual_tokens <= 0:
-            raise ValueError(f"num_virtual_tokens={self.num_virtual_tokens} must be positive")
-        if self.prompt_tuning_init not in ("RANDOM", "TEXT"):
-            raise ValueError(f"prompt_tuning_init={self.prompt_tuning_init!r}; choose 'RANDOM' or 'TEXT'")
-        if self.prompt_tuning_init == "TEXT" and not self.init_token_ids:
-            raise ValueError("prompt_tuning_init='TEXT' needs init_token_ids (tokenizer.encode(text))")
+    init_field = "prompt_tuning_init"
 
 
 @dataclass
@@ -235,25 +283,3 @@ class IA3Config(PeftConfigBase):
     fan_in_fan_out: bool = False
 
     peft_type = "IA3"
-
-
-CONFIG_CLASSES: dict[str, type[PeftConfigBase]] = {
-    "LORA": LoraConfig,
-    "BOTTLENECK": AdapterConfig,
-    "PREFIX_TUNING": PrefixConfig,
-    "PROMPT_TUNING": PromptConfig,
-    "IA3": IA3Config,
-}
-
-
-def config_from_dict(d: dict[str, Any]) -> PeftConfigBase:
-    """Build a config from an `adapter_config.json` dict (ours or peft's); unknown keys are ignored."""
-    peft_type = d.get("peft_type")
-    if peft_type not in CONFIG_CLASSES:
-        raise ValueError(f"adapter_config.json has peft_type={peft_type!r}; supported: {', '.join(CONFIG_CLASSES)}")
-    cls = CONFIG_CLASSES[peft_type]
-    d = {**d, "task_type": d.get("task_type") or TASK_TYPE}  # peft leaves it None for LoRA made without one
-    names = {f.name for f in dataclasses.fields(cls)}
-    cfg = cls(**{k: v for k, v in d.items() if k in names})
-    cfg.validate()
-    return cfg

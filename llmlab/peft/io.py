@@ -17,27 +17,22 @@ garbage. Adapters made by peft have no fingerprint and are checked by key names 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from llmlab.io import make_temp_dir, replace_path
 from llmlab.peft.base import PeftLinear
-from llmlab.peft.config import (
-    LoraConfig,
-    PeftConfigBase,
-    PrefixConfig,
-    PromptConfig,
-    config_from_dict,
-)
+from llmlab.peft.config import LoraConfig, PeftConfigBase, PrefixConfig, PromptConfig
+from llmlab.peft.methods import config_from_adapter_json
 from llmlab.peft.model import get_peft_model
 from llmlab.peft.qlora import QLoRALinear
-from llmlab.peft.targets import model_config_dict
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -47,7 +42,14 @@ PROMPT_KEY = "prompt_embeddings"
 _IGNORED_CONFIG = {"dropout", "attention", "attention_dropout", "extra", "initializer_range", "bos_token_id",
                    "eos_token_id", "pad_token_id", "name", "window_size", "n_global_tokens"}  # fmt: skip
 _QLORA_ONLY = ("quant_type", "blocksize", "double_quant", "compute_dtype")
-_INIT_ONLY = ("init_token_ids", "prefix_init_std", "prefix_tuning_init", "prefix_tuning_init_text")  # unknown to peft
+# Init-only settings: unknown to peft, or (a "TEXT" init) refused by peft without a tokenizer name.
+_INIT_ONLY = (
+    "init_token_ids",
+    "prefix_init_std",
+    "prefix_tuning_init",
+    "prefix_tuning_init_text",
+    "prompt_tuning_init",
+)
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -66,9 +68,16 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def base_architecture(model: nn.Module) -> dict[str, Any]:
+    """The model's architecture config as a plain dict (fields that do not change the weights left out)."""
+    cfg = getattr(model, "config", None)
+    raw = dict(cfg.to_dict()) if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg) if cfg is not None else {}
+    return {k: v for k, v in raw.items() if k not in _IGNORED_CONFIG}
+
+
 def fingerprint(model: nn.Module) -> dict[str, Any]:
     """What identifies a base model for an adapter: class, architecture config, shapes of adapted weights."""
-    cfg = {k: v for k, v in model_config_dict(model).items() if k not in _IGNORED_CONFIG}
+    cfg = base_architecture(model)
     shapes = {}
     for name, m in model.named_modules():
         if isinstance(m, QLoRALinear):
@@ -96,18 +105,11 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model_name
     tensors = {k: v.detach().cpu().contiguous() for k, v in adapter_state_dict(model).items()}
     meta = {"format": "pt", "llmlab_fingerprint": json.dumps(fingerprint(model))}
     out = Path(directory)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
+    tmp = make_temp_dir(out)
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
         (tmp / CONFIG_NAME).write_text(json.dumps(d, indent=2, sort_keys=True), encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".old-{out.name}-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_path(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -120,8 +122,8 @@ def _config_dict(model: nn.Module, config: PeftConfigBase, base_name: str | None
     d["base_model_name_or_path"] = base_name or config.base_model_name_or_path
     for k in (*_QLORA_ONLY, *_INIT_ONLY):  # QLoRA adapters are plain LoRA adapters; init settings are init-only
         d.pop(k, None)
-    if isinstance(config, LoraConfig) and model_config_dict(model) and hasattr(model, "transformer"):
-        d["fan_in_fan_out"] = True  # the HF export of a GPT model uses Conv1D (see the module docstring)
+    if isinstance(config, LoraConfig) and getattr(type(model), "peft_fan_in_fan_out", False):
+        d["fan_in_fan_out"] = True  # the family's HF class uses Conv1D (GPT-2, see the module docstring)
     if isinstance(config, (PrefixConfig, PromptConfig)):
         d["num_transformer_submodules"] = 1
         if isinstance(config, PrefixConfig):
@@ -134,37 +136,45 @@ def _config_dict(model: nn.Module, config: PeftConfigBase, base_name: str | None
     return d
 
 
+def _adapter_json(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """The parsed `adapter_config.json` of an adapter folder, and its path.
+
+    Raises:
+        FileNotFoundError: no `adapter_config.json`. ValueError: it is not valid UTF-8 JSON.
+    """
+    cfg_path = Path(directory) / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found; pass a folder written by `llmlab finetune` (or by peft)")
+    try:
+        return json.loads(cfg_path.read_text(encoding="utf-8")), cfg_path
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
+
+
 def adapter_base_model(directory: str | os.PathLike) -> str:
     """The `base_model_name_or_path` recorded in an adapter's `adapter_config.json`.
 
     Raises:
         FileNotFoundError: no `adapter_config.json`. ValueError: invalid JSON or no base recorded.
     """
-    cfg_path = Path(directory) / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found; pass a folder written by `llmlab finetune` (or by peft)")
-    try:
-        base = json.loads(cfg_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
-    if not base:
+    saved, cfg_path = _adapter_json(directory)
+    if not saved.get("base_model_name_or_path"):
         raise ValueError(f"{cfg_path} does not name its base model; pass the base model explicitly")
-    return str(base)
+    return str(saved["base_model_name_or_path"])
 
 
 def read_adapter(directory: str | os.PathLike) -> tuple[PeftConfigBase, dict[str, torch.Tensor], dict | None]:
     """Read a saved adapter: (config, tensors with peft keys, llmlab fingerprint or None)."""
     from safetensors import safe_open
 
-    d = Path(directory)
-    cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found; pass a folder written by save_adapter (or by peft)")
+    saved, cfg_path = _adapter_json(directory)
+    w_path = cfg_path.with_name(WEIGHTS_NAME)
+    if not w_path.is_file():
+        raise FileNotFoundError(f"{w_path} not found; pass a folder written by save_adapter (or by peft)")
     try:
-        config = config_from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
+        config = config_from_adapter_json(saved)
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: {e}") from None
     try:
         with safe_open(str(w_path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

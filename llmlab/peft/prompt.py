@@ -15,7 +15,7 @@ How it is wired without changing any model's forward:
 
 With a KV cache the prompt is prepended on the first (prefill) call only (`kv_cache.seq_len == 0`); the
 cache then also holds the P prompt positions, so the caller sizes it for P more tokens and indexes new
-tokens by its own count, not by `kv_cache.seq_len`. `llmlab.peft.virtual_tokens(model)` tells how many;
+tokens by its own count, not by `kv_cache.seq_len`. `llmlab.nn.virtual.reserved_positions(model)` tells how many;
 llmlab's generation loop and beam search do this (speculative decoding refuses prompt-tuned models).
 """
 

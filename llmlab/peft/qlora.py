@@ -19,6 +19,8 @@ dequantization is done here in plain torch, so QLoRA runs on any device without 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,10 +100,11 @@ class QLoRALinear(LoRALinear):
 
     Args:
         base: the linear layer to quantize and adapt.
-        r, scaling, dropout, use_dora, init_zero: as `LoRALinear`.
+        r, scaling: as `LoRALinear`.
         blocksize: NF4 block size.
         double_quant: quantize the absmax scales to int8.
         compute_dtype: dtype of the dequantized weight and of the LoRA matrices.
+        lora_options: `LoRALinear`'s `dropout`, `use_dora`, `init_zero`.
     """
 
     def __init__(
@@ -109,16 +112,14 @@ class QLoRALinear(LoRALinear):
         base: nn.Linear,
         r: int,
         scaling: float,
-        dropout: float = 0.0,
-        use_dora: bool = False,
-        init_zero: bool = True,
-        *,
+        *lora_args: Any,
         blocksize: int = 64,
         double_quant: bool = True,
         compute_dtype: torch.dtype = torch.float32,
+        **lora_options: Any,
     ) -> None:
         self._compute_dtype = compute_dtype
-        super().__init__(base, r, scaling, dropout, use_dora=use_dora, init_zero=init_zero)
+        super().__init__(base, r, scaling, *lora_args, **lora_options)
         self.blocksize, self.double_quant = blocksize, double_quant
         self.weight_shape = tuple(self.weight.shape)
         packed, absmax = quantize_nf4(self.weight, blocksize)
@@ -131,7 +132,7 @@ class QLoRALinear(LoRALinear):
             self.register_buffer("weight_absmax_offset", offset)
         else:
             self.register_buffer("weight_absmax", absmax)
-        if use_dora:  # re-initialise the magnitude from the *quantized* weight so the output is unchanged
+        if self.use_dora:  # re-initialise the magnitude from the *quantized* weight so the output is unchanged
             with torch.no_grad():
                 self.lora_magnitude_vector.copy_(torch.linalg.norm(self.dequantized_weight(), dim=1))
 

@@ -1,28 +1,32 @@
-"""Finding the modules a PEFT method acts on, by name, for any llmlab model.
+"""Finding the modules a PEFT method acts on, for any llmlab model, without knowing its family.
 
-Nothing here knows a model class: targets are module *names* (GPT-2 names such as
-`transformer.h.0.attn.c_attn`, HF Llama names such as `model.layers.0.self_attn.q_proj`) and a few small
-protocols — attention layers are `llmlab.nn.attention.Attention` modules, the input embedding is the
-`nn.Embedding` called `wte`/`embed_tokens`, and a model's forward takes `(input_ids, targets, *,
-attention_mask, kv_cache)`.
+What peft needs from a model:
+- the structural accessors every llmlab family has: `model.embed_tokens` (the input `nn.Embedding`),
+  `model.layers` (the Transformer blocks, in order), `model.final_norm` and `model.lm_head`;
+- attention layers that are `llmlab.nn.attention.Attention` modules;
+- the class attribute `peft_targets`: the family's module-name groups, by role —
+    "query_value"      the projections LoRA adapts by default (HF peft's default: `c_attn`; `q_proj`, `v_proj`),
+    "key_value"        the projections (IA)^3 rescales by default,
+    "attention_output" the attention output projection (bottleneck adapters, `locations: [attn]`),
+    "mlp_output"       the feed-forward output projection (bottleneck adapters; (IA)^3 feed-forward modules);
+  entries are module-name suffixes, matched as `target_modules` are (see `llmlab.peft.config`); names that a
+  model instance lacks (e.g. a GPT built with a SwiGLU MLP) are skipped;
+- optionally `peft_fan_in_fan_out = True` when the family's Hugging Face class stores these layers as
+  `Conv1D` (GPT-2), which peft records in the adapter config.
+
+A new family (BERT, T5, ...) declares `peft_targets` and every method works on it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from torch import nn
 
 from llmlab.nn.attention import Attention
 
-# Defaults per method when `target_modules` is None (the same choices as HF peft's defaults).
-DEFAULT_TARGETS: dict[str, list[str]] = {
-    "LORA": ["c_attn", "q_proj", "v_proj"],
-    "IA3": ["c_attn", "mlp.c_proj", "k_proj", "v_proj", "down_proj"],
-}
-DEFAULT_FEEDFORWARD: list[str] = ["mlp.c_proj", "down_proj"]
-EMBEDDING_NAMES = ("transformer.wte", "model.embed_tokens")
-OUTPUT_LAYER = "lm_head"
+TARGET_GROUPS = ("query_value", "key_value", "attention_output", "mlp_output")
 
 
 def name_matches(name: str, target: list[str] | str) -> bool:
@@ -35,6 +39,8 @@ def name_matches(name: str, target: list[str] | str) -> bool:
 def find_targets(model: nn.Module, target: list[str] | str, kind: type[nn.Module] = nn.Linear) -> list[str]:
     """Names of the `kind` modules of `model` selected by `target` (see `llmlab.peft.config`).
 
+    `"all-linear"` selects every `nn.Linear` except the output layer `model.lm_head`.
+
     Raises:
         ValueError: an entry (or the regex) matches no module, or matches a module that is not a `kind`;
             the message lists a few valid names.
@@ -42,11 +48,12 @@ def find_targets(model: nn.Module, target: list[str] | str, kind: type[nn.Module
     modules = dict(model.named_modules())
     candidates = [n for n, m in modules.items() if isinstance(m, kind)]
     if target == "all-linear":
-        return [n for n in candidates if n.split(".")[-1] != OUTPUT_LAYER]
+        head = getattr(model, "lm_head", None)
+        return [n for n in candidates if modules[n] is not head]
     examples = ", ".join(_examples(candidates))
     entries = [target] if isinstance(target, str) else list(target)
     if not entries:
-        raise ValueError("target_modules is empty; name at least one module, e.g. ['c_attn'] or ['q_proj', 'v_proj']")
+        raise ValueError(f"target_modules is empty; name at least one module, e.g. one of: {examples}")
     for entry in entries:
         hits = [n for n in modules if n and name_matches(n, entry if isinstance(target, str) else [entry])]
         if not hits:
@@ -60,10 +67,26 @@ def find_targets(model: nn.Module, target: list[str] | str, kind: type[nn.Module
     return [n for n in candidates if name_matches(n, target)]
 
 
-def default_targets(model: nn.Module, method: str) -> list[str]:
-    """The default `target_modules` entries of `method` that exist in `model` (GPT-2 or Llama names)."""
+def target_group(model: nn.Module, group: str) -> list[str]:
+    """The entries of the model class's `peft_targets[group]` that name a module of this model (maybe none)."""
+    declared = getattr(type(model), "peft_targets", None)
+    if declared is None:
+        raise ValueError(
+            f"{type(model).__name__} declares no peft_targets; set target_modules explicitly (e.g. 'all-linear')"
+        )
     names = [n for n, _ in model.named_modules()]
-    found = [t for t in DEFAULT_TARGETS[method] if any(name_matches(n, [t]) for n in names)]
+    return [t for t in declared.get(group, ()) if any(name_matches(n, [t]) for n in names)]
+
+
+def default_targets(model: nn.Module, groups: Sequence[str], method: str) -> list[str]:
+    """The target entries of `groups` (in order, no repeats) present in `model`: a method's default targets.
+
+    Raises:
+        ValueError: none of them exists in this model (the message says to set `target_modules`).
+    """
+    found: list[str] = []
+    for group in groups:
+        found += [t for t in target_group(model, group) if t not in found]
     if not found:
         raise ValueError(f"no default {method} targets in this model; set target_modules (e.g. 'all-linear')")
     return found
@@ -80,6 +103,14 @@ def _examples(names: list[str], k: int = 6) -> list[str]:
     return out[:k]
 
 
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    """The dotted name under which `module` sits in `model` (e.g. the name of `model.embed_tokens`)."""
+    for name, m in model.named_modules():
+        if m is module:
+            return name
+    raise ValueError(f"{type(module).__name__} is not a submodule of {type(model).__name__}")
+
+
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     """Replace the submodule called `name` (dotted) by `module`."""
     parent_name, _, child = name.rpartition(".")
@@ -93,34 +124,8 @@ def attention_layers(model: nn.Module) -> list[Attention]:
 
 
 def input_embedding(model: nn.Module) -> tuple[str, nn.Embedding]:
-    """The token embedding: `transformer.wte` (GPT) or `model.embed_tokens` (Llama), else the first nn.Embedding."""
-    modules = dict(model.named_modules())
-    for name in EMBEDDING_NAMES:
-        if isinstance(modules.get(name), nn.Embedding):
-            return name, modules[name]
-    for name, m in modules.items():
-        if isinstance(m, nn.Embedding):
-            return name, m
-    raise ValueError("the model has no nn.Embedding input layer; prompt tuning needs one")
-
-
-def output_projection(module: nn.Module) -> str | None:
-    """Name of the output projection inside an attention or MLP module (`c_proj`, `o_proj`, `down_proj`)."""
-    for name in ("c_proj", "o_proj", "down_proj"):
-        if isinstance(getattr(module, name, None), nn.Module):
-            return name
-    return None
-
-
-def model_config_dict(model: nn.Module) -> dict:
-    """The model's config as a plain dict (dataclass configs), or {} when the model has none."""
-    import dataclasses
-
-    cfg = getattr(model, "config", None)
-    if cfg is None:
-        return {}
-    if hasattr(cfg, "to_dict"):
-        return dict(cfg.to_dict())
-    if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)
-    return {}
+    """(name, module) of the model's token embedding, `model.embed_tokens`."""
+    embedding = getattr(model, "embed_tokens", None)
+    if not isinstance(embedding, nn.Embedding):
+        raise ValueError(f"{type(model).__name__} has no nn.Embedding `embed_tokens`; prompt tuning needs one")
+    return module_name(model, embedding), embedding

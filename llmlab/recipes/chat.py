@@ -51,7 +51,7 @@ from llmlab.generate import (
 )
 from llmlab.generate.loop import new_kv_cache
 from llmlab.generate.stopping import StopStringHoldback
-from llmlab.peft import virtual_tokens
+from llmlab.nn.virtual import reserved_positions
 from llmlab.tokenizers.chat import TEMPLATES, apply_chat_template
 
 TEMPLATE_CHOICES = ("auto", *TEMPLATES)
@@ -166,7 +166,7 @@ class ChatSession:
     history: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        block_size = int(self.model.config.block_size) - virtual_tokens(self.model)[0]  # prompt/prefix tuning
+        block_size = int(self.model.config.block_size) - reserved_positions(self.model)[0]  # prompt/prefix tuning
         if self.context_tokens is None:
             self.context_tokens = block_size
         if self.context_tokens > block_size:

@@ -3,6 +3,12 @@
     llmlab convert --from SmolLM2-135M-Instruct.Q4_1.gguf --to smollm2/            # -> llmlab folder
     llmlab convert --from smollm2/ --to smollm2-hf/ --format hf                    # -> transformers folder
     llmlab convert --from smollm2-hf/ --to smollm2-q8.gguf --dtype q8_0            # -> llama.cpp file
+    llmlab convert --from runs/shakespeare-char --to shakespeare-hf --format hf    # a pretrain run folder
+    llmlab convert --from runs/sft --to sft-merged                                 # a LoRA run: merged first
+
+The source is anything `llmlab.hub` loads: an llmlab, Hugging Face or GGUF checkpoint, a `llmlab pretrain` or
+`llmlab finetune` run folder, or an adapter (LoRA/QLoRA/IA3 adapters are folded into their base first, as
+`llmlab merge` does; prefix/prompt/bottleneck adapters cannot be and are refused with a one-line error).
 
 What moves along:
 - the weights (dequantised to float32 when read from a quantised GGUF; stored as `dtype` when written),
@@ -11,7 +17,11 @@ What moves along:
   BPE), or copied verbatim when the source was a GGUF file itself,
 - the chat template: `tokenizer_config.json["chat_template"]` in folders, `tokenizer.chat_template` in GGUF.
 
-Outputs are built in a temporary sibling path and renamed at the end, so a failure leaves nothing behind.
+Outputs follow the output-folder policy of `llmlab.io.outputs`, checked before anything is loaded: a folder
+is built in a temporary sibling and published with its `.llmlab-output` marker; `--overwrite` replaces only a
+folder llmlab made, never a foreign non-empty folder nor one that is, contains or lies inside an input. A
+`.gguf` output is written atomically; `--overwrite` replaces only an existing GGUF file that is not an input.
+A failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -19,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,13 +37,15 @@ from typing import Any
 
 import torch
 
-from llmlab.io.gguf import GGUFFile, read_gguf
-from llmlab.models.hub import detect_format, load_gguf_model, load_model, model_family, save_gguf, save_hf, save_llmlab
+from llmlab.hub import LoadedModel, Source, fold_adapter, load_for_inference, require_mergeable, resolve_source
+from llmlab.hub import save_tokenizer as save_tokenizer_files
+from llmlab.io import atomic_write, check_output_dir, make_temp_dir, publish_output
+from llmlab.models import save_gguf, save_hf, save_llmlab
 
 FORMATS = ("llmlab", "hf", "gguf")
 DTYPES = ("f32", "f16", "q8_0")
-_TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16}
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+_TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+GGUF_MAGIC = b"GGUF"
 # tokenizers' pre-tokenizer (as JSON) -> `tokenizer.ggml.pre` name understood by llama.cpp and llmlab's reader.
 _TOKEN_TYPE_NORMAL, _TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER, _TOKEN_TYPE_UNUSED = 1, 3, 4, 5
 
@@ -56,6 +67,17 @@ class ConvertReport:
     notes: list[str] = field(default_factory=list)
 
 
+def output_format_for(dst: Path, out_format: str | None, dtype: str, flag: str = "--format") -> tuple[str, str]:
+    """Check and default the output format ("gguf" for `*.gguf`, else "llmlab") and dtype: (format, dtype)."""
+    out_format = out_format or ("gguf" if dst.suffix == ".gguf" else "llmlab")
+    if out_format not in FORMATS:
+        raise ValueError(f"unknown output format {out_format!r}; choose one of: {', '.join(FORMATS)} ({flag})")
+    dtype = dtype.lower()
+    if dtype == "q8_0" and out_format != "gguf":
+        raise ValueError("dtype q8_0 is a GGUF quantisation; use --format gguf, or f32/f16 for folders")
+    return out_format, dtype
+
+
 def convert(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -68,142 +90,126 @@ def convert(
     """Convert the checkpoint at `src` into `dst`.
 
     Args:
-        src: llmlab folder (`model_config.json`), HF folder (`config.json`) or `.gguf` file.
+        src: anything `llmlab.hub.resolve_source` accepts: llmlab / HF folder, `.gguf` file, a pretrain or
+            finetune run folder, an adapter folder (LoRA/QLoRA/IA3: merged into its base first).
         dst: output folder (llmlab, hf) or `.gguf` file.
         out_format: "llmlab" | "hf" | "gguf"; default: "gguf" if `dst` ends in `.gguf`, else "llmlab".
         dtype: "f32" | "f16" (any format) or "q8_0" (GGUF only).
-        overwrite: replace an existing `dst`.
-        with_tokenizer: carry the tokenizer along (error if it cannot be); False writes weights only.
+        overwrite: replace an existing `dst` that llmlab wrote (never a foreign folder or an input).
+        with_tokenizer: carry the tokenizer along when the source has one; False writes weights only.
 
     Raises:
-        ValueError / FileNotFoundError: one line naming the problem (unknown architecture, corrupt input, ...).
+        ValueError / FileNotFoundError: one line naming the problem (unknown architecture, corrupt input,
+            a destination that may not be replaced, an adapter that cannot be merged, ...).
     """
     t0 = time.perf_counter()
     dst = Path(dst)
-    out_format = out_format or ("gguf" if dst.suffix == ".gguf" else "llmlab")
-    if out_format not in FORMATS:
-        raise ValueError(f"unknown output format {out_format!r}; choose one of: {', '.join(FORMATS)}")
-    dtype = dtype.lower()
+    out_format, dtype = output_format_for(dst, out_format, dtype)
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
-    if dtype == "q8_0" and out_format != "gguf":
-        raise ValueError("dtype q8_0 is a GGUF quantisation; use --format gguf, or f32/f16 for folders")
-    if dst.exists() and not overwrite:
-        raise ValueError(f"{dst} already exists; choose another --to or pass --overwrite")
-    src_format, src_path = detect_format(src)
-    if src_path.resolve() == dst.resolve():
-        raise ValueError("--from and --to are the same path; write the conversion somewhere else")
+    source = resolve_source(Path(src))
+    if source.adapter_dir is not None:
+        require_mergeable(source.adapter_dir)
+    check_output(dst, out_format, source, overwrite, flag="--to")
 
-    # ---- read
-    gguf_file: GGUFFile | None = None
-    if src_format == "gguf":
-        gguf_file = read_gguf(src_path)
-        model = load_gguf_model(gguf_file)
-    else:
-        model = load_model(src_path)
-    family = model_family(model)
-    tok = _read_tokenizer(src_format, src_path, gguf_file) if with_tokenizer else None
-    notes: list[str] = []
-    if with_tokenizer and tok is None:
+    loaded = load_for_inference(source, require_tokenizer=False, with_tokenizer=with_tokenizer)
+    notes = [source.note] if source.note else []
+    if source.adapter_dir is not None:
+        loaded.model, n_layers = fold_adapter(loaded.model)
+        notes.append(f"merged the adapter {source.adapter_dir} ({n_layers} layers) into its base, as llmlab merge does")
+    if with_tokenizer and loaded.tokenizer is None:
         notes.append("the source has no tokenizer; only the weights were converted")
-
-    # ---- write (into a temporary sibling, renamed at the end)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if out_format == "gguf":
-        extra, types = ({}, {})
-        if tok is not None:
-            extra, types = _gguf_tokenizer_metadata(tok, model.config.vocab_size)
-        tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
-        try:
-            save_gguf(model, tmp / "model.gguf", dtype.upper(), extra, types)
-            os.chmod(tmp / "model.gguf", 0o644)
-            replace_output(tmp / "model.gguf", dst, overwrite)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
-        try:
-            torch_dtype = _TORCH_DTYPES[dtype]
-            if out_format == "hf":
-                save_hf(model, tmp, torch_dtype)
-            else:
-                save_llmlab(model, tmp, torch_dtype)
-            if tok is not None:
-                _write_tokenizer(tok, tmp)
-            os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-            replace_output(tmp, dst, overwrite)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    write_model(loaded, dst, out_format, dtype, verb="convert")
     return ConvertReport(
-        source=str(src_path),
-        source_format=src_format,
+        source=str(source.weights) if source.adapter_dir is None else loaded.source,
+        source_format=source.format if source.adapter_dir is None else f"{source.format} + adapter",
         output=str(dst),
         output_format=out_format,
-        family=family,
+        family=loaded.family or "",
         dtype=dtype,
-        num_parameters=sum(p.numel() for p in model.parameters()),
-        tokenizer=tok is not None,
-        chat_template=bool(tok and tok.get("chat_template")),
+        num_parameters=sum(p.numel() for p in loaded.model.parameters()),
+        tokenizer=loaded.tokenizer is not None,
+        chat_template=bool(loaded.tokenizer is not None and loaded.chat_template),
         seconds=time.perf_counter() - t0,
         notes=notes,
     )
 
 
-def replace_output(tmp: Path, dst: Path, overwrite: bool, out_flag: str = "--to") -> None:
-    """Move the finished `tmp` (file or folder) to `dst`, replacing an old `dst` only when asked (else a
-    ValueError naming `out_flag`, the command's output option)."""
-    if dst.exists():
-        if not overwrite:
-            raise ValueError(f"{dst} already exists; choose another {out_flag} or pass --overwrite")
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.replace(tmp, dst)
+# ---------------------------------------------------------------------------------------------------- output
+
+
+def check_output(dst: Path, out_format: str, source: Source, overwrite: bool, flag: str) -> None:
+    """The output policy for a converted/merged model, checked before anything is loaded (ValueError: one line)."""
+    if out_format != "gguf":
+        check_output_dir(dst, overwrite=overwrite, sources=source.inputs(), flag=flag)
+        return
+    check_output_file(dst, overwrite=overwrite, sources=source.inputs(), flag=flag, magic=GGUF_MAGIC)
+
+
+def check_output_file(
+    dst: Path, *, overwrite: bool, sources: list[Path], flag: str, magic: bytes, overwrite_flag: str = "--overwrite"
+) -> None:
+    """The single-file form of `llmlab.io.check_output_dir`: `dst` may not be an input nor lie inside one, and
+    an existing `dst` is replaced only with `overwrite` and only when it starts with `magic` (a file of the kind
+    llmlab writes there, e.g. a GGUF file) — never a folder, a link or another kind of file."""
+    target = dst.resolve()
+    for src in sources:
+        s = src.resolve()
+        if target == s or (s.is_dir() and target.is_relative_to(s)):
+            raise ValueError(f"{dst} would overwrite the input {src} (it is or lies inside it); choose another {flag}")
+    if dst.is_symlink() or dst.is_dir():
+        raise ValueError(f"{dst} exists and is not a {magic.decode()} file; choose another {flag}")
+    if not dst.exists():
+        return
+    if not overwrite:
+        raise ValueError(f"{dst} already exists; choose another {flag} or pass {overwrite_flag}")
+    with open(dst, "rb") as f:
+        if f.read(len(magic)) != magic:
+            raise ValueError(
+                f"{dst} is not a {magic.decode()} file, so llmlab never replaces it, even with {overwrite_flag}; "
+                f"choose another {flag}"
+            )
+
+
+def write_model(loaded: LoadedModel, dst: Path, out_format: str, dtype: str, verb: str) -> None:
+    """Write `loaded` (model, and tokenizer + chat template when present) to `dst` as `out_format`/`dtype`.
+
+    Call `check_output` first. A folder is built beside `dst` and published with `verb`'s output marker; a
+    `.gguf` file is written atomically. On any error nothing is left behind.
+    """
+    model = loaded.model
+    if out_format == "gguf":
+        extra, types = ({}, {})
+        if loaded.tokenizer is not None:
+            extra, types = _gguf_tokenizer_metadata(loaded, model.config.vocab_size)
+        atomic_write(dst, lambda tmp: save_gguf(model, tmp, dtype.upper(), extra, types))
+        return
+    tmp = make_temp_dir(dst)
+    try:
+        torch_dtype = _TORCH_DTYPES[dtype]
+        if out_format == "hf":
+            # The tokenizer's bos/eos/pad ids for config.json (GPT-2 exports have none of their own).
+            token_ids = special_token_ids_of(loaded.tokenizer)  # noqa: F841  lead: save_hf(..., token_ids=token_ids)
+            save_hf(model, tmp, torch_dtype)
+        else:
+            save_llmlab(model, tmp, torch_dtype)
+        if loaded.tokenizer is not None:
+            save_tokenizer_files(loaded.tokenizer, tmp, loaded.chat_template)
+        publish_output(tmp, dst, verb)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def special_token_ids_of(tokenizer: Any) -> dict[str, int]:
+    """{"bos_token_id", "eos_token_id", "pad_token_id"} of a tokenizer (the roles it has), for exported configs."""
+    if tokenizer is None:
+        return {}
+    ids = {f"{role}_token_id": getattr(tokenizer, f"{role}_id", None) for role in ("bos", "eos", "pad")}
+    return {key: int(value) for key, value in ids.items() if value is not None}
 
 
 # ---------------------------------------------------------------------------------------------------- tokenizer
-
-
-def _read_tokenizer(src_format: str, src: Path, gguf_file: GGUFFile | None) -> dict[str, Any] | None:
-    """The source's tokenizer as {"tokenizer": llmlab Tokenizer, "chat_template": str | None, "gguf": metadata}."""
-    if gguf_file is not None:
-        md = gguf_file.metadata
-        if "tokenizer.ggml.tokens" not in md:
-            return None
-        from llmlab.tokenizers.gguf import load_gguf_tokenizer
-
-        keep = {k: v for k, v in md.items() if k.startswith("tokenizer.")}
-        types = {k: gguf_file.metadata_types[k] for k in keep if k in gguf_file.metadata_types}
-        return {
-            "tokenizer": load_gguf_tokenizer(md),
-            "chat_template": md.get("tokenizer.chat_template"),
-            "gguf": (keep, types),
-        }
-    if not (src / "tokenizer.json").is_file():
-        return None
-    from llmlab.tokenizers import load_tokenizer
-
-    template = None
-    sidecar = src / "tokenizer_config.json"
-    if sidecar.is_file():
-        try:
-            template = json.loads(sidecar.read_text(encoding="utf-8")).get("chat_template")
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{sidecar} is not valid JSON ({e})") from None
-    return {"tokenizer": load_tokenizer(src / "tokenizer.json"), "chat_template": template, "gguf": None}
-
-
-def _write_tokenizer(tok: dict[str, Any], directory: Path) -> None:
-    """`tokenizer.json` + `tokenizer_config.json` (roles, chat template) into `directory`."""
-    tok["tokenizer"].save(directory)
-    if tok.get("chat_template"):
-        sidecar = directory / "tokenizer_config.json"
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        meta["chat_template"] = tok["chat_template"]
-        sidecar.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _pre_tokenizer_name(pre: Mapping[str, Any] | None) -> str:
@@ -239,11 +245,11 @@ def _pre_json(pre: Any) -> str:
     return json.dumps(json.loads(t.to_str())["pre_tokenizer"])
 
 
-def _gguf_tokenizer_metadata(tok: dict[str, Any], vocab_size: int) -> tuple[dict[str, Any], dict[str, str]]:
+def _gguf_tokenizer_metadata(loaded: LoadedModel, vocab_size: int) -> tuple[dict[str, Any], dict[str, str]]:
     """GGUF `tokenizer.*` metadata (+ forced types) for a tokenizer; a GGUF source's own keys are reused as is."""
-    if tok.get("gguf") is not None:
-        return tok["gguf"]
-    t = tok["tokenizer"]
+    if loaded.gguf_tokenizer is not None:
+        return loaded.gguf_tokenizer
+    t = loaded.tokenizer
     spec = json.loads(t.backend.to_str())
     model = spec["model"]
     if model.get("type") != "BPE" or (spec.get("decoder") or {}).get("type") != "ByteLevel":
@@ -276,6 +282,6 @@ def _gguf_tokenizer_metadata(tok: dict[str, Any], vocab_size: int) -> tuple[dict
         idx = getattr(t, f"{role}_id")
         if idx is not None:
             md[f"tokenizer.ggml.{key}_token_id"] = idx
-    if tok.get("chat_template"):
-        md["tokenizer.chat_template"] = tok["chat_template"]
+    if loaded.chat_template:
+        md["tokenizer.chat_template"] = loaded.chat_template
     return md, {"tokenizer.ggml.token_type": "ARRAY[INT32]"}

@@ -51,7 +51,6 @@ __all__ = [
     "label_accuracy",
     "load_finetune_config",
     "peft_config",
-    "write_tokenizer",
 ]
 
 
@@ -59,7 +58,7 @@ __all__ = [
 def apply_method(model: Any, cfg: FinetuneConfig, base_name: str, tokenizer: Any = None) -> str:
     """Make the right parameters trainable (adding adapters for PEFT methods); return a one-line report.
 
-    PEFT methods get their config from `peft_config` (prompt/prefix text init is tokenized with `tokenizer`).
+    PEFT methods get their config from `peft_config` (a prompt/prefix init text is tokenized with `tokenizer`).
     """
     from llmlab import peft
 
@@ -83,21 +82,9 @@ def _tasks(cfg: FinetuneConfig) -> list[TaskConfig]:
     return [TaskConfig(name="train", path=str(d.train), val_path=d.val)]
 
 
-def _virtual_tokens(cfg: FinetuneConfig) -> int:
+def _reserved_positions(cfg: FinetuneConfig) -> int:
     """Positions prompt/prefix tuning put before the real tokens (they count against the model's context)."""
-    if cfg.method not in ("prompt", "prefix"):
-        return 0
-    return int(peft_config(cfg.method, dict(cfg.peft)).num_virtual_tokens)
-
-
-def write_tokenizer(tokenizer: Any, directory: Path, chat_template: str | None) -> None:
-    """`tokenizer.json` + `tokenizer_config.json` (with the chat template, as `llmlab convert` writes it)."""
-    tokenizer.save(directory)
-    if chat_template:
-        sidecar = directory / "tokenizer_config.json"
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        meta["chat_template"] = chat_template
-        sidecar.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return peft_config(cfg.method, dict(cfg.peft)).reserved_positions() if cfg.method in PEFT_METHODS else 0
 
 
 def label_accuracy(model: Any, tokenizer: Any, examples: list[Any], labels: list[str]) -> tuple[float, int]:
@@ -131,12 +118,13 @@ def _run_identity(cfg: FinetuneConfig) -> dict[str, Any]:
 
 def _write_outputs(model: Any, tokenizer: Any, cfg: FinetuneConfig, base_name: str, chat_template: Any) -> str:
     """The run's results, each written atomically: tokenizer files and `adapter/` or `model/`. Returns its path."""
+    from llmlab.hub import save_tokenizer
     from llmlab.io import make_temp_dir, replace_path
 
     out = Path(cfg.out_dir)
     tmp = make_temp_dir(out / "outputs")
     try:
-        write_tokenizer(tokenizer, tmp, chat_template)
+        save_tokenizer(tokenizer, tmp, chat_template)
         for f in sorted(tmp.iterdir()):
             os.replace(f, out / f.name)
         if cfg.method in PEFT_METHODS:
@@ -149,7 +137,7 @@ def _write_outputs(model: Any, tokenizer: Any, cfg: FinetuneConfig, base_name: s
         from llmlab.models import save_llmlab
 
         save_llmlab(model, tmp / "model")
-        write_tokenizer(tokenizer, tmp / "model", chat_template)
+        save_tokenizer(tokenizer, tmp / "model", chat_template)
         replace_path(tmp / "model", out / "model")
         return str(out / "model")
     finally:
@@ -180,7 +168,7 @@ def finetune(cfg: FinetuneConfig, say: Any = print) -> dict[str, Any]:
             existing out_dir, a resume with other settings, ...). A run that fails before its first checkpoint
             removes what it created; one that fails later keeps it, to be continued with `--resume`.
     """
-    from llmlab.generate.checkpoint import find_adapter_dir
+    from llmlab.hub import find_adapter_dir
     from llmlab.train.distributed import barrier, cleanup, init_distributed
     from llmlab.train.precision import check_runtime
     from llmlab.train.run_dir import open_run
@@ -244,7 +232,7 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, run: Any, tasks: list[TaskConfig], 
     import torch
 
     from llmlab.data.sft import SFTBatchStream, eval_batches, examples_fingerprint
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.hub import load_for_inference
     from llmlab.train.distributed import barrier
     from llmlab.train.run_dir import check_resume
     from llmlab.train.sft_loop import SFTTrainer, load_trainable
@@ -254,7 +242,7 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, run: Any, tasks: list[TaskConfig], 
     model, tokenizer = loaded.model, loaded.tokenizer
     base_name = cfg.base or DEFAULT_BASE_NAME
     chat_template = cfg.data.chat_template or loaded.chat_template
-    max_length = min(cfg.data.max_length, model.config.block_size - _virtual_tokens(cfg))
+    max_length = min(cfg.data.max_length, model.config.block_size - _reserved_positions(cfg))
     train_sets, val_sets = _load_tasks(cfg, tasks, tokenizer, chat_template, max_length, say)
     run_info = {**_run_identity(cfg), "data_sha256": examples_fingerprint(train_sets)}
     if run.resume_state is not None:

@@ -1,11 +1,10 @@
 """The config of ``llmlab finetune``: `FinetuneConfig` (base, method, ``peft:``, ``partial:``, data, and the shared
 ``train``/``optim``/``schedule`` sections of `llmlab.train.config`), its validation, and `peft_config`, the one
-place that turns ``method`` + ``peft:`` into a `llmlab.peft` config. No torch import.
+place that turns ``method`` + ``peft:`` into a typed `llmlab.peft` config (`llmlab.peft.build_peft_config`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,17 +12,10 @@ from typing import Any
 from llmlab.config import load_config
 from llmlab.data.templates import RECORD_FORMATS, TEMPLATE_NAMES
 from llmlab.models.smollm2 import DEFAULT_MODEL_NAME
+from llmlab.peft.methods import PEFT_METHODS
 from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig, check_renamed_keys, validate_training
 
-METHODS = ("full", "partial", "lora", "qlora", "adapter", "prefix", "prompt", "ia3")
-PEFT_METHODS = {
-    "lora": "LoraConfig",
-    "qlora": "QLoraConfig",
-    "adapter": "AdapterConfig",
-    "prefix": "PrefixConfig",
-    "prompt": "PromptConfig",
-    "ia3": "IA3Config",
-}
+METHODS = ("full", "partial", *PEFT_METHODS)  # the PEFT methods come from the registry of `llmlab.peft`
 DEFAULT_BASE_NAME = DEFAULT_MODEL_NAME  # the packaged SmolLM2, what `base: null` loads
 SFT_DISTRIBUTED = ("auto", "none", "ddp")
 
@@ -190,35 +182,20 @@ class FinetuneConfig:
 
 
 def peft_config(method: str, values: dict[str, Any], base_name: str | None = None, tokenizer: Any = None) -> Any:
-    """The one place that turns `method` + the `peft:` section into a `llmlab.peft` config object.
-
-    Prompt/prefix tuning initialised from text (`<method>_tuning_init_text`) get the text's `init_token_ids` from
-    `tokenizer`; without one (validation before the model loads) a stand-in id checks the other settings.
+    """The one place that turns `method` + the `peft:` section into a typed `llmlab.peft` config
+    (`llmlab.peft.build_peft_config`), recording `base_name` and, given a `tokenizer`, tokenizing a prompt/prefix
+    init text.
 
     Raises:
-        ValueError: an unknown `peft.<key>` (the message lists the valid ones) or a bad value.
+        ValueError: one line naming the `peft.<key>` that is unknown, mistyped or impossible.
     """
-    from llmlab.peft import config as configs
+    from llmlab.peft import build_peft_config
 
-    cls = getattr(configs, PEFT_METHODS[method])
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ValueError(
-            f"unknown peft setting(s) for method {method}: {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
-        )
-    kwargs = {**values, "base_model_name_or_path": base_name}
-    if isinstance(kwargs.get("target_modules"), tuple):
-        kwargs["target_modules"] = list(kwargs["target_modules"])
-    text = kwargs.get(f"{method}_tuning_init_text")
-    if text and not kwargs.get("init_token_ids"):
-        kwargs["init_token_ids"] = tokenizer.encode(text) if tokenizer is not None else [0]
-    try:
-        config = cls(**kwargs)
-        config.validate()
-        return config
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"peft settings for method {method}: {e}") from None
+    config = build_peft_config(method, values)
+    config.base_model_name_or_path = base_name
+    if tokenizer is not None:
+        config.tokenize_init_text(tokenizer.encode)
+    return config
 
 
 def load_finetune_config(

@@ -4,23 +4,25 @@
     llmlab merge --base model.gguf --adapter runs/sft/adapter --out merged.gguf --format gguf --dtype q8_0
 
 Merging computes `W' = W + (alpha / r) * B A` (LoRA, https://arxiv.org/abs/2106.09685) or `W' = W * l`
-((IA)^3, https://arxiv.org/abs/2205.05638) for every adapted layer (`llmlab.peft.merge_and_unload`), so the
+((IA)^3, https://arxiv.org/abs/2205.05638) for every adapted layer (`llmlab.hub.fold_adapter`), so the
 merged model computes the adapter model's function with no extra cost at inference. Prefix/prompt tuning and
 bottleneck adapters add computation that no weight can absorb; they cannot be merged.
 
-The output goes through the converters of `llmlab convert` (`llmlab` / `hf` folders or a `.gguf` file), with
-the base model's tokenizer and chat template, and is written to a temporary path first.
+The adapter and its base are resolved and loaded by `llmlab.hub` (any base it knows: llmlab, Hugging Face,
+GGUF, a run folder; a base without a tokenizer is fine: the adapter run's tokenizer is used, else only the
+weights are written). The output goes through `llmlab convert`'s writer and output policy (`llmlab` / `hf`
+folders or a `.gguf` file; checked before anything is loaded, built in a temporary path, published with the
+`.llmlab-output` marker; `--overwrite` replaces only an output llmlab made, never an input).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmlab.recipes.finetune import DEFAULT_BASE_NAME, write_tokenizer
+from llmlab.hub import fold_adapter, load_for_inference, require_mergeable, resolve_source
+from llmlab.recipes.convert import check_output, output_format_for, write_model
 
 FORMATS = ("llmlab", "hf", "gguf")
 DTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -37,6 +39,7 @@ class MergeReport:
     output: str
     output_format: str
     dtype: str
+    notes: list[str] = field(default_factory=list)
 
 
 def merge(
@@ -50,93 +53,61 @@ def merge(
     """Load `base`, load the adapter onto it, merge, and write the merged model to `out`.
 
     Args:
-        adapter: the adapter folder (`adapter_config.json` + `adapter_model.safetensors`).
+        adapter: the adapter folder (`adapter_config.json` + `adapter_model.safetensors`), or a `llmlab
+            finetune` run folder holding `adapter/`.
         out: output folder (llmlab, hf) or `.gguf` file.
         base: the base model path; None = the one recorded in the adapter ("SmolLM2-135M-Instruct" = the
-            packaged SmolLM2).
+            packaged SmolLM2; a relative path is looked up beside the adapter first, then from here).
         out_format: llmlab | hf | gguf (default: gguf if `out` ends in .gguf, else llmlab).
         dtype: f32 | f16 | bf16 (llmlab only) | q8_0 (gguf only).
-        overwrite: replace an existing `out`.
+        overwrite: replace an existing `out` that llmlab wrote.
 
     Raises:
         ValueError: an adapter made for another base, one that cannot be merged, a bad format/dtype or an
-            existing `out`. FileNotFoundError: missing files.
+            `out` that may not be written. FileNotFoundError: missing files.
     """
-    import torch
-
-    from llmlab.generate.checkpoint import adapter_base_path, load_for_inference
-    from llmlab.models.hub import save_llmlab
-    from llmlab.peft import load_adapter, merge_and_unload, read_adapter
-    from llmlab.peft.model import peft_layers
-
     out = Path(out)
-    out_format = out_format or ("gguf" if out.suffix == ".gguf" else "llmlab")
-    if out_format not in FORMATS:
-        raise ValueError(f"unknown --format {out_format!r}; choose one of: {', '.join(FORMATS)}")
-    dtype = dtype.lower()
+    out_format, dtype = output_format_for(out, out_format, dtype)
     if dtype not in DTYPES:
         raise ValueError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
-    if dtype == "q8_0" and out_format != "gguf":
-        raise ValueError("--dtype q8_0 is a GGUF quantisation; use --format gguf, or f32/f16 for folders")
     if dtype == "bf16" and out_format != "llmlab":
         raise ValueError("--dtype bf16 is only written to llmlab folders; use f16 or f32 for hf/gguf")
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out} already exists; choose another --out or pass --overwrite")
-    config, _, _ = read_adapter(adapter)  # FileNotFoundError / ValueError for a broken adapter folder
-    if config.peft_type not in ("LORA", "IA3"):
-        raise ValueError(
-            f"{adapter} holds a {config.peft_type} adapter; only LoRA, QLoRA and IA3 adapters can be merged "
-            "into the weights"
+    if not Path(adapter).is_dir():
+        raise FileNotFoundError(f"adapter folder not found: {adapter}; pass the adapter/ folder of a finetune run")
+    source = resolve_source(Path(adapter), base=base)
+    if source.adapter_dir is None:
+        raise FileNotFoundError(
+            f"{Path(adapter) / 'adapter_config.json'} not found; pass a folder written by `llmlab finetune` (or peft)"
         )
-    base_path = base if base is not None else adapter_base_path(adapter)
-    loaded = load_for_inference(base_path)
-    model = loaded.model
-    load_adapter(model, adapter)  # checks the adapter was made for this base
-    n_layers = sum(1 for _ in peft_layers(model))
-    model = merge_and_unload(model).eval()
+    peft_type = require_mergeable(source.adapter_dir)
+    check_output(out, out_format, source, overwrite, flag="--out")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
-    try:
-        folder = tmp / "merged"
-        torch_dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(dtype) if out_format == "llmlab" else None
-        save_llmlab(model, folder, torch_dtype)
-        write_tokenizer(loaded.tokenizer, folder, loaded.chat_template)
-        if out_format == "llmlab":
-            _replace(folder, out, overwrite)
-        else:
-            from llmlab.recipes.convert import convert
-
-            convert(folder, tmp / "converted", out_format, dtype)
-            _replace(tmp / "converted", out, overwrite)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    loaded = load_for_inference(source, require_tokenizer=False)
+    loaded.model, n_layers = fold_adapter(loaded.model)
+    write_model(loaded, out, out_format, dtype, verb="merge")
+    notes = [source.note] if source.note else []
+    if loaded.tokenizer is None:
+        notes.append("neither the adapter's run nor the base has a tokenizer.json; only the weights were written")
+    assert source.base is not None
     return MergeReport(
-        base=base_path or DEFAULT_BASE_NAME,
+        base=source.base.label,
         adapter=str(adapter),
-        peft_type=config.peft_type,
+        peft_type=peft_type,
         merged_layers=n_layers,
         output=str(out),
         output_format=out_format,
         dtype=dtype,
+        notes=notes,
     )
-
-
-def _replace(src: Path, dst: Path, overwrite: bool) -> None:
-    """`replace_output` with merge's option name; a merged folder is made readable by all (mkdtemp is 0700)."""
-    from llmlab.recipes.convert import replace_output
-
-    replace_output(src, dst, overwrite, out_flag="--out")
-    if dst.is_dir():
-        dst.chmod(0o755)
 
 
 def describe(report: MergeReport) -> str:
-    """One line for the CLI."""
-    return (
+    """The lines for the CLI: what was merged and written, then one `note:` line per note."""
+    line = (
         f"merged {report.merged_layers} {report.peft_type} layer(s) of {report.adapter} into {report.base}; "
         f"wrote {report.output} ({report.output_format}, {report.dtype})"
     )
+    return "\n".join([line, *(f"note: {note}" for note in report.notes)])
 
 
 __all__: list[Any] = ["MergeReport", "describe", "merge"]

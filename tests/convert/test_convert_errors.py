@@ -130,7 +130,7 @@ def test_bad_options(tmp_path, hf_dir, capsys):
         convert(hf_dir, tmp_path / "out", "hf", "q8_0")
     with pytest.raises(ValueError, match="format"):
         convert(hf_dir, tmp_path / "out", "onnx")
-    (tmp_path / "exists").mkdir()
+    convert(hf_dir, tmp_path / "exists")  # an earlier llmlab output: replaced only with --overwrite
     code, out = run_cli(["convert", "--from", str(hf_dir), "--to", str(tmp_path / "exists")], capsys)
     assert code == 2 and "--overwrite" in out.err
     with pytest.raises(FileNotFoundError):
@@ -140,8 +140,9 @@ def test_bad_options(tmp_path, hf_dir, capsys):
 
 def test_cli_success_and_overwrite(tmp_path, hf_dir, capsys):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    code, printed = run_cli(["convert", "--from", str(hf_dir), "--to", str(out)], capsys)
+    assert code in (0, None) and "converted llama model" in printed.out
+    (out / "stale.txt").write_text("old")  # inside an llmlab output: --overwrite replaces the whole folder
     code, printed = run_cli(["convert", "--from", str(hf_dir), "--to", str(out), "--overwrite"], capsys)
     assert code in (0, None) and "converted llama model" in printed.out
     assert (out / "model_config.json").is_file() and not (out / "stale.txt").exists()

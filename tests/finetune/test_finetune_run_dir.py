@@ -26,7 +26,7 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("a model was loaded before the config was checked")
 
-    monkeypatch.setattr("llmlab.generate.checkpoint.load_for_inference", refuse)
+    monkeypatch.setattr("llmlab.hub.load_for_inference", refuse)
 
 
 BAD = [
@@ -38,7 +38,8 @@ BAD = [
     (["train.device=xyz"], "train.device: unknown device 'xyz'"),
     (["train.distributed=fsdp"], "FSDP is not supported for fine-tuning yet"),
     (["train.ckpt_interval=5"], "train.ckpt_interval was renamed train.save_interval"),
-    (["peft.num_virtual_tokens=0", "--method", "prompt"], "num_virtual_tokens=0 must be positive"),
+    (["peft.num_virtual_tokens=0", "--method", "prompt"], "peft: num_virtual_tokens=0 must be positive"),
+    (["peft.r=abc"], "peft.r: expected int, got 'abc'"),
 ]
 if not torch.cuda.is_available():
     BAD += [

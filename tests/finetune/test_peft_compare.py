@@ -1,30 +1,49 @@
-"""Smoke test of the `llmlab peft-compare` harness on a tiny random Llama (2 steps), and its label scorer."""
+"""Smoke test of the `llmlab peft-compare` harness on a tiny random Llama (2 steps), and its label accuracy."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from llmlab.recipes.peft_compare import CompareConfig, compare, render_table, score_labels
+from llmlab.recipes.peft_compare import CompareConfig, compare, held_out_accuracy
+from llmlab.recipes.peft_compare_report import render_table
 
 
-def test_score_labels_matches_label_log_likelihoods(tokenizer):
+def _unpadded_label_scores(model, prompt: list[int], labels: list[list[int]]) -> torch.Tensor:
+    """log p(label | prompt) from one unpadded forward per label (an independent reference)."""
+    out = []
+    for lab in labels:
+        logp = torch.log_softmax(model(torch.tensor([prompt + lab])).logits[0].float(), dim=-1)  # (T, V)
+        out.append(sum(float(logp[len(prompt) + k - 1, tok]) for k, tok in enumerate(lab)))
+    return torch.tensor(out)
+
+
+def test_held_out_accuracy_scores_labels_after_the_prompt(tokenizer):
     from finetune_helpers import tiny_llama
 
-    from llmlab.models.heads import label_log_likelihoods
     from llmlab.peft import PromptConfig, get_peft_model
 
-    prompts = [tokenizer.encode(t) for t in ["great movie", "awful film loved", "red apple"]]
-    multi = [tokenizer.encode(" positive"), tokenizer.encode(" negative"), [5, 6, 7]]
-    single = [[11], [12]]
+    labels = ["positive", "negative plus"]  # label words of different token lengths
+    label_ids = [tokenizer.encode(lab) for lab in labels]
+    texts = ["great movie", "awful film loved", "red apple", "so so", "meh", "the best day"]
+    examples = [
+        SimpleNamespace(input_ids=tokenizer.encode(t) + label_ids[i % 2], prompt_len=len(tokenizer.encode(t)), line=i)
+        for i, t in enumerate(texts)
+    ]
     prompt_tuned = get_peft_model(tiny_llama(tokenizer.vocab_size).eval(), PromptConfig(num_virtual_tokens=3))
-    for model in (tiny_llama(tokenizer.vocab_size).eval(), prompt_tuned):  # the head runs on gathered positions
-        for labels in (multi, single):
-            got = score_labels(model, prompts, labels, batch_size=4)
-            want = torch.stack([label_log_likelihoods(model, p, labels) for p in prompts])
-            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    for model in (tiny_llama(tokenizer.vocab_size).eval(), prompt_tuned):
+        with torch.no_grad():
+            preds = [
+                int(_unpadded_label_scores(model, e.input_ids[: e.prompt_len], label_ids).argmax()) for e in examples
+            ]
+        want = sum(int(p == i % 2) for i, p in enumerate(preds)) / len(examples)
+        assert held_out_accuracy(model, tokenizer, examples, labels) == pytest.approx(want)
+    bad = SimpleNamespace(input_ids=tokenizer.encode("x") + tokenizer.encode("maybe"), prompt_len=1, line=7)
+    with pytest.raises(ValueError, match="example 7: its response does not start with one of the labels"):
+        held_out_accuracy(model, tokenizer, [bad], labels)
 
 
 def test_compare_smoke_runs_resumes_and_tabulates(tmp_path, llama_dir):

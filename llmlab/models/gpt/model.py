@@ -39,6 +39,11 @@ class GPT(nn.Module):
         config: the architecture; `config.validate()` is called first.
     """
 
+    # Module-name groups PEFT targets by role (see llmlab.peft.targets); HF GPT-2 stores them as Conv1D.
+    peft_targets = {"query_value": ("c_attn",), "key_value": ("c_attn",), "attention_output": ("attn.c_proj",),
+                    "mlp_output": ("mlp.c_proj", "down_proj")}  # fmt: skip
+    peft_fan_in_fan_out = True
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         config.validate()

@@ -110,6 +110,11 @@ class Llama(nn.Module):
         config: the architecture; `config.validate()` is called first.
     """
 
+    # Module-name groups PEFT targets by role (see llmlab.peft.targets).
+    peft_targets = {"query_value": ("q_proj", "v_proj"), "key_value": ("k_proj", "v_proj"),
+                    "attention_output": ("o_proj",), "mlp_output": ("down_proj",)}  # fmt: skip
+    peft_fan_in_fan_out = False
+
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         config.validate()

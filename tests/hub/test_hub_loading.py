@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import llmlab.hub
 import llmlab.models.smollm2
 from llmlab.cli.main import main
-from llmlab.generate.checkpoint import DEFAULT_MODEL_NAME, load_for_inference, load_model_and_tokenizer
+from llmlab.hub import DEFAULT_MODEL_NAME, load_for_inference, load_model_and_tokenizer
+from llmlab.models import save_hf, save_llmlab
 from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.hub import save_hf, save_llmlab
 from llmlab.models.llama import Llama, LlamaConfig
 from llmlab.recipes.convert import convert
 from llmlab.tokenizers import train_tokenizer_from_iterator
@@ -191,7 +192,7 @@ def test_generate_defaults_to_smollm2_and_chat_mode(tiny_default, capsys) -> Non
 
     # --chat: the prompt goes through the template and is not echoed; a model that always says <|im_end|>
     # (all-zero logits -> argmax id 0) gives an empty answer instead of n copies of the marker.
-    original = llmlab.generate.checkpoint.load_for_inference
+    original = llmlab.hub.load_for_inference
 
     def patched(path=None, device="cpu"):
         result = original(path, device)
@@ -200,7 +201,7 @@ def test_generate_defaults_to_smollm2_and_chat_mode(tiny_default, capsys) -> Non
         return result
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(llmlab.generate.checkpoint, "load_for_inference", patched)
+    mp.setattr(llmlab.hub, "load_for_inference", patched)
     try:
         code, out, err = run_cli(["generate", "--chat", "-p", "Hello", "-n", "5", "--temperature", "0"], capsys)
         assert code == 0, err
