@@ -63,10 +63,12 @@ def test_a_foreign_folder_is_never_written(tmp_path, llama_dir, no_model_load, c
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "thesis.tex").write_text("\\documentclass{article}")
+    (out / "config.yaml").write_text("mine: true\n")  # a config.yaml does not make it a llmlab run
     args = ["finetune", f"base={llama_dir}", f"data.train={data}", f"out_dir={out}", *FAST]
     code, _, err = run([*args, *(["overwrite=true"] if overwrite else [])], capsys)
     assert code == 2 and "is a non-empty folder that llmlab did not create" in err
-    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "thesis.tex"]
+    assert (out / "config.yaml").read_text() == "mine: true\n"
 
 
 def test_out_dir_may_not_hold_the_data(tmp_path, llama_dir, no_model_load, capsys) -> None:

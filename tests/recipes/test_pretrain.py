@@ -192,10 +192,12 @@ def test_a_foreign_folder_is_never_written(tmp_path: Path, corpus: Path, capsys,
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "thesis.tex").write_text("\\documentclass{article}")
+    (out / "config.yaml").write_text("mine: true\n")
     args = ["--config", str(TINY), f"data.dir={corpus}", f"out_dir={out}", "train.max_iters=2"]
     assert run_cli(*args, *(["overwrite=true"] if overwrite else [])) == 2
     assert "is a non-empty folder that llmlab did not create" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "thesis.tex"]
+    assert (out / "config.yaml").read_text() == "mine: true\n"
     assert (out / "thesis.tex").read_text() == "\\documentclass{article}"
 
 
