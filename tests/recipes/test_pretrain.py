@@ -133,6 +133,8 @@ def test_resume_without_checkpoint_and_fresh_run_over_one(tmp_path: Path, corpus
     assert "already exists; pass --resume to continue it" in capsys.readouterr().err
     assert run_cli(*args, "--resume") == 2
     assert "already finished: its checkpoint is at step 2 of train.max_iters=2" in capsys.readouterr().err
+    assert run_cli(*args, "train.max_iters=3", "model.n_layer=3", "--resume") == 2
+    assert "model.n_layer is 2 in its checkpoint but 3 now" in capsys.readouterr().err
     assert run_cli(*args, "overwrite=true", "train.max_iters=3") == 0
     assert [r["iter"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
 
