@@ -13,9 +13,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("quickstart")
     def quickstart_cmd(
-        out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder (replaced if it exists).")] = Path(
-            "runs/quickstart"
-        ),
+        out_dir: Annotated[
+            Path,
+            typer.Option(
+                "--out",
+                "-o",
+                help="Run folder (an earlier llmlab output there is replaced; another non-empty folder is refused).",
+            ),
+        ] = Path("runs/quickstart"),
         fast: Annotated[bool, typer.Option("--fast", help="Tiny model on a corpus slice: seconds, for tests.")] = False,
         max_iters: Annotated[
             int | None, typer.Option("--max-iters", min=1, help="Override the training steps.")

@@ -227,13 +227,13 @@ def run_one(cfg: CompareConfig, task: str, method: str) -> dict[str, Any]:
 
     from llmlab.data.sentiment import LABELS, build_sentiment_task
     from llmlab.data.sft import SFTBatchStream
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.hub import load_for_inference
     from llmlab.models.smollm2 import DEFAULT_MODEL_NAME
     from llmlab.peft import count_parameters
     from llmlab.recipes.finetune import FinetuneConfig, PartialConfig, apply_method
-    from llmlab.train.config import OptimConfig, ScheduleConfig
+    from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig
     from llmlab.train.precision import resolve_precision
-    from llmlab.train.sft_loop import SFTTrainConfig, run_sft
+    from llmlab.train.sft_loop import run_sft
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -264,7 +264,7 @@ def run_one(cfg: CompareConfig, task: str, method: str) -> dict[str, Any]:
         result.update({f"{k}_bytes": v for k, v in state_bytes(model).items()})
         pad_id = next((i for i in (tokenizer.pad_id, tokenizer.eos_id) if i is not None), 0)
         stream = SFTBatchStream([train_ex], [1.0], cfg.batch_size, cfg.max_length, pad_id, seed=cfg.seed)
-        tc = SFTTrainConfig(
+        tc = TrainConfig(
             batch_size=cfg.batch_size,
             max_iters=cfg.steps,
             eval_interval=0,

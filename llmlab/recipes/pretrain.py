@@ -15,19 +15,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from llmlab.config import load_config, save_config
+from llmlab.config import load_config
+from llmlab.train.config import (
+    DataConfig,
+    OptimConfig,
+    PretrainConfig,
+    ScheduleConfig,
+    TrainConfig,
+    check_renamed_keys,
+)
 
 if TYPE_CHECKING:
     import torch
 
-from llmlab.train.config import DataConfig, OptimConfig, PretrainConfig, ScheduleConfig, TrainConfig
+    from llmlab.train.run_dir import RunDir
 
 __all__ = [
     "DataConfig",
@@ -40,49 +47,41 @@ __all__ = [
 ]
 
 
-def _yaml_value(value: Any) -> str:
-    """A dotted-override value that OmegaConf parses back to ``value``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
+def _preset_name(path: str | os.PathLike | None, overrides: list[str]) -> str | None:
+    """The ``preset`` given by the last ``preset=`` override, else by the YAML file."""
+    preset = None
+    if path is not None and Path(path).is_file():
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raw = None  # load_config reports it
+        preset = raw.get("preset") if isinstance(raw, dict) else None
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "preset":
+            preset = yaml.safe_load(value) if value.strip() else None
+    return str(preset) if preset else None
 
 
 def load_pretrain_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> PretrainConfig:
     """Load a `PretrainConfig`: defaults, then the ``preset``'s model, then the YAML, then ``key=value`` overrides.
 
-    A ``preset`` (given in the YAML or as ``preset=<name>``) fills every ``model.*`` key that the YAML and the
-    overrides do not set explicitly.
+    The preset's `GPTConfig` replaces the default ``model`` section before the YAML and the overrides are merged
+    onto it (structurally, by OmegaConf), so every ``model.*`` key they do not set comes from the preset.
 
     Raises:
         FileNotFoundError: the YAML file does not exist.
-        ValueError: an unknown key, a bad value, or an unknown preset.
+        ValueError: an unknown or renamed key, a bad value, or an unknown preset.
     """
     overrides = list(overrides or [])
-    raw: dict[str, Any] = {}
-    if path is not None and Path(path).is_file():
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-            raw = loaded if isinstance(loaded, dict) else {}
-        except yaml.YAMLError:
-            raw = {}  # load_config reports the YAML error
-    preset = raw.get("preset")
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() == "preset":
-            preset = yaml.safe_load(value) if value.strip() else None
-    preset_overrides: list[str] = []
+    check_renamed_keys(path, overrides)
+    preset = _preset_name(path, overrides)
+    base = PretrainConfig()
     if preset:
         from llmlab.models.gpt.presets import PRESETS
 
-        base = PRESETS.get(str(preset))
-        yaml_model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
-        explicit = {item.partition("=")[0].strip() for item in overrides}
-        for f in dataclasses.fields(base):
-            if f.name not in yaml_model and f"model.{f.name}" not in explicit:
-                preset_overrides.append(f"model.{f.name}={_yaml_value(getattr(base, f.name))}")
-    return load_config(PretrainConfig, path, preset_overrides + overrides)
+        base = dataclasses.replace(base, model=PRESETS.get(preset))
+    return load_config(base, path, overrides)  # an instance: its values are the defaults under the YAML
 
 
 def _read_meta(data_dir: Path) -> dict[str, Any]:
@@ -100,53 +99,38 @@ def _read_meta(data_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def _config_differences(a: Any, b: Any) -> list[str]:
-    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
-    return [f"{k}: {da[k]} (checkpoint) vs {db[k]} (config)" for k in da if da[k] != db.get(k)]
+def _identity(cfg: PretrainConfig) -> dict[str, Any]:
+    """What a pretraining checkpoint must have been made from to be resumed with `cfg`: the architecture."""
+    return {"model": dataclasses.asdict(cfg.model)}
 
 
-def _prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, is_main: bool) -> Path:
-    """Check the run folder against --resume / overwrite; returns the checkpoint folder to resume from."""
-    from llmlab.train.checkpoint import find_checkpoint
-
-    last = out_dir / "checkpoints" / "last"
-    has_ckpt = find_checkpoint(last, repair=is_main) is not None  # repairs what a kill during a save left
-    if resume and not has_ckpt:
-        raise FileNotFoundError(
-            f"--resume: no checkpoint at {last} (out_dir={out_dir}); run without --resume to start a new run"
-        )
-    if not resume and has_ckpt:
-        if not overwrite:
-            raise FileExistsError(
-                f"{out_dir} already holds a checkpoint; pass --resume to continue it, overwrite=true to start over, "
-                "or choose another out_dir"
-            )
-        if is_main:  # start over: remove only what a run writes
-            for sub in ("checkpoints", "tb"):
-                shutil.rmtree(out_dir / sub, ignore_errors=True)
-            for name in ("metrics.jsonl", "summary.json"):
-                (out_dir / name).unlink(missing_ok=True)
-    return last
-
-
-def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
+def pretrain(cfg: PretrainConfig, resume: bool = False, run: RunDir | None = None) -> dict[str, Any]:
     """Run pretraining as configured; returns the summary (also written to ``out_dir/summary.json``).
 
-    Works as a single process or under ``torchrun`` (``train.distributed``: ddp / fsdp).
+    Works as a single process or under ``torchrun`` (``train.distributed``: ddp / fsdp). The whole config,
+    the data and the run folder are checked before anything is written (`llmlab.train.run_dir`).
+
+    Args:
+        cfg: the config.
+        resume: continue ``out_dir/checkpoints/last``.
+        run: a run folder the caller already opened and created (quickstart); None = open ``cfg.out_dir``.
 
     Raises:
         FileNotFoundError: missing data (run ``llmlab data prepare``) or, with ``resume``, no checkpoint.
-        FileExistsError: a fresh run into a folder that already holds a checkpoint (use resume / overwrite).
-        ValueError: inconsistent settings (e.g. block_size longer than the val split).
+        ValueError: inconsistent settings (e.g. block_size longer than the val split), an unavailable device,
+            or an ``out_dir`` that may not be used (one line naming it).
     """
     from llmlab.data.loader import RandomWindowLoader, SequentialLoader, TokenDataset
     from llmlab.models.gpt import GPT
-    from llmlab.train.checkpoint import find_checkpoint, load_trainer_state
     from llmlab.train.distributed import barrier, cleanup, init_distributed
-    from llmlab.train.loop import Trainer, seed_everything
-    from llmlab.train.precision import resolve_device
+    from llmlab.train.logging import format_summary
+    from llmlab.train.precision import check_runtime, rank_device
+    from llmlab.train.pretrain_loop import PretrainTrainer
+    from llmlab.train.run_dir import open_run
+    from llmlab.train.trainer import seed_everything
 
     tc = cfg.train
+    cfg.validate()
     data_dir = Path(cfg.data.dir)
     meta = _read_meta(data_dir)
     cfg.model.vocab_size = int(meta["vocab_size"])
@@ -159,26 +143,17 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
                 f"model.block_size={block} is not smaller than the {split} split ({len(ds.tokens)} tokens in "
                 f"{data_dir}); lower model.block_size or prepare more data"
             )
-
-    device_type = resolve_device(tc.device).type
-    ctx = init_distributed(tc.distributed, device_type)
+    device, _ = check_runtime(tc.device, tc.precision, tc.distributed)
+    if run is None:
+        run = open_run(
+            cfg.out_dir, "pretrain", resume=resume, overwrite=cfg.overwrite, max_iters=tc.max_iters,
+            identity=_identity(cfg), sources=[data_dir],
+        )  # fmt: skip
+    ctx = init_distributed(tc.distributed, device.type)
     try:
-        device = resolve_device(tc.device, ctx.local_rank)
-        out_dir = Path(cfg.out_dir)
-        if ctx.is_main:  # repair what a kill during a save left before any rank looks at the checkpoint
-            find_checkpoint(out_dir / "checkpoints" / "last")
-        barrier(ctx)
-        last = _prepare_out_dir(out_dir, resume, cfg.overwrite, ctx.is_main)
-
+        device = rank_device(tc.device, ctx.local_rank)
         seed_everything(tc.seed)  # identical model init on every rank
-        if resume:
-            model = GPT.from_pretrained(last)
-            diff = _config_differences(model.config, cfg.model)
-            if diff:
-                raise ValueError(f"the checkpoint's model differs from the config: {'; '.join(diff[:3])}")
-            resume_state = load_trainer_state(last)
-        else:
-            model, resume_state = GPT(cfg.model), None
+        model = GPT.from_pretrained(run.last) if run.resume_state is not None else GPT(cfg.model)
         train_loader = RandomWindowLoader(
             train_ds, tc.batch_size, block, seed=tc.seed, rank=ctx.rank, world_size=ctx.world_size
         )
@@ -190,21 +165,28 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
                 if len(x) >= w:  # a partial last batch too small to give every rank a row is skipped
                     yield x[r::w], y[r::w]
 
+        barrier(ctx)  # every rank has checked out_dir before rank 0 changes it
         if ctx.is_main:
-            save_config(cfg, out_dir / "config.yaml")
+            run.create(cfg)
+        barrier(ctx)
         tokenizer = train_ds.tokenizer_path
-        trainer = Trainer(
-            model,
-            cfg,
-            train_loader,
-            val_batches if tc.eval_iters > 0 else None,
-            out_dir,
-            ctx=ctx,
-            device=device,
-            tokenizer_file=tokenizer if tokenizer.is_file() else None,
-            resume_state=resume_state,
-        )
-        summary = trainer.fit()
+        with run.guard(enabled=ctx.is_main):
+            trainer = PretrainTrainer(
+                model,
+                cfg,
+                train_loader,
+                val_batches if tc.eval_iters > 0 else None,
+                run.path,
+                ctx=ctx,
+                device=device,
+                tokenizer_file=tokenizer if tokenizer.is_file() else None,
+                resume_state=run.resume_state,
+                run_info=_identity(cfg),
+            )
+            summary = trainer.fit()
+        if ctx.is_main:
+            run.write_summary(summary)
+            print(format_summary(summary), flush=True)
         barrier(ctx)  # every rank's last collective is done before the process group goes away
         return summary
     finally:

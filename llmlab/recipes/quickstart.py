@@ -12,6 +12,7 @@ About five minutes on two CPU cores; `fast=True` runs the same steps on a small 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -29,8 +30,10 @@ from llmlab.data.sources import BUILTIN_CORPORA
 from llmlab.eval import evaluate_perplexity
 from llmlab.generate import stream_generate, stream_text
 from llmlab.hub import load_model_and_tokenizer
+from llmlab.io import atomic_write_text, make_temp_dir
 from llmlab.recipes.pretrain import load_pretrain_config, pretrain
 from llmlab.recipes.report import plot_loss_curve, read_metrics, write_report
+from llmlab.train.run_dir import RunDir, open_run
 
 PROMPTS = ("ROMEO:\n", "JULIET:\nO ", "First Citizen:\n")
 
@@ -88,41 +91,56 @@ def quickstart(
     seed: int = 1337,
     console: Any = None,
 ) -> dict[str, Any]:
-    """Run the five steps; returns the facts written to `report.md` (also `quickstart.json`)."""
+    """Run the five steps; returns the facts written to `report.md` (also `quickstart.json`).
+
+    `out_dir` follows `llmlab.train.run_dir`: a missing or empty folder, or an earlier llmlab output (replaced);
+    a non-empty folder that llmlab did not create is refused before anything is written.
+    """
     plan = FAST if fast else FULL
     if max_iters is not None:
-        plan.max_iters = max_iters
-    run = Path(out_dir)
-    run.mkdir(parents=True, exist_ok=True)
+        plan = dataclasses.replace(plan, max_iters=max_iters)
+    run = open_run(out_dir, "quickstart", resume=False, overwrite=True, max_iters=plan.max_iters)
+    run.extra_entries = ("data", "report.md", "loss_curve.png", "quickstart.json")
+    with run.guard():
+        return _quickstart(run, plan, seed, console)
+
+
+def _quickstart(run_dir: RunDir, plan: QuickstartPlan, seed: int, console: Any) -> dict[str, Any]:
+    run = run_dir.path
+    run_dir.create()
     t0 = time.perf_counter()
     torch.manual_seed(seed)
 
     _say(console, "1/5  corpus: clean, split, train a byte-level BPE tokenizer, pack shards")
-    source = str(_corpus_excerpt(run / "source", plan.corpus_chars)) if plan.corpus_chars else "shakespeare"
-    prep = load_config(
-        PrepareConfig,
-        None,
-        [f"sources=[{json.dumps(source)}]", f"out_dir={run / 'data'}", "tokenizer.kind=bpe",
-         f"tokenizer.vocab_size={plan.vocab_size}", "split.mode=tail"],
-    )  # fmt: skip
-    report = prepare_corpus(prep, log=console.print if console is not None else None)
-    shutil.rmtree(run / "source", ignore_errors=True)
+    excerpt_dir = make_temp_dir(run / "source", "excerpt") if plan.corpus_chars else None  # ours alone
+    try:
+        source = str(_corpus_excerpt(excerpt_dir, plan.corpus_chars)) if excerpt_dir else "shakespeare"
+        prep = load_config(
+            PrepareConfig,
+            None,
+            [f"sources=[{json.dumps(source)}]", f"out_dir={run / 'data'}", "tokenizer.kind=bpe",
+             f"tokenizer.vocab_size={plan.vocab_size}", "split.mode=tail"],
+        )  # fmt: skip
+        report = prepare_corpus(prep, log=console.print if console is not None else None)
+    finally:
+        if excerpt_dir is not None:
+            shutil.rmtree(excerpt_dir, ignore_errors=True)
 
     _say(console, "2/5  pretrain a small GPT")
     cfg = load_pretrain_config(
         None,
         [
-            f"data.dir={run / 'data'}", f"out_dir={run}", "overwrite=true",
+            f"data.dir={run / 'data'}", f"out_dir={run}",
             f"model.n_layer={plan.n_layer}", f"model.n_head={plan.n_head}", f"model.n_embd={plan.n_embd}",
             f"model.block_size={plan.block_size}", "model.dropout=0.0",
             f"train.batch_size={plan.batch_size}", f"train.max_iters={plan.max_iters}",
             f"train.eval_interval={plan.eval_interval}", f"train.eval_iters={plan.eval_iters}",
-            f"train.ckpt_interval={plan.max_iters}", "train.log_interval=10", f"train.seed={seed}",
+            f"train.save_interval={plan.max_iters}", "train.log_interval=10", f"train.seed={seed}",
             f"train.progress={'false' if console is None else 'true'}",
             "optim.lr=2e-3", "schedule.warmup_iters=" + str(max(plan.max_iters // 20, 1)), "schedule.min_lr=2e-4",
         ],
     )  # fmt: skip
-    summary = pretrain(cfg)
+    summary = pretrain(cfg, run=run_dir)
 
     _say(console, "3/5  evaluate on held-out text")
     model, tokenizer = load_model_and_tokenizer(run)
@@ -172,9 +190,7 @@ def quickstart(
     plot_loss_curve(read_metrics(run / "metrics.jsonl"), run / "loss_curve.png", title="quickstart: GPT on Shakespeare")
     path = write_report(run, "llmlab quickstart", facts, samples)
     result = {"facts": facts, "perplexity": ppl, "summary": summary, "prepare": report.to_dict(), "report": str(path)}
-    tmp = run / ".quickstart.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, run / "quickstart.json")
+    atomic_write_text(run / "quickstart.json", json.dumps(result, indent=2, default=str))
     if console is not None:
         for k, v in facts.items():
             console.print(f"[bold]{k}[/]: {v}")

@@ -9,10 +9,51 @@ Sections: ``model`` (a `GPTConfig`; ``preset`` fills it first, explicit ``model.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from llmlab.models.gpt.config import GPTConfig
+from llmlab.train.schedule import SCHEDULES
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
+RENAMED_KEYS = {"train.ckpt_interval": "train.save_interval"}
+
+
+def _choose(key: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"unknown {key} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def _finite(key: str, value: float, *, positive: bool = False) -> None:
+    ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise ValueError(f"{key} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
+
+
+def check_renamed_keys(path: str | Path | None, overrides: Iterable[str]) -> None:
+    """One-line ValueError for a renamed key (e.g. ``train.ckpt_interval`` -> ``train.save_interval``), given as
+    a ``key=value`` override or in the YAML file at `path`."""
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in RENAMED_KEYS:
+            raise ValueError(f"override '{item}': {key} was renamed {RENAMED_KEYS[key]}; use {RENAMED_KEYS[key]}")
+    if path is None or not Path(path).is_file():
+        return
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return  # load_config reports it
+    for old, new in RENAMED_KEYS.items():
+        section, _, name = old.partition(".")
+        if isinstance(raw, dict) and isinstance(raw.get(section), dict) and name in raw[section]:
+            raise ValueError(f"config file {path}: {old} was renamed {new}; use {new}")
 
 
 @dataclass
@@ -24,19 +65,22 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """The training loop.
+    """The training loop: one set of keys for every objective (``llmlab pretrain`` and ``llmlab finetune``).
 
     Attributes:
-        batch_size: sequences per micro-batch *per process* (global batch = batch_size * world_size).
-        grad_accum: micro-batches per optimizer step (tokens/step = batch_size * block_size * grad_accum * world).
+        batch_size: sequences (rows) per micro-batch *per process* (global batch = batch_size * world_size).
+        grad_accum: micro-batches per optimizer step.
         max_iters: optimizer steps to train for (total, including steps done before a resume).
-        eval_interval: evaluate the val loss every this many steps (0 = only at the end).
-        eval_iters: val batches per evaluation (the first `eval_iters` consecutive windows of ``val.bin``).
+        eval_interval: evaluate every this many steps (0 = only at the end).
+        eval_iters: pretraining: val batches per evaluation (the first `eval_iters` consecutive windows).
+        eval_batch_size: fine-tuning: rows per evaluation batch.
+        max_eval_examples: fine-tuning: evaluate on at most this many held-out examples per task (0 = all).
         log_interval: write a metrics row every this many steps (and at the first and last step).
-        ckpt_interval: save ``checkpoints/last`` every this many steps (0 = only at the end).
+        save_interval: save ``checkpoints/last`` every this many steps (0 = only at the end).
         save_best: also keep ``checkpoints/best`` (the lowest val loss so far).
-        seed: seeds model init, data order and dropout.
-        device: auto | cpu | cuda.
+        seed: seeds model/adapter init, data order and dropout.
+        device: auto | cpu | cuda | cuda:N (`llmlab.nn.device.resolve_device`; under torchrun each rank takes
+            ``cuda:<local_rank>``).
         precision: auto | fp32 | bf16 | fp16 (auto = bf16/fp16 on CUDA, fp32 on CPU).
         compile: wrap the model in ``torch.compile``.
         distributed: auto | none | ddp | fsdp (auto = DDP when launched by torchrun with >1 process).
@@ -49,8 +93,10 @@ class TrainConfig:
     max_iters: int = 2000
     eval_interval: int = 250
     eval_iters: int = 200
+    eval_batch_size: int = 8
+    max_eval_examples: int = 200
     log_interval: int = 10
-    ckpt_interval: int = 250
+    save_interval: int = 250
     save_best: bool = False
     seed: int = 1337
     device: str = "auto"
@@ -59,6 +105,19 @@ class TrainConfig:
     distributed: str = "auto"
     tensorboard: bool = True
     progress: bool = True
+
+    def validate(self) -> None:
+        """One-line ValueError naming the first impossible ``train.*`` value (no torch needed)."""
+        for name in ("batch_size", "grad_accum", "max_iters", "log_interval", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_interval", "eval_iters", "max_eval_examples", "save_interval"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        _choose("train.precision", self.precision, PRECISIONS)
+        _choose("train.distributed", self.distributed, DISTRIBUTED_MODES)
+        if not self.device or not isinstance(self.device, str):
+            raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 @dataclass
@@ -83,6 +142,18 @@ class OptimConfig:
     grad_clip: float = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """One-line ValueError naming the first bad ``optim.*`` value (imports torch to check the name)."""
+        from llmlab.train.optim import optimizer_class
+
+        _finite("optim.lr", self.lr, positive=True)
+        if len(self.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must be two values in [0, 1) like [0.9, 0.99], got {list(self.betas)}")
+        _finite("optim.eps", self.eps)
+        _finite("optim.grad_clip", self.grad_clip)
+        _finite("optim.weight_decay", self.weight_decay)
+        optimizer_class(self.name, dict(self.kwargs))
+
 
 @dataclass
 class ScheduleConfig:
@@ -100,6 +171,16 @@ class ScheduleConfig:
     min_lr: float = 1e-4
     decay_iters: int | None = None
 
+    def validate(self, peak_lr: float) -> None:
+        """One-line ValueError naming the first bad ``schedule.*`` value (`peak_lr` is ``optim.lr``)."""
+        _choose("schedule.name", self.name, SCHEDULES)
+        if self.warmup_iters < 0:
+            raise ValueError(f"schedule.warmup_iters must be >= 0, got {self.warmup_iters}")
+        if self.decay_iters is not None and self.decay_iters < 0:
+            raise ValueError(f"schedule.decay_iters must be >= 0 (or null), got {self.decay_iters}")
+        if not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= peak_lr):
+            raise ValueError(f"schedule.min_lr ({self.min_lr}) must be between 0 and optim.lr ({peak_lr})")
+
 
 @dataclass
 class PretrainConfig:
@@ -113,7 +194,7 @@ class PretrainConfig:
         optim: optimizer settings.
         schedule: lr schedule settings.
         out_dir: the run folder (config.yaml, metrics.jsonl, tb/, checkpoints/, summary.json).
-        overwrite: start a new run even if ``out_dir`` already holds a checkpoint (it is replaced).
+        overwrite: start a new run in an earlier llmlab run folder (it is replaced; `llmlab.train.run_dir`).
     """
 
     model: GPTConfig = field(default_factory=lambda: GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128))
@@ -126,20 +207,19 @@ class PretrainConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
-        """Raise a one-line ValueError for impossible settings."""
-        t, o, s = self.train, self.optim, self.schedule
-        for name in ("batch_size", "grad_accum", "max_iters", "log_interval"):
-            if getattr(t, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(t, name)}")
-        for name in ("eval_interval", "eval_iters", "ckpt_interval"):
-            if getattr(t, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(t, name)}")
-        if o.lr <= 0:
-            raise ValueError(f"optim.lr must be positive, got {o.lr}")
-        if len(o.betas) != 2:
-            raise ValueError(f"optim.betas must have two values like [0.9, 0.99], got {list(o.betas)}")
-        if o.grad_clip < 0 or o.weight_decay < 0:
-            raise ValueError("optim.grad_clip and optim.weight_decay must be >= 0")
-        if s.min_lr < 0 or s.min_lr > o.lr:
-            raise ValueError(f"schedule.min_lr ({s.min_lr}) must be between 0 and optim.lr ({o.lr})")
+        """Raise a one-line ValueError naming the first impossible setting."""
+        validate_training(self.train, self.optim, self.schedule)
+        s, decay = self.schedule, self.schedule.decay_iters or self.train.max_iters
+        if s.name != "constant" and decay < s.warmup_iters:
+            raise ValueError(
+                f"schedule.decay_iters ({decay}{'' if s.decay_iters else ', from train.max_iters'}) is smaller than "
+                f"schedule.warmup_iters ({s.warmup_iters}); raise decay_iters or lower warmup_iters"
+            )
         self.model.validate()
+
+
+def validate_training(train: TrainConfig, optim: OptimConfig, schedule: ScheduleConfig) -> None:
+    """The checks every recipe runs on its ``train``, ``optim`` and ``schedule`` sections (static: no device)."""
+    train.validate()
+    optim.validate()
+    schedule.validate(optim.lr)

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-MODES = ("auto", "none", "ddp", "fsdp")
+from llmlab.train.config import DISTRIBUTED_MODES as MODES
 
 
 @dataclass

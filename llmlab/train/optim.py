@@ -174,6 +174,25 @@ def available_optimizers() -> list[str]:
     return sorted({"AdamW", "LAMB", *torch_names}, key=str.lower)
 
 
+def optimizer_class(name: str, extra: dict[str, Any] | None = None) -> type[torch.optim.Optimizer]:
+    """The optimizer class for ``optim.name`` after checking ``optim.kwargs`` against its signature.
+
+    Raises:
+        ValueError: unknown optimizer name (the message lists the valid ones) or a keyword it does not take.
+    """
+    lowered = {n.lower(): n for n in available_optimizers()}
+    key = str(name).lower()
+    if key not in lowered:
+        raise ValueError(f"unknown optimizer '{name}' (optim.name); choose one of: {', '.join(available_optimizers())}")
+    cls: type[torch.optim.Optimizer] = Lamb if key == "lamb" else getattr(torch.optim, lowered[key])
+    accepted = inspect.signature(cls.__init__).parameters
+    for k in extra or {}:
+        if k not in accepted or k in ("self", "params"):
+            valid = ", ".join(k2 for k2 in accepted if k2 not in ("self", "params"))
+            raise ValueError(f"optimizer {cls.__name__} has no argument '{k}' (optim.kwargs); it takes: {valid}")
+    return cls
+
+
 def build_optimizer(
     model: nn.Module,
     name: str,
@@ -199,22 +218,14 @@ def build_optimizer(
         ValueError: unknown optimizer name (the message lists the valid ones) or a bad keyword.
     """
     groups, report = param_groups(model, weight_decay)
-    lowered = {n.lower(): n for n in available_optimizers()}
-    key = name.lower()
-    if key not in lowered:
-        raise ValueError(f"unknown optimizer '{name}' (optim.name); choose one of: {', '.join(available_optimizers())}")
-    cls: type[torch.optim.Optimizer] = Lamb if key == "lamb" else getattr(torch.optim, lowered[key])
+    cls = optimizer_class(name, extra)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = {"lr": lr}
     if "betas" in accepted:
         kwargs["betas"] = tuple(betas)
     if "eps" in accepted:
         kwargs["eps"] = eps
-    for k, v in (extra or {}).items():
-        if k not in accepted or k in ("self", "params"):
-            valid = ", ".join(k2 for k2 in accepted if k2 not in ("self", "params"))
-            raise ValueError(f"optimizer {cls.__name__} has no argument '{k}' (optim.kwargs); it takes: {valid}")
-        kwargs[k] = v
+    kwargs.update(extra or {})
     if "fused" in accepted and "fused" not in kwargs and _fused_supported(groups):
         kwargs["fused"] = True  # one kernel for all tensors: ~3x faster optimizer step than foreach on CPU
     return cls(groups, **kwargs), report

@@ -12,21 +12,24 @@ from dataclasses import dataclass
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from llmlab.nn.device import resolve_device
+from llmlab.train.config import PRECISIONS
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. Under torchrun each rank takes ``cuda:<local_rank>``."""
-    if device not in DEVICES:
-        raise ValueError(f"unknown device '{device}' (train.device); choose one of: {', '.join(DEVICES)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("train.device=cuda but no CUDA GPU is visible; use train.device=cpu (or auto)")
+def rank_device(name: str, local_rank: int = 0) -> torch.device:
+    """``train.device`` resolved by `llmlab.nn.device.resolve_device`; under torchrun a bare ``cuda`` becomes
+    ``cuda:<local_rank>`` (one GPU per rank).
+
+    Raises:
+        ValueError: a device string this machine does not have (the message lists those it has).
+    """
+    try:
+        device = resolve_device(name)
+    except ValueError as e:
+        raise ValueError(f"train.device: {e}") from None
+    if device.type == "cuda" and device.index is None:
         return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    return device
 
 
 @dataclass
@@ -69,3 +72,16 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
         raise ValueError("train.precision=fp16 needs a CUDA GPU (GradScaler); use bf16 or fp32 on CPU")
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return Precision(name=precision, device_type=device.type, dtype=dtype)
+
+
+def check_runtime(device: str, precision: str, distributed: str = "none") -> tuple[torch.device, Precision]:
+    """Resolve ``train.device`` and ``train.precision`` together, before anything is written or loaded.
+
+    Raises:
+        ValueError: an unavailable device, fp16 without CUDA, or fp16 under FSDP2 (one line naming the key).
+    """
+    dev = rank_device(device)
+    prec = resolve_precision(precision, dev)
+    if distributed == "fsdp" and prec.use_scaler:
+        raise ValueError("train.precision=fp16 is not supported with FSDP2; use train.precision=bf16")
+    return dev, prec

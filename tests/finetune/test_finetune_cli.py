@@ -98,7 +98,7 @@ def test_full_finetune_loss_falls_and_model_loads(tmp_path, llama_dir, tokenizer
     assert code == 0, err
     rows = metrics(tmp_path / "run")
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"]
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.hub import load_for_inference
     from llmlab.models import load_model
 
     loaded = load_for_inference(tmp_path / "run" / "model")  # model + tokenizer, ready for `llmlab generate`
@@ -252,7 +252,7 @@ def test_errors_exit_2_with_one_line_and_nothing_written(tmp_path, llama_dir, gp
 def test_run_folder_serves_generation_and_perplexity(lora_run, llama_dir, tmp_path, monkeypatch, capsys) -> None:
     """The adapter records its base as an absolute path, so the run loads from any directory; perplexity works
     on it (and on a prefix-tuned run, whose virtual tokens shrink the default window)."""
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.hub import load_for_inference
     from llmlab.peft import PrefixConfig, get_peft_model, save_adapter
 
     assert json.loads((lora_run / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
@@ -284,4 +284,4 @@ def test_print_config_resolves_method_and_overrides(capsys) -> None:
     code, out, _ = run_cli(["finetune", "--print-config", "--method", "lora", "data.train=x.jsonl", "peft.r=4"], capsys)
     assert code == 0 and "method: lora" in out and "train: x.jsonl" in out and "r: 4" in out
     code, _, err = run_cli(["finetune", "--print-config", "--method", "ia3", "data.train=x.jsonl", "peft.r=4"], capsys)
-    assert code == 2 and "unknown peft setting(s) for method ia3: r; valid:" in err
+    assert code == 2 and "peft.r: unknown setting for method ia3; valid:" in err

@@ -120,7 +120,7 @@ def test_lora_resume_is_bit_identical(tmp_path, llama_dir, gpt_dir, monkeypatch,
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
     code, _, err = run([*args, f"out_dir={precious}", "overwrite=true"], capsys)
-    assert code == 2 and "is not a llmlab run folder" in err
+    assert code == 2 and "is a non-empty folder that llmlab did not create" in err
     assert (precious / "notes.txt").read_text() == "keep me"
 
 

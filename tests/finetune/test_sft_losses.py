@@ -60,3 +60,50 @@ def test_selective_head_equals_full_logits(make) -> None:
         assert grads[0].keys() == grads[1].keys() and grads[0]
         for name in grads[0]:
             torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
+
+
+class ListStream:
+    """Hands out fixed batches in order (the `SFTBatchStream` interface)."""
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        self.batches, self.pos = batches, 0
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        self.pos += 1
+        return self.batches[self.pos - 1]
+
+    def state_dict(self) -> dict:
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pos = state["pos"]
+
+
+def _one_sgd_step_gradient(tmp_path, batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """-gradient of one step over `batches` as micro-batches (SGD, lr 1, no clipping or decay)."""
+    from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig
+    from llmlab.train.sft_loop import SFTTrainer
+
+    model = tiny_gpt(VOCAB, dropout=0.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tc = TrainConfig(batch_size=1, grad_accum=len(batches), max_iters=1, device="cpu", precision="fp32")
+    oc = OptimConfig(name="sgd", lr=1.0, weight_decay=0.0, grad_clip=0.0)
+    sc = ScheduleConfig(name="constant", warmup_iters=0, min_lr=0.0)
+    trainer = SFTTrainer(model, ListStream(batches), tc, oc, sc, tmp_path, task_names=["t"], save_checkpoints=False)
+    trainer.train_step()
+    return {n: before[n] - p.detach() for n, p in model.named_parameters()}
+
+
+def test_grad_accum_normalises_by_the_steps_learned_tokens(tmp_path) -> None:
+    """Micro-batches with 3 and 5 learned tokens give the gradient of one batch holding all of them (the mean over
+    the step's 8 tokens), not the mean of the two micro-batch means."""
+    a = _example([5, 9, 11, 3], [7, 8, 2])
+    b = _example([12, 13], [14, 15, 16, 17])
+    c = _example([20, 21, 22], [23])
+    micro = [collate_rows([[a]], pad_id=0), collate_rows([[b], [c]], pad_id=0)]
+    whole = [collate_rows([[a], [b], [c]], pad_id=0)]
+    assert [int((m["labels"] != IGNORE_INDEX).sum()) for m in micro] == [3, 5]
+    got, want = _one_sgd_step_gradient(tmp_path / "a", micro), _one_sgd_step_gradient(tmp_path / "b", whole)
+    assert any(g.abs().sum() > 0 for g in want.values())
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -103,7 +103,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path: Path, corpus:
         "model.dropout=0.1",
         "schedule.decay_iters=10",
         "train.eval_interval=3",
-        "train.ckpt_interval=0",
+        "train.save_interval=0",
         "train.grad_accum=2",
     ]
     full, part = tmp_path / "full", tmp_path / "part"
@@ -128,11 +128,14 @@ def test_resume_without_checkpoint_and_fresh_run_over_one(tmp_path: Path, corpus
     args = ["--config", str(TINY), f"data.dir={corpus}", f"out_dir={out}", "train.max_iters=2"]
     assert run_cli(*args, "--resume") == 2
     assert "no checkpoint at" in capsys.readouterr().err
+    assert not out.exists()
     assert run_cli(*args) == 0
     assert run_cli(*args) == 2
-    assert "already holds a checkpoint; pass --resume" in capsys.readouterr().err
+    assert "already exists; pass --resume to continue it" in capsys.readouterr().err
     assert run_cli(*args, "--resume") == 2
-    assert "already at iteration 2 >= train.max_iters=2" in capsys.readouterr().err
+    assert "already finished: its checkpoint is at step 2 of train.max_iters=2" in capsys.readouterr().err
+    assert run_cli(*args, "train.max_iters=3", "model.n_layer=3", "--resume") == 2
+    assert "model.n_layer is 2 in its checkpoint but 3 now" in capsys.readouterr().err
     assert run_cli(*args, "overwrite=true", "train.max_iters=3") == 0
     assert [r["iter"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
 
@@ -146,12 +149,85 @@ def test_resume_without_checkpoint_and_fresh_run_over_one(tmp_path: Path, corpus
         (["model.block_size=600"], "model.block_size=600 is not smaller than the val split (600 tokens"),
         (["optim.name=adamx"], "unknown optimizer 'adamx'"),
         (["preset=nope"], "unknown model preset 'nope'"),
+        (["optim.lr=nan"], "optim.lr must be a finite number > 0, got nan"),
+        (["optim.lr=-1e-3"], "optim.lr must be a finite number > 0, got -0.001"),
+        (["optim.kwargs={momentum: 0.9}"], "optimizer AdamW has no argument 'momentum' (optim.kwargs)"),
+        (["schedule.name=zigzag"], "unknown schedule.name 'zigzag'; choose one of: cosine, linear, constant"),
+        (["schedule.warmup_iters=-5"], "schedule.warmup_iters must be >= 0, got -5"),
+        (["train.precision=fp64"], "unknown train.precision 'fp64'"),
+        (["train.device=xyz"], "train.device: unknown device 'xyz'; available here: cpu"),
+        (["train.distributed=zero3"], "unknown train.distributed 'zero3'"),
+        (["train.save_interval=-1"], "train.save_interval must be >= 0, got -1"),
+        (["train.ckpt_interval=5"], "train.ckpt_interval was renamed train.save_interval"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(tmp_path: Path, corpus: Path, capsys, args: list[str], message: str) -> None:
     code = run_cli("--config", str(TINY), f"data.dir={corpus}", f"out_dir={tmp_path / 'run'}", *args)
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()  # the whole config is checked before anything is written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without CUDA")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train.precision=fp16"], "train.precision=fp16 needs a CUDA GPU"),
+        (["train.device=cuda"], "train.device: device 'cuda' is not available here; available: cpu"),
+    ],
+)
+def test_device_errors_before_anything_is_written(tmp_path: Path, corpus: Path, capsys, args, message) -> None:
+    code = run_cli("--config", str(TINY), f"data.dir={corpus}", f"out_dir={tmp_path / 'run'}", *args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_renamed_key_in_a_yaml_is_named(tmp_path: Path, capsys) -> None:
+    yml = tmp_path / "old.yaml"
+    yml.write_text("train:\n  ckpt_interval: 5\n")
+    assert run_cli("--config", str(yml)) == 2
+    assert f"config file {yml}: train.ckpt_interval was renamed train.save_interval" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_foreign_folder_is_never_written(tmp_path: Path, corpus: Path, capsys, overwrite: bool) -> None:
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "thesis.tex").write_text("\\documentclass{article}")
+    (out / "config.yaml").write_text("mine: true\n")
+    args = ["--config", str(TINY), f"data.dir={corpus}", f"out_dir={out}", "train.max_iters=2"]
+    assert run_cli(*args, *(["overwrite=true"] if overwrite else [])) == 2
+    assert "is a non-empty folder that llmlab did not create" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "thesis.tex"]
+    assert (out / "config.yaml").read_text() == "mine: true\n"
+    assert (out / "thesis.tex").read_text() == "\\documentclass{article}"
+
+
+def test_resume_needs_a_llmlab_run_folder(tmp_path: Path, corpus: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["--config", str(TINY), f"data.dir={corpus}", f"out_dir={out}", "train.max_iters=2"]
+    assert run_cli(*args) == 0
+    assert (out / ".llmlab-output").is_file()
+    (out / ".llmlab-output").unlink()
+    assert run_cli(*args, "train.max_iters=3", "--resume") == 2
+    assert "is not a llmlab run folder" in capsys.readouterr().err
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_removes_only_itself(tmp_path: Path, corpus: Path,
+                                                                           monkeypatch) -> None:  # fmt: skip
+    from llmlab.data.loader import RandomWindowLoader
+
+    def interrupted(self):  # noqa: ANN001, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RandomWindowLoader, "next_batch", interrupted)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (tmp_path / "new", empty):
+        assert run_cli("--config", str(TINY), f"data.dir={corpus}", f"out_dir={out}") == 130
+    assert not (tmp_path / "new").exists()
+    assert empty.is_dir() and not any(empty.iterdir())  # the folder was the user's: it stays
 
 
 def test_data_dir_without_meta(tmp_path: Path, capsys) -> None:
@@ -178,3 +254,17 @@ def test_shakespeare_config_is_nanogpts_cpu_recipe() -> None:
     assert (o.name, o.lr, o.betas, o.weight_decay, o.grad_clip) == ("adamw", 1e-3, [0.9, 0.99], 0.1, 1.0)
     assert (s.name, s.warmup_iters, s.min_lr, s.decay_iters) == ("cosine", 100, 1e-4, 2000)
     assert cfg.data.dir == "data/tinyshakespeare-char"
+
+
+def test_pretraining_uses_the_warmup_as_configured(tmp_path: Path, corpus: Path, capsys) -> None:
+    """Pretraining never shortens the warmup to a short run (fine-tuning does): a decay that ends before the
+    warmup is an up-front error, an explicit longer decay keeps the configured warmup."""
+    args = ["--config", str(TINY), f"data.dir={corpus}", "train.max_iters=3", "schedule.warmup_iters=5"]
+    assert run_cli(*args, f"out_dir={tmp_path / 'a'}") == 2
+    assert "schedule.decay_iters (3, from train.max_iters) is smaller than schedule.warmup_iters (5)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "a").exists()
+    assert run_cli(*args, "schedule.decay_iters=10", f"out_dir={tmp_path / 'b'}") == 0
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    assert lrs == pytest.approx([3e-3 * k / 6 for k in (1, 2, 3)])  # lr * (it + 1) / (warmup + 1)

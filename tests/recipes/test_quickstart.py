@@ -33,3 +33,20 @@ def test_quickstart_fast_leaves_a_complete_run_folder(tmp_path):
     report = (run / "report.md").read_text()
     assert "loss_curve.png" in report and "ROMEO:" in report
     assert (run / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / ".llmlab-output").is_file()  # a later `quickstart --out` may replace it
+
+
+def test_quickstart_never_writes_into_a_foreign_folder(tmp_path, capsys):
+    import pytest
+
+    from llmlab.cli.main import main
+
+    out = tmp_path / "thesis"
+    (out / "source").mkdir(parents=True)
+    (out / "thesis.tex").write_text("\\documentclass{article}")
+    (out / "source" / "chapter1.tex").write_text("\\chapter{One}")
+    with pytest.raises(SystemExit) as exc:
+        main(["quickstart", "--fast", "--out", str(out)])
+    assert exc.value.code == 2
+    assert "is a non-empty folder that llmlab did not create" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["source", "source/chapter1.tex", "thesis.tex"]

@@ -44,7 +44,7 @@ def common(corpus: Path) -> list[str]:
         "train.grad_accum=2",
         "schedule.decay_iters=5",
         "train.eval_interval=5",
-        "train.ckpt_interval=0",
+        "train.save_interval=0",
         "model.dropout=0.0",
     ]
 

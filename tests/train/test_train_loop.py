@@ -7,7 +7,7 @@ import torch
 
 from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.train.config import PretrainConfig
-from llmlab.train.loop import Trainer
+from llmlab.train.pretrain_loop import PretrainTrainer
 
 V, T = 17, 8
 
@@ -36,7 +36,7 @@ def make_rows(n: int, seed: int = 0) -> torch.Tensor:
     return (start + torch.arange(T + 1)) % V  # (n, T+1): next token = token + 1, learnable
 
 
-def make_trainer(tmp: Path, batch_size: int, grad_accum: int, optim: str = "adamw", **train) -> Trainer:
+def make_trainer(tmp: Path, batch_size: int, grad_accum: int, optim: str = "adamw", **train) -> PretrainTrainer:
     cfg = PretrainConfig()
     cfg.model = GPTConfig(vocab_size=V, block_size=T, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
     cfg.train.batch_size, cfg.train.grad_accum = batch_size, grad_accum
@@ -48,7 +48,7 @@ def make_trainer(tmp: Path, batch_size: int, grad_accum: int, optim: str = "adam
     torch.manual_seed(0)
     model = GPT(cfg.model)
     loader = StreamLoader(make_rows(400), batch_size)
-    return Trainer(model, cfg, loader, None, tmp, device="cpu")
+    return PretrainTrainer(model, cfg, loader, None, tmp, device="cpu")
 
 
 def test_grad_accumulation_gives_the_same_gradients(tmp_path: Path) -> None:
