@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from llmlab.generate.checkpoint import load_for_inference
+from llmlab.hub import load_for_inference
 from llmlab.recipes.chat import ChatSession
 
 SYSTEM = "You are a helpful assistant. Answer in two or three sentences."

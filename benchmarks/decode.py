@@ -113,7 +113,7 @@ def load_models(dtypes: list[str], compile_models: bool) -> tuple[dict[str, dict
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.hub import load_for_inference
     from llmlab.models.smollm2 import smollm2_gguf_path
 
     hf_logging.set_verbosity_error()

@@ -111,7 +111,7 @@ def build_models(workdir: str, seed: int) -> tuple[dict[str, nn.Module], Any, st
     from transformers import LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.hub import load_for_inference
     from llmlab.models import save_hf
     from llmlab.peft import LoraConfig, get_peft_model
 
