@@ -108,6 +108,11 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def config_to_yaml(cfg: Any) -> str:
+    """The config as YAML text that `load_config` reads back to the same values (literal ``${`` escaped)."""
+    return yaml.safe_dump(escape_interpolations(config_to_dict(cfg)), sort_keys=False, allow_unicode=True)
+
+
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically (temp file + rename).
 
@@ -119,7 +124,7 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".yaml")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(escape_interpolations(config_to_dict(cfg)), f, sort_keys=False, allow_unicode=True)
+            f.write(config_to_yaml(cfg))
         os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; a config is meant to be read by others
         os.replace(tmp, path)
     except BaseException:
