@@ -167,3 +167,15 @@ def test_unicode_error_on_piped_stdin_is_one_line(tmp_path: Path) -> None:
         [sys.executable, "-c", script], input=b"\xff\xfe hi\n", capture_output=True, timeout=60, cwd=tmp_path
     )
     assert proc.stdout.decode().startswith("standard input is not valid utf-8"), proc.stderr
+
+
+def test_read_error_on_an_open_file_names_it(tmp_path: Path) -> None:
+    target = tmp_path / "data.bin"
+    target.write_bytes(b"x")
+    try:
+        with open(target, "rb") as f:
+            f.read(1)
+            raise OSError(errno.EIO, "Input/output error")  # what f.read() raises on a failing disk
+    except OSError as e:
+        line = error_line(e)
+    assert str(target) in line and "input/output error" in line

@@ -46,7 +46,9 @@ _OS_FIXES: dict[int, tuple[str, str]] = {
     errno.ENOSPC: ("no space left on the device while writing {path}", "free some space or write elsewhere"),
     errno.EDQUOT: ("disk quota exceeded while writing {path}", "free some space or write elsewhere"),
     errno.EROFS: ("{path} is on a read-only file system", "write to another location"),
-    errno.EEXIST: ("{path} already exists", "choose another path or remove it"),
+    errno.EEXIST: ("{path} already exists", "choose another path"),
+    errno.EFBIG: ("file too large while writing {path} (file-size limit or full file system)", "write elsewhere"),
+    errno.EIO: ("input/output error on {path}", "check the disk or the device the path is on"),
     errno.ENOTEMPTY: ("{path} is a folder that is not empty", "choose another path"),
     errno.ENAMETOOLONG: ("file name too long: {path}", "choose a shorter path"),
     errno.EMFILE: ("too many open files while opening {path}", "raise the limit (ulimit -n) or use fewer files"),
@@ -57,7 +59,7 @@ def _os_error_line(e: OSError) -> str:
     """One line for an OSError: the verb's own message, or the OS's error with the path and a fix."""
     if e.errno is None or e.strerror is None:  # raised by llmlab with its own message
         return str(e.args[0] if e.args else e).strip() or type(e).__name__
-    path = e.filename if e.filename is not None else None
+    path = e.filename if e.filename is not None else _file_in_traceback(e.__traceback__)
     if e.filename2 is not None:
         path = f"{e.filename} -> {e.filename2}"
     if path is None:
@@ -66,12 +68,13 @@ def _os_error_line(e: OSError) -> str:
     return f"{what.format(path=path)}; {fix}"
 
 
-def _text_file_in_traceback(tb: TracebackType | None) -> str | None:
-    """The name of the text file that the innermost frames of `tb` were reading, if one can be told.
+def _file_in_traceback(tb: TracebackType | None) -> str | None:
+    """The name of the file that the innermost frames of `tb` were reading or writing, if one can be told.
 
-    A UnicodeDecodeError carries no file name. The decoding happens in C inside ``read()``, so the innermost
-    Python frame is the one that called it (ours, or pathlib's ``read_text``): a text-file object among its
-    locals names the file, and a frame that reads ``sys.stdin`` means standard input (``"<stdin>"``).
+    A UnicodeDecodeError, and an OSError raised by ``read()``/``write()`` on an open file, carry no file name.
+    The failing call happens in C, so the innermost Python frame is the one that called it (ours, or pathlib's
+    ``read_text``): a file object among its locals names the file, and a frame that reads ``sys.stdin`` means
+    standard input (``"<stdin>"``).
     """
     frames = []
     while tb is not None:
@@ -82,7 +85,7 @@ def _text_file_in_traceback(tb: TracebackType | None) -> str | None:
         tb = tb.tb_next
     for depth, frame in enumerate(reversed(frames)):
         for value in frame.f_locals.values():
-            if isinstance(value, io.TextIOWrapper) and isinstance(getattr(value, "name", None), str):
+            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str):
                 return value.name
         if depth == 0 and "stdin" in frame.f_code.co_names:
             return "<stdin>"
@@ -92,7 +95,7 @@ def _text_file_in_traceback(tb: TracebackType | None) -> str | None:
 def _unicode_error_line(e: UnicodeDecodeError) -> str:
     """One line for a UnicodeDecodeError that a verb did not turn into its own message."""
     where = f"byte 0x{e.object[e.start]:02x} at offset {e.start}" if e.start < len(e.object) else f"offset {e.start}"
-    name = _text_file_in_traceback(e.__traceback__)
+    name = _file_in_traceback(e.__traceback__)
     if name == "<stdin>":
         return f"standard input is not valid {e.encoding} text ({where}); pipe UTF-8 text"
     if name is not None:
