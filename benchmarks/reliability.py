@@ -206,7 +206,7 @@ def build_fixtures(fx: Path) -> None:
     (fx / "pt.yaml").write_text(_pretrain_yaml("run", 2))
     key = _interval_key("pretrain", "pt.yaml", fx)
     (fx / "pt.yaml").write_text(_pretrain_yaml("run", 2, key))
-    (fx / "pt_long.yaml").write_text(_pretrain_yaml("run_long", 40, key))
+    (fx / "pt_long.yaml").write_text(_pretrain_yaml("run_long", 120, key))
     (fx / "pt_env.yaml").write_text(_pretrain_yaml(f"run_${{oc.env:{SECRET_VAR}}}", 2, key))
     (fx / "pt_data_is_out.yaml").write_text(_pretrain_yaml("data", 2, key))
     _check(llmlab(["pretrain", "-c", "pt.yaml"], fx), "pretrain")
@@ -214,7 +214,7 @@ def build_fixtures(fx: Path) -> None:
     (fx / "ft.yaml").write_text(_finetune_yaml("ft", 2))
     key = _interval_key("finetune", "ft.yaml", fx)
     (fx / "ft.yaml").write_text(_finetune_yaml("ft", 2, key))
-    (fx / "ft_long.yaml").write_text(_finetune_yaml("ft_long", 30, key))
+    (fx / "ft_long.yaml").write_text(_finetune_yaml("ft_long", 60, key))
     _check(llmlab(["finetune", "-c", "ft.yaml"], fx), "finetune")
 
     last = fx / "run" / "checkpoints" / "last"
@@ -628,6 +628,20 @@ def _has_saved_state(run: Path) -> bool:
     return ckpts.is_dir() and any(ckpts.iterdir())
 
 
+def _timed_run(args: list[str], cwd: Path, started: Path) -> float:
+    """Run llmlab `args` to the end; return the seconds from the moment `started` appeared to the exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmlab", *args], cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    while proc.poll() is None and not started.exists():
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"uninterrupted run failed: {args}\n{err.decode(errors='replace')[-2000:]}")
+    return time.monotonic() - t0
+
+
 def kill_trial(verb: str, config: str, out_dir: str, fx: Path, work: Path, sig: int, delay_fraction: float,
                train_seconds: float, reference: tuple[list, dict]) -> dict[str, object]:  # fmt: skip
     """Start `verb`, send `sig` `delay_fraction` of the way through training, resume, compare with `reference`."""
@@ -640,43 +654,49 @@ def kill_trial(verb: str, config: str, out_dir: str, fx: Path, work: Path, sig: 
     deadline = time.monotonic() + 120
     while proc.poll() is None and not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(delay_fraction * train_seconds)
+    time.sleep(delay_fraction * train_seconds * 0.95)
     killed = proc.poll() is None
     if killed:
         os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
-    saved_before = _has_saved_state(run) or bool(_metric_rows(run))
+    # a kill before the first save has completed leaves nothing to resume: starting again is then right
+    nothing_saved_yet = not _has_saved_state(run) or len(_metric_rows(run)) <= 1
     result: dict[str, object] = {"verb": verb, "signal": signal.Signals(sig).name, "killed": killed}
     if not run.exists():
         result["run_folder_gone"] = True
     resume = llmlab([verb, "-c", config, "--resume"], work)
-    if resume.returncode != 0 and not saved_before:  # killed before anything was saved: start again
+    if resume.returncode != 0 and nothing_saved_yet:  # killed before anything was saved: start again
         resume = llmlab([verb, "-c", config, "overwrite=true"], work)
     rows, weights = _metric_rows(run), _weights(run)
-    lost = resume.returncode != 0 or (rows, weights) != reference
+    # a resume may refuse a run whose last save was already the final one: not lost if its state is complete
+    lost = (rows, weights) != reference
     result.update({"lost": lost, "resume_exit": resume.returncode})
-    if resume.returncode != 0:
-        result["detail"] = resume.stderr.decode(errors="replace").strip().splitlines()[-1:]
-    elif rows != reference[0]:
+    if rows != reference[0]:
         result["detail"] = f"metrics differ ({len(rows)} rows vs {len(reference[0])})"
     elif weights != reference[1]:
-        result["detail"] = "final weights differ"
+        differ = sorted(k for k in set(weights) | set(reference[1]) if weights.get(k) != reference[1].get(k))
+        result["detail"] = "final weights differ: " + ", ".join(
+            f"{k} ({'missing' if k not in weights else 'extra' if k not in reference[1] else 'changed'})"
+            for k in differ[:4]
+        )
+    if resume.returncode != 0:
+        result["resume_error"] = resume.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        result.setdefault("detail", f"resume failed: {result['resume_error']}")
     shutil.rmtree(work, ignore_errors=True)
     return result
 
 
 def kill_section(fx: Path, root: Path, kills: int, interrupts: int, jobs: int, seed: int) -> list[dict[str, object]]:
     rng = random.Random(seed)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
     trials = []
     for verb, config, out_dir in [("pretrain", "pt_long.yaml", "run_long"), ("finetune", "ft_long.yaml", "ft_long")]:
         ref_dir = root / f"ref-{verb}"
         shutil.copytree(fx, ref_dir, symlinks=True)
-        start = time.perf_counter()
-        _check(llmlab([verb, "-c", config], ref_dir), f"uninterrupted {verb}")
-        total = time.perf_counter() - start
+        train_seconds = _timed_run([verb, "-c", config], ref_dir, ref_dir / out_dir / "metrics.jsonl")
         reference = (_metric_rows(ref_dir / out_dir), _weights(ref_dir / out_dir))
-        train_seconds = max(total - 2.5, 0.5)  # minus start-up (imports, model and data loading)
-        log(f"{verb}: uninterrupted run {total:.1f}s, {len(reference[0])} metric rows")
+        log(f"{verb}: uninterrupted run trains for {train_seconds:.1f}s, {len(reference[0])} metric rows")
         sigs = [signal.SIGKILL] * kills + [signal.SIGINT] * interrupts
         for i, sig in enumerate(sigs):
             work = root / f"kill-{verb}-{i:02d}"
@@ -705,16 +725,22 @@ def tables(results: list[dict[str, object]], kills: list[dict[str, object]]) -> 
         lines.append(f"| {verb} | {len(rows)} | " + " | ".join(str(c[o]) for o in OUTCOMES) + " |")
     lines.append(f"| **all** | **{len(results)}** | " + " | ".join(f"**{total[o]}**" for o in OUTCOMES) + " |")
     if kills:
-        lines += ["", "| run | hard kills (SIGKILL) | Ctrl-C (SIGINT) | runs lost |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "| run | hard kills (SIGKILL) | Ctrl-C (SIGINT) | runs lost | finished before the signal |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for verb in ("pretrain", "finetune"):
-            rows = [k for k in kills if k["verb"] == verb]
+            rows = [k for k in kills if k["verb"] == verb and k["killed"]]  # not: finished before the signal
             n_kill = sum(1 for k in rows if k["signal"] == "SIGKILL")
-            lines.append(f"| {verb} | {n_kill} | {len(rows) - n_kill} | {sum(1 for k in rows if k['lost'])} |")
+            early = sum(1 for k in kills if k["verb"] == verb and not k["killed"])
+            lost = sum(1 for k in rows if k["lost"])
+            lines.append(f"| {verb} | {n_kill} | {len(rows) - n_kill} | {lost} | {early} |")
     bad = [r for r in results if r["outcome"] not in ("clean", "usage")]
     if bad:
         lines += ["", "Not clean:", ""]
         lines += [f"- {r['verb']} / {r['name']}: **{r['outcome']}** — {r['detail']}" for r in bad]
-    lost = [k for k in kills if k["lost"]]
+    lost = [k for k in kills if k["lost"] and k["killed"]]
     lines += [f"- kill: {k['verb']} {k['signal']}: run lost — {k.get('detail')}" for k in lost]
     return "\n".join(lines)
 
@@ -725,6 +751,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=6, help="SIGKILLs per training verb (default 6)")
     parser.add_argument("--interrupts", type=int, default=2, help="Ctrl-Cs per training verb (default 2)")
     parser.add_argument("--only", action="append", help="run only this verb's cases (repeatable)")
+    parser.add_argument("--no-cases", action="store_true", help="skip the bad inputs (kill trials only)")
     parser.add_argument("--workdir", type=Path, help="keep the case folders here (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -736,7 +763,7 @@ def main() -> None:
     if not fx.exists():
         log(f"building fixtures in {fx}")
         build_fixtures(fx)
-    cases = [c for c in all_cases() if not args.only or c.verb in args.only]
+    cases = [c for c in all_cases() if (not args.only or c.verb in args.only) and not args.no_cases]
     note = " (as root: OS stand-ins for permission errors)" if ROOT else ""
     log(f"{len(cases)} bad inputs, {args.jobs} at a time{note}")
     cases_root = root / "cases"
@@ -761,8 +788,8 @@ def main() -> None:
             for verb in VERBS
             if any(r["verb"] == verb for r in results)
         },
-        "kills": len(kills),
-        "runs_lost": sum(1 for k in kills if k["lost"]),
+        "kills": sum(1 for k in kills if k["killed"]),
+        "runs_lost": sum(1 for k in kills if k["lost"] and k["killed"]),
         "as_root": ROOT,
         "seconds": round(time.perf_counter() - start, 1),
         "not_clean": [
