@@ -34,6 +34,7 @@ import random
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -613,13 +614,30 @@ def _metric_rows(run: Path) -> list[dict[str, object]]:
     return rows
 
 
+def _tensor_digest(path: Path) -> str:
+    """sha256 over a safetensors file's tensors (name, dtype, shape, bytes) and metadata, in sorted order.
+
+    The raw file is not compared: the safetensors writer may order its header differently from run to run.
+    """
+    blob = path.read_bytes()
+    size = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8 : 8 + size])
+    digest = hashlib.sha256(json.dumps(header.pop("__metadata__", {}), sort_keys=True).encode())
+    for name in sorted(header):
+        info = header[name]
+        start, end = info["data_offsets"]
+        digest.update(f"{name}:{info['dtype']}:{info['shape']}".encode())
+        digest.update(blob[8 + size + start : 8 + size + end])
+    return digest.hexdigest()
+
+
 def _weights(run: Path) -> dict[str, str]:
-    """sha256 of every .safetensors file under `run` outside hidden folders (the final weights)."""
+    """Digest of every .safetensors file under `run` outside hidden folders (the final weights)."""
     out = {}
     for path in sorted(run.rglob("*.safetensors")):
         rel = path.relative_to(run)
         if not any(part.startswith(".") for part in rel.parts):
-            out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[str(rel)] = _tensor_digest(path)
     return out
 
 
