@@ -766,8 +766,8 @@ def tables(results: list[dict[str, object]], kills: list[dict[str, object]]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2, help="cases run at once (default 2)")
-    parser.add_argument("--kills", type=int, default=6, help="SIGKILLs per training verb (default 6)")
-    parser.add_argument("--interrupts", type=int, default=2, help="Ctrl-Cs per training verb (default 2)")
+    parser.add_argument("--kills", type=int, default=10, help="SIGKILLs per training verb (default 10)")
+    parser.add_argument("--interrupts", type=int, default=3, help="Ctrl-Cs per training verb (default 3)")
     parser.add_argument("--only", action="append", help="run only this verb's cases (repeatable)")
     parser.add_argument("--no-cases", action="store_true", help="skip the bad inputs (kill trials only)")
     parser.add_argument("--workdir", type=Path, help="keep the case folders here (default: a temp folder)")
