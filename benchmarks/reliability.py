@@ -1,6 +1,6 @@
 """Reliability table: bad inputs per verb, and hard kills of training runs, as a new user would meet them.
 
-Part 1 runs ~170 bad inputs (`python -m llmlab ...` subprocesses, each in its own copy of tiny fixtures) and
+Part 1 runs ~190 bad inputs (`python -m llmlab ...` subprocesses, each in its own copy of tiny fixtures) and
 classifies every outcome:
 
 - clean: exit 2 and stderr is exactly one line starting ``llmlab: error:``;

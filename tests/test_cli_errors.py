@@ -179,3 +179,29 @@ def test_read_error_on_an_open_file_names_it(tmp_path: Path) -> None:
     except OSError as e:
         line = error_line(e)
     assert str(target) in line and "input/output error" in line
+
+
+def test_os_error_wrapped_by_a_rust_library_is_one_line(tmp_path: Path, corpus: Path) -> None:
+    # safetensors reports a full disk as SafetensorError("... File too large (os error 27)"), not as an OSError
+    import resource
+    import signal
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    class Wrapped(Exception):
+        pass
+
+    line = error_line(Wrapped("Error while serializing: I/O error: File too large (os error 27)"))
+    assert line.startswith("file too large while reading or writing a file (Error while serializing")
+    assert "os error 27" in line
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmlab", "tokenizer", "train", str(corpus), "--kind", "char", "--out", "tk"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+    )
+    _assert_one_line_error(proc, "file too large")

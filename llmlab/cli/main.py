@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import sys
 from types import TracebackType
 
@@ -55,6 +56,23 @@ _OS_FIXES: dict[int, tuple[str, str]] = {
 }
 
 
+# Libraries written in Rust (safetensors, tokenizers) raise their own exception types for OS errors; the
+# message ends with "(os error N)", e.g. "Error while serializing: I/O error: File too large (os error 27)".
+_FOREIGN_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def foreign_os_errno(e: BaseException) -> int | None:
+    """The errno inside a non-OSError exception that wraps an operating-system error, else None."""
+    match = None if isinstance(e, OSError) else _FOREIGN_OS_ERROR.search(str(e))
+    return int(match.group(1)) if match else None
+
+
+def _foreign_os_error_line(e: BaseException, code: int) -> str:
+    fix = _OS_FIXES.get(code, ("", DEBUG_HINT))[1]
+    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"{os.strerror(code).lower()} while reading or writing a file ({detail}); {fix}"
+
+
 def _os_error_line(e: OSError) -> str:
     """One line for an OSError: the verb's own message, or the OS's error with the path and a fix."""
     if e.errno is None or e.strerror is None:  # raised by llmlab with its own message
@@ -62,9 +80,9 @@ def _os_error_line(e: OSError) -> str:
     path = e.filename if e.filename is not None else _file_in_traceback(e.__traceback__)
     if e.filename2 is not None:
         path = f"{e.filename} -> {e.filename2}"
-    if path is None:
-        return f"{e.strerror} ({DEBUG_HINT})"
     what, fix = _OS_FIXES.get(e.errno, (f"{e.strerror}: {{path}}", DEBUG_HINT))
+    if path is None:  # no file name anywhere: say what happened and where to look
+        return f"{e.strerror.lower()} while reading or writing a file; {fix} ({DEBUG_HINT} to see which)"
     return f"{what.format(path=path)}; {fix}"
 
 
@@ -105,7 +123,10 @@ def _unicode_error_line(e: UnicodeDecodeError) -> str:
 
 def error_line(e: BaseException) -> str:
     """The one line printed after ``llmlab: error:`` for an exception that escaped a verb."""
-    if isinstance(e, UnicodeDecodeError):
+    code = foreign_os_errno(e)
+    if code is not None:
+        msg = _foreign_os_error_line(e, code)
+    elif isinstance(e, UnicodeDecodeError):
         msg = _unicode_error_line(e)
     elif isinstance(e, OSError):
         msg = _os_error_line(e)
@@ -128,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="llmlab")
     except USER_ERRORS as e:  # UnicodeDecodeError is a ValueError
         if _debug():
+            raise
+        print(f"llmlab: error: {error_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - only OS errors wrapped by Rust libraries; anything else re-raised
+        if _debug() or foreign_os_errno(e) is None:
             raise
         print(f"llmlab: error: {error_line(e)}", file=sys.stderr)
         sys.exit(2)
