@@ -1,7 +1,8 @@
 """Load a dataclass config from YAML + dotted overrides (`train.lr=3e-4`), with clear errors.
 
 OmegaConf does the merging and type checking; this module turns its exceptions into one-line
-`ValueError`s that name the bad key and the fix.
+`ValueError`s that name the bad key and the fix. Interpolations that read the environment (``${oc.env:VAR}``)
+are refused unless the user opts in (see `llmlab.config.interpolation`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from llmlab.config.interpolation import check_interpolations, escape_interpolations
 
 T = TypeVar("T")
 
@@ -47,12 +50,23 @@ def _explain(exc: OmegaConfBaseException, cls: type, source: str) -> ValueError:
     return ValueError(f"invalid config in {source}: {str(exc).splitlines()[0]}")
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
+def load_config(
+    cls: type[T],
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    *,
+    allow_env: bool | None = None,
+) -> T:
     """Build a `cls` dataclass from defaults, then the YAML file at `path`, then `key=value` overrides.
+
+    References between keys (``${train.lr}``) are resolved. Resolvers that read the environment or may run code
+    (``${oc.env:VAR}``, any third-party resolver) are refused unless `allow_env` is True, or it is None (the
+    default) and the environment sets ``LLMLAB_ALLOW_ENV_IN_CONFIG=1``.
 
     Raises:
         FileNotFoundError: the YAML file does not exist.
-        ValueError: an unknown key, a value of the wrong type, or an override without `=`.
+        ValueError: an unknown key, a value of the wrong type, an override without `=`, or an environment
+            interpolation without the opt-in.
     """
     cfg = OmegaConf.structured(cls)
     if path is not None:
@@ -65,6 +79,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
             raise ValueError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise ValueError(f"config file {p} must hold a mapping of keys to values, got {type(data).__name__}")
+        check_interpolations(data, str(p), allow_env)
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.create(data))
         except OmegaConfBaseException as e:
@@ -72,6 +87,8 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override '{item}' must look like key=value (e.g. train.lr=3e-4)")
+        key, _, value = item.partition("=")
+        check_interpolations({key.strip(): value}, f"override '{item}'", allow_env)
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as e:
@@ -91,14 +108,23 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def config_to_yaml(cfg: Any) -> str:
+    """The config as YAML text that `load_config` reads back to the same values (literal ``${`` escaped)."""
+    return yaml.safe_dump(escape_interpolations(config_to_dict(cfg)), sort_keys=False, allow_unicode=True)
+
+
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML, atomically (temp file + rename)."""
+    """Write the resolved config as YAML, atomically (temp file + rename).
+
+    A string value that holds ``${`` literally is written escaped (``\\${``), so `load_config` reads back the
+    same string instead of resolving it — a saved config never turns into an interpolation on ``--resume``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".yaml")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, allow_unicode=True)
+            f.write(config_to_yaml(cfg))
         os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; a config is meant to be read by others
         os.replace(tmp, path)
     except BaseException:

@@ -70,3 +70,11 @@ def test_registry_errors_list_names():
         reg.get("b")
     with pytest.raises(ValueError, match="registered twice"):
         reg.add("a", 2)
+
+
+def test_config_to_yaml_reads_back(tmp_path):
+    from llmlab.config import config_to_yaml
+
+    cfg = load_config(Outer, None, ["name=a\\${b}", "optim.lr=0.125"])
+    (tmp_path / "c.yaml").write_text(config_to_yaml(cfg))
+    assert cfg.name == "a${b}" and load_config(Outer, tmp_path / "c.yaml") == cfg
