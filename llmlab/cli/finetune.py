@@ -39,11 +39,9 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_finetune_config(config, [*(overrides or []), *(["resume=true"] if resume else [])], method)
         if print_config:
-            import yaml
+            from llmlab.config import config_to_yaml
 
-            from llmlab.config import config_to_dict
-
-            typer.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True).rstrip())
+            typer.echo(config_to_yaml(cfg).rstrip())
             return
         from llmlab.recipes.finetune import finetune
 

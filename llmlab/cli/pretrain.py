@@ -30,10 +30,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_pretrain_config(config, overrides or [])
         if print_config:
-            import yaml
+            from llmlab.config import config_to_yaml
 
-            from llmlab.config import config_to_dict
-
-            typer.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
+            typer.echo(config_to_yaml(cfg).rstrip())
             return
         pretrain(cfg, resume=resume)

@@ -60,18 +60,18 @@ def apply_method(model: Any, cfg: FinetuneConfig, base_name: str, tokenizer: Any
 
     PEFT methods get their config from `peft_config` (a prompt/prefix init text is tokenized with `tokenizer`).
     """
-    from llmlab import peft
+    from llmlab.peft import count_parameters, freeze_except, get_peft_model, train_last_n_layers
 
     if cfg.method == "full":
         model.requires_grad_(True)
     elif cfg.method == "partial":
         if cfg.partial.modules:
-            peft.freeze_except(model, list(cfg.partial.modules))
+            freeze_except(model, list(cfg.partial.modules))
         else:
-            peft.train_last_n_layers(model, cfg.partial.last_n_layers, cfg.partial.include_head)
+            train_last_n_layers(model, cfg.partial.last_n_layers, cfg.partial.include_head)
     else:
-        peft.get_peft_model(model, peft_config(cfg.method, dict(cfg.peft), base_name, tokenizer))
-    trainable, total = peft.count_parameters(model)
+        get_peft_model(model, peft_config(cfg.method, dict(cfg.peft), base_name, tokenizer))
+    trainable, total = count_parameters(model)
     return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
 
 
