@@ -30,12 +30,17 @@ def _canonical(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def exact_key(text: str) -> bytes:
+    """The 128-bit BLAKE2b hash of `text` with whitespace runs collapsed (case kept): equal keys = exact duplicates."""
+    return hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=16).digest()
+
+
 def exact_duplicates(texts: Sequence[str]) -> list[bool]:
-    """For each text, whether an earlier text has the same canonical form (whitespace-collapsed; case kept)."""
+    """For each text, whether an earlier text has the same `exact_key`."""
     seen: set[bytes] = set()
     dup = []
     for t in texts:
-        key = hashlib.blake2b(" ".join(t.split()).encode("utf-8"), digest_size=16).digest()
+        key = exact_key(t)
         dup.append(key in seen)
         seen.add(key)
     return dup
