@@ -7,26 +7,17 @@ No torch here.
 
 from __future__ import annotations
 
-import codecs
 from dataclasses import dataclass, field
 
 from llmlab.data.pii import PII_KINDS
 from llmlab.data.reader import DEFAULT_CHUNK_CHARS
-from llmlab.data.sources import DEFAULT_EXTENSIONS, DOCUMENT_MODES
+from llmlab.data.sources import DEFAULT_EXTENSIONS, DOCUMENT_MODES, check_encoding
 from llmlab.tokenizers import TOKENIZER_KINDS, check_training_args
 
 SPLIT_MODES = ("auto", "tail", "random")
 DTYPES = ("auto", "uint16", "uint32")
 DEDUP_UNITS = ("paragraph", "document")
 MIN_CHUNK_CHARS = 1000
-
-
-def _known_encoding(name: str) -> bool:
-    try:
-        codecs.lookup(name)
-    except LookupError:
-        return False
-    return True
 
 
 @dataclass
@@ -174,11 +165,11 @@ class PrepareConfig:
             ),
             (bool(self.sources), "sources is empty; pass --source FILE|FOLDER|shakespeare|tinyshakespeare"),
             (self.chunk_chars >= MIN_CHUNK_CHARS, f"chunk_chars must be at least {MIN_CHUNK_CHARS}, got {self.chunk_chars}"),
-            (_known_encoding(self.encoding), f"unknown encoding '{self.encoding}'; pass e.g. --encoding utf-8 or gb18030"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        check_encoding(self.encoding)
         if not self.tokenizer.path:
             spec = self.tokenizer
             if spec.kind not in TOKENIZER_KINDS:

@@ -41,7 +41,7 @@ from llmlab.data.clean import Cleaner, StepReport
 from llmlab.data.config import PrepareConfig
 from llmlab.data.reader import iter_chunks, iter_documents
 from llmlab.data.shards import ShardWriter, choose_dtype
-from llmlab.data.sources import BUILTIN_CORPORA
+from llmlab.data.sources import BUILTIN_CORPORA, resolve_sources
 from llmlab.data.spool import SplitPlan, Spool, split_plan
 from llmlab.io import atomic_write_json, check_output_dir, make_temp_dir, publish_output
 from llmlab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer_from_iterator
@@ -93,6 +93,7 @@ def check_prepare_output(cfg: PrepareConfig, overwrite: bool = False) -> Path:
     Raises:
         ValueError: one line naming the folder and what to do (another --out, or --overwrite).
     """
+    resolve_sources(cfg.sources, cfg.extensions)  # a missing source is named first
     out = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
     inputs = [s for s in cfg.sources if Path(s).exists()] + ([cfg.tokenizer.path] if cfg.tokenizer.path else [])
     check_parent_folder(out, "--out")

@@ -20,9 +20,16 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from llmlab.data.sources import _PARAGRAPH_BREAK, DEFAULT_EXTENSIONS, DOCUMENT_MODES, iter_jsonl, iter_text_blocks
-from llmlab.data.sources import resolve_sources
-from llmlab.tokenizers import Tokenizer, train_tokenizer_from_iterator
+from llmlab.data.sources import (
+    _PARAGRAPH_BREAK,
+    DEFAULT_EXTENSIONS,
+    DOCUMENT_MODES,
+    check_encoding,
+    iter_jsonl,
+    iter_text_blocks,
+    resolve_sources,
+)
+from llmlab.tokenizers import Tokenizer, check_training_args, train_tokenizer_from_iterator
 
 DEFAULT_CHUNK_CHARS = 1_000_000
 
@@ -181,8 +188,7 @@ def train_tokenizer(
         ValueError: a bad JSONL line, a file that is not text in `encoding`, an unknown corpus name, or a
             bad kind / vocabulary size / min_frequency.
     """
-    from llmlab.tokenizers.train import check_training_args
-
     check_training_args(kind, vocab_size, min_frequency)
+    check_encoding(encoding)
     texts = iter_source_texts([str(f) for f in files], text_field=text_field, encoding=encoding)
     return train_tokenizer_from_iterator(kind, texts, vocab_size, special_tokens, min_frequency=min_frequency)

@@ -111,6 +111,14 @@ def resolve_sources(
     return out
 
 
+def check_encoding(encoding: str) -> None:
+    """Raise a one-line ValueError when Python has no codec named `encoding`."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding '{encoding}'; pass e.g. --encoding utf-8 or gb18030") from None
+
+
 def _text_encoding(encoding: str) -> str:
     """The codec to open text with: a UTF-8 BOM is dropped (`utf-8-sig`) when the encoding is UTF-8."""
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding

@@ -54,13 +54,14 @@ def resolve_special_tokens(special_tokens: Mapping[str, str | None] | None) -> d
 
 
 def check_training_args(kind: str, vocab_size: int, min_frequency: int = 0) -> None:
-    """Raise a one-line ValueError for an unknown kind, a vocabulary size below 1 or a negative min_frequency.
+    """Raise a one-line ValueError for an unknown kind, a negative vocabulary size or min_frequency.
 
-    Cheap checks that callers run before reading any text.
+    Cheap checks that callers run before reading any text ('char' ignores vocab_size; the other kinds check
+    their minimum size when training starts).
     """
     if kind not in TOKENIZER_KINDS:
         raise ValueError(f"unknown tokenizer kind '{kind}'; choose one of: {', '.join(TOKENIZER_KINDS)}")
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 0:
         raise ValueError(f"vocab_size must be a positive number of ids, got {vocab_size}; pass e.g. --vocab-size 4096")
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 0:
         raise ValueError(f"min_frequency must be 0 or more, got {min_frequency}; pass e.g. --min-frequency 2")

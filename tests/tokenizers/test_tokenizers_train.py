@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from llmlab.tokenizers import TOKENIZER_KINDS, load_tokenizer, train_tokenizer, train_tokenizer_from_iterator
+from llmlab.data import train_tokenizer
+from llmlab.tokenizers import TOKENIZER_KINDS, load_tokenizer, train_tokenizer_from_iterator
 
 EN = (
     "It was the best of times, it was the worst of times; it was the age of wisdom.\n"
