@@ -27,9 +27,7 @@ from llmlab.data.reader import DEFAULT_CHUNK_CHARS, iter_paragraphs
 
 NORMAL_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 # Full-width punctuation (，！？；：（） ...): Chinese text writes these; NFKC would turn them into ASCII.
-FULLWIDTH_PUNCTUATION = "".join(
-    c for c in map(chr, range(0xFF01, 0xFF5F)) if unicodedata.category(c).startswith("P")
-)
+FULLWIDTH_PUNCTUATION = "".join(c for c in map(chr, range(0xFF01, 0xFF5F)) if unicodedata.category(c).startswith("P"))
 _KEPT_PUNCTUATION = re.compile(f"[{re.escape(FULLWIDTH_PUNCTUATION)}]+")
 
 
@@ -100,7 +98,9 @@ class Cleaner:
         self.first_window_step = window_level[0] if window_level else len(STEP_NAMES)
         self.exact_seen: set[bytes] = set()
         near = cfg.near_dedup
-        self.near_index = NearDuplicateIndex(near.threshold, near.num_perm, near.ngram, near.seed) if near.enabled else None
+        self.near_index = (
+            NearDuplicateIndex(near.threshold, near.num_perm, near.ngram, near.seed) if near.enabled else None
+        )
         self.pii_counts: Counter = Counter()
         self.quality_reasons: Counter = Counter()
         self.changed_docs = Counter()
@@ -209,13 +209,13 @@ class Cleaner:
         size, started, window_has_text = 0, False, False
         self._touched, self._survived, self._kept = {}, {}, False
         for paragraph, separator in parts:
-            part = [paragraph, separator]
+            new: Part = [paragraph, separator]
             if not started:
-                pending.append(part)
-                if not _has_text(part):
+                pending.append(new)
+                if not _has_text(new):
                     continue
                 started, self.documents_in = True, self.documents_in + 1
-            for part in pending or [part]:
+            for part in pending or [new]:
                 self.chars_in += len(part[0]) + len(part[1])
                 if not self._ingest(part):
                     continue

