@@ -22,24 +22,48 @@ def _malloc_trim() -> None:
 
 
 class PeakRSS:
-    """Context manager: peak RSS (bytes) above the RSS at entry, sampled by a background thread."""
+    """Context manager: peak resident memory (RSS) of a process, sampled by a background thread.
 
-    def __init__(self, interval: float = 0.002) -> None:
+    The one peak-RSS sampler of the benchmarks. Without `pid` it watches this process and `delta_mb` is the
+    peak above the RSS at entry (what one call added); with `pid` it watches that process plus its children
+    (e.g. a `subprocess.Popen`) and `peak_mb` is their summed RSS at its highest.
+
+    Args:
+        pid: the process to watch (default: this one).
+        interval: seconds between samples.
+    """
+
+    def __init__(self, pid: int | None = None, interval: float = 0.002) -> None:
         import psutil
 
-        self.process = psutil.Process()
+        self._psutil = psutil
+        self.process = psutil.Process(pid)
+        self.own = pid is None
         self.interval = interval
-        self.peak = 0
+        self.start = self.peak = 0
+
+    def _rss(self) -> int:
+        rss = self.process.memory_info().rss
+        if not self.own:
+            for child in self.process.children(recursive=True):
+                try:
+                    rss += child.memory_info().rss
+                except self._psutil.Error:
+                    pass
+        return rss
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            try:
+                self.peak = max(self.peak, self._rss())
+            except self._psutil.Error:  # the watched process has exited
+                return
             time.sleep(self.interval)
 
     def __enter__(self) -> PeakRSS:
-        _malloc_trim()
-        self.start = self.process.memory_info().rss
-        self.peak = self.start
+        if self.own:
+            _malloc_trim()
+        self.start = self.peak = self._rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -48,8 +72,17 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
+        try:
+            self.peak = max(self.peak, self._rss())
+        except self._psutil.Error:
+            pass
 
     @property
     def delta_mb(self) -> float:
+        """Peak above the RSS at entry, in MiB."""
         return (self.peak - self.start) / 2**20
+
+    @property
+    def peak_mb(self) -> float:
+        """Peak RSS, in MiB."""
+        return self.peak / 2**20

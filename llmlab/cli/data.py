@@ -64,7 +64,11 @@ def prepare(
     split_mode: Annotated[str | None, typer.Option("--split-mode", help="auto|tail|random")] = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="Share of text for val.")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="auto|uint16|uint32")] = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help="Encoding of the source files (utf-8).")] = None,
     no_clean: Annotated[bool, typer.Option("--no-clean", help="Switch every cleaning step off.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace --out if an earlier llmlab run made it.")
+    ] = False,
 ) -> None:
     """Prepare a corpus. Flags take precedence over --config and key=value overrides."""
     from llmlab.config import load_config
@@ -76,6 +80,7 @@ def prepare(
         "text_field": text_field,
         "documents": documents,
         "dtype": dtype,
+        "encoding": encoding,
     }
     for key, value in flags.items():
         if value is not None:
@@ -94,7 +99,7 @@ def prepare(
         cfg.split.val_fraction = val_fraction
     if no_clean:
         cfg.clean.disable_all()
-    report = prepare_corpus(cfg, log=lambda msg: typer.echo(msg))
+    report = prepare_corpus(cfg, log=lambda msg: typer.echo(msg), overwrite=overwrite)
     _print_report(report)
 
 

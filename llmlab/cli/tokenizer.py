@@ -31,15 +31,28 @@ def train(
     pad: Annotated[str, typer.Option(help='Padding token ("" = none).')] = "<|pad|>",
     unk: Annotated[str, typer.Option(help='Unknown token ("" = none).')] = "<|unk|>",
     mask: Annotated[str, typer.Option(help='Mask token ("" = none).')] = "",
+    encoding: Annotated[str, typer.Option("--encoding", help="Encoding of the text files.")] = "utf-8",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace --out if an earlier llmlab run made it.")
+    ] = False,
 ) -> None:
     """Train a tokenizer and save it as tokenizer.json (+ tokenizer_config.json naming the special tokens)."""
     from rich.console import Console
 
-    from llmlab.tokenizers import train_tokenizer
+    from llmlab.data import train_tokenizer
+    from llmlab.data.sources import resolve_sources
+    from llmlab.tokenizers import check_training_args
+    from llmlab.tokenizers.core import check_tokenizer_out, save_tokenizer_output
 
+    check_training_args(kind, vocab_size, min_frequency)
+    resolve_sources(list(sources))  # a missing source is named before the output folder is looked at
+    target = out if out is not None else Path("tokenizers") / kind
+    check_tokenizer_out(target, overwrite=overwrite, sources=[s for s in sources if Path(s).exists()])
     specials = {"bos": bos, "eos": eos, "pad": pad, "unk": unk, "mask": mask}
-    tok = train_tokenizer(kind, sources, vocab_size, specials, text_field=text_field, min_frequency=min_frequency)
-    path = tok.save(out if out is not None else Path("tokenizers") / kind)
+    tok = train_tokenizer(
+        kind, sources, vocab_size, specials, text_field=text_field, min_frequency=min_frequency, encoding=encoding
+    )
+    path = save_tokenizer_output(tok, target)
     console = Console()
     ids = {r: getattr(tok, f"{r}_id") for r in ("bos", "eos", "pad", "unk", "mask")}
     console.print(f"[bold]{kind}[/] tokenizer with {tok.vocab_size} ids saved to {path}")

@@ -2,7 +2,7 @@
 
     llmlab data prepare --config configs/data/shakespeare-bpe.yaml clean.near_dedup.threshold=0.9
 
-No torch here (layer 1 style config objects).
+No torch here.
 """
 
 from __future__ import annotations
@@ -10,51 +10,63 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmlab.data.pii import PII_KINDS
-from llmlab.data.sources import DEFAULT_EXTENSIONS, DOCUMENT_MODES
+from llmlab.data.reader import DEFAULT_CHUNK_CHARS
+from llmlab.data.sources import DEFAULT_EXTENSIONS, DOCUMENT_MODES, check_encoding
+from llmlab.tokenizers import TOKENIZER_KINDS, check_training_args
 
 SPLIT_MODES = ("auto", "tail", "random")
 DTYPES = ("auto", "uint16", "uint32")
 DEDUP_UNITS = ("paragraph", "document")
+MIN_CHUNK_CHARS = 1000
 
 
 @dataclass
-class NormalizeConfig:
+class StepConfig:
+    """What every cleaning step has: a switch (`clean.<step>.enabled=false`, or `--no-clean` for all)."""
+
+    enabled: bool = True
+
+
+@dataclass
+class NormalizeConfig(StepConfig):
     """Unicode normalisation (https://unicode.org/reports/tr15/); NFKC folds full-width and compatibility
-    characters (e.g. `Ａ`→`A`, `ﬁ`→`fi`, `①`→`1`) so one string has one spelling."""
+    characters (e.g. `Ａ`→`A`, `ﬁ`→`fi`, `①`→`1`) so one string has one spelling. `keep_cjk_punctuation`
+    (default) leaves full-width punctuation (，？！；：（） ...) alone, so Chinese text keeps one style of
+    punctuation (plain NFKC turns ， into , but leaves 。); `keep_cjk_punctuation: false` is plain NFKC."""
 
-    enabled: bool = True
     form: str = "NFKC"
+    keep_cjk_punctuation: bool = True
 
 
 @dataclass
-class ExactDedupConfig:
-    """Drop a unit (paragraph or document) whose whitespace-collapsed text was seen before."""
+class DedupConfig(StepConfig):
+    """What both dedup steps have: the unit they compare (`paragraph` or `document`) and a minimum length."""
 
-    enabled: bool = True
     unit: str = "paragraph"
     min_chars: int = 50  # shorter units are never dropped: short lines ("Exeunt.") repeat naturally
 
 
 @dataclass
-class NearDedupConfig:
+class ExactDedupConfig(DedupConfig):
+    """Drop a unit (paragraph or document) whose whitespace-collapsed text was seen before."""
+
+
+@dataclass
+class NearDedupConfig(DedupConfig):
     """MinHash-LSH near-duplicate removal over character n-gram shingles (works for Chinese)."""
 
-    enabled: bool = True
-    unit: str = "paragraph"
     threshold: float = 0.8  # estimated Jaccard similarity above which a unit is a near-duplicate
     num_perm: int = 128
     ngram: int = 5
-    min_chars: int = 50
     seed: int = 1
 
 
 @dataclass
-class QualityConfig:
+class QualityConfig(StepConfig):
     """Gopher-style document filters (https://arxiv.org/abs/2112.11446); a bound of 0 (max_chars) or 1.0
     (fractions) switches a rule off. Gopher uses 0.30 for duplicate lines; plays put every speaker's name
     on a line of its own (up to 0.30 in the `shakespeare` plays), hence the looser default."""
 
-    enabled: bool = True
     min_chars: int = 20
     max_chars: int = 0
     max_symbol_ratio: float = 0.1
@@ -64,10 +76,9 @@ class QualityConfig:
 
 
 @dataclass
-class PIIConfig:
+class PIIConfig(StepConfig):
     """Replace e-mails, URLs, phone numbers, Chinese ID numbers and IP addresses with placeholders."""
 
-    enabled: bool = True
     kinds: list[str] = field(default_factory=lambda: list(PII_KINDS))
 
 
@@ -123,8 +134,10 @@ class PrepareConfig:
 
     `sources`: files, folders, `.jsonl` files or built-in corpora (`shakespeare`, `tinyshakespeare`).
     `out_dir`: "" = `data/<name of the first source>`. `documents`: how text files become documents
-    (`file`, `paragraph`, `line`; JSONL: one record = one document). `dtype`: of the token shards
-    (`auto` = uint16 when the vocabulary fits, else uint32).
+    (`file`, `paragraph`, `line`; JSONL: one record = one document). `encoding`: of the source files.
+    `dtype`: of the token shards (`auto` = uint16 when the vocabulary fits, else uint32). `chunk_chars`:
+    text is read, cleaned, used for tokenizer training and encoded in pieces of at most this many
+    characters, so memory grows with it, not with the corpus (see `llmlab.data.reader`).
     """
 
     sources: list[str] = field(default_factory=lambda: ["shakespeare"])
@@ -136,6 +149,8 @@ class PrepareConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
     dtype: str = "auto"
+    encoding: str = "utf-8"
+    chunk_chars: int = DEFAULT_CHUNK_CHARS
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -154,18 +169,20 @@ class PrepareConfig:
                 f"clean.near_dedup.threshold must be in (0, 1), got {self.clean.near_dedup.threshold}",
             ),
             (bool(self.sources), "sources is empty; pass --source FILE|FOLDER|shakespeare|tinyshakespeare"),
-        ]
-        from llmlab.tokenizers.train import TOKENIZER_KINDS
-
-        checks.append(
             (
-                bool(self.tokenizer.path) or self.tokenizer.kind in TOKENIZER_KINDS,
-                f"tokenizer.kind must be one of {TOKENIZER_KINDS}, got '{self.tokenizer.kind}'",
-            )
-        )
+                self.chunk_chars >= MIN_CHUNK_CHARS,
+                f"chunk_chars must be at least {MIN_CHUNK_CHARS}, got {self.chunk_chars}",
+            ),
+        ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        check_encoding(self.encoding)
+        if not self.tokenizer.path:
+            spec = self.tokenizer
+            if spec.kind not in TOKENIZER_KINDS:
+                raise ValueError(f"tokenizer.kind must be one of {TOKENIZER_KINDS}, got '{spec.kind}'")
+            check_training_args(spec.kind, spec.vocab_size, spec.min_frequency)
         bad = [k for k in self.clean.pii.kinds if k not in PII_KINDS]
         if bad:
             raise ValueError(f"unknown clean.pii.kinds {bad}; choose from: {', '.join(PII_KINDS)}")

@@ -6,7 +6,8 @@
   similarity of the sets of character n-gram shingles of two texts; locality-sensitive hashing (LSH) over
   MinHash bands finds the pairs above a threshold without comparing all pairs (as in the deduplication of
   Lee et al. 2022, https://arxiv.org/abs/2107.06499). Character shingles work for any script, Chinese
-  included (no word segmentation needed). The index is `datasketch.MinHashLSH`; the MinHash values are
+  included (no word segmentation needed). The bands are `datasketch.MinHashLSH`'s, the index a set of
+64-bit band keys (same candidates, a fraction of the memory); the MinHash values are
   computed here with numpy over all shingles of a text at once (the same affine permutations
   `h(x) = a*x + b mod 2**32` as `datasketch.MinHash(scheme="affine32")`, but without a Python call per
   shingle), which makes it much faster than `MinHash.update` on a 2-core laptop.
@@ -30,12 +31,17 @@ def _canonical(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def exact_key(text: str) -> bytes:
+    """The 128-bit BLAKE2b hash of `text` with whitespace runs collapsed (case kept): equal keys = exact duplicates."""
+    return hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=16).digest()
+
+
 def exact_duplicates(texts: Sequence[str]) -> list[bool]:
-    """For each text, whether an earlier text has the same canonical form (whitespace-collapsed; case kept)."""
+    """For each text, whether an earlier text has the same `exact_key`."""
     seen: set[bytes] = set()
     dup = []
     for t in texts:
-        key = hashlib.blake2b(" ".join(t.split()).encode("utf-8"), digest_size=16).digest()
+        key = exact_key(t)
         dup.append(key in seen)
         seen.add(key)
     return dup
@@ -84,12 +90,13 @@ class NearDuplicateIndex:
         self._MinHash = MinHash
         self.template = MinHash(num_perm=num_perm, seed=seed, scheme="affine32")
         self.a, self.b = (np.asarray(p, dtype=np.uint32) for p in self.template.permutations)
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        # datasketch's choice of bands (b bands of r rows) for this threshold; its index itself is not kept
+        self.bands: list[tuple[int, int]] = list(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
         self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
-        self._count = 0
+        self._buckets: set[int] = set()
 
-    def minhash(self, text: str):
-        """The `datasketch.MinHash` of `text`'s shingles."""
+    def minhash_values(self, text: str) -> np.ndarray:
+        """The MinHash signature of `text`'s shingles: (num_perm,) uint32."""
         hv = shingle_hashes(text, self.ngram)
         mins = np.full(self.num_perm, _MAX_HASH32, dtype=np.uint32)
         with np.errstate(over="ignore"):  # uint32 arithmetic wraps: that is the mod 2**32
@@ -97,21 +104,36 @@ class NearDuplicateIndex:
                 block = hv[i : i + _CHUNK, None]  # (S, 1)
                 phv = block * self.a + self.b  # (S, num_perm)
                 np.minimum(mins, phv.min(axis=0), out=mins)
+        return mins
+
+    def minhash(self, text: str):
+        """The `datasketch.MinHash` of `text`'s shingles."""
         return self._MinHash(
             num_perm=self.num_perm,
             seed=self.seed,
-            hashvalues=mins,
+            hashvalues=self.minhash_values(text),
             permutations=self.template.permutations,
             scheme="affine32",
         )
 
+    def _band_keys(self, mins: np.ndarray) -> list[int]:
+        """One 64-bit key per LSH band: the band's index and its rows, hashed (BLAKE2b)."""
+        return [
+            int.from_bytes(hashlib.blake2b(i.to_bytes(4, "little") + mins[lo:hi].tobytes(), digest_size=8).digest())
+            for i, (lo, hi) in enumerate(self.bands)
+        ]
+
     def is_duplicate(self, text: str) -> bool:
-        """True if `text` is a near-duplicate of a text seen before; otherwise remember it and return False."""
-        m = self.minhash(text)
-        if self.lsh.query(m):
+        """True if `text` is a near-duplicate of a text seen before; otherwise remember it and return False.
+
+        A candidate is a text sharing all rows of at least one band (`datasketch.MinHashLSH.query` returns
+        the same candidates); the index keeps only one 64-bit key per band of every kept text (a few hundred
+        bytes each), where `MinHashLSH` keeps a set and a byte string per band.
+        """
+        keys = self._band_keys(self.minhash_values(text))
+        if any(k in self._buckets for k in keys):
             return True
-        self.lsh.insert(self._count, m, check_duplication=False)
-        self._count += 1
+        self._buckets.update(keys)
         return False
 
 

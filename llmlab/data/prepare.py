@@ -1,6 +1,8 @@
 """`prepare_corpus`: sources -> cleaned documents -> train/val split -> tokenizer -> token shards.
 
-Output folder (written to a temporary sibling folder and renamed at the end, so a failure leaves nothing):
+Output folder (built in a temporary sibling folder and published at the end with `llmlab.io.publish_output`,
+so a failure leaves nothing; an existing folder is replaced only when llmlab made it and `--overwrite` is
+given — `llmlab.io.check_output_dir`):
 
     train.bin, val.bin      token ids back to back (uint16 or uint32, see meta.json), nanoGPT's format
     meta.json               dtype, vocab_size, token counts, special-token ids, tokenizer file name
@@ -15,29 +17,38 @@ equal nanoGPT's exactly, and with cleaning its duplicate paragraphs go while the
 
 Consecutive documents are separated by the tokenizer's eos token when it has one (none is added after
 the last document of a split), otherwise they are simply concatenated.
+
+Memory is bounded by `chunk_chars`, not by the corpus (`llmlab.data.reader`): documents are read and
+cleaned as streams of pieces and written to a spool file (`llmlab.data.spool`); the tokenizer is trained
+on an iterator over that file and the splits are encoded in chunks cut where no token crosses the cut, then
+appended to the shards. The ids equal those of encoding each document whole, except where a run of more
+than `chunk_chars / 2` characters has no line break or space (see `llmlab.data.reader`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import random
 import shutil
-import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from llmlab.config import save_config
-from llmlab.data.clean import StepReport, clean_documents
+from llmlab.data.clean import Cleaner, StepReport
 from llmlab.data.config import PrepareConfig
+from llmlab.data.reader import iter_chunks, iter_documents
 from llmlab.data.shards import ShardWriter, choose_dtype
-from llmlab.data.sources import BUILTIN_CORPORA, read_documents
+from llmlab.data.sources import BUILTIN_CORPORA, resolve_sources
+from llmlab.data.spool import SplitPlan, Spool, split_plan
+from llmlab.io import atomic_write_json, check_output_dir, make_temp_dir, publish_output
 from llmlab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer_from_iterator
+from llmlab.tokenizers.core import check_parent_folder
 
 META_FORMAT = "llmlab-tokens/1"
-_ENCODE_CHUNK = 64  # documents per encode_batch call
+_ENCODE_BATCH = 64  # at most this many chunks per encode_batch call (and at most chunk_chars characters)
 
 
 @dataclass
@@ -76,179 +87,221 @@ def default_out_dir(cfg: PrepareConfig) -> Path:
     return Path("data") / name
 
 
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output path {out} is a file; pass a folder to --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / "meta.json").is_file():
-        raise FileExistsError(
-            f"output folder {out} exists and is not a prepared corpus (no meta.json); choose another --out"
-        )
-
-
-def split_documents(texts: list[str], mode: str, val_fraction: float, seed: int) -> tuple[list[str], list[str], str]:
-    """Split document texts into train and val lists; returns (train, val, mode used). See `SplitConfig`.
+def check_prepare_output(cfg: PrepareConfig, overwrite: bool = False) -> Path:
+    """The output folder of `cfg`, checked against llmlab's output-folder policy before anything is read.
 
     Raises:
-        ValueError: `random` with fewer than 2 documents.
+        ValueError: one line naming the folder and what to do (another --out, or --overwrite).
     """
-    if mode == "auto":
-        mode = "random" if len(texts) >= 10 else "tail"
-    if val_fraction == 0:
-        return list(texts), [], mode
-    if mode == "tail":
-        total = sum(len(t) for t in texts)
-        cut = int(total * (1 - val_fraction))  # nanoGPT: train = data[:int(n*0.9)]
-        train, val, seen = [], [], 0
-        for t in texts:
-            if seen + len(t) <= cut:
-                train.append(t)
-            elif seen >= cut:
-                val.append(t)
-            else:  # the boundary document is cut in two
-                train.append(t[: cut - seen])
-                val.append(t[cut - seen :])
-            seen += len(t)
-        return train, val, mode
-    if len(texts) < 2:
-        raise ValueError(
-            f"split.mode=random needs at least 2 documents, the corpus has {len(texts)}; "
-            "use split.mode=tail or documents=paragraph"
-        )
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    n_val = min(len(texts) - 1, max(1, round(len(texts) * val_fraction)))
-    val_idx = set(order[:n_val])
-    train = [t for i, t in enumerate(texts) if i not in val_idx]
-    val = [t for i, t in enumerate(texts) if i in val_idx]
-    return train, val, mode
+    resolve_sources(cfg.sources, cfg.extensions)  # a missing source is named first
+    out = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
+    inputs = [s for s in cfg.sources if Path(s).exists()] + ([cfg.tokenizer.path] if cfg.tokenizer.path else [])
+    check_parent_folder(out, "--out")
+    check_output_dir(out, overwrite=overwrite, sources=inputs, flag="--out")
+    return out
 
 
-def _write_split(path: Path, texts: list[str], tok: Tokenizer, dtype: Any) -> int:
-    """Encode texts in batches and append them to a shard, with eos between documents."""
-    sep = [tok.eos_id] if tok.eos_id is not None else []
-    with ShardWriter(path, dtype, tok.vocab_size) as w:
-        for start in range(0, len(texts), _ENCODE_CHUNK):
-            for k, ids in enumerate(tok.encode_batch(texts[start : start + _ENCODE_CHUNK])):
-                if start + k > 0:
-                    w.write(sep)
-                w.write(ids)
-    return w.count
+def _split_blocks(blocks: Iterator[str], n_chars: int) -> tuple[Iterator[str], Iterator[str]]:
+    """The first `n_chars` characters of a block stream and the rest (consume the first before the second)."""
+    leftover: list[str] = []
+
+    def head() -> Iterator[str]:
+        left = n_chars
+        for block in blocks:
+            if len(block) < left:
+                yield block
+                left -= len(block)
+                continue
+            yield block[:left]
+            leftover.append(block[left:])
+            return
+
+    def tail() -> Iterator[str]:
+        yield from leftover
+        yield from blocks
+
+    return head(), tail()
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+class _SplitEncoder:
+    """Encode the documents of one split in bounded batches of chunks and append the ids to its shard."""
+
+    def __init__(self, path: Path, tok: Tokenizer, dtype: np.dtype, chunk_chars: int) -> None:
+        self.tok, self.chunk_chars = tok, chunk_chars
+        self.writer = ShardWriter(path, dtype, tok.vocab_size)
+        self.sep = [tok.eos_id] if tok.eos_id is not None else []
+        self.batch: list[str] = []
+        self.starts: list[bool] = []  # whether each chunk of the batch starts a document
+        self.batch_chars = self.documents = self.chars = self.count = 0
+
+    def add(self, blocks: Iterable[str]) -> None:
+        """Append one document, given as text blocks."""
+        first = True
+        for chunk in iter_chunks(blocks, self.chunk_chars):
+            if len(self.batch) >= _ENCODE_BATCH or self.batch_chars + len(chunk) > self.chunk_chars:
+                self._flush()
+            self.batch.append(chunk)
+            self.starts.append(first)
+            self.batch_chars += len(chunk)
+            self.chars += len(chunk)
+            first = False
+
+    def _flush(self) -> None:
+        for ids, starts_document in zip(self.tok.encode_batch(self.batch), self.starts, strict=True):
+            if starts_document:
+                if self.documents:
+                    self.writer.write(self.sep)
+                self.documents += 1
+            self.writer.write(ids)
+        self.batch, self.starts, self.batch_chars = [], [], 0
+
+    def close(self) -> None:
+        if self.batch:
+            self._flush()
+        self.count = self.writer.close()
 
 
-def prepare_corpus(cfg: PrepareConfig, log: Any = None) -> PrepareReport:
+def _read_and_clean(cfg: PrepareConfig, spool: Spool, say: Callable[[str], None]) -> Cleaner:
+    """Stream every document of the sources through the cleaning steps into `spool`."""
+    cleaner = Cleaner(cfg.clean, cfg.chunk_chars)
+    options = ("text_field", "documents", "extensions", "encoding", "chunk_chars")  # iter_documents' keywords
+    for doc in iter_documents(cfg.sources, **{name: getattr(cfg, name) for name in options}):
+        spool.add(cleaner.clean(doc.parts))
+    spool.close()
+    if not cleaner.documents_in:
+        raise ValueError(f"the sources {cfg.sources} contain no text (every file or record is empty)")
+    say(f"read {cleaner.documents_in} documents ({cleaner.chars_in:,} chars) from {', '.join(cfg.sources)}")
+    return cleaner
+
+
+def _train_tokenizer(cfg: PrepareConfig, spool: Spool) -> Tokenizer:
+    """Train the configured tokenizer on all cleaned text (train and val, as nanoGPT builds its character
+    set from all of it), fed as an iterator of bounded chunks."""
+
+    def chunks() -> Iterator[str]:
+        for blocks in spool.documents():
+            yield from iter_chunks(blocks, cfg.chunk_chars)
+
+    spec = cfg.tokenizer
+    return train_tokenizer_from_iterator(
+        spec.kind, chunks(), spec.vocab_size, spec.special_tokens(), min_frequency=spec.min_frequency
+    )
+
+
+def _encode_splits(
+    spool: Spool, plan: SplitPlan, tok: Tokenizer, dtype: np.dtype, tmp: Path, chunk_chars: int
+) -> tuple[_SplitEncoder, _SplitEncoder]:
+    """Write train.bin and val.bin; returns the two closed `_SplitEncoder`s (for their counts)."""
+    train = _SplitEncoder(tmp / "train.bin", tok, dtype, chunk_chars)
+    val = _SplitEncoder(tmp / "val.bin", tok, dtype, chunk_chars)
+    for index, blocks in enumerate(spool.documents()):
+        where = plan.route(index)
+        if where == "both":
+            head, rest = _split_blocks(blocks, plan.cut_chars)
+            train.add(head)
+            val.add(rest)
+        else:
+            (val if where == "val" else train).add(blocks)
+    train.close()
+    val.close()
+    return train, val
+
+
+def prepare_corpus(cfg: PrepareConfig, log: Any = None, *, overwrite: bool = False) -> PrepareReport:
     """Read, clean, split, tokenize and pack a corpus into `cfg.out_dir` (see the module docstring).
 
     Args:
         cfg: the configuration.
         log: optional callable taking one string (progress messages).
+        overwrite: replace an existing output folder that llmlab made (``--overwrite``).
 
     Raises:
         FileNotFoundError: a missing source or tokenizer.
-        ValueError: bad input (JSONL line, unknown corpus, empty corpus, everything filtered out, a
-            vocabulary too large for the requested dtype, ...). Nothing is written in these cases.
+        ValueError: bad input (a setting, the output folder, a JSONL line, a file that is not text, an unknown
+            corpus, an empty corpus, everything filtered out, a vocabulary too large for the requested dtype,
+            ...). Nothing is written in these cases.
     """
     say = log or (lambda msg: None)
     cfg.validate()
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
-    out = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
-    _check_out_dir(out)
-
-    t0 = time.perf_counter()
-    docs = read_documents(cfg.sources, text_field=cfg.text_field, documents=cfg.documents, extensions=cfg.extensions)
-    if not docs:
-        raise ValueError(f"the sources {cfg.sources} contain no text (every file or record is empty)")
-    chars_in = sum(len(d.text) for d in docs)
-    seconds["read"] = time.perf_counter() - t0
-    say(f"read {len(docs)} documents ({chars_in:,} chars) from {', '.join(cfg.sources)}")
-
-    cdocs, steps = clean_documents(docs, cfg.clean)
-    texts = [d.text for d in cdocs]
-    seconds["clean"] = sum(s.seconds for s in steps)
-
-    train_texts, val_texts, mode = split_documents(texts, cfg.split.mode, cfg.split.val_fraction, cfg.split.seed)
-    if not any(t.strip() for t in train_texts):
-        raise ValueError("the train split is empty; lower split.val_fraction or add more text")
-
-    t0 = time.perf_counter()
-    if cfg.tokenizer.path:
-        tok = load_tokenizer(cfg.tokenizer.path)
-        say(f"using tokenizer {cfg.tokenizer.path} ({tok.kind}, {tok.vocab_size} ids)")
-    else:
-        say(f"training a {cfg.tokenizer.kind} tokenizer (vocab_size {cfg.tokenizer.vocab_size})")
-        # Trained on all cleaned text (train and val), as nanoGPT builds its character set from all of it.
-        tok = train_tokenizer_from_iterator(
-            cfg.tokenizer.kind,
-            texts,
-            cfg.tokenizer.vocab_size,
-            cfg.tokenizer.special_tokens(),
-            min_frequency=cfg.tokenizer.min_frequency,
-        )
-    seconds["tokenizer"] = time.perf_counter() - t0
-    dtype = choose_dtype(tok.vocab_size, cfg.dtype)
-
+    out = check_prepare_output(cfg, overwrite)
+    tok = load_tokenizer(cfg.tokenizer.path) if cfg.tokenizer.path else None
+    if tok is not None:
+        choose_dtype(tok.vocab_size, cfg.dtype)  # fails early when the vocabulary does not fit
     made_parent = not out.parent.exists()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = make_temp_dir(out)
     try:
+        spool = Spool(tmp / "corpus.spool", cfg.chunk_chars)
         t0 = time.perf_counter()
-        train_tokens = _write_split(tmp / "train.bin", train_texts, tok, dtype)
-        val_tokens = _write_split(tmp / "val.bin", val_texts, tok, dtype)
+        cleaner = _read_and_clean(cfg, spool, say)
+        steps = cleaner.finish()
+        seconds["clean"] = sum(s.seconds for s in steps)
+        seconds["read"] = time.perf_counter() - t0 - seconds["clean"]
+        plan = split_plan(spool.doc_chars, cfg.split.mode, cfg.split.val_fraction, cfg.split.seed)
+
+        t0 = time.perf_counter()
+        if tok is None:
+            say(f"training a {cfg.tokenizer.kind} tokenizer (vocab_size {cfg.tokenizer.vocab_size})")
+            tok = _train_tokenizer(cfg, spool)
+        else:
+            say(f"using tokenizer {cfg.tokenizer.path} ({tok.kind}, {tok.vocab_size} ids)")
+        seconds["tokenizer"] = time.perf_counter() - t0
+        dtype = choose_dtype(tok.vocab_size, cfg.dtype)
+
+        t0 = time.perf_counter()
+        train, val = _encode_splits(spool, plan, tok, dtype, tmp, cfg.chunk_chars)
+        spool.remove()
+        if not train.chars:
+            raise ValueError("the train split is empty; lower split.val_fraction or add more text")
         seconds["encode"] = time.perf_counter() - t0
-        say(f"wrote {train_tokens:,} train and {val_tokens:,} val tokens ({dtype.name})")
+        say(f"wrote {train.count:,} train and {val.count:,} val tokens ({dtype.name})")
         tok.save(tmp / "tokenizer.json")
         report = PrepareReport(
             out_dir=str(out),
             sources=list(cfg.sources),
-            documents_in=len(docs),
-            chars_in=chars_in,
+            documents_in=cleaner.documents_in,
+            chars_in=cleaner.chars_in,
             steps=steps,
-            documents_out=len(cdocs),
-            chars_out=sum(len(t) for t in texts),
-            split_mode=mode,
-            train_documents=len(train_texts),
-            val_documents=len(val_texts),
-            train_chars=sum(len(t) for t in train_texts),
-            val_chars=sum(len(t) for t in val_texts),
+            documents_out=len(spool),
+            chars_out=sum(spool.doc_chars),
+            split_mode=plan.mode,
+            train_documents=train.documents,
+            val_documents=val.documents,
+            train_chars=train.chars,
+            val_chars=val.chars,
             tokenizer_kind=tok.kind,
             vocab_size=tok.vocab_size,
             dtype=dtype.name,
-            train_tokens=train_tokens,
-            val_tokens=val_tokens,
+            train_tokens=train.count,
+            val_tokens=val.count,
         )
-        meta = {
-            "format": META_FORMAT,
-            "dtype": dtype.name,
-            "vocab_size": tok.vocab_size,
-            "tokenizer": "tokenizer.json",
-            "tokenizer_kind": tok.kind,
-            "train_tokens": train_tokens,
-            "val_tokens": val_tokens,
-            **{f"{role}_id": getattr(tok, f"{role}_id") for role in ("bos", "eos", "pad", "unk")},
-            "document_separator": "eos" if tok.eos_id is not None else "none",
-            "split": {"mode": mode, "val_fraction": cfg.split.val_fraction, "seed": cfg.split.seed},
-            "sources": list(cfg.sources),
-        }
-        _write_json(tmp / "meta.json", meta)
+        atomic_write_json(tmp / "meta.json", _meta(cfg, tok, dtype, plan.mode, train.count, val.count))
         save_config(cfg, tmp / "config.yaml")
         seconds["total"] = time.perf_counter() - t_start
         report.seconds = {k: round(v, 3) for k, v in seconds.items()}
-        _write_json(tmp / "report.json", report.to_dict())
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if out.exists():  # replace an earlier prepared corpus: move it aside, move the new one in, delete
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        atomic_write_json(tmp / "report.json", report.to_dict())
+        publish_output(tmp, out, "data prepare")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if made_parent and not any(out.parent.iterdir()):
             out.parent.rmdir()
         raise
     return report
+
+
+def _meta(cfg: PrepareConfig, tok: Tokenizer, dtype: np.dtype, mode: str, train_tokens: int, val_tokens: int) -> dict:
+    """The contents of meta.json (what the loaders and `llmlab pretrain` read)."""
+    return {
+        "format": META_FORMAT,
+        "dtype": dtype.name,
+        "vocab_size": tok.vocab_size,
+        "tokenizer": "tokenizer.json",
+        "tokenizer_kind": tok.kind,
+        "train_tokens": train_tokens,
+        "val_tokens": val_tokens,
+        **{f"{role}_id": getattr(tok, f"{role}_id") for role in ("bos", "eos", "pad", "unk")},
+        "document_separator": "eos" if tok.eos_id is not None else "none",
+        "split": {"mode": mode, "val_fraction": cfg.split.val_fraction, "seed": cfg.split.seed},
+        "sources": list(cfg.sources),
+    }

@@ -79,10 +79,21 @@ def write_shard(path: str | os.PathLike, ids: Iterable[int] | np.ndarray, dtype:
 
 
 def read_shard(path: str | os.PathLike, dtype: np.dtype | str) -> np.ndarray:
-    """Memory-map a shard read-only (an empty file gives an empty array)."""
+    """Memory-map a shard read-only (an empty file gives an empty array).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: its size is not a multiple of the dtype's size (naming the file).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"token shard not found: {path} (run `llmlab data prepare` first)")
-    if path.stat().st_size == 0:
+    size, itemsize = path.stat().st_size, np.dtype(dtype).itemsize
+    if size % itemsize:
+        raise ValueError(
+            f"token shard {path} has {size} bytes, not a multiple of {itemsize} ({np.dtype(dtype).name}): it is "
+            "truncated or meta.json names the wrong dtype; prepare the corpus again with `llmlab data prepare`"
+        )
+    if size == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r")

@@ -11,11 +11,12 @@ cut into blank-line-separated paragraphs (`"paragraph"`) or non-empty lines (`"l
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,22 +111,48 @@ def resolve_sources(
     return out
 
 
-def read_text_file(path: Path) -> str:
-    """Read a UTF-8 text file (a leading BOM is dropped; newlines are normalised to '\\n' like `open()`)."""
+def check_encoding(encoding: str) -> None:
+    """Raise a one-line ValueError when Python has no codec named `encoding`."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}); convert it to UTF-8 first") from None
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding '{encoding}'; pass e.g. --encoding utf-8 or gb18030") from None
 
 
-def iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
+def _text_encoding(encoding: str) -> str:
+    """The codec to open text with: a UTF-8 BOM is dropped (`utf-8-sig`) when the encoding is UTF-8."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def _not_text_error(path: Path, encoding: str) -> ValueError:
+    return ValueError(
+        f"{path} is not {encoding} text; re-encode it (e.g. iconv -f GB18030 -t UTF-8) or name its encoding "
+        "with --encoding (encoding=...)"
+    )
+
+
+def iter_text_blocks(path: Path, block_chars: int, encoding: str = "utf-8") -> Iterator[str]:
+    """Yield the text of a file in blocks of `block_chars` characters (newlines normalised to '\\n' like `open()`).
+
+    Raises:
+        ValueError: the file does not decode with `encoding`, naming the file and the fix.
+    """
+    try:
+        with path.open(encoding=_text_encoding(encoding)) as f:
+            while block := f.read(block_chars):
+                yield block
+    except UnicodeError:
+        raise _not_text_error(path, encoding) from None
+
+
+def iter_jsonl(path: Path, text_field: str, encoding: str = "utf-8") -> Iterator[str]:
     """Yield the `text_field` of every record in a JSONL file; blank lines are skipped.
 
     Raises:
         ValueError: naming the line number of a line that is not a JSON object with a string `text_field`.
     """
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open(encoding=_text_encoding(encoding)) as f:
+        for lineno, line in _numbered_lines(f, path, encoding):
             if not line.strip():
                 continue
             try:
@@ -143,6 +170,13 @@ def iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
             yield text
 
 
+def _numbered_lines(f: Iterable[str], path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    try:
+        yield from enumerate(f, start=1)
+    except UnicodeError:
+        raise _not_text_error(path, encoding) from None
+
+
 def split_paragraphs(text: str) -> list[tuple[str, str]]:
     """Cut `text` into (paragraph, separator) pairs with `"".join(p + s) == text`.
 
@@ -157,47 +191,3 @@ def split_paragraphs(text: str) -> list[tuple[str, str]]:
     if pos < len(text) or not pieces:
         pieces.append((text[pos:], ""))
     return pieces
-
-
-@dataclass
-class Document:
-    """One document: its text and the file it came from."""
-
-    text: str
-    source: str
-
-
-def read_documents(
-    sources: list[str],
-    *,
-    text_field: str = "text",
-    documents: str = "file",
-    extensions: tuple[str, ...] | list[str] = DEFAULT_EXTENSIONS,
-) -> list[Document]:
-    """Read all sources into documents (see the module docstring). Empty documents are dropped."""
-    if documents not in DOCUMENT_MODES:
-        raise ValueError(f"unknown documents mode '{documents}'; choose one of: {', '.join(DOCUMENT_MODES)}")
-    docs: list[Document] = []
-    for sf in resolve_sources(sources, extensions):
-        name = str(sf.path)
-        if sf.jsonl:
-            docs.extend(Document(t, name) for t in iter_jsonl(sf.path, text_field) if t.strip())
-            continue
-        text = read_text_file(sf.path)
-        if documents == "file":
-            parts = [text]
-        elif documents == "paragraph":
-            parts = [p for p, _ in split_paragraphs(text)]
-        else:
-            parts = text.splitlines()
-        docs.extend(Document(t, name) for t in parts if t.strip())
-    return docs
-
-
-def iter_source_texts(sources: list[str], *, text_field: str = "text") -> Iterator[str]:
-    """Yield every document's text of the sources (used to train tokenizers)."""
-    for sf in resolve_sources(sources):
-        if sf.jsonl:
-            yield from iter_jsonl(sf.path, text_field)
-        else:
-            yield read_text_file(sf.path)

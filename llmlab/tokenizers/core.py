@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
+
+from llmlab.io import atomic_write_json, atomic_write_text, check_output_dir, make_temp_dir, publish_output
 
 SPECIAL_ROLES: tuple[str, ...] = ("pad", "unk", "bos", "eos", "mask")
 """The special-token roles llmlab knows, in the order their ids are assigned (BPE, WordPiece, Unigram)."""
@@ -45,19 +47,6 @@ def _sidecar_path(path: Path) -> Path:
     return path.with_name(SIDECAR_NAME) if path.name == "tokenizer.json" else path.with_suffix(".config.json")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Tokenizer:
     """A trained tokenizer: text <-> token ids, plus the ids of its special tokens.
 
@@ -85,25 +74,11 @@ class Tokenizer:
         tok = self.special_tokens.get(role)
         return None if tok is None else self.backend.token_to_id(tok)
 
-    @property
-    def bos_id(self) -> int | None:
-        return self._role_id("bos")
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._role_id("eos")
-
-    @property
-    def pad_id(self) -> int | None:
-        return self._role_id("pad")
-
-    @property
-    def unk_id(self) -> int | None:
-        return self._role_id("unk")
-
-    @property
-    def mask_id(self) -> int | None:
-        return self._role_id("mask")
+    bos_id = property(lambda self: self._role_id("bos"), doc="Id of the bos token (None when there is none).")
+    eos_id = property(lambda self: self._role_id("eos"), doc="Id of the eos token (None when there is none).")
+    pad_id = property(lambda self: self._role_id("pad"), doc="Id of the pad token (None when there is none).")
+    unk_id = property(lambda self: self._role_id("unk"), doc="Id of the unk token (None when there is none).")
+    mask_id = property(lambda self: self._role_id("mask"), doc="Id of the mask token (None when there is none).")
 
     @property
     def vocab_size(self) -> int:
@@ -163,14 +138,63 @@ class Tokenizer:
         path = Path(path)
         if path.suffix != ".json":
             path = path / "tokenizer.json"
-        _atomic_write_text(path, self.backend.to_str(pretty=True))
+        atomic_write_text(path, self.backend.to_str(pretty=True))
         sidecar = {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "llmlab_kind": self.kind,
             **{f"{role}_token": tok for role, tok in self.special_tokens.items() if tok},
         }
-        _atomic_write_text(_sidecar_path(path), json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_json(_sidecar_path(path), sidecar)
         return path
+
+
+def check_parent_folder(path: Path, flag: str = "--out") -> None:
+    """One line naming the first existing ancestor of `path` that is a file rather than a folder."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{parent} is a file, so {path} cannot be created; choose another {flag}")
+            return
+
+
+def check_tokenizer_out(
+    path: str | os.PathLike, *, overwrite: bool, sources: Iterable[str | os.PathLike] = (), flag: str = "--out"
+) -> Path:
+    """Check, before training, that `save_tokenizer_output` may write to `path` (a folder or a `.json` path).
+
+    A folder follows llmlab's output-folder policy (`llmlab.io.check_output_dir`: only an llmlab-made folder
+    is replaced, and only with ``--overwrite``); an existing `.json` file is replaced only with ``--overwrite``.
+
+    Raises:
+        ValueError: one line naming the path and what to do instead.
+    """
+    path = Path(path)
+    check_parent_folder(path, flag)
+    if path.suffix != ".json":
+        return check_output_dir(path, overwrite=overwrite, sources=sources, flag=flag)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass a folder without the .json suffix or another {flag}")
+    if any(Path(s).resolve() == path.resolve() for s in sources):
+        raise ValueError(f"{path} is one of the inputs; choose another {flag}")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} already exists; choose another {flag} or pass --overwrite")
+    return path
+
+
+def save_tokenizer_output(tok: Tokenizer, path: str | os.PathLike, verb: str = "tokenizer train") -> Path:
+    """Save `tok` to a `.json` path, or as a new llmlab output folder published atomically (call
+    `check_tokenizer_out` first); returns the tokenizer.json path."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return tok.save(path)
+    tmp = make_temp_dir(path)
+    try:
+        tok.save(tmp)
+        publish_output(tmp, path, verb)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path / "tokenizer.json"
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

@@ -21,7 +21,6 @@ Kinds (all chosen so that `decode(encode(s)) == s` exactly, whitespace and newli
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping
 
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
@@ -52,6 +51,20 @@ def resolve_special_tokens(special_tokens: Mapping[str, str | None] | None) -> d
     if len(present) != len(set(present)):
         raise ValueError(f"special tokens must be distinct, got {merged}")
     return merged
+
+
+def check_training_args(kind: str, vocab_size: int, min_frequency: int = 0) -> None:
+    """Raise a one-line ValueError for an unknown kind, a negative vocabulary size or min_frequency.
+
+    Cheap checks that callers run before reading any text ('char' ignores vocab_size; the other kinds check
+    their minimum size when training starts).
+    """
+    if kind not in TOKENIZER_KINDS:
+        raise ValueError(f"unknown tokenizer kind '{kind}'; choose one of: {', '.join(TOKENIZER_KINDS)}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 0:
+        raise ValueError(f"vocab_size must be a positive number of ids, got {vocab_size}; pass e.g. --vocab-size 4096")
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 0:
+        raise ValueError(f"min_frequency must be 0 or more, got {min_frequency}; pass e.g. --min-frequency 2")
 
 
 def _check_vocab_size(kind: str, vocab_size: int, n_special: int) -> None:
@@ -129,10 +142,9 @@ def train_tokenizer_from_iterator(
         min_frequency: BPE/WordPiece only: merges must occur at least this often.
 
     Raises:
-        ValueError: unknown kind, too small a vocabulary, bad special tokens or no text.
+        ValueError: unknown kind, too small a vocabulary, negative min_frequency, bad special tokens or no text.
     """
-    if kind not in TOKENIZER_KINDS:
-        raise ValueError(f"unknown tokenizer kind '{kind}'; choose one of: {', '.join(TOKENIZER_KINDS)}")
+    check_training_args(kind, vocab_size, min_frequency)
     specials_by_role = resolve_special_tokens(special_tokens)
     specials = [specials_by_role[r] for r in SPECIAL_ROLES if specials_by_role[r]]
     unk = specials_by_role["unk"]
@@ -185,27 +197,3 @@ def train_tokenizer_from_iterator(
             _add_both_character_forms(backend, specials, unk or "[UNK]")
     backend.add_special_tokens(specials)  # marks them special: never split, matched before pre-tokenizing
     return Tokenizer(backend, kind, specials_by_role)
-
-
-def train_tokenizer(
-    kind: str,
-    files: Iterable[str | os.PathLike],
-    vocab_size: int,
-    special_tokens: Mapping[str, str | None] | None = None,
-    *,
-    text_field: str = "text",
-    min_frequency: int = 0,
-) -> Tokenizer:
-    """Train a tokenizer on text files, folders (searched recursively) or JSONL files.
-
-    `files` may also name llmlab's built-in corpora ('shakespeare', 'tinyshakespeare'); see
-    `llmlab.data.sources`. JSONL records contribute their `text_field`.
-
-    Raises:
-        FileNotFoundError: a file or folder does not exist.
-        ValueError: a bad JSONL line, unknown corpus name, or a bad kind / vocabulary size.
-    """
-    from llmlab.data.sources import iter_source_texts  # same layer; imported here to keep imports light
-
-    texts = iter_source_texts([str(f) for f in files], text_field=text_field)
-    return train_tokenizer_from_iterator(kind, texts, vocab_size, special_tokens, min_frequency=min_frequency)

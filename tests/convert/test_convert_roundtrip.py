@@ -12,7 +12,8 @@ from llmlab.models import load_model
 from llmlab.models.gpt import GPT
 from llmlab.models.llama import Llama
 from llmlab.recipes.convert import convert
-from llmlab.tokenizers import load_tokenizer, train_tokenizer
+from llmlab.data import train_tokenizer
+from llmlab.tokenizers import load_tokenizer
 from llmlab.tokenizers.gguf import load_gguf_tokenizer
 
 VOCAB = 300

@@ -6,12 +6,12 @@ from collections import Counter
 
 import pytest
 
-from llmlab.data.clean import clean_documents
+from llmlab.data.clean import Document, clean_documents
 from llmlab.data.config import CleanConfig
 from llmlab.data.dedup import exact_duplicates, near_duplicates
 from llmlab.data.pii import scrub_pii
 from llmlab.data.quality import duplicate_line_fraction, duplicate_ngram_fraction, quality_issue, symbol_ratio
-from llmlab.data.sources import Document, split_paragraphs
+from llmlab.data.sources import split_paragraphs
 
 PROSE = (
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in "
@@ -151,7 +151,7 @@ def test_pipeline_paragraph_dedup_and_quality_report_counts() -> None:
     assert by["near_dedup"].removed == 2 and by["near_dedup"].documents_removed == 2
     assert by["quality"].details == {"symbols": 1}
     assert [d.text for d in kept] == [
-        PROSE + "\n\n" + ZH_PROSE.replace("，", ",") + "\n\nMail: <EMAIL>",  # NFKC: full-width comma
+        PROSE + "\n\n" + ZH_PROSE + "\n\nMail: <EMAIL>",  # NFKC keeps the full-width comma by default
         "Intro paragraph that is unique and long enough to be checked.\n\n",
     ]
 

@@ -12,8 +12,8 @@ import pytest
 
 from llmlab.config import load_config
 from llmlab.data import PrepareConfig, TokenDataset, prepare_corpus
-from llmlab.data.prepare import split_documents
 from llmlab.data.sources import BUILTIN_CORPORA, resolve_sources
+from llmlab.data.spool import split_documents
 from llmlab.tokenizers import load_tokenizer
 
 EN = "The cat sat on the warm mat and watched the birds in the garden all afternoon long.\n\nIt was happy.\n"
@@ -79,7 +79,8 @@ def test_cli_prepare_tiny_corpus_en_zh(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "cleaning report" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.yaml", "meta.json", "report.json", "tokenizer.json", "tokenizer_config.json", "train.bin", "val.bin",
+        ".llmlab-output", "config.yaml", "meta.json",
+        "report.json", "tokenizer.json", "tokenizer_config.json", "train.bin", "val.bin",
     ]  # fmt: skip
     meta = json.loads((out / "meta.json").read_text())
     report = json.loads((out / "report.json").read_text())
@@ -95,8 +96,12 @@ def test_cli_prepare_tiny_corpus_en_zh(tmp_path: Path) -> None:
     assert ids.count(tok.eos_id) == 12  # one between each pair of the 13 documents
     text = tok.decode(ids)
     assert "<EMAIL>" in text and "@example.com" not in text and "第3天的天气非常好" in text
-    # running again replaces the prepared folder
-    r = _run("data", "prepare", "-s", str(src), "--out", str(out), "--tokenizer-kind", "char", "--no-clean")
+    # running again is refused without --overwrite, and replaces the prepared folder with it
+    again = ("data", "prepare", "-s", str(src), "--out", str(out), "--tokenizer-kind", "char", "--no-clean")
+    r = _run(*again)
+    assert r.returncode == 2 and "--overwrite" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert json.loads((out / "meta.json").read_text())["tokenizer_kind"] == "bpe"
+    r = _run(*again, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "meta.json").read_text())["tokenizer_kind"] == "char"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -166,9 +171,18 @@ def test_cli_bad_input_is_one_line_exit_2_no_output(tmp_path: Path, args: list[s
 
 def test_refuses_to_overwrite_a_folder_that_is_not_a_prepared_corpus(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    (tmp_path / "out" / "thesis.tex").write_text("keep me")
+    (tmp_path / "out" / "meta.json").write_text("{}")  # looks like a corpus, but llmlab did not make it
     (tmp_path / "a.txt").write_text(EN)
     cfg = _cfg(tmp_path, f"sources=[{tmp_path / 'a.txt'}]")
-    with pytest.raises(FileExistsError, match="not a prepared corpus"):
-        prepare_corpus(cfg)
-    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="non-empty folder that llmlab did not create"):
+            prepare_corpus(cfg, overwrite=overwrite)
+    assert (tmp_path / "out" / "thesis.tex").read_text() == "keep me"
+    cfg.out_dir = str(tmp_path / "out" / "thesis.tex")  # an output path that is a file
+    with pytest.raises(ValueError, match="thesis.tex exists and is not a folder"):
+        prepare_corpus(cfg, overwrite=True)
+    cfg.out_dir = str(tmp_path)  # a folder that holds the source
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        prepare_corpus(cfg, overwrite=True)
+    assert (tmp_path / "out" / "thesis.tex").read_text() == "keep me"

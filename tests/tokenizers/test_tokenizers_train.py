@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from llmlab.tokenizers import TOKENIZER_KINDS, load_tokenizer, train_tokenizer, train_tokenizer_from_iterator
+from llmlab.data import train_tokenizer
+from llmlab.tokenizers import TOKENIZER_KINDS, load_tokenizer, train_tokenizer_from_iterator
 
 EN = (
     "It was the best of times, it was the worst of times; it was the age of wisdom.\n"
@@ -163,3 +164,55 @@ def test_cli_train(tmp_path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert r.returncode == 2 and r.stderr.startswith("llmlab: error: source not found")
+
+
+def _train_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmlab", "tokenizer", "train", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--vocab-size", "-5"], "vocab_size must be a positive number of ids, got -5"),
+        (["--kind", "char", "--vocab-size", "-5"], "vocab_size must be a positive number of ids, got -5"),
+        (["--min-frequency", "-1"], "min_frequency must be 0 or more, got -1"),
+        (["--encoding", "klingon"], "unknown encoding 'klingon'"),
+    ],
+)
+def test_cli_bad_numbers_are_one_line_errors_before_writing(tmp_path, args: list[str], message: str) -> None:
+    (tmp_path / "a.txt").write_text(EN, encoding="utf-8")
+    r = _train_cli(str(tmp_path / "a.txt"), "--out", str(tmp_path / "tok"), *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert not (tmp_path / "tok").exists()
+
+
+def test_cli_output_folder_policy(tmp_path) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text(EN + ZH, encoding="utf-8")
+    out = tmp_path / "tok"
+    assert _train_cli(str(src), "--vocab-size", "300", "--out", str(out)).returncode == 0
+    r = _train_cli(str(src), "--vocab-size", "300", "--out", str(out))  # a second run: refused, names --overwrite
+    assert r.returncode == 2 and "--overwrite" in r.stderr and r.stderr.count("\n") == 1
+    r = _train_cli(str(src), "--kind", "char", "--out", str(out), "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert load_tokenizer(out).kind == "char"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    for target, message in [(mine, "llmlab did not create"), (mine / "thesis.tex", "exists and is not a folder"),
+                            (mine / "thesis.tex" / "tok", "thesis.tex is a file")]:  # fmt: skip
+        r = _train_cli(str(src), "--out", str(target), "--overwrite")
+        assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"] and (mine / "thesis.tex").read_text() == "keep me"
+
+
+def test_non_utf8_file_names_the_file_and_the_fix(tmp_path) -> None:
+    bad = tmp_path / "gbk.txt"
+    bad.write_bytes(ZH.encode("gb18030"))
+    r = _train_cli(str(bad), "--kind", "char", "--out", str(tmp_path / "tok"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "gbk.txt is not utf-8 text" in r.stderr
+    assert not (tmp_path / "tok").exists()
+    r = _train_cli(str(bad), "--kind", "char", "--out", str(tmp_path / "tok"), "--encoding", "gb18030")
+    assert r.returncode == 0, r.stderr
+    tok = load_tokenizer(tmp_path / "tok")
+    assert tok.decode(tok.encode(ZH)) == ZH
