@@ -121,7 +121,7 @@ def _quickstart(run_dir: RunDir, plan: QuickstartPlan, seed: int, console: Any) 
             [f"sources=[{json.dumps(source)}]", f"out_dir={run / 'data'}", "tokenizer.kind=bpe",
              f"tokenizer.vocab_size={plan.vocab_size}", "split.mode=tail"],
         )  # fmt: skip
-        report = prepare_corpus(prep, log=console.print if console is not None else None)
+        report = prepare_corpus(prep, log=console.print if console is not None else None, overwrite=True)
     finally:
         if excerpt_dir is not None:
             shutil.rmtree(excerpt_dir, ignore_errors=True)
