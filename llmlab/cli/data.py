@@ -71,35 +71,24 @@ def prepare(
     ] = False,
 ) -> None:
     """Prepare a corpus. Flags take precedence over --config and key=value overrides."""
-    from llmlab.config import load_config
-    from llmlab.data import PrepareConfig, prepare_corpus
+    from llmlab.recipes.corpus import prepare_data
 
-    cfg = load_config(PrepareConfig, config, list(overrides or []))
     flags = {
         "out_dir": str(out) if out is not None else None,
+        "sources": list(source) if source else None,
         "text_field": text_field,
         "documents": documents,
         "dtype": dtype,
         "encoding": encoding,
+        "tokenizer.kind": tokenizer_kind,
+        "tokenizer.vocab_size": vocab_size,
+        "tokenizer.path": str(tokenizer) if tokenizer is not None else None,
+        "split.mode": split_mode,
+        "split.val_fraction": val_fraction,
     }
-    for key, value in flags.items():
-        if value is not None:
-            setattr(cfg, key, value)
-    if source:
-        cfg.sources = list(source)
-    if tokenizer_kind is not None:
-        cfg.tokenizer.kind = tokenizer_kind
-    if vocab_size is not None:
-        cfg.tokenizer.vocab_size = vocab_size
-    if tokenizer is not None:
-        cfg.tokenizer.path = str(tokenizer)
-    if split_mode is not None:
-        cfg.split.mode = split_mode
-    if val_fraction is not None:
-        cfg.split.val_fraction = val_fraction
-    if no_clean:
-        cfg.clean.disable_all()
-    report = prepare_corpus(cfg, log=lambda msg: typer.echo(msg), overwrite=overwrite)
+    report = prepare_data(
+        config, list(overrides or []), flags, no_clean=no_clean, overwrite=overwrite, log=lambda msg: typer.echo(msg)
+    )
     _print_report(report)
 
 

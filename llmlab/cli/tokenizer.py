@@ -39,20 +39,14 @@ def train(
     """Train a tokenizer and save it as tokenizer.json (+ tokenizer_config.json naming the special tokens)."""
     from rich.console import Console
 
-    from llmlab.data import train_tokenizer
-    from llmlab.data.sources import resolve_sources
-    from llmlab.tokenizers import check_training_args
-    from llmlab.tokenizers.core import check_tokenizer_out, save_tokenizer_output
+    from llmlab.recipes.corpus import train_tokenizer_to
 
-    check_training_args(kind, vocab_size, min_frequency)
-    resolve_sources(list(sources))  # a missing source is named before the output folder is looked at
-    target = out if out is not None else Path("tokenizers") / kind
-    check_tokenizer_out(target, overwrite=overwrite, sources=[s for s in sources if Path(s).exists()])
     specials = {"bos": bos, "eos": eos, "pad": pad, "unk": unk, "mask": mask}
-    tok = train_tokenizer(
-        kind, sources, vocab_size, specials, text_field=text_field, min_frequency=min_frequency, encoding=encoding
-    )
-    path = save_tokenizer_output(tok, target)
+    target = out if out is not None else Path("tokenizers") / kind
+    tok, path = train_tokenizer_to(
+        kind, list(sources), vocab_size, specials, target, text_field=text_field, min_frequency=min_frequency,
+        encoding=encoding, overwrite=overwrite,
+    )  # fmt: skip
     console = Console()
     ids = {r: getattr(tok, f"{r}_id") for r in ("bos", "eos", "pad", "unk", "mask")}
     console.print(f"[bold]{kind}[/] tokenizer with {tok.vocab_size} ids saved to {path}")
@@ -67,14 +61,13 @@ def encode(
     """Show the tokens and ids of a text, and check that decoding gives it back."""
     from rich.console import Console
 
-    from llmlab.tokenizers import load_tokenizer
+    from llmlab.recipes.corpus import encode_text
 
-    tok = load_tokenizer(tokenizer)
-    ids = tok.encode(text)
+    result = encode_text(text, tokenizer)
     console = Console()
-    console.print(f"{len(ids)} tokens: {tok.tokens(text)}", markup=False)
-    console.print(f"ids: {ids}", markup=False)
-    console.print(f"round trip exact: {tok.decode(ids) == text}")
+    console.print(f"{len(result['ids'])} tokens: {result['tokens']}", markup=False)
+    console.print(f"ids: {result['ids']}", markup=False)
+    console.print(f"round trip exact: {result['round_trip']}")
 
 
 def register(app: typer.Typer) -> None:
