@@ -31,14 +31,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.generate.loop import new_kv_cache
+from llmlab.generate.loop import context_window, new_kv_cache
+from llmlab.generate.penalties import build_penalties
 from llmlab.generate.processors import LogitsProcessor, LogitsProcessorList
-from llmlab.peft.model import virtual_tokens
+from llmlab.generate.sampling import SamplingConfig, resolve_sampling
 
 NEG = -1.0e9  # "minus infinity" that keeps float arithmetic finite (as in transformers)
 
@@ -64,62 +66,57 @@ def _gather_beams(tensor: torch.Tensor, beam_indices: torch.Tensor) -> torch.Ten
     return torch.take_along_dim(tensor, beam_indices, dim=1)
 
 
-def _reorder_cache(cache, rows: torch.Tensor) -> None:  # noqa: ANN001
-    """Make cache row i hold the keys/values of row `rows[i]` (beams that survive take their parent's cache)."""
-    cache.k = cache.k.index_select(1, rows)  # (L, B*nb, nkv, max_len, hs)
-    cache.v = cache.v.index_select(1, rows)
-
-
 @torch.no_grad()
 def beam_search(
     model: nn.Module,
     input_ids: torch.Tensor,
-    max_new_tokens: int,
+    max_new_tokens: int | None = None,
     *,
-    num_beams: int = 4,
-    length_penalty: float = 1.0,
-    early_stopping: bool | str = False,
+    sampling: SamplingConfig | None = None,
     num_return_sequences: int = 1,
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
     logits_processors: Iterable[LogitsProcessor] = (),
-    use_cache: bool = True,
+    **options: Any,
 ) -> BeamSearchOutput:
     """Beam search decoding, equal to `transformers`' `generate(num_beams=..., do_sample=False, ...)`.
 
     Args:
         model: a decoder with `.config.block_size` and `model(ids, kv_cache=...) -> .logits (B, T, V)`.
         input_ids: (B, T) prompts of equal length.
-        max_new_tokens: the most tokens to add; prompt + max_new_tokens must fit in `block_size`.
-        num_beams: beams kept per prompt (>= 1).
-        length_penalty: exponent on the generated length in the finished-hypothesis score.
-        early_stopping: True, False or "never" (see the module docstring).
+        max_new_tokens: the most tokens to add (overrides `sampling.max_new_tokens`); prompt + max_new_tokens
+            must fit in `block_size`.
+        sampling: `num_beams` (beams kept per prompt; 4 when neither `sampling` nor `num_beams` is given),
+            `length_penalty` (exponent on the generated length in the finished-hypothesis score),
+            `early_stopping` (True, False or "never", see the module docstring), `use_cache` (keep a KV cache,
+            re-ordered with the beams; False recomputes everything, same result) and the repetition /
+            frequency / presence penalties (applied to the log-probabilities). Sampling fields are ignored.
         num_return_sequences: how many of the best hypotheses to return per prompt (<= num_beams).
         eos_token_id: one id or several; a hypothesis ending with one is finished.
         pad_token_id: filler after shorter hypotheses (default: the first EOS id, as `transformers`).
-        logits_processors: applied to the log-probabilities of every step (e.g. a repetition penalty).
-        use_cache: keep a KV cache, re-ordered with the beams (False recomputes everything; same result).
+        logits_processors: applied to the log-probabilities of every step, after the penalties.
+        **options: `SamplingConfig` fields, overriding those of `sampling` (e.g. `num_beams=3`).
 
     Returns:
         `BeamSearchOutput` with `sequences` and `sequences_scores`.
     """
+    if sampling is None:
+        options.setdefault("num_beams", 4)
+    config = resolve_sampling(sampling, options, max_new_tokens)
+    num_beams, length_penalty, early_stopping = config.num_beams, config.length_penalty, config.early_stopping
+    max_new_tokens = config.max_new_tokens
     if input_ids.dim() != 2 or input_ids.size(1) == 0:
         raise ValueError(f"input_ids must be (batch, time) with at least one token (got {tuple(input_ids.shape)})")
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1 (got {num_beams})")
     if not 1 <= num_return_sequences <= num_beams:
         raise ValueError(
             f"num_return_sequences={num_return_sequences} must be between 1 and num_beams={num_beams}; "
             "raise num_beams or return fewer sequences"
         )
-    if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never' (got {early_stopping!r})")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1 for beam search (got {max_new_tokens})")
     batch_size, prompt_len = input_ids.shape
     max_length = prompt_len + max_new_tokens
-    n_virtual, n_cached_virtual = virtual_tokens(model)  # prompt/prefix tuning: positions (and cache entries)
-    block_size = int(model.config.block_size) - n_virtual
+    block_size, n_cached_virtual = context_window(model)  # prompt/prefix tuning: positions (and cache entries)
     if max_length > block_size:
         raise ValueError(
             f"prompt of {prompt_len} tokens + max_new_tokens={max_new_tokens} exceeds the model's context of "
@@ -129,7 +126,8 @@ def beam_search(
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     fill = pad_token_id if pad_token_id else (eos_ids[0] if eos_ids else (pad_token_id or 0))
-    processors = LogitsProcessorList(logits_processors)
+    penalties = build_penalties(config.repetition_penalty, config.frequency_penalty, config.presence_penalty, prompt_len)
+    processors = LogitsProcessorList([*penalties, *logits_processors])
 
     # Keep K candidates per prompt so that num_beams of them can continue even if the best end with EOS.
     beams_to_keep = max(2, 1 + len(eos_ids)) * num_beams
@@ -150,7 +148,7 @@ def beam_search(
     beam_indices = running_beam_indices.clone()
     batch_offset = torch.arange(batch_size, device=device)[:, None] * num_beams  # (B, 1)
 
-    cache = new_kv_cache(model, batch_size * num_beams, max_length + n_cached_virtual, device) if use_cache else None
+    cache = new_kv_cache(model, batch_size * num_beams, max_length + n_cached_virtual, device) if config.use_cache else None
     was_training = model.training
     model.eval()
     cur_len = prompt_len
@@ -205,7 +203,7 @@ def beam_search(
 
             # f. the cache follows the surviving beams
             if cache is not None:
-                _reorder_cache(cache, running_beam_indices[:, :, cur_len - prompt_len].reshape(-1))
+                cache.reorder(running_beam_indices[:, :, cur_len - prompt_len].reshape(-1))
             cur_len += 1
 
             # g. stop when no running beam can improve the pool (the early-stopping heuristic) ...

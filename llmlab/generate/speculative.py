@@ -34,8 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from llmlab.generate.loop import new_kv_cache
-from llmlab.peft.model import virtual_tokens
+from llmlab.generate.loop import context_window, new_kv_cache
 
 
 @dataclass
@@ -126,16 +125,16 @@ def speculative_generate(
     for name, m in (("model", model), ("draft_model", draft_model)):
         if m is None:
             continue
-        n_virtual, n_cached_virtual = virtual_tokens(m)
+        context, n_cached_virtual = context_window(m)
         if n_cached_virtual:
             raise ValueError(
                 f"speculative decoding cannot use a prompt-tuned {name} (its soft prompt sits in the KV cache it "
                 "rolls back); decode it with sampling/greedy or beam search"
             )
-        if total > int(m.config.block_size) - n_virtual:
+        if total > context:
             raise ValueError(
                 f"prompt of {prompt_len} tokens + max_new_tokens={max_new_tokens} exceeds the {name}'s context of "
-                f"{int(m.config.block_size) - n_virtual} tokens; shorten the prompt or lower max_new_tokens"
+                f"{context} tokens; shorten the prompt or lower max_new_tokens"
             )
     if draft_model is not None:
         v_target, v_draft = _vocab_size(model), _vocab_size(draft_model)
@@ -182,9 +181,9 @@ def speculative_generate(
                     break
             tokens += new
             # Roll the caches back: keep only entries of tokens whose successors are now known to be right.
-            cache.seq_len = len(tokens) - 1
+            cache.crop(len(tokens) - 1)
             if draft_cache is not None:
-                draft_cache.seq_len = min(draft_cache.seq_len, len(tokens) - 1)
+                draft_cache.crop(min(draft_cache.seq_len, len(tokens) - 1))
             if new[-1] in eos:
                 break
     finally:
