@@ -27,7 +27,7 @@ import sys
 import torch
 
 from llmlab.generate.checkpoint import load_for_inference
-from llmlab.recipes.chat import ChatSession
+from llmlab.generate.chat import ChatSession
 
 SYSTEM = "You are a helpful assistant. Answer in two or three sentences."
 MESSAGES = [

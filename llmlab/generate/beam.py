@@ -126,7 +126,9 @@ def beam_search(
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     fill = pad_token_id if pad_token_id else (eos_ids[0] if eos_ids else (pad_token_id or 0))
-    penalties = build_penalties(config.repetition_penalty, config.frequency_penalty, config.presence_penalty, prompt_len)
+    penalties = build_penalties(
+        config.repetition_penalty, config.frequency_penalty, config.presence_penalty, prompt_len
+    )
     processors = LogitsProcessorList([*penalties, *logits_processors])
 
     # Keep K candidates per prompt so that num_beams of them can continue even if the best end with EOS.
@@ -148,7 +150,9 @@ def beam_search(
     beam_indices = running_beam_indices.clone()
     batch_offset = torch.arange(batch_size, device=device)[:, None] * num_beams  # (B, 1)
 
-    cache = new_kv_cache(model, batch_size * num_beams, max_length + n_cached_virtual, device) if config.use_cache else None
+    cache = (
+        new_kv_cache(model, batch_size * num_beams, max_length + n_cached_virtual, device) if config.use_cache else None
+    )
     was_training = model.training
     model.eval()
     cur_len = prompt_len

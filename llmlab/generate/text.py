@@ -31,6 +31,15 @@ class TextTokenizer(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
+def vanished_characters(tokenizer: TextTokenizer, text: str) -> list[str]:
+    """Characters of `text` that do not come back from `decode(encode(text))`: outside the tokenizer's
+    vocabulary (a character tokenizer drops them or maps them to an unknown token), so the model never sees
+    them. Sorted, without repeats; [] for byte-level tokenizers, which round-trip every string."""
+    if not text:
+        return []
+    return sorted(set(text) - set(tokenizer.decode(list(tokenizer.encode(text)))))
+
+
 def text_deltas(
     token_ids: Iterable[int],
     tokenizer: TextTokenizer,
