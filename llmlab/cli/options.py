@@ -7,7 +7,6 @@ defaults; the command receives the options the user gave as one dict, `sampling_
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import typing
@@ -72,8 +71,8 @@ def sampling_options(defaults: SamplingConfig, names: Sequence[str]) -> Callable
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            given = {name: kwargs.pop(name) for name in names if kwargs.get(name) is not None}
-            return command(**kwargs, sampling_given=given)
+            values = {name: kwargs.pop(name, None) for name in names}
+            return command(**kwargs, sampling_given={k: v for k, v in values.items() if v is not None})
 
         wrapper.__signature__ = own.replace(parameters=[*params, *generated])  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in [*params, *generated]}
@@ -81,8 +80,3 @@ def sampling_options(defaults: SamplingConfig, names: Sequence[str]) -> Callable
         return wrapper
 
     return decorate
-
-
-def field_names() -> list[str]:
-    """Every `SamplingConfig` field, in order."""
-    return [f.name for f in dataclasses.fields(SamplingConfig)]
