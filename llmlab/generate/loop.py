@@ -198,6 +198,44 @@ def _stopping(
     return criteria, eos, pad
 
 
+def _processing(
+    config: SamplingConfig,
+    prompt_len: int,
+    logits_processors: Iterable[LogitsProcessor],
+    sampler: Sampler | None,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> tuple[LogitsProcessor, Sampler]:
+    """The logits processors (penalties, extra processors, temperature/top-k/top-p/min-p) and the sampler."""
+    penalties = build_penalties(
+        config.repetition_penalty, config.frequency_penalty, config.presence_penalty, prompt_len
+    )
+    extra = [*penalties, *logits_processors]
+    processors = build_processors(
+        config.temperature, config.top_k or None, config.top_p, extra=extra, min_p=config.min_p
+    )
+    if sampler is None:
+        if generator is None:
+            generator = make_generator(config.seed, device)
+        sampler = GreedySampler() if config.temperature == 0 else MultinomialSampler(generator)
+    return processors, sampler
+
+
+def _first_cache(
+    model: nn.Module, config: SamplingConfig, kv_cache: KVCache | None, tokens: torch.Tensor, total_len: int
+) -> tuple[KVCache | None, int, int, int]:
+    """(cache, its capacity in tokens of the sequence, tokens it already holds, context length) for a call."""
+    batch_size, prompt_len = tokens.shape
+    block_size, n_cached_virtual = context_window(model)
+    if kv_cache is not None:
+        _check_given_cache(kv_cache, prompt_len, total_len, block_size, n_cached_virtual)
+        return kv_cache, total_len, kv_cache.seq_len, block_size
+    if config.use_cache and total_len > prompt_len and prompt_len < block_size:
+        capacity = min(total_len, block_size)
+        return new_kv_cache(model, batch_size, capacity + n_cached_virtual, tokens.device), capacity, 0, block_size
+    return None, 0, 0, block_size
+
+
 def stream_generate(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -218,14 +256,13 @@ def stream_generate(
     """Generate tokens one step at a time, yielding each step's new tokens as a LongTensor of shape (B,).
 
     Args:
-        model: a decoder (`llmlab.models.gpt.GPT`, `llmlab.models.llama.Llama`, or anything with
-            `.config.block_size` and a forward `model(input_ids, kv_cache=...) -> output with .logits (B, T, V)`).
+        model: a decoder (`GPT`, `Llama`, or anything with `.config.block_size` and a forward
+            `model(input_ids, kv_cache=...) -> output with .logits (B, T, V)`).
         input_ids: the prompt, LongTensor (B, T) with T >= 1 (start from a BOS/EOS token for no prompt).
         max_new_tokens: overrides `sampling.max_new_tokens` (fewer are generated if every row finishes).
-        sampling: temperature, top-k/top-p/min-p, penalties, stop strings, seed, use_cache
-            (`llmlab.generate.sampling.SamplingConfig`); the stop token that completes a stop string is the
-            row's last (`llmlab.generate.text` also cuts the text).
-        eos_token_id: one id or several (stop tokens); a row that produces one is finished and is then padded.
+        sampling: temperature, top-k/p, min-p, penalties, stop strings, seed, use_cache (`SamplingConfig`). The
+            token completing a stop string is the row's last (`llmlab.generate.text` also cuts the text).
+        eos_token_id: one id or several; a row that produces one is finished and is then padded.
         pad_token_id: what finished rows produce afterwards (default: the first `eos_token_id`).
         tokenizer: decodes tokens for the stop strings.
         stopping_criteria: more criteria (`llmlab.generate.stopping`), called after every step.
@@ -233,10 +270,9 @@ def stream_generate(
         generator: an explicit random source (overrides `sampling.seed`).
         logits_processors: extra processors run first (after the penalties), before temperature/top-k/top-p.
         sampler: overrides the default sampler (argmax when temperature == 0, else multinomial).
-        kv_cache: a cache that already holds the keys/values of the first `kv_cache.seq_len` prompt tokens
-            (e.g. a chat's earlier turns, `llmlab.generate.chat`): only the rest of the prompt is prefilled. It
-            must leave at least the last prompt token out and have room for prompt + `max_new_tokens`; tokens
-            are added to it as they are generated (each one when the next is asked for).
+        kv_cache: a cache holding the keys/values of the first `kv_cache.seq_len` prompt tokens (a chat's earlier
+            turns, `llmlab.generate.chat`): only the rest is prefilled. It must leave at least the last prompt
+            token out and have room for prompt + `max_new_tokens`; each token is added when the next is asked for.
         **options: `SamplingConfig` fields, overriding those of `sampling` (e.g. `temperature=0`).
 
     Yields:
@@ -250,42 +286,19 @@ def stream_generate(
         )
     tokens = input_ids.long()
     batch_size, prompt_len = tokens.shape
-    new_tokens = config.max_new_tokens
-    penalties = build_penalties(
-        config.repetition_penalty, config.frequency_penalty, config.presence_penalty, prompt_len
-    )
-    processors = build_processors(
-        config.temperature,
-        config.top_k or None,
-        config.top_p,
-        extra=[*penalties, *logits_processors],
-        min_p=config.min_p,
-    )
-    if sampler is None:
-        if generator is None:
-            generator = make_generator(config.seed, input_ids.device)
-        sampler = GreedySampler() if config.temperature == 0 else MultinomialSampler(generator)
+    processors, sampler = _processing(config, prompt_len, logits_processors, sampler, generator, tokens.device)
     criteria, eos, pad = _stopping(config, tokenizer, stopping_criteria, eos_token_id, pad_token_id, tokens)
-    block_size, n_cached_virtual = context_window(model)
-    total_len = prompt_len + new_tokens
+    total_len = prompt_len + config.max_new_tokens
+    cache, cache_capacity, fed, block_size = _first_cache(model, config, kv_cache, tokens, total_len)  # fed: cached
     run = _decoding(model, tokens, total_len, attention_mask)
     buf = run.buf
     # `finished` can only change with EOS ids or stopping criteria; without them no per-step sync is needed.
     can_finish = eos is not None or bool(criteria)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=tokens.device)
-    cache, cache_capacity = None, 0
-    fed = 0  # tokens of `buf` the cache holds
-    if kv_cache is not None:
-        _check_given_cache(kv_cache, prompt_len, total_len, block_size, n_cached_virtual)
-        cache, cache_capacity, fed = kv_cache, total_len, kv_cache.seq_len
-    elif config.use_cache and new_tokens > 0 and prompt_len < block_size:
-        cache_capacity = min(total_len, block_size)
-        cache = new_kv_cache(model, batch_size, cache_capacity + n_cached_virtual, tokens.device)
-
     was_training = model.training
     model.eval()
     try:
-        for step in range(new_tokens):
+        for step in range(config.max_new_tokens):
             length = prompt_len + step  # tokens so far
             # inference_mode only around the step (never across `yield`, which runs the caller's code); the
             # buffers it writes are normal tensors, and the yielded tokens are cloned out of inference mode.
