@@ -198,6 +198,16 @@ def _stopping(
     return criteria, eos, pad
 
 
+def _prompt_tokens(input_ids: torch.Tensor) -> torch.Tensor:
+    """The prompt as a LongTensor (B, T); ValueError unless it is 2-D with at least one token."""
+    if input_ids.dim() != 2 or input_ids.size(1) == 0:
+        raise ValueError(
+            f"input_ids must be a (batch, time) tensor with at least one token (got shape {tuple(input_ids.shape)}); "
+            "start an empty prompt from a BOS/EOS token"
+        )
+    return input_ids.long()
+
+
 def _processing(
     config: SamplingConfig,
     prompt_len: int,
@@ -256,8 +266,7 @@ def stream_generate(
     """Generate tokens one step at a time, yielding each step's new tokens as a LongTensor of shape (B,).
 
     Args:
-        model: a decoder (`GPT`, `Llama`, or anything with `.config.block_size` and a forward
-            `model(input_ids, kv_cache=...) -> output with .logits (B, T, V)`).
+        model: a decoder with `.config.block_size` and `model(ids, kv_cache=...) -> .logits (B, T, V)`.
         input_ids: the prompt, LongTensor (B, T) with T >= 1 (start from a BOS/EOS token for no prompt).
         max_new_tokens: overrides `sampling.max_new_tokens` (fewer are generated if every row finishes).
         sampling: temperature, top-k/p, min-p, penalties, stop strings, seed, use_cache (`SamplingConfig`). The
@@ -270,28 +279,22 @@ def stream_generate(
         generator: an explicit random source (overrides `sampling.seed`).
         logits_processors: extra processors run first (after the penalties), before temperature/top-k/top-p.
         sampler: overrides the default sampler (argmax when temperature == 0, else multinomial).
-        kv_cache: a cache holding the keys/values of the first `kv_cache.seq_len` prompt tokens (a chat's earlier
-            turns, `llmlab.generate.chat`): only the rest is prefilled. It must leave at least the last prompt
-            token out and have room for prompt + `max_new_tokens`; each token is added when the next is asked for.
+        kv_cache: holds the first `kv_cache.seq_len` prompt tokens (a chat's earlier turns): only the rest is
+            prefilled; see `_check_given_cache`. Each new token is added to it when the next is asked for.
         **options: `SamplingConfig` fields, overriding those of `sampling` (e.g. `temperature=0`).
 
     Yields:
         LongTensor (B,): the token chosen for every row at this step.
     """
     config = resolve_sampling(sampling, options, max_new_tokens)
-    if input_ids.dim() != 2 or input_ids.size(1) == 0:
-        raise ValueError(
-            f"input_ids must be a (batch, time) tensor with at least one token (got shape {tuple(input_ids.shape)}); "
-            "start an empty prompt from a BOS/EOS token"
-        )
-    tokens = input_ids.long()
+    tokens = _prompt_tokens(input_ids)
     batch_size, prompt_len = tokens.shape
     processors, sampler = _processing(config, prompt_len, logits_processors, sampler, generator, tokens.device)
     criteria, eos, pad = _stopping(config, tokenizer, stopping_criteria, eos_token_id, pad_token_id, tokens)
     total_len = prompt_len + config.max_new_tokens
     cache, cache_capacity, fed, block_size = _first_cache(model, config, kv_cache, tokens, total_len)  # fed: cached
     run = _decoding(model, tokens, total_len, attention_mask)
-    buf = run.buf
+    buf = run.buf  # (B, T + N)
     # `finished` can only change with EOS ids or stopping criteria; without them no per-step sync is needed.
     can_finish = eos is not None or bool(criteria)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=tokens.device)
@@ -300,8 +303,7 @@ def stream_generate(
     try:
         for step in range(config.max_new_tokens):
             length = prompt_len + step  # tokens so far
-            # inference_mode only around the step (never across `yield`, which runs the caller's code); the
-            # buffers it writes are normal tensors, and the yielded tokens are cloned out of inference mode.
+            # inference_mode only around the step (never across `yield`, which runs the caller's code).
             with torch.inference_mode():
                 if cache is not None and length <= cache_capacity:
                     logits = run.forward(length, fed, cache)  # (B, V)
