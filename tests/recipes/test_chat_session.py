@@ -16,14 +16,14 @@ import pytest
 import torch
 from torch import nn
 
+from llmlab.generate.chat import ChatSession
 from llmlab.generate.checkpoint import DEFAULT_MODEL_NAME, load_for_inference
 from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.outputs import ModelOutput
-from llmlab.generate.chat import ChatSession
 from llmlab.recipes.chat import run_chat
-from llmlab.tokenizers.chat import resolve_template
 from llmlab.tokenizers import train_tokenizer_from_iterator
+from llmlab.tokenizers.chat import resolve_template
 
 REPO = Path(__file__).resolve().parents[2]
 
