@@ -7,7 +7,8 @@ from typing import Annotated, Any
 import typer
 
 from llmlab.cli.options import DeviceOption, ModelOption, sampling_options
-from llmlab.recipes.chat import CHAT_OPTIONS, CHAT_SAMPLING, DTYPES, chat
+from llmlab.recipes.chat import CHAT_SAMPLING, DTYPES, chat
+from llmlab.recipes.generate import CHAT_OPTIONS
 
 
 def register(app: typer.Typer) -> None:

@@ -72,18 +72,6 @@ def register(app: typer.Typer) -> None:
         and --prompt-lookup decode deterministically (no sampling options) and print the text at the end.
         Characters outside the tokenizer's vocabulary are dropped from the prompt with a warning on stderr.
         """
-        request = GenerateRequest(
-            checkpoint=checkpoint,
-            prompt=prompt,
-            num_samples=num_samples,
-            draft=draft,
-            draft_tokens=draft_tokens,
-            prompt_lookup=prompt_lookup,
-            stream=stream,
-            stop_at_eos=stop_at_eos,
-            chat=chat,
-            system=system,
-            template=template,
-            device=device,
-        )
-        run_generate(request, sampling_given or {})
+        fields = dict(locals())  # every option above, by name
+        given = fields.pop("sampling_given") or {}
+        run_generate(GenerateRequest(**fields), given)

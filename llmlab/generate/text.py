@@ -104,9 +104,8 @@ def generate_text(
     tokenizer: TextTokenizer,
     prompt: str | Sequence[int],
     max_new_tokens: int | None = None,
-    *,
-    sampling: SamplingConfig | None = None,
     **options: Any,
 ) -> str:
-    """The completion of `prompt` as one string (without the stop string); see `stream_generate_text`."""
-    return "".join(stream_generate_text(model, tokenizer, prompt, max_new_tokens, sampling=sampling, **options))
+    """The completion of `prompt` as one string (without the stop string); the arguments (`sampling=` included)
+    are those of `stream_generate_text`."""
+    return "".join(stream_generate_text(model, tokenizer, prompt, max_new_tokens, **options))

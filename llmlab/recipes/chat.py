@@ -29,18 +29,6 @@ from llmlab.tokenizers.chat import resolve_template
 
 HELP = "commands: /reset (clear history)  /save FILE (write the conversation as JSON)  /help  /exit"
 DTYPES = ("float32", "bfloat16", "float16")
-# The SamplingConfig fields `llmlab chat` offers as options.
-CHAT_OPTIONS = (
-    "max_new_tokens",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repetition_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "seed",
-)
 
 
 class ChatResult(NamedTuple):

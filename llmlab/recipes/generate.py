@@ -11,6 +11,7 @@ Every option is checked (`SamplingConfig.validate`, the device, the template nam
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,22 +31,11 @@ from llmlab.tokenizers.chat import TEMPLATES, apply_chat_template, resolve_templ
 # `llmlab generate`'s decoding defaults.
 GENERATE_SAMPLING = SamplingConfig(max_new_tokens=200, temperature=0.8, top_k=200)
 DEFAULT_DRAFT_TOKENS = 5
-# The SamplingConfig fields `llmlab generate` offers as options (all of them).
-GENERATE_OPTIONS = (
-    "max_new_tokens",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repetition_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "stop",
-    "seed",
-    "use_cache",
-    "num_beams",
-    "length_penalty",
-    "early_stopping",
+# The SamplingConfig fields `llmlab generate` offers as options (all of them), and those `llmlab chat` offers
+# (not stop strings, --no-cache or beam search: a chat reply ends at the template's end of turn).
+GENERATE_OPTIONS = tuple(f.name for f in dataclasses.fields(SamplingConfig))
+CHAT_OPTIONS = tuple(
+    n for n in GENERATE_OPTIONS if n not in {"stop", "use_cache", "num_beams", "length_penalty", "early_stopping"}
 )
 
 
@@ -198,9 +188,8 @@ def run_generate(request: GenerateRequest, given: Mapping[str, Any], out: TextIO
     ids, shown_prompt, stops = _prompt(request, loaded, sampling)
     context = context_length(model)  # prompt/prefix tuning take P positions
     if len(ids) > context and mode == "sample":
-        warn(
-            f"the prompt has {len(ids)} tokens, more than the model's context of {context}; only the last {context} are used"
-        )
+        used = f"only the last {context} are used"
+        warn(f"the prompt has {len(ids)} tokens, more than the model's context of {context}; {used}")
     input_ids = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
     eos_id = getattr(tokenizer, "eos_id", None)
     eos = [*stops[0], *([eos_id] if eos_id is not None else [])] if request.stop_at_eos else []
