@@ -7,8 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from llmlab.cli.options import DeviceOption, ModelOption, sampling_options
-from llmlab.recipes.chat import CHAT_SAMPLING, DTYPES, chat
-from llmlab.recipes.generate import CHAT_OPTIONS
+from llmlab.config.sampling import CHAT_OPTIONS, CHAT_SAMPLING, INFERENCE_DTYPES
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +37,7 @@ def register(app: typer.Typer) -> None:
                 help="Keep the KV cache between turns and prefill only the new part of the prompt (same replies).",
             ),
         ] = True,
-        dtype: Annotated[str, typer.Option("--dtype", help=f"Model dtype: {', '.join(DTYPES)}.")] = "float32",
+        dtype: Annotated[str, typer.Option("--dtype", help=f"Model dtype: {', '.join(INFERENCE_DTYPES)}.")] = "float32",
         device: DeviceOption = "cpu",
         sampling_given: dict[str, Any] | None = None,
     ) -> None:
@@ -51,6 +50,8 @@ def register(app: typer.Typer) -> None:
 
             printf 'Hi\\nWhat is 2+2?\\n' | llmlab chat --temperature 0
         """
+        from llmlab.recipes.chat import chat  # torch and the model code load only when the command runs
+
         status = chat(
             checkpoint,
             sampling_given or {},

@@ -8,13 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from llmlab.cli.options import DeviceOption, ModelOption, sampling_options
-from llmlab.recipes.generate import (
-    DEFAULT_DRAFT_TOKENS,
-    GENERATE_OPTIONS,
-    GENERATE_SAMPLING,
-    GenerateRequest,
-    run_generate,
-)
+from llmlab.config.sampling import DEFAULT_DRAFT_TOKENS, GENERATE_OPTIONS, GENERATE_SAMPLING
 
 
 def register(app: typer.Typer) -> None:
@@ -73,5 +67,7 @@ def register(app: typer.Typer) -> None:
         Characters outside the tokenizer's vocabulary are dropped from the prompt with a warning on stderr.
         """
         fields = dict(locals())  # every option above, by name
+        from llmlab.recipes.generate import GenerateRequest, run_generate  # torch loads only when the command runs
+
         given = fields.pop("sampling_given") or {}
         run_generate(GenerateRequest(**fields), given)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmlab.recipes.generate import SamplingConfig
+from llmlab.config.sampling import SamplingConfig
 
 ModelOption = Annotated[
     Path | None,

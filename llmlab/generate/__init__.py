@@ -6,13 +6,14 @@
 
 Decoding is split into extensible parts: logits processors (`processors.py`, `penalties.py`), a sampler
 (`samplers.py`), stopping criteria (`stopping.py`) and the loop (`loop.py`); `streamer.py` turns token ids
-into clean text deltas and `text.py` wraps it all text-in/text-out. `sampling.py` holds `SamplingConfig`, the
+into clean text deltas and `text.py` wraps it all text-in/text-out. `llmlab.config.sampling` holds `SamplingConfig`, the
 one definition of the decoding parameters every entry point takes; `chat.py` holds `ChatSession`
 (multi-turn chat with KV-cache reuse). Other strategies: `beam.py` (beam
 search, equal to `transformers`), `batch.py` (left-padded batches), `speculative.py` (draft model or
 prompt lookup, identical to greedy).
 """
 
+from llmlab.config.sampling import SamplingConfig
 from llmlab.generate.batch import generate_batch, left_pad
 from llmlab.generate.beam import BeamSearchOutput, beam_search
 from llmlab.generate.chat import ChatSession
@@ -29,7 +30,6 @@ from llmlab.generate.processors import (
     build_processors,
 )
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, Sampler, make_generator
-from llmlab.generate.sampling import SamplingConfig
 from llmlab.generate.speculative import SpeculativeStats, prompt_lookup_candidates, speculative_generate
 from llmlab.generate.stopping import StopOnTokens, StoppingCriteria, StopStringHoldback, StopStrings
 from llmlab.generate.streamer import TextStreamer, stream_text

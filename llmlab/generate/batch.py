@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from llmlab.config.sampling import SamplingConfig
 from llmlab.generate.loop import generate
-from llmlab.generate.sampling import SamplingConfig
 
 
 def left_pad(
@@ -60,7 +60,7 @@ def generate_batch(
             positions of the real tokens; others (and ALiBi/NoPE models, which need none) only the mask.
         prompts: token-id lists or 1-D tensors, any lengths >= 1.
         max_new_tokens: number of tokens to generate per prompt (fewer after EOS; overrides `sampling`'s).
-        sampling: the decoding parameters (`llmlab.generate.sampling.SamplingConfig`).
+        sampling: the decoding parameters (`llmlab.config.sampling.SamplingConfig`).
         eos_token_id: one id or several; a row ends with its first one.
         pad_token_id: the filler for left padding and finished rows (default: the first EOS id, else 0);
             its value never influences the result because the mask hides it.

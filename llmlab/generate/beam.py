@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.config.sampling import SamplingConfig, resolve_sampling
 from llmlab.generate.loop import context_window, new_kv_cache
 from llmlab.generate.penalties import build_penalties
 from llmlab.generate.processors import LogitsProcessor, LogitsProcessorList
-from llmlab.generate.sampling import SamplingConfig, resolve_sampling
 
 NEG = -1.0e9  # "minus infinity" that keeps float arithmetic finite (as in transformers)
 

@@ -39,16 +39,13 @@ from typing import Any
 
 import torch
 
+from llmlab.config.sampling import CHAT_SAMPLING, SamplingConfig, resolve_sampling
 from llmlab.generate.loop import cache_prefix_reusable, context_window, new_kv_cache, stream_generate
 from llmlab.generate.samplers import make_generator
-from llmlab.generate.sampling import SamplingConfig, resolve_sampling
 from llmlab.generate.text import text_deltas
 from llmlab.io import atomic_write_json
 from llmlab.nn.kv_cache import KVCache
 from llmlab.tokenizers.chat import TEMPLATES, chat_messages, render_prompt, turn_starts, turn_stops
-
-# `llmlab chat`'s decoding defaults (a library `SamplingConfig()` samples at temperature 1 without filtering).
-CHAT_SAMPLING = SamplingConfig(max_new_tokens=256, temperature=0.7, top_k=50, top_p=0.9)
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:

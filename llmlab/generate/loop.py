@@ -35,10 +35,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from llmlab.config.sampling import SamplingConfig, resolve_sampling
 from llmlab.generate.penalties import build_penalties
 from llmlab.generate.processors import LogitsProcessor, build_processors
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, Sampler, make_generator
-from llmlab.generate.sampling import SamplingConfig, resolve_sampling
 from llmlab.generate.stopping import StoppingCriteria, StopStrings
 from llmlab.generate.streamer import Decoder
 from llmlab.nn.kv_cache import KVCache

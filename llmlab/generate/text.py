@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from llmlab.config.sampling import FIELD_NAMES, SamplingConfig, resolve_sampling
 from llmlab.generate.loop import stream_generate
-from llmlab.generate.sampling import FIELD_NAMES, SamplingConfig, resolve_sampling
 from llmlab.generate.stopping import StopStringHoldback
 from llmlab.generate.streamer import TextStreamer
 

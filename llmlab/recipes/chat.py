@@ -19,16 +19,14 @@ from typing import Any, NamedTuple, TextIO
 
 import torch
 
-from llmlab.generate.chat import CHAT_SAMPLING, ChatSession
-from llmlab.generate.checkpoint import load_for_inference
-from llmlab.generate.sampling import SamplingConfig
+from llmlab.config.sampling import CHAT_SAMPLING, INFERENCE_DTYPES, SamplingConfig
+from llmlab.generate.chat import ChatSession
 from llmlab.models.smollm2 import DEFAULT_MODEL_NAME
 from llmlab.nn.device import resolve_device
 from llmlab.recipes.generate import check_template_name, warn_vanished
 from llmlab.tokenizers.chat import resolve_template
 
 HELP = "commands: /reset (clear history)  /save FILE (write the conversation as JSON)  /help  /exit"
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ChatResult(NamedTuple):
@@ -168,13 +166,15 @@ def chat(
     sampling: SamplingConfig = CHAT_SAMPLING.replace(**given).validate()
     if sampling.max_new_tokens < 1:
         raise ValueError("max_new_tokens (--max-new-tokens) must be >= 1 for a chat reply (got 0)")
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"unknown --dtype {dtype!r}; use one of {', '.join(INFERENCE_DTYPES)}")
     torch_device = resolve_device(device)
     check_template_name(template)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"loading {checkpoint or DEFAULT_MODEL_NAME} ...", file=sys.stderr, flush=True)
+    from llmlab.generate.checkpoint import load_for_inference  # looked up per call (tests patch it)
+
     loaded = load_for_inference(checkpoint, device=torch_device)
     model = loaded.model.to(getattr(torch, dtype))
     template_source, template_label = resolve_template(template, loaded.chat_template)

@@ -11,7 +11,6 @@ Every option is checked (`SamplingConfig.validate`, the device, the template nam
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,23 +19,12 @@ from typing import Any, TextIO
 
 import torch
 
+from llmlab.config.sampling import DEFAULT_DRAFT_TOKENS, GENERATE_SAMPLING, SamplingConfig, parse_early_stopping
 from llmlab.generate import beam_search, make_generator, speculative_generate, stream_generate
-from llmlab.generate.checkpoint import load_for_inference
-from llmlab.generate.sampling import SamplingConfig, parse_early_stopping
 from llmlab.generate.text import text_deltas, vanished_characters
 from llmlab.nn.device import resolve_device
 from llmlab.nn.virtual import context_length
 from llmlab.tokenizers.chat import TEMPLATES, apply_chat_template, resolve_template, turn_stops
-
-# `llmlab generate`'s decoding defaults.
-GENERATE_SAMPLING = SamplingConfig(max_new_tokens=200, temperature=0.8, top_k=200)
-DEFAULT_DRAFT_TOKENS = 5
-# The SamplingConfig fields `llmlab generate` offers as options (all of them), and those `llmlab chat` offers
-# (not stop strings, --no-cache or beam search: a chat reply ends at the template's end of turn).
-GENERATE_OPTIONS = tuple(f.name for f in dataclasses.fields(SamplingConfig))
-CHAT_OPTIONS = tuple(
-    n for n in GENERATE_OPTIONS if n not in {"stop", "use_cache", "num_beams", "length_penalty", "early_stopping"}
-)
 
 
 @dataclass
@@ -183,6 +171,8 @@ def run_generate(request: GenerateRequest, given: Mapping[str, Any], out: TextIO
     device = resolve_device(request.device)
     if request.chat:
         check_template_name(request.template)
+    from llmlab.generate.checkpoint import load_for_inference  # looked up per call (tests patch it)
+
     loaded = load_for_inference(request.checkpoint, device=device)
     model, tokenizer = loaded.model, loaded.tokenizer
     ids, shown_prompt, stops = _prompt(request, loaded, sampling)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from llmlab.generate import SamplingConfig, generate
-from llmlab.generate.sampling import resolve_sampling
+from llmlab.config.sampling import resolve_sampling
 from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.tokenizers import train_tokenizer_from_iterator
 

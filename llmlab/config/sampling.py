@@ -4,7 +4,8 @@ Every decoding entry point (`generate`, `stream_generate`, `generate_text`, `bea
 takes `sampling=SamplingConfig(...)`; like `transformers`' `generate(generation_config=..., **kwargs)` they
 also accept the same names as keywords, which override the fields of `sampling` (`resolve_sampling`). The
 CLI options of `llmlab generate` and `llmlab chat` are built from these fields (`llmlab.cli.options`), each
-command with its own defaults, and `validate()` runs before any model is loaded.
+command with its own defaults (`GENERATE_SAMPLING`, `CHAT_SAMPLING` below), and `validate()` runs before any
+model is loaded. Layer 1 (`llmlab.config`): no torch import, so the CLI builds its options without loading torch.
 
     sampling = SamplingConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, stop=("\\n\\n",)).validate()
     text = generate_text(model, tokenizer, "Once upon a time", sampling=sampling)
@@ -164,3 +165,17 @@ def parse_early_stopping(value: str | bool) -> bool | str:
     if value.lower() not in EARLY_STOPPING:
         raise ValueError(f"--early-stopping must be true, false or never (got {value!r})")
     return EARLY_STOPPING[value.lower()]
+
+
+# `llmlab generate`'s decoding defaults and options (every field).
+GENERATE_SAMPLING = SamplingConfig(max_new_tokens=200, temperature=0.8, top_k=200)
+GENERATE_OPTIONS = tuple(f.name for f in dataclasses.fields(SamplingConfig))
+# `llmlab chat`'s (and `ChatSession`'s) defaults; its options leave out stop strings, --no-cache and beam search:
+# a chat reply ends at the template's end of turn.
+CHAT_SAMPLING = SamplingConfig(max_new_tokens=256, temperature=0.7, top_k=50, top_p=0.9)
+CHAT_OPTIONS = tuple(
+    n for n in GENERATE_OPTIONS if n not in {"stop", "use_cache", "num_beams", "length_penalty", "early_stopping"}
+)
+# Speculative decoding: draft tokens per step by default; the dtypes `llmlab chat --dtype` accepts.
+DEFAULT_DRAFT_TOKENS = 5
+INFERENCE_DTYPES = ("float32", "bfloat16", "float16")
