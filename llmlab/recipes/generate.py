@@ -241,9 +241,9 @@ def _decode_at_once(
         return [row[prompt_len:].tolist() for row in result.sequences], ""
     if mode != "speculative":
         return [], ""
-    draft_model = (
-        load_for_inference(request.draft, device=input_ids.device).model if request.draft is not None else None
-    )
+    from llmlab.generate.checkpoint import load_for_inference
+
+    draft_model = None if request.draft is None else load_for_inference(request.draft, device=input_ids.device).model
     k = request.prompt_lookup if request.draft is None else (request.draft_tokens or DEFAULT_DRAFT_TOKENS)
     tokens, stats = speculative_generate(
         model, input_ids, sampling.max_new_tokens, draft_model=draft_model, num_draft_tokens=k, eos_token_id=eos
