@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from llmlab.config.sampling import SamplingConfig, resolve_sampling
 from llmlab.generate.loop import context_window, new_kv_cache
 
 
@@ -129,8 +130,9 @@ def _check_speculative_args(
 def speculative_generate(
     model: nn.Module,
     input_ids: torch.Tensor,
-    max_new_tokens: int,
+    max_new_tokens: int | None = None,
     *,
+    sampling: SamplingConfig | None = None,
     draft_model: nn.Module | None = None,
     num_draft_tokens: int = 5,
     max_ngram: int = 3,
@@ -141,7 +143,9 @@ def speculative_generate(
     Args:
         model: the target decoder (llmlab `Llama`, `GPT`, ...).
         input_ids: (1, T) prompt (one sequence).
-        max_new_tokens: the most tokens to generate; prompt + max_new_tokens must fit in `block_size`.
+        max_new_tokens: the most tokens to generate (overrides `sampling.max_new_tokens`); prompt +
+            max_new_tokens must fit in `block_size`.
+        sampling: only `max_new_tokens` applies: the output is greedy (`SamplingConfig`).
         draft_model: a smaller decoder with the same vocabulary; None uses prompt lookup.
         num_draft_tokens: k, the guesses per step (>= 1).
         max_ngram: longest n-gram prompt lookup matches (>= 1).
@@ -151,6 +155,7 @@ def speculative_generate(
         (tokens (1, T + n), stats): the same tokens as `generate(model, input_ids, max_new_tokens,
         temperature=0, eos_token_id=...)`, and the acceptance counters.
     """
+    max_new_tokens = resolve_sampling(sampling, {}, max_new_tokens).max_new_tokens
     _check_speculative_args(model, draft_model, input_ids, max_new_tokens, num_draft_tokens, max_ngram)
     prompt_len = input_ids.size(1)
     total = prompt_len + max_new_tokens

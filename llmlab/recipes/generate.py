@@ -246,7 +246,7 @@ def _decode_at_once(
     draft_model = None if request.draft is None else load_for_inference(request.draft, device=input_ids.device).model
     k = request.prompt_lookup if request.draft is None else (request.draft_tokens or DEFAULT_DRAFT_TOKENS)
     tokens, stats = speculative_generate(
-        model, input_ids, sampling.max_new_tokens, draft_model=draft_model, num_draft_tokens=k, eos_token_id=eos
+        model, input_ids, sampling=sampling, draft_model=draft_model, num_draft_tokens=k, eos_token_id=eos
     )
     report = (
         f"llmlab: speculative decoding: {stats.accepted}/{stats.proposed} guessed tokens accepted "

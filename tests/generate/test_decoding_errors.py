@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmlab.generate import SamplingConfig, generate
 from llmlab.config.sampling import resolve_sampling
+from llmlab.generate import SamplingConfig, generate
 from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.tokenizers import train_tokenizer_from_iterator
 
@@ -74,6 +74,23 @@ def test_decoding_functions_take_the_config() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- the CLI
+
+
+def test_cli_options_are_generated_from_the_config(capsys: pytest.CaptureFixture) -> None:
+    """Every SamplingConfig field is an option of `generate`, the chat subset of `chat`, with one flag each."""
+    import dataclasses
+
+    from llmlab.cli.main import main
+    from llmlab.config.sampling import CHAT_OPTIONS, GENERATE_OPTIONS
+
+    fields = {f.name: f.metadata["flag"].split("/")[0] for f in dataclasses.fields(SamplingConfig)}
+    assert set(GENERATE_OPTIONS) == set(fields) and set(CHAT_OPTIONS) < set(fields)
+    for command, names in (("generate", GENERATE_OPTIONS), ("chat", CHAT_OPTIONS)):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = capsys.readouterr().out.replace("│", " ")
+        for name, flag in fields.items():
+            assert (flag[:16] in shown) == (name in names), (command, flag)
 
 
 def llmlab(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
