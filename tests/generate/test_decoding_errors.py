@@ -180,3 +180,10 @@ def test_characters_outside_a_char_vocabulary_are_named(chat_checkpoint: Path) -
     assert len(warnings) == 1 and "'Q'" in warnings[0] and "'Z'" in warnings[0], err
     quiet = llmlab("generate", "-c", str(chat_checkpoint), "-p", "hello", "-n", "2", "-t", "0")
     assert "warning" not in quiet.stderr.decode()
+
+
+def test_eval_non_utf8_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("café au lait".encode("latin-1"))
+    line = one_error_line(llmlab("eval", "perplexity", "-c", MISSING, "-f", str(bad)))
+    assert str(bad) in line and "UTF-8" in line
