@@ -26,8 +26,8 @@ import sys
 
 import torch
 
-from llmlab.generate.checkpoint import load_for_inference
 from llmlab.generate.chat import ChatSession
+from llmlab.generate.checkpoint import load_for_inference
 
 SYSTEM = "You are a helpful assistant. Answer in two or three sentences."
 MESSAGES = [
