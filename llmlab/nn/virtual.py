@@ -40,5 +40,5 @@ def reserved_positions(model: nn.Module) -> tuple[int, int]:
 def context_length(model: nn.Module) -> int:
     """How many real tokens fit in `model`'s context: its maximum positions minus the reserved ones."""
     config = model.config
-    limit = getattr(config, "block_size", None) or config.max_position_embeddings
+    limit = getattr(config, "block_size", None) or getattr(config, "max_position_embeddings")
     return int(limit) - reserved_positions(model)[0]

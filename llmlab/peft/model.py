@@ -24,8 +24,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from llmlab.nn.attention import Attention
 from llmlab.nn.virtual import reserved_positions
+
+from llmlab.nn.attention import Attention
 from llmlab.peft.adapter import BottleneckLinear
 from llmlab.peft.base import PeftLinear
 from llmlab.peft.config import (
