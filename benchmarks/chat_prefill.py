@@ -26,8 +26,8 @@ import sys
 
 import torch
 
+from llmlab.generate.chat import ChatSession
 from llmlab.hub import load_for_inference
-from llmlab.recipes.chat import ChatSession
 
 SYSTEM = "You are a helpful assistant. Answer in two or three sentences."
 MESSAGES = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -31,26 +30,9 @@ def perplexity_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object.")] = False,
 ) -> None:
     """Sliding-window perplexity, bits per character and bits per byte of a text file."""
-    from llmlab.eval import evaluate_perplexity
-    from llmlab.hub import load_model_and_tokenizer
+    from llmlab.recipes.evaluate import perplexity
 
-    if not file.is_file():
-        raise FileNotFoundError(f"text file not found: {file}; pass a held-out UTF-8 text file with --file")
-    text = file.read_text(encoding="utf-8")
-    model, tokenizer = load_model_and_tokenizer(checkpoint, device=device)
-    if stride is not None and stride > model.config.block_size:
-        raise ValueError(f"--stride {stride} is larger than the model's context {model.config.block_size}; lower it")
-    result = evaluate_perplexity(model, tokenizer, text, stride=stride, batch_size=batch_size, add_bos=add_bos)
-    if as_json:
-        print(json.dumps(result))
-        return
-    print(f"file            {file} ({result['characters']:,} characters, {result['bytes']:,} bytes scored)")
-    print(f"context/stride  {result['block_size']} / {result['stride']} tokens")
-    print(f"tokens scored   {result['tokens_scored']:,}")
-    print(f"loss            {result['loss']:.4f} nats/token")
-    print(f"perplexity      {result['perplexity']:.3f}")
-    print(f"bits per char   {result['bits_per_char']:.4f}")
-    print(f"bits per byte   {result['bits_per_byte']:.4f}")
+    perplexity(checkpoint, file, stride=stride, batch_size=batch_size, add_bos=add_bos, device=device, as_json=as_json)
 
 
 def register(app: typer.Typer) -> None:

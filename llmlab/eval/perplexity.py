@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.nn.virtual import reserved_positions
+from llmlab.nn.virtual import context_length
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def score_tokens(
         device: where to run (default: the model's device).
     """
     # Prompt/prefix tuning put P virtual tokens before every window: they take P of the context.
-    block_size = int(block_size or model.config.block_size - reserved_positions(model)[0])
+    block_size = int(block_size or context_length(model))
     stride = int(stride or max(block_size // 2, 1))
     device = device or next(model.parameters()).device
     ids_t = torch.as_tensor(ids, dtype=torch.long, device=device)
@@ -178,7 +178,7 @@ def evaluate_perplexity(
     if len(ids) < 2:
         raise ValueError("the text is too short to score: it needs at least two tokens (or one with add_bos=True)")
     # Prompt/prefix tuning put P virtual tokens before every window: they take P of the context.
-    block_size = int(block_size or model.config.block_size - reserved_positions(model)[0])
+    block_size = int(block_size or context_length(model))
     stride = int(stride or max(block_size // 2, 1))
     total_nats, n_tokens = score_tokens(
         model, ids, block_size=block_size, stride=stride, batch_size=batch_size, device=device

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from llmlab.config.sampling import SamplingConfig
 from llmlab.generate.loop import generate
 
 
@@ -45,8 +46,9 @@ def left_pad(
 def generate_batch(
     model: nn.Module,
     prompts: Sequence[Sequence[int] | torch.Tensor],
-    max_new_tokens: int,
+    max_new_tokens: int | None = None,
     *,
+    sampling: SamplingConfig | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
     **options: Any,
@@ -57,11 +59,12 @@ def generate_batch(
         model: a decoder (llmlab `Llama`, `GPT`, ...). Models whose forward takes `position_ids` get the
             positions of the real tokens; others (and ALiBi/NoPE models, which need none) only the mask.
         prompts: token-id lists or 1-D tensors, any lengths >= 1.
-        max_new_tokens: number of tokens to generate per prompt (fewer after EOS).
+        max_new_tokens: number of tokens to generate per prompt (fewer after EOS; overrides `sampling`'s).
+        sampling: the decoding parameters (`llmlab.config.sampling.SamplingConfig`).
         eos_token_id: one id or several; a row ends with its first one.
         pad_token_id: the filler for left padding and finished rows (default: the first EOS id, else 0);
             its value never influences the result because the mask hides it.
-        **options: every other keyword of `llmlab.generate.generate` (temperature, top_k, seed, penalties, ...).
+        **options: every other keyword of `llmlab.generate.generate` (SamplingConfig fields, ...).
 
     Returns:
         One LongTensor per prompt: the prompt followed by its generated tokens, cut after its first EOS
@@ -80,6 +83,7 @@ def generate_batch(
         model,
         input_ids,
         max_new_tokens,
+        sampling=sampling,
         eos_token_id=eos_token_id,
         pad_token_id=pad,
         attention_mask=attention_mask,

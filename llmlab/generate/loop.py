@@ -28,18 +28,21 @@ References:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from llmlab.config.sampling import SamplingConfig, resolve_sampling
 from llmlab.generate.penalties import build_penalties
 from llmlab.generate.processors import LogitsProcessor, build_processors
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, Sampler, make_generator
 from llmlab.generate.stopping import StoppingCriteria, StopStrings
 from llmlab.generate.streamer import Decoder
 from llmlab.nn.kv_cache import KVCache
-from llmlab.nn.virtual import reserved_positions
+from llmlab.nn.virtual import ReservesPositions, context_length, reserved_positions
 
 
 def _eos_tensor(eos_token_id: int | Sequence[int] | None, device: torch.device) -> torch.Tensor | None:
@@ -108,95 +111,59 @@ def _check_given_cache(cache: KVCache, prompt_len: int, total_len: int, block_si
         )
 
 
-def stream_generate(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    repetition_penalty: float | None = None,
-    frequency_penalty: float = 0.0,
-    presence_penalty: float = 0.0,
-    eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int | None = None,
-    stop: str | Sequence[str] | None = None,
-    tokenizer: Decoder | None = None,
-    stopping_criteria: Iterable[StoppingCriteria] = (),
-    attention_mask: torch.Tensor | None = None,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-    use_cache: bool = True,
-    logits_processors: Iterable[LogitsProcessor] = (),
-    sampler: Sampler | None = None,
-    kv_cache: KVCache | None = None,
-) -> Iterator[torch.Tensor]:
-    """Generate tokens one step at a time, yielding each step's new tokens as a LongTensor of shape (B,).
+def context_window(model: nn.Module) -> tuple[int, int]:
+    """(real tokens that fit in the model's context, KV-cache entries reserved before them).
 
-    Args:
-        model: a decoder (`llmlab.models.gpt.GPT`, `llmlab.models.llama.Llama`, or anything with
-            `.config.block_size` and a forward `model(input_ids, kv_cache=...) -> output with .logits (B, T, V)`).
-        input_ids: the prompt, LongTensor (B, T) with T >= 1 (start from a BOS/EOS token for no prompt).
-        max_new_tokens: number of tokens to generate (fewer if every row finishes).
-        temperature: 0 for greedy decoding; otherwise logits are divided by it before sampling.
-        top_k: keep only the k most likely tokens (None: no limit).
-        top_p: nucleus sampling mass in (0, 1] (None: no limit).
-        min_p: drop tokens less likely than `min_p` times the top token (None: off); see `MinPProcessor`.
-        repetition_penalty: CTRL penalty > 0 on every token seen, prompt included (None or 1.0: off).
-        frequency_penalty: OpenAI per-occurrence penalty on generated tokens (0: off).
-        presence_penalty: OpenAI once-per-token penalty on generated tokens (0: off).
-        eos_token_id: one id or several (stop tokens); a row that produces one is finished and is then padded.
-        pad_token_id: what finished rows produce afterwards (default: the first `eos_token_id`).
-        stop: stop string(s), matched on the decoded completion across token boundaries; needs `tokenizer`.
-            The token that completes a stop string is the row's last; `llmlab.generate.text` also cuts the text.
-        tokenizer: decodes tokens for `stop`.
-        stopping_criteria: more criteria (`llmlab.generate.stopping`), called after every step.
-        attention_mask: (B, T) 1 for real prompt tokens, 0 for left padding (None: no padding).
-        seed: seeds a private `torch.Generator`, so the sample is reproducible (ignored if `generator`).
-        generator: an explicit random source (overrides `seed`).
-        use_cache: prefill a KV cache and feed one token per step (same result as recomputing, but faster).
-        logits_processors: extra processors run first (after the penalties), before temperature/top-k/top-p.
-        sampler: overrides the default sampler (argmax when temperature == 0, else multinomial).
-        kv_cache: a cache that already holds the keys/values of the first `kv_cache.seq_len` prompt tokens
-            (e.g. a chat's earlier turns, `llmlab.recipes.chat`): only the rest of the prompt is prefilled. It
-            must leave at least the last prompt token out and have room for prompt + `max_new_tokens`; tokens
-            are added to it as they are generated (each one when the next is asked for).
-
-    Yields:
-        LongTensor (B,): the token chosen for every row at this step.
+    The one place decoding asks `llmlab.nn.virtual` about soft prompts/prefixes: prompt and prefix tuning take
+    P positions before the first real token, and prompt tuning also P cache entries.
     """
-    if input_ids.dim() != 2 or input_ids.size(1) == 0:
-        raise ValueError(
-            f"input_ids must be a (batch, time) tensor with at least one token (got shape {tuple(input_ids.shape)}); "
-            "start an empty prompt from a BOS/EOS token"
-        )
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0 (got {max_new_tokens})")
-    tokens = input_ids.long()
-    batch_size, prompt_len = tokens.shape
-    penalties = build_penalties(repetition_penalty, frequency_penalty, presence_penalty, prompt_len)
-    processors = build_processors(temperature, top_k, top_p, extra=[*penalties, *logits_processors], min_p=min_p)
-    if sampler is None:
-        if generator is None:
-            generator = make_generator(seed, input_ids.device)
-        sampler = GreedySampler() if temperature == 0 else MultinomialSampler(generator)
-    criteria = list(stopping_criteria)
-    if stop is not None:
-        if tokenizer is None:
-            raise ValueError("stop strings are matched on decoded text: pass tokenizer= as well")
-        criteria.append(StopStrings(tokenizer, stop))
-    # Prompt/prefix tuning put P virtual tokens first: they take P positions and (prompt tuning) P cache entries.
-    n_virtual, n_cached_virtual = reserved_positions(model)
-    block_size = int(model.config.block_size) - n_virtual
-    eos = _eos_tensor(eos_token_id, input_ids.device)
-    pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else None)
-    if criteria and pad is None and batch_size > 1:
-        raise ValueError("with stop strings/criteria and several rows, pass pad_token_id (or eos_token_id)")
+    return context_length(model), reserved_positions(model)[1]
 
-    total_len = prompt_len + max_new_tokens
-    # Preallocated buffers: step i writes column prompt_len + i, no per-step torch.cat of the whole sequence.
+
+def cache_prefix_reusable(model: nn.Module) -> bool:
+    """Whether cached keys/values of a token prefix stay valid for a later prompt with the same prefix.
+
+    True when no forward hook can change what is cached, except a position shift by a module that reserves
+    positions but no cache entries (prefix tuning: consistent across calls). A soft prompt in the cache (prompt
+    tuning) or any other hook: False.
+    """
+    hooks = [*model._forward_pre_hooks.values(), *model._forward_hooks.values()]
+    return all(_shifts_positions_only(hook) for hook in hooks)
+
+
+def _shifts_positions_only(hook: Callable[..., Any]) -> bool:
+    """A hook bound to (a method of, or a `functools.partial` over) a module reserving no cache entries."""
+    owner = getattr(hook, "__self__", None)
+    if owner is None:
+        owner = next(iter(getattr(hook, "args", ())), None)
+    return isinstance(owner, ReservesPositions) and owner.reserved_positions()[1] == 0
+
+
+@dataclass
+class _Decoding:
+    """Everything one `stream_generate` call computes once, before its first step."""
+
+    model: nn.Module
+    buf: torch.Tensor  # (B, T + N) prompt, then the generated tokens
+    mask_buf: torch.Tensor | None  # (B, T + N) attention mask, None when nothing is padded
+    use_positions: bool
+    last_only: dict[str, int]
+
+    def forward(self, length: int, start: int, cache: KVCache | None) -> torch.Tensor:
+        """Next-token logits (B, V) for buf[:, start:length] (start = cached length or the crop point)."""
+        ids = self.buf[:, start:length]
+        kwargs: dict[str, Any] = dict(self.last_only)
+        if self.mask_buf is not None:
+            window = self.mask_buf[:, (0 if cache is not None else start) : length]  # cached + new
+            kwargs["attention_mask"] = window
+            if self.use_positions:
+                kwargs["position_ids"] = positions_from_mask(window)[:, -ids.size(1) :]
+        return self.model(ids, kv_cache=cache, **kwargs).logits[:, -1, :]
+
+
+def _decoding(model: nn.Module, tokens: torch.Tensor, total_len: int, attention_mask: torch.Tensor | None) -> _Decoding:
+    """Preallocated buffers: step i writes column prompt_len + i, no per-step torch.cat of the whole sequence."""
+    batch_size, prompt_len = tokens.shape
     buf = torch.empty(batch_size, total_len, dtype=torch.long, device=tokens.device)
     buf[:, :prompt_len] = tokens
     mask_buf = None
@@ -207,46 +174,144 @@ def stream_generate(
             mask_buf[:, :prompt_len] = attention_mask.long().to(tokens.device)
     use_positions = mask_buf is not None and accepts_position_ids(model)
     last_only = {"logits_to_keep": 1} if can_keep_last_logits(model) else {}
+    return _Decoding(model, buf, mask_buf, use_positions, last_only)
 
-    def forward(length: int, start: int, cache) -> torch.Tensor:  # noqa: ANN001
-        """Next-token logits (B, V) for tokens[:, start:length] (start = cached length or the crop point)."""
-        ids = buf[:, start:length]
-        kwargs = dict(last_only)
-        if mask_buf is not None:
-            window = mask_buf[:, (0 if cache is not None else start) : length]  # cached + new
-            kwargs["attention_mask"] = window
-            if use_positions:
-                kwargs["position_ids"] = positions_from_mask(window)[:, -ids.size(1) :]
-        return model(ids, kv_cache=cache, **kwargs).logits[:, -1, :]
 
+def _stopping(
+    config: SamplingConfig,
+    tokenizer: Decoder | None,
+    stopping_criteria: Iterable[StoppingCriteria],
+    eos_token_id: int | Sequence[int] | None,
+    pad_token_id: int | None,
+    input_ids: torch.Tensor,
+) -> tuple[list[StoppingCriteria], torch.Tensor | None, int | None]:
+    """(criteria, EOS ids tensor, pad id) for one call; ValueError for stop strings without a tokenizer."""
+    criteria = list(stopping_criteria)
+    if config.stop:
+        if tokenizer is None:
+            raise ValueError("stop strings are matched on decoded text: pass tokenizer= as well")
+        criteria.append(StopStrings(tokenizer, list(config.stop)))
+    eos = _eos_tensor(eos_token_id, input_ids.device)
+    pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else None)
+    if criteria and pad is None and input_ids.size(0) > 1:
+        raise ValueError("with stop strings/criteria and several rows, pass pad_token_id (or eos_token_id)")
+    return criteria, eos, pad
+
+
+def _prompt_tokens(input_ids: torch.Tensor) -> torch.Tensor:
+    """The prompt as a LongTensor (B, T); ValueError unless it is 2-D with at least one token."""
+    if input_ids.dim() != 2 or input_ids.size(1) == 0:
+        raise ValueError(
+            f"input_ids must be a (batch, time) tensor with at least one token (got shape {tuple(input_ids.shape)}); "
+            "start an empty prompt from a BOS/EOS token"
+        )
+    return input_ids.long()
+
+
+def _processing(
+    config: SamplingConfig,
+    prompt_len: int,
+    logits_processors: Iterable[LogitsProcessor],
+    sampler: Sampler | None,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> tuple[LogitsProcessor, Sampler]:
+    """The logits processors (penalties, extra processors, temperature/top-k/top-p/min-p) and the sampler."""
+    penalties = build_penalties(
+        config.repetition_penalty, config.frequency_penalty, config.presence_penalty, prompt_len
+    )
+    extra = [*penalties, *logits_processors]
+    processors = build_processors(
+        config.temperature, config.top_k or None, config.top_p, extra=extra, min_p=config.min_p
+    )
+    if sampler is None:
+        if generator is None:
+            generator = make_generator(config.seed, device)
+        sampler = GreedySampler() if config.temperature == 0 else MultinomialSampler(generator)
+    return processors, sampler
+
+
+def _first_cache(
+    model: nn.Module, config: SamplingConfig, kv_cache: KVCache | None, tokens: torch.Tensor, total_len: int
+) -> tuple[KVCache | None, int, int, int]:
+    """(cache, its capacity in tokens of the sequence, tokens it already holds, context length) for a call."""
+    batch_size, prompt_len = tokens.shape
+    block_size, n_cached_virtual = context_window(model)
+    if kv_cache is not None:
+        _check_given_cache(kv_cache, prompt_len, total_len, block_size, n_cached_virtual)
+        return kv_cache, total_len, kv_cache.seq_len, block_size
+    if config.use_cache and total_len > prompt_len and prompt_len < block_size:
+        capacity = min(total_len, block_size)
+        return new_kv_cache(model, batch_size, capacity + n_cached_virtual, tokens.device), capacity, 0, block_size
+    return None, 0, 0, block_size
+
+
+def stream_generate(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int | None = None,
+    *,
+    sampling: SamplingConfig | None = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    tokenizer: Decoder | None = None,
+    stopping_criteria: Iterable[StoppingCriteria] = (),
+    attention_mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    logits_processors: Iterable[LogitsProcessor] = (),
+    sampler: Sampler | None = None,
+    kv_cache: KVCache | None = None,
+    **options: Any,
+) -> Iterator[torch.Tensor]:
+    """Generate tokens one step at a time, yielding each step's new tokens as a LongTensor of shape (B,).
+
+    Args:
+        model: a decoder with `.config.block_size` and `model(ids, kv_cache=...) -> .logits (B, T, V)`.
+        input_ids: the prompt, LongTensor (B, T) with T >= 1 (start from a BOS/EOS token for no prompt).
+        max_new_tokens: overrides `sampling.max_new_tokens` (fewer are generated if every row finishes).
+        sampling: temperature, top-k/p, min-p, penalties, stop strings, seed, use_cache (`SamplingConfig`). The
+            token completing a stop string is the row's last (`llmlab.generate.text` also cuts the text).
+        eos_token_id: one id or several; a row that produces one is finished and is then padded.
+        pad_token_id: what finished rows produce afterwards (default: the first `eos_token_id`).
+        tokenizer: decodes tokens for the stop strings.
+        stopping_criteria: more criteria (`llmlab.generate.stopping`), called after every step.
+        attention_mask: (B, T) 1 for real prompt tokens, 0 for left padding (None: no padding).
+        generator: an explicit random source (overrides `sampling.seed`).
+        logits_processors: extra processors run first (after the penalties), before temperature/top-k/top-p.
+        sampler: overrides the default sampler (argmax when temperature == 0, else multinomial).
+        kv_cache: holds the first `kv_cache.seq_len` prompt tokens (a chat's earlier turns): only the rest is
+            prefilled; see `_check_given_cache`. Each new token is added to it when the next is asked for.
+        **options: `SamplingConfig` fields, overriding those of `sampling` (e.g. `temperature=0`).
+
+    Yields:
+        LongTensor (B,): the token chosen for every row at this step.
+    """
+    config = resolve_sampling(sampling, options, max_new_tokens)
+    tokens = _prompt_tokens(input_ids)
+    batch_size, prompt_len = tokens.shape
+    processors, sampler = _processing(config, prompt_len, logits_processors, sampler, generator, tokens.device)
+    criteria, eos, pad = _stopping(config, tokenizer, stopping_criteria, eos_token_id, pad_token_id, tokens)
+    total_len = prompt_len + config.max_new_tokens
+    cache, cache_capacity, fed, block_size = _first_cache(model, config, kv_cache, tokens, total_len)  # fed: cached
+    run = _decoding(model, tokens, total_len, attention_mask)
+    buf = run.buf  # (B, T + N)
     # `finished` can only change with EOS ids or stopping criteria; without them no per-step sync is needed.
     can_finish = eos is not None or bool(criteria)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=tokens.device)
-    cache, cache_capacity = None, 0
-    fed = 0  # tokens of `buf` the cache holds
-    if kv_cache is not None:
-        _check_given_cache(kv_cache, prompt_len, total_len, block_size, n_cached_virtual)
-        cache, cache_capacity, fed = kv_cache, total_len, kv_cache.seq_len
-    elif use_cache and max_new_tokens > 0 and prompt_len < block_size:
-        cache_capacity = min(total_len, block_size)
-        cache = new_kv_cache(model, batch_size, cache_capacity + n_cached_virtual, tokens.device)
-
     was_training = model.training
     model.eval()
     try:
-        for step in range(max_new_tokens):
+        for step in range(config.max_new_tokens):
             length = prompt_len + step  # tokens so far
-            # inference_mode only around the step (never across `yield`, which runs the caller's code); the
-            # buffers it writes are normal tensors, and the yielded tokens are cloned out of inference mode.
+            # inference_mode only around the step (never across `yield`, which runs the caller's code).
             with torch.inference_mode():
                 if cache is not None and length <= cache_capacity:
-                    logits = forward(length, fed, cache)  # (B, V)
+                    logits = run.forward(length, fed, cache)  # (B, V)
                     fed = length
                 else:  # no cache, or the sequence outgrew the context: recompute the last block_size tokens
                     cache = None
-                    logits = forward(length, max(length - block_size, 0), None)  # (B, V)
-                tokens = buf[:, :length]
-                logits = processors(tokens, logits.float())
+                    logits = run.forward(length, max(length - block_size, 0), None)  # (B, V)
+                logits = processors(buf[:, :length], logits.float())
                 next_tokens = sampler(logits)  # (B,)
                 if can_finish:
                     if pad is not None:
@@ -254,9 +319,8 @@ def stream_generate(
                     if eos is not None:
                         finished = finished | torch.isin(next_tokens, eos)
                 buf[:, length] = next_tokens
-                tokens = buf[:, : length + 1]
                 for criterion in criteria:
-                    finished = finished | criterion(tokens, prompt_len).to(finished.device)
+                    finished = finished | criterion(buf[:, : length + 1], prompt_len).to(finished.device)
             yield next_tokens.clone()  # a normal tensor: usable in autograd code afterwards
             if can_finish and bool(finished.all()):
                 break
@@ -267,59 +331,19 @@ def stream_generate(
 def generate(
     model: nn.Module,
     input_ids: torch.Tensor,
-    max_new_tokens: int,
+    max_new_tokens: int | None = None,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    repetition_penalty: float | None = None,
-    frequency_penalty: float = 0.0,
-    presence_penalty: float = 0.0,
-    eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int | None = None,
-    stop: str | Sequence[str] | None = None,
-    tokenizer: Decoder | None = None,
-    stopping_criteria: Iterable[StoppingCriteria] = (),
-    attention_mask: torch.Tensor | None = None,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-    use_cache: bool = True,
-    logits_processors: Iterable[LogitsProcessor] = (),
-    sampler: Sampler | None = None,
+    sampling: SamplingConfig | None = None,
+    **options: Any,
 ) -> torch.Tensor:
-    """Generate up to `max_new_tokens` tokens after `input_ids`; see `stream_generate` for the arguments.
+    """Generate up to `max_new_tokens` tokens after `input_ids`; the arguments are `stream_generate`'s.
 
     Returns:
         LongTensor (B, T + n): the prompt followed by the n <= max_new_tokens generated tokens. Generation
         stops early once every row is finished (EOS, stop string or criterion); finished rows are padded
         with `pad_token_id`.
     """
-    steps = list(
-        stream_generate(
-            model,
-            input_ids,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repetition_penalty=repetition_penalty,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            stop=stop,
-            tokenizer=tokenizer,
-            stopping_criteria=stopping_criteria,
-            attention_mask=attention_mask,
-            seed=seed,
-            generator=generator,
-            use_cache=use_cache,
-            logits_processors=logits_processors,
-            sampler=sampler,
-        )
-    )
+    steps = list(stream_generate(model, input_ids, max_new_tokens, sampling=sampling, **options))
     if not steps:
         return input_ids.long().clone()
     return torch.cat([input_ids.long(), torch.stack(steps, dim=1)], dim=1)

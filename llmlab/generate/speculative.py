@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from llmlab.generate.loop import new_kv_cache
-from llmlab.nn.virtual import reserved_positions
+from llmlab.config.sampling import SamplingConfig, resolve_sampling
+from llmlab.generate.loop import context_window, new_kv_cache
 
 
 @dataclass
@@ -91,12 +91,48 @@ def _draft_candidates(draft: nn.Module, cache, tokens: list[int], k: int, device
     return out
 
 
+def _check_speculative_args(
+    model: nn.Module,
+    draft_model: nn.Module | None,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    num_draft_tokens: int,
+    max_ngram: int,
+) -> None:
+    """ValueError for arguments speculative decoding cannot use (shapes, context, prompt tuning, vocabularies)."""
+    if input_ids.dim() != 2 or input_ids.size(0) != 1 or input_ids.size(1) == 0:
+        raise ValueError(f"speculative_generate takes one prompt of shape (1, T>=1) (got {tuple(input_ids.shape)})")
+    if num_draft_tokens < 1 or max_ngram < 1:
+        raise ValueError(f"num_draft_tokens and max_ngram must be >= 1 (got {num_draft_tokens}, {max_ngram})")
+    prompt_len = input_ids.size(1)
+    total = prompt_len + max_new_tokens
+    for name, m in (("model", model), ("draft_model", draft_model)):
+        if m is None:
+            continue
+        context, n_cached_virtual = context_window(m)
+        if n_cached_virtual:
+            raise ValueError(
+                f"speculative decoding cannot use a prompt-tuned {name} (its soft prompt sits in the KV cache it "
+                "rolls back); decode it with sampling/greedy or beam search"
+            )
+        if total > context:
+            raise ValueError(
+                f"prompt of {prompt_len} tokens + max_new_tokens={max_new_tokens} exceeds the {name}'s context of "
+                f"{context} tokens; shorten the prompt or lower max_new_tokens"
+            )
+    if draft_model is not None:
+        v_target, v_draft = _vocab_size(model), _vocab_size(draft_model)
+        if v_target is not None and v_draft is not None and v_target != v_draft:
+            raise ValueError(f"draft_model has vocab_size {v_draft} but model has {v_target}; they must share one")
+
+
 @torch.no_grad()
 def speculative_generate(
     model: nn.Module,
     input_ids: torch.Tensor,
-    max_new_tokens: int,
+    max_new_tokens: int | None = None,
     *,
+    sampling: SamplingConfig | None = None,
     draft_model: nn.Module | None = None,
     num_draft_tokens: int = 5,
     max_ngram: int = 3,
@@ -107,7 +143,9 @@ def speculative_generate(
     Args:
         model: the target decoder (llmlab `Llama`, `GPT`, ...).
         input_ids: (1, T) prompt (one sequence).
-        max_new_tokens: the most tokens to generate; prompt + max_new_tokens must fit in `block_size`.
+        max_new_tokens: the most tokens to generate (overrides `sampling.max_new_tokens`); prompt +
+            max_new_tokens must fit in `block_size`.
+        sampling: only `max_new_tokens` applies: the output is greedy (`SamplingConfig`).
         draft_model: a smaller decoder with the same vocabulary; None uses prompt lookup.
         num_draft_tokens: k, the guesses per step (>= 1).
         max_ngram: longest n-gram prompt lookup matches (>= 1).
@@ -117,30 +155,10 @@ def speculative_generate(
         (tokens (1, T + n), stats): the same tokens as `generate(model, input_ids, max_new_tokens,
         temperature=0, eos_token_id=...)`, and the acceptance counters.
     """
-    if input_ids.dim() != 2 or input_ids.size(0) != 1 or input_ids.size(1) == 0:
-        raise ValueError(f"speculative_generate takes one prompt of shape (1, T>=1) (got {tuple(input_ids.shape)})")
-    if num_draft_tokens < 1 or max_ngram < 1:
-        raise ValueError(f"num_draft_tokens and max_ngram must be >= 1 (got {num_draft_tokens}, {max_ngram})")
+    max_new_tokens = resolve_sampling(sampling, {}, max_new_tokens).max_new_tokens
+    _check_speculative_args(model, draft_model, input_ids, max_new_tokens, num_draft_tokens, max_ngram)
     prompt_len = input_ids.size(1)
     total = prompt_len + max_new_tokens
-    for name, m in (("model", model), ("draft_model", draft_model)):
-        if m is None:
-            continue
-        n_virtual, n_cached_virtual = reserved_positions(m)
-        if n_cached_virtual:
-            raise ValueError(
-                f"speculative decoding cannot use a prompt-tuned {name} (its soft prompt sits in the KV cache it "
-                "rolls back); decode it with sampling/greedy or beam search"
-            )
-        if total > int(m.config.block_size) - n_virtual:
-            raise ValueError(
-                f"prompt of {prompt_len} tokens + max_new_tokens={max_new_tokens} exceeds the {name}'s context of "
-                f"{int(m.config.block_size) - n_virtual} tokens; shorten the prompt or lower max_new_tokens"
-            )
-    if draft_model is not None:
-        v_target, v_draft = _vocab_size(model), _vocab_size(draft_model)
-        if v_target is not None and v_draft is not None and v_target != v_draft:
-            raise ValueError(f"draft_model has vocab_size {v_draft} but model has {v_target}; they must share one")
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
     device = input_ids.device
     tokens = [int(t) for t in input_ids[0].tolist()]
@@ -182,9 +200,9 @@ def speculative_generate(
                     break
             tokens += new
             # Roll the caches back: keep only entries of tokens whose successors are now known to be right.
-            cache.seq_len = len(tokens) - 1
+            cache.crop(len(tokens) - 1)
             if draft_cache is not None:
-                draft_cache.seq_len = min(draft_cache.seq_len, len(tokens) - 1)
+                draft_cache.crop(min(draft_cache.seq_len, len(tokens) - 1))
             if new[-1] in eos:
                 break
     finally:

@@ -74,6 +74,26 @@ class KVCache:
             raise ValueError(f"cannot crop the KV cache to {n} tokens: it holds {self.seq_len}; use 0..{self.seq_len}")
         self.seq_len = n
 
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Make row i hold what row `rows[i]` holds (beam search: surviving beams take their parent's entries)."""
+        self.k = self.k.index_select(1, rows)  # (L, B, nkv, max_len, hs)
+        self.v = self.v.index_select(1, rows)
+
+    def copy_from(self, other: KVCache) -> None:
+        """Take over the `other.seq_len` cached tokens of `other` (same layers/heads/batch; this one may be larger).
+
+        Used to grow a cache: allocate a larger one and copy the cached prefix into it.
+        """
+        n = other.seq_len
+        if n > self.max_len or other.k.shape[:3] != self.k.shape[:3]:
+            raise ValueError(
+                f"cannot copy a KV cache of {n} tokens and shape {tuple(other.k.shape)} into one of max_len "
+                f"{self.max_len} and shape {tuple(self.k.shape)}; allocate a matching cache"
+            )
+        self.k[:, :, :, :n] = other.k[:, :, :, :n]  # (L, B, nkv, n, hs)
+        self.v[:, :, :, :n] = other.v[:, :, :, :n]
+        self.seq_len = n
+
     def reset(self) -> None:
         """Forget every cached token (the storage is kept)."""
         self.seq_len = 0

@@ -25,6 +25,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 CHATML = (
@@ -70,6 +71,13 @@ ZH = (
 )
 
 TEMPLATES: dict[str, str] = {"chatml": CHATML, "llama2": LLAMA2, "llama3": LLAMA3, "zh": ZH}
+TEMPLATE_CHOICES = ("auto", *TEMPLATES)
+
+# End-of-turn markers of the built-in templates; `zh` puts one turn per line, so its turn ends at "\n".
+END_OF_TURN: dict[str, tuple[str, ...]] = {"chatml": ("<|im_end|>",), "llama3": ("<|eot_id|>",), "llama2": ("</s>",)}
+TEXT_STOPS: dict[str, tuple[str, ...]] = {"zh": ("\n",)}
+# Markers recognised inside a model's own (Jinja) template.
+KNOWN_END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
 
 
 @lru_cache(maxsize=32)
@@ -158,3 +166,73 @@ def chat_template_from_gguf(metadata: Mapping[str, Any]) -> str:
     if not source:
         raise ValueError("this GGUF file has no tokenizer.chat_template; pass a template name such as 'chatml'")
     return str(source)
+
+
+def resolve_template(template: str, model_template: str | None) -> tuple[str, str]:
+    """Pick the chat template: `(name or Jinja source for apply_chat_template, a short label)`.
+
+    Args:
+        template: 'auto' (the model's own template), a built-in name (chatml, llama3, llama2, zh) or the
+            path of a `.jinja` file.
+        model_template: the checkpoint's own template (None when it has none).
+
+    Raises:
+        ValueError: 'auto' for a model without a template, or an unknown name.
+    """
+    if template == "auto":
+        if not model_template:
+            raise ValueError(
+                "this model has no chat template (e.g. a GPT trained with `llmlab pretrain`); "
+                "pass --template chatml or --template zh"
+            )
+        return model_template, "auto"
+    if template in TEMPLATES:
+        return template, template
+    if Path(template).is_file():
+        try:
+            return Path(template).read_text(encoding="utf-8"), str(template)
+        except UnicodeDecodeError:
+            raise ValueError(f"chat template file {template} is not UTF-8 text; save it as UTF-8") from None
+    raise ValueError(f"unknown chat template {template!r}; use one of {', '.join(TEMPLATE_CHOICES)} or a .jinja file")
+
+
+def end_of_turn_markers(template: str) -> tuple[str, ...]:
+    """The strings that end an assistant turn for a template name or Jinja source."""
+    if template in END_OF_TURN:
+        return END_OF_TURN[template]
+    if template in TEMPLATES:
+        return ()
+    return tuple(m for m in KNOWN_END_MARKERS if m in template)
+
+
+def turn_stops(template: str, tokenizer: Any) -> tuple[list[int], list[str]]:
+    """What ends an assistant turn: `(token ids, text stop strings)` for a template and tokenizer.
+
+    Token ids: the template's end-of-turn markers that are single tokens, plus EOS. A marker the tokenizer
+    splits into several tokens (e.g. ChatML's `<|im_end|>` with a character tokenizer) becomes a text stop,
+    as does the end of line for `zh`.
+    """
+    markers = end_of_turn_markers(template)
+    ids = [tokenizer.token_to_id(m) for m in markers]
+    stop_ids = sorted({int(i) for i in ids if i is not None})
+    if tokenizer.eos_id is not None and int(tokenizer.eos_id) not in stop_ids:
+        stop_ids.append(int(tokenizer.eos_id))
+    stop_strings = [m for m, i in zip(markers, ids, strict=True) if i is None]
+    return stop_ids, stop_strings + list(TEXT_STOPS.get(template, ()))
+
+
+def chat_messages(system: str | None, history: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """The system message (if any) followed by the conversation `history`."""
+    return ([{"role": "system", "content": system}] if system else []) + [dict(m) for m in history]
+
+
+def render_prompt(tokenizer: Any, template: str, system: str | None, history: Sequence[Mapping[str, str]]) -> list[int]:
+    """Token ids of the prompt for `history` (+ system prompt), ending with the assistant header."""
+    text = apply_chat_template(chat_messages(system, history), template, add_generation_prompt=True)
+    return list(tokenizer.encode(text))
+
+
+def turn_starts(history: Sequence[Mapping[str, str]]) -> list[int]:
+    """Where the turns of `history` start (a turn starts at a user message): the points at which the oldest
+    turns can be left out of a prompt without splitting an exchange."""
+    return [i for i, m in enumerate(history) if m["role"] == "user"]

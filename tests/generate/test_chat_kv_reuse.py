@@ -12,10 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from llmlab.generate.chat import ChatSession, common_prefix_len
 from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.models.llama import Llama, LlamaConfig
 from llmlab.nn.kv_cache import KVCache
-from llmlab.recipes.chat import ChatSession, common_prefix_len, run_chat
+from llmlab.recipes.chat import run_chat
 from llmlab.tokenizers import train_tokenizer_from_iterator
 
 CORPUS = ["Hello there, how are you? I am fine. What is new today? Nothing much.\n" * 30]

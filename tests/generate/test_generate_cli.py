@@ -93,7 +93,7 @@ PROMPT = "ROMEO: But soft"
 
 @pytest.fixture(scope="module")
 def loaded(checkpoint: Path):
-    from llmlab.generate.checkpoint import load_for_inference
+    from llmlab.hub import load_for_inference
 
     return load_for_inference(checkpoint)
 
@@ -178,11 +178,15 @@ def test_num_beams_equals_beam_search(
         calls.append(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(gen, "beam_search", spy)
+    import llmlab.recipes.generate as recipe
+
+    monkeypatch.setattr(recipe, "beam_search", spy)
     flags = ["--num-beams", "4", "--length-penalty", "2.0", "--early-stopping", "never", "--repetition-penalty", "1.5"]
     out = cli_text(checkpoint, capsys, *flags, n=12)
     (kw,) = calls
-    assert (kw["num_beams"], kw["length_penalty"], kw["early_stopping"]) == (4, 2.0, "never")
+    sampling = kw["sampling"]
+    assert (sampling.num_beams, sampling.length_penalty, sampling.early_stopping) == (4, 2.0, "never")
+    assert sampling.repetition_penalty == 1.5
     penalty = gen.RepetitionPenaltyProcessor(1.5)
     options = {"num_beams": 4, "length_penalty": 2.0, "early_stopping": "never", "eos_token_id": [tok.eos_id]}
     assert out == completions(original(loaded.model, ids, 12, logits_processors=[penalty], **options).sequences)[0]

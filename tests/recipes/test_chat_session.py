@@ -16,12 +16,14 @@ import pytest
 import torch
 from torch import nn
 
-from llmlab.generate.checkpoint import DEFAULT_MODEL_NAME, load_for_inference
+from llmlab.generate.chat import ChatSession
+from llmlab.hub import DEFAULT_MODEL_NAME, load_for_inference
 from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.outputs import ModelOutput
-from llmlab.recipes.chat import ChatSession, resolve_template, run_chat
+from llmlab.recipes.chat import run_chat
 from llmlab.tokenizers import train_tokenizer_from_iterator
+from llmlab.tokenizers.chat import resolve_template
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,7 +66,7 @@ def test_smollm2_reset_and_save(smollm2, tmp_path: Path) -> None:
     lines = ["Hi", f"/save {tmp_path / 'a.json'}", "/reset", "Name a color.", f"/save {tmp_path / 'b.json'}"]
     out, err = io.StringIO(), io.StringIO()
     replies = run_chat(session, [*lines, "/exit", "never sent"], out=out, err=err)
-    assert replies == 2 and err.getvalue() == ""
+    assert replies == (2, 0) and err.getvalue() == ""
     assert len(out.getvalue().splitlines()) == 2
     a = json.loads((tmp_path / "a.json").read_text())
     b = json.loads((tmp_path / "b.json").read_text())
@@ -151,7 +153,7 @@ def test_context_window_drops_oldest_turns(tiny_gpt, tokenizer) -> None:
     with pytest.raises(ValueError, match="raise --context-tokens"):
         session.send(too_long)
     out, err = io.StringIO(), io.StringIO()
-    assert run_chat(session, [too_long, "hello"], out=out, err=err) == 1  # the error does not end the chat
+    assert run_chat(session, [too_long, "hello"], out=out, err=err) == (1, 1)  # the error does not end the chat
     assert "llmlab: error:" in err.getvalue() and len(session.history) == 14
 
 
