@@ -188,16 +188,7 @@ def speculative_generate(
             ids = torch.tensor([tokens[start:] + draft], device=device)  # (1, 1 + k)
             greedy = model(ids, kv_cache=cache).logits[0].argmax(-1).tolist()  # (1 + k,)
             stats.target_forwards += 1
-            n = 0
-            while n < len(draft) and draft[n] == greedy[n]:
-                n += 1
-            stats.proposed += len(draft)
-            stats.accepted += n
-            new = draft[:n] + [greedy[n]]
-            for i, t in enumerate(new):  # stop right after an EOS
-                if t in eos:
-                    new = new[: i + 1]
-                    break
+            new = _accepted_tokens(draft, greedy, eos, stats)
             tokens += new
             # Roll the caches back: keep only entries of tokens whose successors are now known to be right.
             cache.crop(len(tokens) - 1)
@@ -210,6 +201,20 @@ def speculative_generate(
             m.train(mode)
     stats.new_tokens = len(tokens) - prompt_len
     return torch.tensor([tokens], dtype=torch.long, device=device), stats
+
+
+def _accepted_tokens(draft: list[int], greedy: list[int], eos: set[int], stats: SpeculativeStats) -> list[int]:
+    """The longest draft prefix the target agrees with, plus the target's own next token; cut after an EOS."""
+    n = 0
+    while n < len(draft) and draft[n] == greedy[n]:
+        n += 1
+    stats.proposed += len(draft)
+    stats.accepted += n
+    new = draft[:n] + [greedy[n]]
+    for i, t in enumerate(new):  # stop right after an EOS
+        if t in eos:
+            return new[: i + 1]
+    return new
 
 
 def _vocab_size(model: nn.Module) -> int | None:
