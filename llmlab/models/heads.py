@@ -156,31 +156,66 @@ class SequenceClassifier(nn.Module):
 
 
 @torch.no_grad()
-def label_log_likelihoods(
-    model: nn.Module, prompt_ids: Sequence[int], label_ids: Sequence[Sequence[int]]
+def score_labels(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    label_ids: Sequence[Sequence[int]],
+    batch_size: int = 16,
 ) -> torch.Tensor:
-    """log p(label | prompt) for each candidate label: the sum of its tokens' log-probabilities.
+    """log p(label | prompt) for every prompt and candidate label: the sum of the label tokens' log-probabilities.
+
+    Many prompts share a forward pass (right-padded rows), and only the scored positions go through the LM head
+    (`logits_at`). When every label is a single token, one row per prompt suffices (the next-token distribution
+    after the prompt); otherwise each (prompt, label) pair is a row.
 
     Args:
         model: an llmlab causal LM.
-        prompt_ids: the prompt tokens.
-        label_ids: the tokens of each candidate label (e.g. `tokenizer.encode(word)`, plus EOS if trained so).
+        prompts: the prompts' token ids.
+        label_ids: the tokens of each candidate label (e.g. `tokenizer.encode(word)`).
+        batch_size: rows per forward pass.
+
+    Returns:
+        (num_prompts, num_labels) float tensor on the CPU; `argmax(-1)` is each prompt's predicted label.
+    """
+    device = next(model.parameters()).device
+    single = all(len(lab) == 1 for lab in label_ids)
+    jobs: list[tuple[int, int, list[int]]] = []  # (prompt index, label index or -1, token ids)
+    for i, p in enumerate(prompts):
+        jobs += [(i, -1, list(p))] if single else [(i, j, list(p) + list(lab)) for j, lab in enumerate(label_ids)]
+    scores = torch.zeros(len(prompts), len(label_ids))
+    label_index = torch.tensor([lab[0] for lab in label_ids]) if single else None
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        t = max(len(row) for _, _, row in chunk)
+        ids = torch.zeros(len(chunk), t, dtype=torch.long)
+        mask = torch.zeros(len(chunk), t, dtype=torch.long)
+        select = torch.zeros(len(chunk), t, dtype=torch.bool)  # the positions that predict label tokens
+        for r, (i, j, row) in enumerate(chunk):
+            ids[r, : len(row)] = torch.tensor(row)
+            mask[r, : len(row)] = 1
+            n = len(prompts[i])
+            select[r, n - 1 : n - 1 + (1 if single else len(label_ids[j]))] = True
+        with torch.no_grad():
+            logits = logits_at(model, select.to(device), ids.to(device), attention_mask=mask.to(device))  # (M, V)
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # rows in job order (row-major selection)
+        at = 0
+        for i, j, _row in chunk:
+            if label_index is not None:
+                scores[i] = logp[at, label_index]
+                at += 1
+            else:
+                lab = torch.tensor(label_ids[j])
+                scores[i, j] = logp[at : at + len(lab)].gather(1, lab[:, None]).sum()
+                at += len(lab)
+    return scores
+
+
+def label_log_likelihoods(
+    model: nn.Module, prompt_ids: Sequence[int], label_ids: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """log p(label | prompt) for each candidate label of one prompt: `score_labels` for a single prompt.
 
     Returns:
         (num_labels,) float tensor; `argmax` is the predicted label.
     """
-    device = next(model.parameters()).device
-    n = len(prompt_ids)
-    rows = [list(prompt_ids) + list(lab) for lab in label_ids]
-    t = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), t, dtype=torch.long, device=device)
-    mask = torch.zeros(len(rows), t, dtype=torch.long, device=device)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, device=device)
-        mask[i, : len(r)] = 1
-    logp = torch.log_softmax(model(ids, attention_mask=mask).logits.float(), dim=-1)  # (L, T, V)
-    out = torch.zeros(len(rows), device=device)
-    for i, lab in enumerate(label_ids):
-        for k, tok in enumerate(lab):
-            out[i] += logp[i, n + k - 1, tok]  # token at n + k is predicted at position n + k - 1
-    return out.cpu()
+    return score_labels(model, [prompt_ids], label_ids)[0]

@@ -93,19 +93,20 @@ def label_accuracy(model: Any, tokenizer: Any, examples: list[Any], labels: list
     The gold label of an example is the label whose tokens begin its response (examples whose response is no
     label are skipped).
     """
-    from llmlab.models.heads import label_log_likelihoods
+    import torch
+
+    from llmlab.models.heads import score_labels
 
     label_ids = [tokenizer.encode(lab) for lab in labels]
-    correct = scored = 0
+    prompts, golds = [], []
     for ex in examples:
         response = ex.input_ids[ex.prompt_len :]
         matches = [i for i, ids in enumerate(label_ids) if ids and response[: len(ids)] == ids]
-        if not matches:
-            continue
-        gold = max(matches, key=lambda i: len(label_ids[i]))
-        scores = label_log_likelihoods(model, ex.input_ids[: ex.prompt_len], label_ids)
-        correct += int(int(scores.argmax()) == gold)
-        scored += 1
+        if matches:
+            prompts.append(ex.input_ids[: ex.prompt_len])
+            golds.append(max(matches, key=lambda i: len(label_ids[i])))
+    scored = len(prompts)
+    correct = int((score_labels(model, prompts, label_ids).argmax(-1) == torch.tensor(golds)).sum()) if scored else 0
     return (correct / scored if scored else float("nan")), scored
 
 

@@ -13,7 +13,7 @@ response is one English label word, "positive" or "negative" (for the Chinese ta
 label words, which SmolLM2's mostly-English tokenizer encodes as single tokens). Training uses
 `llmlab.data.sft` (chat-template rendering, loss on the response only) and `llmlab.train.sft_loop.run_sft`;
 the methods are applied by `llmlab.recipes.finetune.apply_method`. A prediction is the label with the highest
-log-likelihood after the prompt (`llmlab.models.heads.label_log_likelihoods`); the same scorer is used for the
+log-likelihood after the prompt (`llmlab.models.heads.score_labels`); the same scorer is used for the
 zero-shot baseline and every tuned model.
 
 Every run happens in its own child process, so its memory high-water mark is its own. Reported per run:
@@ -165,7 +165,7 @@ def held_out_accuracy(
 ) -> float:
     """Share of SFT examples whose gold label (its response's first word) gets the highest log-likelihood after
     the prompt (`llmlab.recipes.finetune.label_accuracy`, which scores with
-    `llmlab.models.heads.label_log_likelihoods`), under `autocast` if given.
+    `llmlab.models.heads.score_labels`: many prompts per forward pass), under `autocast` if given.
 
     Raises:
         ValueError: an example's response does not start with one of the labels.

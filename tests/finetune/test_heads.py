@@ -7,7 +7,7 @@ import torch
 from finetune_helpers import tiny_gpt, tiny_llama
 
 from llmlab.data.sft import SFTExample
-from llmlab.models.heads import HiddenStateCapture, SequenceClassifier, label_log_likelihoods
+from llmlab.models.heads import HiddenStateCapture, SequenceClassifier, label_log_likelihoods, score_labels
 
 
 def toy_batch(n: int, vocab: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,6 +90,21 @@ def test_label_log_likelihoods_match_manual_scores() -> None:
         logp = torch.log_softmax(model(torch.tensor([[3, 4, 5, 11, 12]])).logits[0], -1)
     torch.testing.assert_close(scores[1], logp[2, 11] + logp[3, 12])
     torch.testing.assert_close(scores[0], logp[2, 10])
+
+
+@pytest.mark.parametrize("labels", [[[10], [11]], [[10], [11, 12], [13, 14, 15]]], ids=["one-token", "multi-token"])
+def test_score_labels_batches_prompts_of_different_lengths(labels) -> None:
+    """Batched, right-padded scoring of several prompts equals scoring each prompt on its own."""
+    model = tiny_gpt(64).eval()
+    prompts = [[3, 4, 5], [7], [1, 2, 3, 4, 5, 6, 7], [9, 9]]
+    batched = score_labels(model, prompts, labels, batch_size=3)
+    assert batched.shape == (len(prompts), len(labels))
+    for i, prompt in enumerate(prompts):
+        torch.testing.assert_close(batched[i], label_log_likelihoods(model, prompt, labels), rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([prompt + labels[-1]])).logits[0], -1)
+        want = sum(logp[len(prompt) - 1 + k, t] for k, t in enumerate(labels[-1]))
+        torch.testing.assert_close(batched[i, -1], want, rtol=1e-5, atol=1e-5)
 
 
 def test_label_accuracy_picks_the_likeliest_label(tokenizer) -> None:
