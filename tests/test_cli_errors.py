@@ -65,7 +65,7 @@ def test_output_under_a_regular_file_is_one_line(tmp_path: Path, corpus: Path) -
     (tmp_path / "notes.txt").write_text("mine\n")
     out = tmp_path / "notes.txt" / "tok"
     proc = _llmlab("tokenizer", "train", str(corpus), "--kind", "char", "--out", str(out), cwd=tmp_path)
-    _assert_one_line_error(proc, "notes.txt", "not a folder")
+    _assert_one_line_error(proc, "notes.txt", "is a file")
     assert (tmp_path / "notes.txt").read_text() == "mine\n"
 
 
@@ -122,13 +122,13 @@ def test_os_errors_from_a_verb_become_one_line(
 def test_keyboard_interrupt_is_one_line_exit_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], corpus: Path, tmp_path: Path
 ) -> None:
-    import llmlab.tokenizers
+    import llmlab.recipes.corpus
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.delenv("LLMLAB_DEBUG", raising=False)
-    monkeypatch.setattr(llmlab.tokenizers, "train_tokenizer", interrupted)
+    monkeypatch.setattr(llmlab.recipes.corpus, "train_tokenizer", interrupted)
     code, err = _run_main(["tokenizer", "train", str(corpus), "--kind", "char", "--out", str(tmp_path / "t")], capsys)
     assert code == 130
     assert err.strip().splitlines() == ["llmlab: interrupted"]

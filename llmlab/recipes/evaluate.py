@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.eval import evaluate_perplexity
-from llmlab.generate import load_model_and_tokenizer
+from llmlab.hub import load_model_and_tokenizer
 from llmlab.nn.device import resolve_device
 from llmlab.nn.virtual import context_length
 
