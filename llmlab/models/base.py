@@ -39,9 +39,8 @@ class DecoderLM(nn.Module):
     presets: ClassVar[PresetRegistry]
     config: Any
     lm_head: nn.Linear
-    embed_tokens: nn.Embedding  # structural accessors (properties on every family)
-    layers: nn.ModuleList
-    final_norm: nn.Module
+    # Where the family keeps its structural parts: module paths for `embed_tokens`, `layers`, `final_norm`.
+    module_paths: ClassVar[dict[str, str]]
     loss_in_float32: ClassVar[bool] = False  # compute the loss on float32 logits (Llama, as HF does)
 
     def __init__(self, config: Any) -> None:
@@ -49,6 +48,25 @@ class DecoderLM(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
+
+    # Structural accessors, the same on every family: PEFT, heads and decoding name these, never a family's modules.
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        """The token embedding (B, T) -> (B, T, C)."""
+        return self.get_submodule(self.module_paths["embed_tokens"])
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The Transformer layers, in order."""
+        return self.get_submodule(self.module_paths["layers"])
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm after the last layer (Identity where there is none: post-LN blocks end with their own)."""
+        try:
+            return self.get_submodule(self.module_paths["final_norm"])
+        except AttributeError:
+            return nn.Identity()
 
     def _init_normal(self, module: nn.Module, std: float) -> None:
         """Normal(0, std) weights and zero biases for linear layers and embeddings (GPT-2 / Llama init)."""

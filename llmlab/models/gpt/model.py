@@ -34,6 +34,7 @@ class GPT(DecoderLM):
     peft_targets = {"query_value": ("c_attn",), "key_value": ("c_attn",), "attention_output": ("attn.c_proj",),
                     "mlp_output": ("mlp.c_proj", "down_proj")}  # fmt: skip
     peft_fan_in_fan_out = True
+    module_paths = {"embed_tokens": "transformer.wte", "layers": "transformer.h", "final_norm": "transformer.ln_f"}
     family_name = "gpt"
     config_class = GPTConfig
     presets = PRESETS
@@ -67,22 +68,6 @@ class GPT(DecoderLM):
         for module in self.modules():
             if getattr(module, "residual_proj", False):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
-
-    # Structural accessors, the same on every family: PEFT, heads and decoding name these, never a family's modules.
-    @property
-    def embed_tokens(self) -> nn.Embedding:
-        """The token embedding (B, T) -> (B, T, C)."""
-        return self.transformer.wte
-
-    @property
-    def layers(self) -> nn.ModuleList:
-        """The Transformer blocks, in order."""
-        return self.transformer.h
-
-    @property
-    def final_norm(self) -> nn.Module:
-        """The norm applied after the last block (Identity for post-LN models, whose blocks end with one)."""
-        return self.transformer.ln_f if "ln_f" in self.transformer else nn.Identity()
 
     def _init_weights(self, module: nn.Module) -> None:
         self._init_normal(module, std=0.02)

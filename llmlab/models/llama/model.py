@@ -108,6 +108,7 @@ class Llama(DecoderLM):
                     "attention_output": ("o_proj",), "mlp_output": ("down_proj",)}  # fmt: skip
     peft_fan_in_fan_out = False
     loss_in_float32 = True
+    module_paths = {"embed_tokens": "model.embed_tokens", "layers": "model.layers", "final_norm": "model.norm"}
     family_name = "llama"
     config_class = LlamaConfig
     presets = PRESETS
@@ -121,22 +122,6 @@ class Llama(DecoderLM):
         # RoPE frequencies: a fixed, non-persistent buffer (recomputed for long inputs with dynamic scaling).
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
         self.apply(self._init_weights)
-
-    # Structural accessors, the same on every family: PEFT, heads and decoding name these, never a family's modules.
-    @property
-    def embed_tokens(self) -> nn.Embedding:
-        """The token embedding (B, T) -> (B, T, C)."""
-        return self.model.embed_tokens
-
-    @property
-    def layers(self) -> nn.ModuleList:
-        """The decoder layers, in order."""
-        return self.model.layers
-
-    @property
-    def final_norm(self) -> nn.Module:
-        """The RMSNorm after the last layer."""
-        return self.model.norm
 
     def _init_weights(self, module: nn.Module) -> None:
         self._init_normal(module, std=self.config.initializer_range)
