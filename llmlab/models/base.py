@@ -1,8 +1,12 @@
 """`DecoderLM`: what every llmlab decoder family shares — saving and loading its folder, building from a state
 dict or a preset, weight init, the KV cache — so that a family's model class holds only its architecture.
 
-A family's model subclasses it and sets `family_name`, `config_class` and `presets`; its config provides the
-family-agnostic aliases `n_layer`, `block_size`, `kv_heads`, `tie_embeddings` and `resolved()`.
+A family's model subclasses it and sets `family_name`, `config_class`, `presets` and `module_paths` (where its
+token embedding, layers and final norm live: the structural accessors read them), and writes `_embed` (token and
+position embeddings, RoPE tables) and `_attention_masks`; `forward` (layers, final norm, LM head, loss) is shared.
+Its layers take `(x, *, attn_mask, is_causal, rope, kv_cache, output_attentions, ...)` and return
+`(x, attention weights or None, MoE aux loss or None)`. Its config provides the family-agnostic aliases
+`n_layer`, `block_size`, `kv_heads`, `tie_embeddings` and `resolved()`.
 """
 
 from __future__ import annotations
