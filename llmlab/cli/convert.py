@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from llmlab.cli.options import overwrite_option
+
 
 def convert_cmd(
     src: Annotated[
@@ -22,10 +24,7 @@ def convert_cmd(
         str | None, typer.Option("--format", help="llmlab | hf | gguf (default: gguf for *.gguf, else llmlab)")
     ] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="f32 | f16 | q8_0 (q8_0: GGUF only)")] = "f32",
-    overwrite: Annotated[
-        bool,
-        typer.Option("--overwrite", help="replace an earlier llmlab output (never a folder llmlab did not create)"),
-    ] = False,
+    overwrite: overwrite_option("replace an earlier llmlab output (never a folder llmlab did not create)") = False,
     no_tokenizer: Annotated[bool, typer.Option("--no-tokenizer", help="convert the weights only")] = False,
 ) -> None:
     """Convert a checkpoint (weights, tokenizer, chat template) to another format."""

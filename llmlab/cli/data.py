@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from llmlab.cli.options import overwrite_option
+
 data_app = typer.Typer(
     name="data", help="Prepare corpora: clean, split, tokenize, pack into shards.", no_args_is_help=True
 )
@@ -66,9 +68,7 @@ def prepare(
     dtype: Annotated[str | None, typer.Option("--dtype", help="auto|uint16|uint32")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Encoding of the source files (utf-8).")] = None,
     no_clean: Annotated[bool, typer.Option("--no-clean", help="Switch every cleaning step off.")] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace --out if an earlier llmlab run made it.")
-    ] = False,
+    overwrite: overwrite_option("Replace --out if an earlier llmlab run made it.") = False,
 ) -> None:
     """Prepare a corpus. Flags take precedence over --config and key=value overrides."""
     from llmlab.recipes.corpus import prepare_data

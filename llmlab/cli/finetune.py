@@ -7,19 +7,23 @@ from typing import Annotated
 
 import typer
 
+from llmlab.cli.options import (
+    CONFIG_COMMAND,
+    PrintConfigOption,
+    config_option,
+    echo_config,
+    overrides_argument,
+    overwrite_option,
+)
+
 
 def register(app: typer.Typer) -> None:
     """Attach `llmlab finetune` and `llmlab merge` to the root app."""
 
-    @app.command("finetune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    @app.command("finetune", context_settings=CONFIG_COMMAND)
     def finetune_cmd(
-        overrides: Annotated[
-            list[str] | None,
-            typer.Argument(help="key=value overrides, e.g. data.train=sft.jsonl train.max_iters=100 peft.r=16"),
-        ] = None,
-        config: Annotated[
-            Path | None, typer.Option("--config", "-c", help="YAML config, e.g. configs/finetune/smollm2-lora.yaml")
-        ] = None,
+        overrides: overrides_argument("data.train=sft.jsonl train.max_iters=100 peft.r=16") = None,
+        config: config_option("configs/finetune/smollm2-lora.yaml") = None,
         method: Annotated[
             str | None,
             typer.Option("--method", "-m", help="full | partial | lora | qlora | adapter | prefix | prompt | ia3"),
@@ -27,9 +31,7 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[
             bool, typer.Option("--resume", help="Continue out_dir/checkpoints/last (same settings, exactly).")
         ] = False,
-        print_config: Annotated[
-            bool, typer.Option("--print-config", help="Print the resolved config and exit.")
-        ] = False,
+        print_config: PrintConfigOption = False,
     ) -> None:
         """Fine-tune a model on instruction / chat / prompt-completion JSONL (loss on the responses).
 
@@ -39,9 +41,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_finetune_config(config, [*(overrides or []), *(["resume=true"] if resume else [])], method)
         if print_config:
-            from llmlab.config import config_to_yaml
-
-            typer.echo(config_to_yaml(cfg).rstrip())
+            echo_config(cfg)
             return
         from llmlab.recipes.finetune import finetune
 
@@ -68,10 +68,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--format", "-f", help="llmlab | hf | gguf (default: from --out).")
         ] = None,
         dtype: Annotated[str, typer.Option("--dtype", help="f32 | f16 | bf16 (llmlab) | q8_0 (gguf).")] = "f32",
-        overwrite: Annotated[
-            bool,
-            typer.Option("--overwrite", help="Replace an earlier llmlab output at --out (never a foreign folder)."),
-        ] = False,
+        overwrite: overwrite_option("Replace an earlier llmlab output at --out (never a foreign folder).") = False,
     ) -> None:
         """Fold a LoRA/QLoRA/IA3 adapter into its base model and save it (llmlab, Hugging Face or GGUF)."""
         from llmlab.recipes.merge import describe, merge

@@ -28,6 +28,31 @@ ModelOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")]
+PrintConfigOption = Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")]
+CONFIG_COMMAND = {"allow_extra_args": True, "ignore_unknown_options": True}  # context of config-driven commands
+
+
+def overrides_argument(example: str) -> Any:
+    """The trailing `key=value` overrides of a config-driven command; `example` shows a few."""
+    return Annotated[list[str] | None, typer.Argument(help=f"key=value overrides, e.g. {example}")]
+
+
+def config_option(example: str) -> Any:
+    """`--config/-c`: the YAML config of a config-driven command; `example` names one in configs/."""
+    return Annotated[Path | None, typer.Option("--config", "-c", help=f"YAML config, e.g. {example}")]
+
+
+def overwrite_option(help_text: str) -> Any:
+    """`--overwrite`: replace an earlier llmlab output (`help_text` says which, for this command)."""
+    return Annotated[bool, typer.Option("--overwrite", help=help_text)]
+
+
+def echo_config(cfg: Any) -> None:
+    """Print a resolved config as YAML (the `--print-config` answer)."""
+    from llmlab.config import config_to_yaml
+
+    typer.echo(config_to_yaml(cfg).rstrip())
+
 
 # CLI value types that differ from the field's type: repeatable --stop, --early-stopping true|false|never.
 _CLI_TYPES: dict[str, Any] = {"stop": list[str], "early_stopping": str}

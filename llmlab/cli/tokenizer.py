@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from llmlab.cli.options import overwrite_option
+
 tokenizer_app = typer.Typer(
     name="tokenizer",
     help="Train and inspect tokenizers (byte-level BPE, WordPiece, Unigram, char).",
@@ -32,9 +34,7 @@ def train(
     unk: Annotated[str, typer.Option(help='Unknown token ("" = none).')] = "<|unk|>",
     mask: Annotated[str, typer.Option(help='Mask token ("" = none).')] = "",
     encoding: Annotated[str, typer.Option("--encoding", help="Encoding of the text files.")] = "utf-8",
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace --out if an earlier llmlab run made it.")
-    ] = False,
+    overwrite: overwrite_option("Replace --out if an earlier llmlab run made it.") = False,
 ) -> None:
     """Train a tokenizer and save it as tokenizer.json (+ tokenizer_config.json naming the special tokens)."""
     from rich.console import Console

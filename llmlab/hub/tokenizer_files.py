@@ -18,6 +18,7 @@ import yaml
 
 from llmlab.hub.metadata import resolve_metadata_path
 from llmlab.io import atomic_write_text
+from llmlab.io.files import read_json
 
 TOKENIZER_FILE = "tokenizer.json"
 RUN_CONFIG = "config.yaml"
@@ -95,10 +96,7 @@ def folder_chat_template(folder: Path) -> str | None:
     config = folder / "tokenizer_config.json"
     if not config.is_file():
         return None
-    try:
-        meta = json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{config} is not valid JSON ({e}); fix or delete it") from None
+    meta = read_json(config, "fix or delete it")
     template = meta.get("chat_template") if isinstance(meta, dict) else None
     return template if isinstance(template, str) and template else None
 

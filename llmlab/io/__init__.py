@@ -9,6 +9,7 @@ from llmlab.io.files import (
     dir_mode,
     file_mode,
     make_temp_dir,
+    read_json,
     replace_path,
 )
 from llmlab.io.outputs import (
@@ -32,5 +33,6 @@ __all__ = [
     "make_temp_dir",
     "mark_output",
     "publish_output",
+    "read_json",
     "replace_path",
 ]

@@ -94,6 +94,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | os.PathLike, fix: str = "") -> Any:
+    """The JSON in the UTF-8 file `path`; a file that is not valid JSON raises one-line ValueError naming it
+    (followed by `; fix` when given, e.g. "re-save the model").
+
+    Raises:
+        FileNotFoundError / OSError: the file cannot be read (callers check existence first, with their own hint).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}){'; ' + fix if fix else ''}") from None
+
+
 def make_temp_dir(beside: str | os.PathLike, tag: str = "tmp") -> Path:
     """A new empty folder next to `beside` (same file system, so it can be renamed onto it), with `dir_mode()`."""
     beside = Path(beside)

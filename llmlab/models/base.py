@@ -1,8 +1,12 @@
 """`DecoderLM`: what every llmlab decoder family shares — saving and loading its folder, building from a state
 dict or a preset, weight init, the KV cache — so that a family's model class holds only its architecture.
 
-A family's model subclasses it and sets `family_name`, `config_class` and `presets`; its config provides the
-family-agnostic aliases `n_layer`, `block_size`, `kv_heads`, `tie_embeddings` and `resolved()`.
+A family's model subclasses it and sets `family_name`, `config_class`, `presets` and `module_paths` (where its
+token embedding, layers and final norm live: the structural accessors read them), and writes `_embed` (token and
+position embeddings, RoPE tables) and `_attention_masks`; `forward` (layers, final norm, LM head, loss) is shared.
+Its layers take `(x, *, attn_mask, is_causal, rope, kv_cache, output_attentions, ...)` and return
+`(x, attention weights or None, MoE aux loss or None)`. Its config provides the family-agnostic aliases
+`n_layer`, `block_size`, `kv_heads`, `tie_embeddings` and `resolved()`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 from typing import Any, ClassVar, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from llmlab.models.checkpoint_io import (
@@ -23,6 +28,7 @@ from llmlab.models.checkpoint_io import (
 )
 from llmlab.models.registry import PresetRegistry, config_from_dict
 from llmlab.nn.kv_cache import KVCache
+from llmlab.nn.outputs import ModelOutput, check_logits_to_keep
 
 CONFIG_NAME = "model_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -37,12 +43,34 @@ class DecoderLM(nn.Module):
     presets: ClassVar[PresetRegistry]
     config: Any
     lm_head: nn.Linear
+    # Where the family keeps its structural parts: module paths for `embed_tokens`, `layers`, `final_norm`.
+    module_paths: ClassVar[dict[str, str]]
+    loss_in_float32: ClassVar[bool] = False  # compute the loss on float32 logits (Llama, as HF does)
 
     def __init__(self, config: Any) -> None:
         """Validate `config` (one-line ValueError) and keep it as `self.config`; the subclass builds the layers."""
         super().__init__()
         config.validate()
         self.config = config
+
+    # Structural accessors, the same on every family: PEFT, heads and decoding name these, never a family's modules.
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        """The token embedding (B, T) -> (B, T, C)."""
+        return self.get_submodule(self.module_paths["embed_tokens"])
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The Transformer layers, in order."""
+        return self.get_submodule(self.module_paths["layers"])
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm after the last layer (Identity where there is none: post-LN blocks end with their own)."""
+        try:
+            return self.get_submodule(self.module_paths["final_norm"])
+        except AttributeError:
+            return nn.Identity()
 
     def _init_normal(self, module: nn.Module, std: float) -> None:
         """Normal(0, std) weights and zero biases for linear layers and embeddings (GPT-2 / Llama init)."""
@@ -59,6 +87,92 @@ class DecoderLM(nn.Module):
         p = self.lm_head.weight
         head_dim = c.resolved().head_dim
         return KVCache(c.n_layer, batch_size, max_len or c.block_size, c.kv_heads, head_dim, dtype or p.dtype, p.device)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        logits_to_keep: int = 0,
+        **layer_inputs: Any,
+    ) -> ModelOutput:
+        """Run the model.
+
+        Args:
+            input_ids: (B, T) token ids.
+            targets: (B, T) next-token ids (-100 = ignore), or None.
+            attention_mask: (B, S) 1 for real tokens, 0 for padding; S = cached + new tokens. Or a (B, 1, T, S)
+                bool mask (True = may attend, e.g. block-diagonal for packed sequences), AND-ed with the
+                model's causal (or sliding-window) mask.
+            kv_cache: a `KVCache` (see `make_kv_cache`); new tokens start at position `kv_cache.seq_len`.
+            position_ids: (B, T) or (T,) positions of the new tokens (default `past .. past + T - 1`, as HF's
+                forward); left-padded batches pass `cumsum(attention_mask) - 1`.
+            output_attentions: return per-layer attention weights.
+            output_hidden_states: also return the final hidden states (B, T, C) (after the final norm), the
+                input of `lm_head`.
+            logits_to_keep: 0 = logits for every position; k > 0 = only for the last k positions (B, k, V),
+                e.g. 1 when generating. Computing a loss needs all positions (k must be 0 with `targets`).
+            layer_inputs: family-specific inputs of every layer, e.g. GPT's `encoder_hidden_states`
+                (B, S_enc, n_embd) for models with cross-attention.
+
+        Returns:
+            ModelOutput.
+        """
+        t = input_ids.shape[1]
+        past = kv_cache.seq_len if kv_cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + t, device=input_ids.device)  # (T,)
+        x, rope = self._embed(input_ids, position_ids, past)  # (B, T, C)
+        check_logits_to_keep(logits_to_keep, targets)
+        masks = self._attention_masks(t, past, attention_mask, x)
+        attentions: list[torch.Tensor] | None = [] if output_attentions else None
+        aux_total: torch.Tensor | None = None
+        for layer in self.layers:
+            x, weights, aux = layer(
+                x, rope=rope, kv_cache=kv_cache, output_attentions=output_attentions, **masks, **layer_inputs
+            )
+            if attentions is not None:
+                attentions.append(weights)
+            if aux is not None:
+                aux_total = aux if aux_total is None else aux_total + aux
+        if kv_cache is not None:
+            kv_cache.advance(t)
+        x = self.final_norm(x)
+        logits = self.lm_head(x[:, -logits_to_keep:] if logits_to_keep > 0 else x)  # (B, T|k, V)
+        aux_loss = aux_total / self.config.n_layer if aux_total is not None else torch.zeros((), device=x.device)
+        loss = None
+        if targets is not None:
+            flat = logits.float() if self.loss_in_float32 else logits
+            loss = F.cross_entropy(flat.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+            if aux_total is not None:
+                loss = loss + self.config.moe_aux_loss_coef * aux_loss
+        hidden_states = x if output_hidden_states else None
+        return ModelOutput(logits, loss, aux_loss, attentions, hidden_states)
+
+    def _embed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, past: int
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The family's input embedding x (B, T, C) of the new tokens and its RoPE (cos, sin) or None."""
+        raise NotImplementedError
+
+    def _attention_masks(
+        self, t: int, past: int, attention_mask: torch.Tensor | None, x: torch.Tensor
+    ) -> dict[str, Any]:
+        """The mask keyword arguments of every layer (`attn_mask`, `is_causal`, ...) for T new of S = past + T."""
+        raise NotImplementedError
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Number of parameters (tied weights counted once); optionally without the untied input embedding."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings and not self.config.tie_embeddings:
+            n -= self.embed_tokens.weight.numel()
+        return n
 
     @classmethod
     def from_preset(cls: type[M], name: str, **overrides: object) -> M:

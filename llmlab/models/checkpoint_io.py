@@ -4,7 +4,6 @@ one-line errors, and a strict state-dict load that names missing, unexpected or 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from llmlab.io import atomic_write, atomic_write_json
+from llmlab.io.files import read_json
 
 
 def load_safetensors(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -55,10 +55,7 @@ def read_model_folder(directory: str | os.PathLike, config_name: str, weights_na
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found; pass a folder written by save_pretrained (or a checkpoint)")
-    try:
-        return json.loads(cfg_path.read_text(encoding="utf-8")), w_path
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the model") from None
+    return read_json(cfg_path, "re-save the model"), w_path
 
 
 _INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_", "xavier_uniform_",

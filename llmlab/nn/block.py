@@ -7,12 +7,12 @@ Post-norm (original Transformer, https://arxiv.org/abs/1706.03762): `x = norm(x 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from llmlab.nn.attention import Attention
-from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.mlp import build_mlp
 from llmlab.nn.moe import MoE
 from llmlab.nn.norms import build_norm
@@ -91,29 +91,17 @@ class Block(nn.Module):
             self.mlp = build_mlp(c.mlp, c.n_embd, hidden, bias=c.bias, dropout=c.dropout)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        attn_mask: torch.Tensor | None = None,
-        is_causal: bool = False,
-        key_padding_mask: torch.Tensor | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        kv_cache: KVCache | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        output_attentions: bool = False,
+        self, x: torch.Tensor, *, encoder_hidden_states: torch.Tensor | None = None, **attn_inputs: Any
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """x (B, T, C) -> (x (B, T, C), self-attention weights or None, MoE aux loss or None)."""
-        kw = dict(
-            attn_mask=attn_mask,
-            is_causal=is_causal,
-            key_padding_mask=key_padding_mask,
-            rope=rope,
-            kv_cache=kv_cache,
-            output_attentions=output_attentions,
-        )
+        """x (B, T, C) -> (x (B, T, C), self-attention weights or None, MoE aux loss or None).
+
+        `attn_inputs` are the self-attention's keyword arguments, passed through to `Attention.forward`
+        (`attn_mask`, `is_causal`, `key_padding_mask`, `rope`, `kv_cache`, `output_attentions`);
+        `encoder_hidden_states` (B, S_enc, C) feed the cross-attention.
+        """
         aux = None
         if self.pre_norm:
-            a, weights = self.attn(self.ln_1(x), **kw)
+            a, weights = self.attn(self.ln_1(x), **attn_inputs)
             x = x + a
             if self.has_cross:
                 x = x + self.crossattention(self.ln_cross_attn(x), encoder_hidden_states=encoder_hidden_states)[0]
@@ -124,7 +112,7 @@ class Block(nn.Module):
                 h = self.mlp(h)
             x = x + h
         else:
-            a, weights = self.attn(x, **kw)
+            a, weights = self.attn(x, **attn_inputs)
             x = self.ln_1(x + a)
             if self.has_cross:
                 c = self.crossattention(x, encoder_hidden_states=encoder_hidden_states)[0]

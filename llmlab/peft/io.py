@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from llmlab.io import make_temp_dir, replace_path
+from llmlab.io.files import read_json
 from llmlab.peft.base import PeftLinear
 from llmlab.peft.config import LoraConfig, PeftConfigBase, PrefixConfig, PromptConfig
 from llmlab.peft.methods import config_from_adapter_json
@@ -162,10 +163,7 @@ def _adapter_json(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     cfg_path = Path(directory) / CONFIG_NAME
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found; pass a folder written by `llmlab finetune` (or by peft)")
-    try:
-        return json.loads(cfg_path.read_text(encoding="utf-8")), cfg_path
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the adapter") from None
+    return read_json(cfg_path, "re-save the adapter"), cfg_path
 
 
 def adapter_base_model(directory: str | os.PathLike) -> str:

@@ -17,24 +17,13 @@ from typing import Any
 
 import yaml
 
+from llmlab.config.checks import check_choice, check_finite, check_minimum
 from llmlab.models.gpt.config import GPTConfig
 from llmlab.train.schedule import SCHEDULES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DISTRIBUTED_MODES = ("auto", "none", "ddp", "fsdp")
 RENAMED_KEYS = {"train.ckpt_interval": "train.save_interval"}
-
-
-def _choose(key: str, value: Any, choices: Iterable[str]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"unknown {key} {value!r}; choose one of: {', '.join(choices)}")
-
-
-def _finite(key: str, value: float, *, positive: bool = False) -> None:
-    ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        raise ValueError(f"{key} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
 
 
 def check_renamed_keys(path: str | Path | None, overrides: Iterable[str]) -> None:
@@ -108,14 +97,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """One-line ValueError naming the first impossible ``train.*`` value (no torch needed)."""
-        for name in ("batch_size", "grad_accum", "max_iters", "log_interval", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_interval", "eval_iters", "max_eval_examples", "save_interval"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        _choose("train.precision", self.precision, PRECISIONS)
-        _choose("train.distributed", self.distributed, DISTRIBUTED_MODES)
+        check_minimum("train", self, ("batch_size", "grad_accum", "max_iters", "log_interval", "eval_batch_size"), 1)
+        check_minimum("train", self, ("eval_interval", "eval_iters", "max_eval_examples", "save_interval"), 0)
+        check_choice("train.precision", self.precision, PRECISIONS)
+        check_choice("train.distributed", self.distributed, DISTRIBUTED_MODES)
         if not self.device or not isinstance(self.device, str):
             raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -146,12 +131,12 @@ class OptimConfig:
         """One-line ValueError naming the first bad ``optim.*`` value (imports torch to check the name)."""
         from llmlab.train.optim import optimizer_class
 
-        _finite("optim.lr", self.lr, positive=True)
+        check_finite("optim.lr", self.lr, positive=True)
         if len(self.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in self.betas):
             raise ValueError(f"optim.betas must be two values in [0, 1) like [0.9, 0.99], got {list(self.betas)}")
-        _finite("optim.eps", self.eps)
-        _finite("optim.grad_clip", self.grad_clip)
-        _finite("optim.weight_decay", self.weight_decay)
+        check_finite("optim.eps", self.eps)
+        check_finite("optim.grad_clip", self.grad_clip)
+        check_finite("optim.weight_decay", self.weight_decay)
         optimizer_class(self.name, dict(self.kwargs))
 
 
@@ -173,7 +158,7 @@ class ScheduleConfig:
 
     def validate(self, peak_lr: float) -> None:
         """One-line ValueError naming the first bad ``schedule.*`` value (`peak_lr` is ``optim.lr``)."""
-        _choose("schedule.name", self.name, SCHEDULES)
+        check_choice("schedule.name", self.name, SCHEDULES)
         if self.warmup_iters < 0:
             raise ValueError(f"schedule.warmup_iters must be >= 0, got {self.warmup_iters}")
         if self.decay_iters is not None and self.decay_iters < 0:

@@ -14,7 +14,6 @@ The writers (`save_llmlab`, `save_hf`, `save_gguf`) dispatch on the model's clas
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from llmlab.io.files import read_json
 from llmlab.io.gguf import GGUFFile, read_gguf
 from llmlab.models.formats.hf import TokenIds, read_hf_config
 from llmlab.models.registry import ModelFamily, family_of, get_family, gguf_family, hf_family
@@ -61,10 +61,7 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
 
 def _llmlab_family(d: Path) -> ModelFamily:
     cfg_path = d / LLMLAB_CONFIG
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); re-save the model") from None
+    cfg = read_json(cfg_path, "re-save the model")
     name = cfg.get("family", DEFAULT_FAMILY) if isinstance(cfg, dict) else None
     try:
         return get_family(str(name))

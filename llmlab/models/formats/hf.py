@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from llmlab.io import atomic_write, atomic_write_json
+from llmlab.io.files import read_json
 from llmlab.models.checkpoint_io import load_safetensors
 
 TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -27,10 +28,7 @@ def read_hf_config(model_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; pass a folder saved by HF save_pretrained")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    cfg = read_json(path)
     if not isinstance(cfg, dict):
         raise ValueError(f"{path} does not hold a JSON object; re-save the model")
     return cfg

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmlab.config.checks import check_minimum
 from llmlab.models.registry import config_from_dict
 
 if TYPE_CHECKING:  # llmlab.nn imports torch; this module does not
@@ -107,9 +108,9 @@ class GPTConfig:
 
     def validate(self) -> None:
         """Raise ValueError (one line naming the field and the fix) if the configuration is inconsistent."""
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be a positive integer, got {getattr(self, name)}")
+        check_minimum(
+            "model", self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"), 1, "must be a positive integer"
+        )
         for name, value, valid in (
             ("attention", self.attention, ATTENTION_BACKENDS),
             ("position", self.position, POSITIONS),

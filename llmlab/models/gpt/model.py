@@ -9,19 +9,17 @@ weights (transposed relative to HF's `Conv1D`). Architecture reference: nanoGPT 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmlab.models.base import DecoderLM
 from llmlab.models.gpt.config import GPTConfig
 from llmlab.models.gpt.presets import PRESETS
 from llmlab.nn.block import Block
-from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.masks import build_attention_mask
 from llmlab.nn.norms import build_norm
-from llmlab.nn.outputs import ModelOutput, check_logits_to_keep
 from llmlab.nn.positions import alibi_slopes, rope_cos_sin, sinusoidal_table
 
 
@@ -36,6 +34,7 @@ class GPT(DecoderLM):
     peft_targets = {"query_value": ("c_attn",), "key_value": ("c_attn",), "attention_output": ("attn.c_proj",),
                     "mlp_output": ("mlp.c_proj", "down_proj")}  # fmt: skip
     peft_fan_in_fan_out = True
+    module_paths = {"embed_tokens": "transformer.wte", "layers": "transformer.h", "final_norm": "transformer.ln_f"}
     family_name = "gpt"
     config_class = GPTConfig
     presets = PRESETS
@@ -70,65 +69,18 @@ class GPT(DecoderLM):
             if getattr(module, "residual_proj", False):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
 
-    # Structural accessors, the same on every family: PEFT, heads and decoding name these, never a family's modules.
-    @property
-    def embed_tokens(self) -> nn.Embedding:
-        """The token embedding (B, T) -> (B, T, C)."""
-        return self.transformer.wte
-
-    @property
-    def layers(self) -> nn.ModuleList:
-        """The Transformer blocks, in order."""
-        return self.transformer.h
-
-    @property
-    def final_norm(self) -> nn.Module:
-        """The norm applied after the last block (Identity for post-LN models, whose blocks end with one)."""
-        return self.transformer.ln_f if "ln_f" in self.transformer else nn.Identity()
-
     def _init_weights(self, module: nn.Module) -> None:
         self._init_normal(module, std=0.02)
 
-    # ------------------------------------------------------------------ forward
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        position_ids: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        logits_to_keep: int = 0,
-    ) -> ModelOutput:
-        """Run the model.
-
-        Args:
-            input_ids: (B, T) token ids.
-            targets: (B, T) next-token ids (-100 = ignore), or None.
-            attention_mask: (B, S) 1 for real tokens, 0 for padding; S = cached + new tokens. Or a (B, 1, T, S)
-                bool mask (True = may attend, e.g. block-diagonal for packed sequences), AND-ed with the
-                model's causal / sliding-window mask.
-            kv_cache: a `KVCache` (see `make_kv_cache`); new tokens start at position `kv_cache.seq_len`.
-            encoder_hidden_states: (B, S_enc, n_embd) for models with cross-attention.
-            output_attentions: return per-layer attention weights.
-            position_ids: (B, T) or (T,) positions of the new tokens for learned/sinusoidal/RoPE positions
-                (default `past .. past + T - 1`); left-padded batches pass `cumsum(attention_mask) - 1`.
-            output_hidden_states: also return the final hidden states (B, T, C), the input of `lm_head`.
-            logits_to_keep: 0 = logits for every position; k > 0 = only for the last k positions (B, k, V),
-                e.g. 1 when generating. Computing a loss needs all positions (k must be 0 with `targets`).
-
-        Returns:
-            ModelOutput.
-        """
+    # ------------------------------------------------------------------ forward (DecoderLM.forward)
+    def _embed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, past: int
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Token (+ learned or sinusoidal position) embeddings (B, T, C) after dropout; RoPE (cos, sin) or None."""
         c = self.config
-        b, t = input_ids.shape
-        past = kv_cache.seq_len if kv_cache is not None else 0
-        pos = position_ids if position_ids is not None else torch.arange(past, past + t, device=input_ids.device)
-        if past + t > c.block_size:
-            raise ValueError(f"sequence of {past + t} tokens is longer than block_size={c.block_size}; crop the input")
+        pos, total = position_ids, past + input_ids.shape[1]
+        if total > c.block_size:
+            raise ValueError(f"sequence of {total} tokens is longer than block_size={c.block_size}; crop the input")
         x = self.transformer.wte(input_ids)  # (B, T, C)
         if c.position == "learned":
             x = x + self.transformer.wpe(pos)  # (T, C) or (B, T, C)
@@ -141,7 +93,13 @@ class GPT(DecoderLM):
             if pos.dim() == 2:
                 cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs): broadcast over heads
             rope = (cos, sin)
-        check_logits_to_keep(logits_to_keep, targets)
+        return x, rope
+
+    def _attention_masks(
+        self, t: int, past: int, attention_mask: torch.Tensor | None, x: torch.Tensor
+    ) -> dict[str, Any]:
+        """The causal / sliding-window / ALiBi mask AND-ed with `attention_mask` (none for linear attention)."""
+        c = self.config
         mask_4d = attention_mask is not None and attention_mask.dim() == 4
         if c.attention == "linear":
             if mask_4d:
@@ -156,44 +114,10 @@ class GPT(DecoderLM):
                 n_global_tokens=c.n_global_tokens,
                 key_padding_mask=attention_mask,
                 alibi_slopes=self.alibi_slopes if c.position == "alibi" else None,
-                device=input_ids.device,
+                device=x.device,
                 dtype=x.dtype,
             )
-        attentions: list[torch.Tensor] | None = [] if output_attentions else None
-        aux_total: torch.Tensor | None = None
-        for block in self.transformer.h:
-            x, weights, aux = block(
-                x,
-                attn_mask=mask,
-                is_causal=is_causal,
-                key_padding_mask=None if mask_4d else attention_mask,
-                rope=rope,
-                kv_cache=kv_cache,
-                encoder_hidden_states=encoder_hidden_states,
-                output_attentions=output_attentions,
-            )
-            if attentions is not None:
-                attentions.append(weights)
-            if aux is not None:
-                aux_total = aux if aux_total is None else aux_total + aux
-        if kv_cache is not None:
-            kv_cache.advance(t)
-        if c.pre_norm:
-            x = self.transformer.ln_f(x)
-        logits = self.lm_head(x[:, -logits_to_keep:] if logits_to_keep > 0 else x)  # (B, T|k, V)
-        aux_loss = aux_total / c.n_layer if aux_total is not None else torch.zeros((), device=x.device)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-            if aux_total is not None:
-                loss = loss + c.moe_aux_loss_coef * aux_loss
-        return ModelOutput(
-            logits=logits,
-            loss=loss,
-            aux_loss=aux_loss,
-            attentions=attentions,
-            hidden_states=x if output_hidden_states else None,
-        )
+        return {"attn_mask": mask, "is_causal": is_causal, "key_padding_mask": None if mask_4d else attention_mask}
 
     # ------------------------------------------------------------------ helpers
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
@@ -202,12 +126,9 @@ class GPT(DecoderLM):
         With `exclude_embeddings`, learned position embeddings are not counted, nor the token embedding
         when it is untied (when tied it is also the output layer, as in nanoGPT's count).
         """
-        n = sum(p.numel() for p in self.parameters())
-        if exclude_embeddings:
-            if "wpe" in self.transformer:
-                n -= self.transformer.wpe.weight.numel()
-            if not self.config.tie_embeddings:
-                n -= self.transformer.wte.weight.numel()
+        n = super().num_parameters(exclude_embeddings)
+        if exclude_embeddings and "wpe" in self.transformer:
+            n -= self.transformer.wpe.weight.numel()
         return n
 
 

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmlab.config.checks import check_minimum
 from llmlab.models.registry import config_from_dict
 
 FAMILY = "llama"
@@ -127,9 +128,13 @@ class LlamaConfig:
 
     def validate(self) -> None:
         """Raise ValueError (one line naming the field and the fix) if the configuration is inconsistent."""
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be a positive integer, got {getattr(self, name)}")
+        check_minimum(
+            "model",
+            self,
+            ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"),
+            1,
+            "must be a positive integer",
+        )
         if self.max_position_embeddings < 1:
             raise ValueError(f"model.max_position_embeddings must be positive, got {self.max_position_embeddings}")
         if self.num_key_value_heads is not None and (

@@ -20,8 +20,9 @@ checkpoints load without renaming:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmlab.models.base import DecoderLM
@@ -33,7 +34,6 @@ from llmlab.nn.kv_cache import KVCache
 from llmlab.nn.masks import build_attention_mask
 from llmlab.nn.mlp import SwiGLUMLP
 from llmlab.nn.norms import RMSNorm
-from llmlab.nn.outputs import ModelOutput, check_logits_to_keep
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -71,8 +71,8 @@ class LlamaDecoderLayer(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         kv_cache: KVCache | None,
         output_attentions: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, C) -> (x (B, T, C), attention weights (B, nh, T, S) or None)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        """x (B, T, C) -> (x (B, T, C), attention weights (B, nh, T, S) or None, no MoE aux loss)."""
         a, weights = self.self_attn(
             self.input_layernorm(x),
             attn_mask=attn_mask,
@@ -83,7 +83,7 @@ class LlamaDecoderLayer(nn.Module):
         )
         x = x + a
         x = x + self.mlp(self.post_attention_layernorm(x))
-        return x, weights
+        return x, weights, None
 
 
 class LlamaModel(nn.Module):
@@ -107,6 +107,8 @@ class Llama(DecoderLM):
     peft_targets = {"query_value": ("q_proj", "v_proj"), "key_value": ("k_proj", "v_proj"),
                     "attention_output": ("o_proj",), "mlp_output": ("down_proj",)}  # fmt: skip
     peft_fan_in_fan_out = False
+    loss_in_float32 = True
+    module_paths = {"embed_tokens": "model.embed_tokens", "layers": "model.layers", "final_norm": "model.norm"}
     family_name = "llama"
     config_class = LlamaConfig
     presets = PRESETS
@@ -121,102 +123,28 @@ class Llama(DecoderLM):
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
         self.apply(self._init_weights)
 
-    # Structural accessors, the same on every family: PEFT, heads and decoding name these, never a family's modules.
-    @property
-    def embed_tokens(self) -> nn.Embedding:
-        """The token embedding (B, T) -> (B, T, C)."""
-        return self.model.embed_tokens
-
-    @property
-    def layers(self) -> nn.ModuleList:
-        """The decoder layers, in order."""
-        return self.model.layers
-
-    @property
-    def final_norm(self) -> nn.Module:
-        """The RMSNorm after the last layer."""
-        return self.model.norm
-
     def _init_weights(self, module: nn.Module) -> None:
         self._init_normal(module, std=self.config.initializer_range)
 
-    # ------------------------------------------------------------------ forward
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
-        position_ids: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        logits_to_keep: int = 0,
-    ) -> ModelOutput:
-        """Run the model.
-
-        Args:
-            input_ids: (B, T) token ids.
-            targets: (B, T) next-token ids (-100 = ignore), or None.
-            attention_mask: (B, S) 1 for real tokens, 0 for padding; S = cached + new tokens. Or a (B, 1, T, S)
-                bool mask (True = may attend, e.g. block-diagonal for packed sequences), AND-ed with the causal mask.
-            kv_cache: a `KVCache` (see `make_kv_cache`); new tokens start at position `kv_cache.seq_len`.
-            position_ids: (B, T) or (T,) RoPE positions; default `past .. past + T - 1` (as HF's forward).
-            output_attentions: return per-layer attention weights.
-            output_hidden_states: also return the final hidden states (B, T, C) (after `model.norm`), the input
-                of `lm_head`.
-            logits_to_keep: 0 = logits for every position; k > 0 = only for the last k positions (B, k, V),
-                e.g. 1 when generating. Computing a loss needs all positions (k must be 0 with `targets`).
-
-        Returns:
-            ModelOutput.
-        """
+    # ------------------------------------------------------------------ forward (DecoderLM.forward)
+    def _embed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, past: int
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Token embeddings (B, T, C) and the RoPE (cos, sin) of `position_ids`."""
         c = self.config
-        b, t = input_ids.shape
-        check_logits_to_keep(logits_to_keep, targets)
-        past = kv_cache.seq_len if kv_cache is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past, past + t, device=input_ids.device)  # (T,)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
         inv_freq = self.inv_freq
+        t = input_ids.shape[1]
         if c.rope_type == "dynamic" and past + t > c.max_position_embeddings:
             inv_freq = rope_inv_freq(c, past + t).to(x.device)  # NTK: a larger base for longer inputs
         cos, sin = rope_cos_sin_at(inv_freq, position_ids)  # (T, hs) or (B, 1, T, hs)
-        rope = (cos.to(x.dtype), sin.to(x.dtype))
-        mask, is_causal = build_attention_mask(
-            t, past + t, causal=True, key_padding_mask=attention_mask, device=input_ids.device, dtype=x.dtype
-        )
-        attentions: list[torch.Tensor] | None = [] if output_attentions else None
-        for layer in self.model.layers:
-            x, weights = layer(
-                x,
-                attn_mask=mask,
-                is_causal=is_causal,
-                rope=rope,
-                kv_cache=kv_cache,
-                output_attentions=output_attentions,
-            )
-            if attentions is not None:
-                attentions.append(weights)
-        if kv_cache is not None:
-            kv_cache.advance(t)
-        x = self.model.norm(x)
-        logits = self.lm_head(x[:, -logits_to_keep:] if logits_to_keep > 0 else x)  # (B, T|k, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return ModelOutput(
-            logits=logits,
-            loss=loss,
-            aux_loss=torch.zeros((), device=x.device),
-            attentions=attentions,
-            hidden_states=x if output_hidden_states else None,
-        )
+        return x, (cos.to(x.dtype), sin.to(x.dtype))
 
-    # ------------------------------------------------------------------ helpers
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Number of parameters (tied weights counted once); optionally without the untied input embedding."""
-        n = sum(p.numel() for p in self.parameters())
-        if exclude_embeddings and not self.config.tie_word_embeddings:
-            n -= self.model.embed_tokens.weight.numel()
-        return n
+    def _attention_masks(
+        self, t: int, past: int, attention_mask: torch.Tensor | None, x: torch.Tensor
+    ) -> dict[str, Any]:
+        """The causal mask AND-ed with `attention_mask`."""
+        mask, is_causal = build_attention_mask(
+            t, past + t, causal=True, key_padding_mask=attention_mask, device=x.device, dtype=x.dtype
+        )
+        return {"attn_mask": mask, "is_causal": is_causal}
