@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tiny_models import tiny_gpt, tiny_llama
 
 from llmlab.models import save_hf, save_llmlab
 from llmlab.models.gpt import GPT
 from llmlab.models.llama import Llama
-from tiny_models import tiny_gpt, tiny_llama
 
 CORPUS = ["Hello world, the quick brown fox jumps. 你好，世界。 123 456\n" * 40]
 SPECIALS = {"pad": "<|im_end|>", "unk": "<|unk|>", "bos": "<|im_start|>", "eos": "<|endoftext|>"}

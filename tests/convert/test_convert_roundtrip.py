@@ -7,12 +7,12 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 from transformers import LlamaConfig as HFLlamaConfig
 
+from llmlab.data import train_tokenizer
 from llmlab.io.gguf import read_gguf
 from llmlab.models import load_model
 from llmlab.models.gpt import GPT
 from llmlab.models.llama import Llama
 from llmlab.recipes.convert import convert
-from llmlab.data import train_tokenizer
 from llmlab.tokenizers import load_tokenizer
 from llmlab.tokenizers.gguf import load_gguf_tokenizer
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import tiny_models
 
+# Overrides that keep a CLI fine-tuning run quick and quiet.
+FAST = ["train.device=cpu", "train.progress=false", "train.tensorboard=false", "train.log_interval=1"]
 COLORS = {"apple": "red", "banana": "yellow", "grass": "green", "sky": "blue", "snow": "white", "coal": "black"}
 
 
@@ -25,6 +27,11 @@ def toy_records(n: int, seed: int = 0) -> list[dict[str, str]]:
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+def finetune_args(method: str, base: Path, data: Path, *overrides: str) -> list[str]:
+    """The argv of `llmlab finetune --method <method> base=<base> data.train=<data> <overrides...>`."""
+    return ["finetune", "--method", method, f"base={base}", f"data.train={data}", *overrides]
 
 
 def tiny_llama(vocab_size: int, seed: int = 0):

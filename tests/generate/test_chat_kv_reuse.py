@@ -10,13 +10,13 @@ import io
 
 import pytest
 import torch
+from tiny_models import tiny_gpt, tiny_llama
 from torch import nn
 
 from llmlab.generate.chat import ChatSession, common_prefix_len
 from llmlab.nn.kv_cache import KVCache
 from llmlab.recipes.chat import run_chat
 from llmlab.tokenizers import train_tokenizer_from_iterator
-from tiny_models import tiny_gpt, tiny_llama
 
 CORPUS = ["Hello there, how are you? I am fine. What is new today? Nothing much.\n" * 30]
 SPECIALS = {"pad": "<|pad|>", "bos": "<|im_start|>", "eos": "<|im_end|>", "unk": "<|endoftext|>"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import spread, tiny_gpt, tiny_llama
 
 from llmlab.generate import generate, generate_batch, left_pad
-from tiny_models import spread, tiny_gpt, tiny_llama
 
 VOCAB = 61
 

@@ -6,12 +6,12 @@ from collections import Counter
 
 import pytest
 import torch
+from tiny_models import spread, tiny_hf_llama
 from transformers import LlamaForCausalLM
 
 from llmlab.generate import beam_search
 from llmlab.models.llama import Llama
 from llmlab.models.llama.hf import config_from_hf
-from tiny_models import spread, tiny_hf_llama
 
 VOCAB = 61
 

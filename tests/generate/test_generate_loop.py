@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import tiny_models
 import torch
+from tiny_models import spread
 
 from llmlab.generate import (
     GreedySampler,
@@ -17,8 +19,6 @@ from llmlab.generate import (
     stream_generate,
 )
 from llmlab.models.gpt import GPT
-import tiny_models
-from tiny_models import spread
 
 VOCAB = 61
 

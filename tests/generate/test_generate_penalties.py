@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import spread, tiny_gpt, tiny_hf_llama
 from transformers.generation import MinPLogitsWarper, RepetitionPenaltyLogitsProcessor
 
 from llmlab.generate import (
@@ -21,7 +22,6 @@ from llmlab.models.gpt import GPT
 from llmlab.models.llama import Llama
 from llmlab.models.llama.hf import config_from_hf
 from llmlab.tokenizers import train_tokenizer_from_iterator
-from tiny_models import spread, tiny_gpt, tiny_hf_llama
 
 VOCAB = 61
 

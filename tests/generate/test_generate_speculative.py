@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
+from tiny_models import spread, tiny_gpt, tiny_llama
 
 from llmlab.generate import generate, prompt_lookup_candidates, speculative_generate
 from llmlab.models.llama import Llama
-from tiny_models import spread, tiny_gpt, tiny_llama
 
 VOCAB = 61
 # `llama-tiny` with 4 KV heads (no GQA), untied embeddings and a context of 96.

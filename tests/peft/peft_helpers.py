@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import tiny_models
 import torch
 
-import tiny_models
 from llmlab.models.gpt import GPT
 from llmlab.models.llama import Llama
 
