@@ -6,21 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from cli_helpers import run_cli
-from hub_fixtures import TEXT, adapter_run, logits, make_llama, make_tokenizer, save_both
+from hub_fixtures import TEXT, adapter_run, logits, save_both
 
 from llmlab.io import OUTPUT_MARKER
 from llmlab.models import load_model
 from llmlab.recipes.convert import convert
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llama(tokenizer):
-    return make_llama(tokenizer.vocab_size)
 
 
 @pytest.fixture(scope="module")

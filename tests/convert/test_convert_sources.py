@@ -3,25 +3,14 @@ LoRA adapter, merged on the way), adapter folders; adapters that cannot be merge
 
 from __future__ import annotations
 
-import pytest
 import torch
 from cli_helpers import run_cli
-from hub_fixtures import TEXT, adapter_run, logits, make_llama, make_tokenizer, pretrain_run, save_both
+from hub_fixtures import TEXT, adapter_run, logits, pretrain_run, save_both
 
 from llmlab.models import load_model
 from llmlab.models.gpt import GPT
 from llmlab.recipes.convert import convert
 from llmlab.tokenizers import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llama(tokenizer):
-    return make_llama(tokenizer.vocab_size)
 
 
 def test_pretrain_run_folder_converts_with_the_runs_tokenizer(tmp_path, tokenizer, monkeypatch, capsys) -> None:

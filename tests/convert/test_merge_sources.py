@@ -3,24 +3,13 @@ fine (the adapter run's tokenizer is used), and a run folder may be passed as --
 
 from __future__ import annotations
 
-import pytest
 import torch
 from cli_helpers import run_cli
-from hub_fixtures import TEXT, adapter_run, logits, make_llama, make_tokenizer, save_both
+from hub_fixtures import TEXT, adapter_run, logits, save_both
 
 from llmlab.models import load_model
 from llmlab.recipes.merge import merge
 from llmlab.tokenizers import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llama(tokenizer):
-    return make_llama(tokenizer.vocab_size)
 
 
 def test_hf_base_without_tokenizer_uses_the_runs_tokenizer(tmp_path, tokenizer, llama, capsys) -> None:
