@@ -1,5 +1,5 @@
 """Tiny seeded models built from the registered presets, for tests: `from tiny_models import tiny_gpt, tiny_llama`
-(and `tiny_hf_llama`, the same architecture in `transformers`).
+(and `tiny_hf_llama` / `tiny_hf_gpt2`, the `transformers` models).
 
 Each builder seeds torch, takes a preset by name (the family's smallest by default) and applies `overrides`
 structurally (`PresetRegistry.get`: unknown or mistyped fields are a ValueError), and returns the model in
@@ -44,6 +44,16 @@ def tiny_hf_llama(seed: int = 0, preset: str = "llama-tiny", **overrides: object
     return LlamaForCausalLM(LlamaConfig(**config_to_hf(LLAMA_PRESETS.get(preset, **overrides)))).eval()
 
 
+def tiny_hf_gpt2(seed: int = 0, **overrides: object):  # -> GPT2LMHeadModel
+    """A seeded `transformers` `GPT2LMHeadModel` (2 layers, 4 heads, width 32, context 32, vocabulary 64) with
+    `overrides` (`GPT2Config` field names)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    fields = {"vocab_size": TINY_VOCAB, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4, **overrides}
+    return GPT2LMHeadModel(GPT2Config(**fields)).eval()
+
+
 def tiny_models(seed: int = 0, vocab_size: int = TINY_VOCAB) -> dict[str, torch.nn.Module]:
     """One tiny model per family (and a post-norm GPT) sharing `vocab_size`: {"gpt", "gpt_post_norm", "llama"}."""
     return {
@@ -51,3 +61,15 @@ def tiny_models(seed: int = 0, vocab_size: int = TINY_VOCAB) -> dict[str, torch.
         "gpt_post_norm": tiny_gpt(seed, vocab_size=vocab_size, n_head=4, pre_norm=False),
         "llama": tiny_llama(seed, vocab_size=vocab_size),
     }
+
+
+def spread(model: torch.nn.Module, std: float = 0.3, seed: int | None = None) -> torch.nn.Module:
+    """Redraw every weight matrix of `model` from N(0, std) (after seeding torch with `seed`, if given) and return
+    it in eval mode: larger weights than the 0.02-std init, so greedy continuations vary from step to step."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, std)
+    return model.eval()

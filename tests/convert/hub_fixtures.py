@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tiny_models import tiny_gpt, tiny_llama
 
 from llmlab.models import save_hf, save_llmlab
-from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.llama import Llama, LlamaConfig
+from llmlab.models.gpt import GPT
+from llmlab.models.llama import Llama
 
 CORPUS = ["Hello world, the quick brown fox jumps. 你好，世界。 123 456\n" * 40]
 SPECIALS = {"pad": "<|im_end|>", "unk": "<|unk|>", "bos": "<|im_start|>", "eos": "<|endoftext|>"}
@@ -24,24 +25,14 @@ def make_tokenizer():
 
 
 def make_llama(vocab_size: int) -> Llama:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,  # set: an HF round trip fills it in, and the adapter fingerprint compares raw fields
-        max_position_embeddings=128,
-        initializer_range=0.2,
-    )
-    return Llama(cfg).eval()
+    """`llama-tiny`, untied, a larger init; `head_dim` set: an HF round trip fills it in, and the adapter
+    fingerprint compares raw fields."""
+    fields = {"head_dim": 8, "initializer_range": 0.2, "tie_word_embeddings": False}
+    return tiny_llama(0, vocab_size=vocab_size, **fields)
 
 
 def make_gpt(vocab_size: int) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
+    return tiny_gpt(0, vocab_size=vocab_size)
 
 
 def logits(model, ids: list[int]) -> torch.Tensor:

@@ -5,31 +5,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig as HFLlamaConfig
-from transformers import LlamaForCausalLM
+from cli_helpers import run_cli
+from tiny_models import tiny_hf_llama
 
-from llmlab.cli import convert as convert_cli
-from llmlab.cli import main as cli_main
 from llmlab.models import load_model
 from llmlab.recipes.convert import convert
 
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = HFLlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     d = tmp_path_factory.mktemp("hf")
-    LlamaForCausalLM(cfg).save_pretrained(d)
+    fields = dict(num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=None, tie_word_embeddings=False)
+    tiny_hf_llama(0, vocab_size=64, max_position_embeddings=2048, **fields).save_pretrained(d)
     return d
-
-
-def run_cli(args, capsys):
-    """Run `llmlab <args>` through the real entry point (with the convert command registered)."""
-    if not any(c.name == "convert" for c in cli_main.app.registered_commands):
-        convert_cli.register(cli_main.app)
-    with pytest.raises(SystemExit) as exc:
-        cli_main.main(args)
-    return exc.value.code, capsys.readouterr()
 
 
 def copy_dir(src, dst):
@@ -50,9 +38,9 @@ def test_truncated_safetensors(tmp_path, hf_dir, capsys):
     (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="corrupt or truncated"):
         load_model(bad)
-    code, out = run_cli(["convert", "--from", str(bad), "--to", str(tmp_path / "out")], capsys)
-    assert code == 2 and out.err.startswith("llmlab: error:") and "truncated" in out.err
-    assert len(out.err.strip().splitlines()) == 1
+    code, _, err = run_cli(["convert", "--from", str(bad), "--to", str(tmp_path / "out")], capsys)
+    assert code == 2 and err.startswith("llmlab: error:") and "truncated" in err
+    assert len(err.strip().splitlines()) == 1
     assert_nothing_left(tmp_path, "out")
 
 
@@ -78,8 +66,8 @@ def test_truncated_gguf(tmp_path, hf_dir, capsys):
     convert(hf_dir, tmp_path / "m.gguf")
     data = (tmp_path / "m.gguf").read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) - 100])
-    code, out = run_cli(["convert", "--from", str(tmp_path / "cut.gguf"), "--to", str(tmp_path / "out")], capsys)
-    assert code == 2 and out.err.startswith("llmlab: error:") and "truncated" in out.err
+    code, _, err = run_cli(["convert", "--from", str(tmp_path / "cut.gguf"), "--to", str(tmp_path / "out")], capsys)
+    assert code == 2 and err.startswith("llmlab: error:") and "truncated" in err
     assert_nothing_left(tmp_path, "out")
     (tmp_path / "junk.gguf").write_bytes(b"NOPE" + bytes(64))
     with pytest.raises(ValueError, match="not a valid GGUF"):
@@ -109,8 +97,8 @@ def test_unknown_architectures_are_named(tmp_path, hf_dir, capsys):
     bert = copy_dir(hf_dir, tmp_path / "bert")
     cfg = json.loads((bert / "config.json").read_text())
     (bert / "config.json").write_text(json.dumps({**cfg, "architectures": ["BertForMaskedLM"], "model_type": "bert"}))
-    code, out = run_cli(["convert", "--from", str(bert), "--to", str(tmp_path / "out")], capsys)
-    assert code == 2 and "BertForMaskedLM" in out.err and "LlamaForCausalLM" in out.err
+    code, _, err = run_cli(["convert", "--from", str(bert), "--to", str(tmp_path / "out")], capsys)
+    assert code == 2 and "BertForMaskedLM" in err and "LlamaForCausalLM" in err
     assert_nothing_left(tmp_path, "out")
 
     (tmp_path / "mamba").mkdir()
@@ -131,8 +119,8 @@ def test_bad_options(tmp_path, hf_dir, capsys):
     with pytest.raises(ValueError, match="format"):
         convert(hf_dir, tmp_path / "out", "onnx")
     convert(hf_dir, tmp_path / "exists")  # an earlier llmlab output: replaced only with --overwrite
-    code, out = run_cli(["convert", "--from", str(hf_dir), "--to", str(tmp_path / "exists")], capsys)
-    assert code == 2 and "--overwrite" in out.err
+    code, _, err = run_cli(["convert", "--from", str(hf_dir), "--to", str(tmp_path / "exists")], capsys)
+    assert code == 2 and "--overwrite" in err
     with pytest.raises(FileNotFoundError):
         convert(tmp_path / "nowhere", tmp_path / "out")
     assert_nothing_left(tmp_path, "out")
@@ -140,10 +128,10 @@ def test_bad_options(tmp_path, hf_dir, capsys):
 
 def test_cli_success_and_overwrite(tmp_path, hf_dir, capsys):
     out = tmp_path / "out"
-    code, printed = run_cli(["convert", "--from", str(hf_dir), "--to", str(out)], capsys)
-    assert code in (0, None) and "converted llama model" in printed.out
+    code, printed, _ = run_cli(["convert", "--from", str(hf_dir), "--to", str(out)], capsys)
+    assert code == 0 and "converted llama model" in printed
     (out / "stale.txt").write_text("old")  # inside an llmlab output: --overwrite replaces the whole folder
-    code, printed = run_cli(["convert", "--from", str(hf_dir), "--to", str(out), "--overwrite"], capsys)
-    assert code in (0, None) and "converted llama model" in printed.out
+    code, printed, _ = run_cli(["convert", "--from", str(hf_dir), "--to", str(out), "--overwrite"], capsys)
+    assert code == 0 and "converted llama model" in printed
     assert (out / "model_config.json").is_file() and not (out / "stale.txt").exists()
     assert isinstance(load_model(out), torch.nn.Module)

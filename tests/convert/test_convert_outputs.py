@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hub_fixtures import TEXT, adapter_run, logits, make_llama, make_tokenizer, save_both
+from cli_helpers import run_cli
+from hub_fixtures import TEXT, adapter_run, logits, save_both
 
-from llmlab.cli import convert as convert_cli
-from llmlab.cli import finetune as finetune_cli
-from llmlab.cli import main as cli_main
 from llmlab.io import OUTPUT_MARKER
 from llmlab.models import load_model
 from llmlab.recipes.convert import convert
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llama(tokenizer):
-    return make_llama(tokenizer.vocab_size)
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +24,6 @@ def lora(tmp_path_factory, llama, tokenizer):
     base = save_both(llama, tokenizer, root / "base", "llmlab")
     run, tuned = adapter_run(root, llama, str(base), tokenizer)
     return base, run, tuned
-
-
-def run_cli(args, capsys):
-    for module, name in ((convert_cli, "convert"), (finetune_cli, "merge")):
-        if not any(c.name == name for c in cli_main.app.registered_commands):
-            module.register(cli_main.app)
-    with pytest.raises(SystemExit) as exc:
-        cli_main.main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def user_folder(path):

@@ -4,15 +4,15 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
-from transformers import LlamaConfig as HFLlamaConfig
+from tiny_models import tiny_hf_gpt2, tiny_hf_llama
+from transformers import AutoModelForCausalLM, GPT2LMHeadModel, LlamaForCausalLM
 
+from llmlab.data import train_tokenizer
 from llmlab.io.gguf import read_gguf
 from llmlab.models import load_model
 from llmlab.models.gpt import GPT
 from llmlab.models.llama import Llama
 from llmlab.recipes.convert import convert
-from llmlab.data import train_tokenizer
 from llmlab.tokenizers import load_tokenizer
 from llmlab.tokenizers.gguf import load_gguf_tokenizer
 
@@ -22,23 +22,23 @@ TEXTS = ["Hello world, 123 times!", "你好，世界。", "<|im_start|>user\nhi<
 
 
 def tiny_gpt2(tie: bool) -> GPT2LMHeadModel:
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4, tie_word_embeddings=tie)
-    return GPT2LMHeadModel(cfg).eval()
+    return tiny_hf_gpt2(0, vocab_size=VOCAB, tie_word_embeddings=tie)
+
+
+# `llama-tiny` at width 64 without GQA or tied embeddings (the cases below add them back).
+LLAMA = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_key_value_heads=None,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
 
 
 def tiny_llama(**kw) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    base = dict(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        rms_norm_eps=1e-5,
-    )
-    return LlamaForCausalLM(HFLlamaConfig(**{**base, **kw})).eval()
+    return tiny_hf_llama(0, **{**LLAMA, **kw})
 
 
 HF_MODELS = {

@@ -3,35 +3,14 @@ LoRA adapter, merged on the way), adapter folders; adapters that cannot be merge
 
 from __future__ import annotations
 
-import pytest
 import torch
-from hub_fixtures import TEXT, adapter_run, logits, make_llama, make_tokenizer, pretrain_run, save_both
+from cli_helpers import run_cli
+from hub_fixtures import TEXT, adapter_run, logits, pretrain_run, save_both
 
-from llmlab.cli import convert as convert_cli
-from llmlab.cli import main as cli_main
 from llmlab.models import load_model
 from llmlab.models.gpt import GPT
 from llmlab.recipes.convert import convert
 from llmlab.tokenizers import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llama(tokenizer):
-    return make_llama(tokenizer.vocab_size)
-
-
-def run_cli(args, capsys):
-    if not any(c.name == "convert" for c in cli_main.app.registered_commands):
-        convert_cli.register(cli_main.app)
-    with pytest.raises(SystemExit) as exc:
-        cli_main.main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def test_pretrain_run_folder_converts_with_the_runs_tokenizer(tmp_path, tokenizer, monkeypatch, capsys) -> None:

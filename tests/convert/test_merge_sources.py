@@ -3,34 +3,13 @@ fine (the adapter run's tokenizer is used), and a run folder may be passed as --
 
 from __future__ import annotations
 
-import pytest
 import torch
-from hub_fixtures import TEXT, adapter_run, logits, make_llama, make_tokenizer, save_both
+from cli_helpers import run_cli
+from hub_fixtures import TEXT, adapter_run, logits, save_both
 
-from llmlab.cli import finetune as finetune_cli
-from llmlab.cli import main as cli_main
 from llmlab.models import load_model
 from llmlab.recipes.merge import merge
 from llmlab.tokenizers import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llama(tokenizer):
-    return make_llama(tokenizer.vocab_size)
-
-
-def run_cli(args, capsys):
-    if not any(c.name == "merge" for c in cli_main.app.registered_commands):
-        finetune_cli.register(cli_main.app)
-    with pytest.raises(SystemExit) as exc:
-        cli_main.main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def test_hf_base_without_tokenizer_uses_the_runs_tokenizer(tmp_path, tokenizer, llama, capsys) -> None:

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from cli_helpers import run_cli
+from tiny_models import tiny_gpt
 
-from llmlab.cli.main import main
-from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.tokenizers import train_tokenizer_from_iterator
 
 
@@ -17,20 +16,9 @@ from llmlab.tokenizers import train_tokenizer_from_iterator
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("ckpt")
     tok = train_tokenizer_from_iterator("bpe", ["ROMEO: But soft, what light through yonder window breaks? " * 10], 300)
-    torch.manual_seed(0)
-    GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)).save_pretrained(d)
+    tiny_gpt(0, vocab_size=tok.vocab_size).save_pretrained(d)
     tok.save(d)
     return d
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_eval_perplexity_cli(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

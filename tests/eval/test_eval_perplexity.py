@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import spread, tiny_gpt
 
 from llmlab.eval import evaluate_perplexity, score_tokens, sliding_windows
-from llmlab.models.gpt import GPT, GPTConfig
+from llmlab.models.gpt import GPT
 from llmlab.tokenizers import train_tokenizer_from_iterator
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll: Speak, speak. Ça va — naïve 你好!\n" * 3
@@ -20,18 +21,12 @@ def char_tok():
     return train_tokenizer_from_iterator("char", [TEXT], vocab_size=0, special_tokens={"bos": "<|bos|>"})
 
 
-def tiny_gpt(vocab_size: int, block_size: int = 16) -> GPT:
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
-    return model.eval()
+def spread_gpt(vocab_size: int, block_size: int = 16) -> GPT:
+    return spread(tiny_gpt(0, vocab_size=vocab_size, block_size=block_size))
 
 
 def uniform_gpt(vocab_size: int) -> GPT:
-    model = tiny_gpt(vocab_size)
+    model = spread_gpt(vocab_size)
     with torch.no_grad():
         model.lm_head.weight.zero_()  # logits are all 0: a uniform distribution over the vocabulary
     return model
@@ -51,7 +46,7 @@ def test_uniform_model_has_perplexity_vocab_size(char_tok) -> None:
 
 
 def test_bits_per_char_and_byte_from_total_nats(char_tok) -> None:
-    model = tiny_gpt(char_tok.vocab_size)
+    model = spread_gpt(char_tok.vocab_size)
     r = evaluate_perplexity(model, char_tok, TEXT)
     assert r["loss"] == pytest.approx(r["total_nats"] / r["tokens_scored"])
     assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
@@ -62,7 +57,7 @@ def test_bits_per_char_and_byte_from_total_nats(char_tok) -> None:
 
 
 def test_stride_equal_to_block_size_is_the_plain_chunked_computation(char_tok) -> None:
-    model = tiny_gpt(char_tok.vocab_size, block_size=16)
+    model = spread_gpt(char_tok.vocab_size, block_size=16)
     ids = torch.tensor(char_tok.encode(TEXT))
     expected = 0.0
     with torch.no_grad():
@@ -77,7 +72,7 @@ def test_stride_equal_to_block_size_is_the_plain_chunked_computation(char_tok) -
 
 
 def test_sliding_window_scores_every_token_once_with_maximal_context(char_tok) -> None:
-    model = tiny_gpt(char_tok.vocab_size, block_size=8)
+    model = spread_gpt(char_tok.vocab_size, block_size=8)
     ids = char_tok.encode(TEXT[:40])
     # Brute force: token j is predicted from the (at most) 8 tokens before it.
     expected = 0.0
@@ -99,7 +94,7 @@ def test_sliding_windows_rejects_bad_stride_and_short_text(char_tok) -> None:
     with pytest.raises(ValueError, match="stride"):
         sliding_windows(100, 8, 9)
     with pytest.raises(ValueError, match="too short"):
-        evaluate_perplexity(tiny_gpt(char_tok.vocab_size), char_tok, "F")
+        evaluate_perplexity(spread_gpt(char_tok.vocab_size), char_tok, "F")
 
 
 def test_scored_characters_exclude_only_the_first_token(char_tok) -> None:

@@ -23,20 +23,21 @@ def tokenizer():
     return train_tokenizer_from_iterator("bpe", texts * 3, vocab_size=400)
 
 
+def saved_with_tokenizer(folder: Path, model, tokenizer) -> Path:  # noqa: ANN001
+    """`model` saved in llmlab format in `folder`, with `tokenizer` beside it: a fine-tuning base."""
+    model.save_pretrained(folder)
+    tokenizer.save(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def llama_dir(tmp_path_factory, tokenizer) -> Path:
-    d = tmp_path_factory.mktemp("tiny-llama")
-    tiny_llama(tokenizer.vocab_size).save_pretrained(d)
-    tokenizer.save(d)
-    return d
+    return saved_with_tokenizer(tmp_path_factory.mktemp("tiny-llama"), tiny_llama(tokenizer.vocab_size), tokenizer)
 
 
 @pytest.fixture(scope="session")
 def gpt_dir(tmp_path_factory, tokenizer) -> Path:
-    d = tmp_path_factory.mktemp("tiny-gpt")
-    tiny_gpt(tokenizer.vocab_size).save_pretrained(d)
-    tokenizer.save(d)
-    return d
+    return saved_with_tokenizer(tmp_path_factory.mktemp("tiny-gpt"), tiny_gpt(tokenizer.vocab_size), tokenizer)
 
 
 @pytest.fixture

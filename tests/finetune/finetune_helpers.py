@@ -6,8 +6,10 @@ import json
 import random
 from pathlib import Path
 
-import torch
+import tiny_models
 
+# Overrides that keep a CLI fine-tuning run quick and quiet.
+FAST = ["train.device=cpu", "train.progress=false", "train.tensorboard=false", "train.log_interval=1"]
 COLORS = {"apple": "red", "banana": "yellow", "grass": "green", "sky": "blue", "snow": "white", "coal": "black"}
 
 
@@ -27,28 +29,20 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def tiny_llama(vocab_size: int, seed: int = 0):
-    from llmlab.models.llama import Llama, LlamaConfig
+def finetune_args(method: str, base: Path, data: Path, *overrides: str) -> list[str]:
+    """The argv of `llmlab finetune --method <method> base=<base> data.train=<data> <overrides...>`."""
+    return ["finetune", "--method", method, f"base={base}", f"data.train={data}", *overrides]
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,
-    )  # a larger init: outputs far from uniform, as in a trained model
-    return Llama(cfg)
+
+def tiny_llama(vocab_size: int, seed: int = 0):
+    """`llama-tiny`, untied, context 256, a larger init: outputs far from uniform, as in a trained model."""
+    fields = {"max_position_embeddings": 256, "initializer_range": 0.2, "tie_word_embeddings": False}
+    return tiny_models.tiny_llama(seed, vocab_size=vocab_size, **fields).train()
 
 
 def tiny_gpt(vocab_size: int, seed: int = 0, dropout: float = 0.0):
-    from llmlab.models.gpt import GPT, GPTConfig
-
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=256, n_layer=2, n_head=4, n_embd=32, dropout=dropout))
+    """`nano-char` with 4 heads and context 256."""
+    return tiny_models.tiny_gpt(seed, vocab_size=vocab_size, block_size=256, n_head=4, dropout=dropout).train()
 
 
 def count_records(n: int) -> list[dict[str, str]]:

@@ -7,22 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetune_helpers import toy_records, write_jsonl
+from cli_helpers import run_cli
+from finetune_helpers import FAST, finetune_args, toy_records, write_jsonl
 
-from llmlab.cli import finetune as finetune_cli
-from llmlab.cli import main as cli_main
-
-FAST = ["train.device=cpu", "train.progress=false", "train.tensorboard=false", "train.log_interval=1"]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run `llmlab <args>` through the real entry point (with finetune/merge registered)."""
-    if not any(c.name == "finetune" for c in cli_main.app.registered_commands):
-        finetune_cli.register(cli_main.app)
-    with pytest.raises(SystemExit) as exc:
-        cli_main.main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from llmlab.cli.main import main
 
 
 def metrics(run: Path) -> list[dict]:
@@ -38,12 +26,10 @@ def assert_nothing_left(parent: Path, name: str) -> None:
 def lora_run(tmp_path_factory, llama_dir) -> Path:
     tmp = tmp_path_factory.mktemp("lora")
     data = write_jsonl(tmp / "train.jsonl", toy_records(80))
-    args = [
-        "finetune",
-        "--method",
+    args = finetune_args(
         "lora",
-        f"base={llama_dir}",
-        f"data.train={data}",
+        llama_dir,
+        data,
         f"out_dir={tmp / 'run'}",
         "train.max_iters=25",
         "train.eval_interval=0",
@@ -54,11 +40,9 @@ def lora_run(tmp_path_factory, llama_dir) -> Path:
         "peft.target_modules=[q_proj,v_proj,o_proj,down_proj]",
         "classification.labels=[red,yellow,green,blue,white,black]",
         *FAST,
-    ]
+    )
     with pytest.raises(SystemExit) as exc:
-        if not any(c.name == "finetune" for c in cli_main.app.registered_commands):
-            finetune_cli.register(cli_main.app)
-        cli_main.main(args)
+        main(args)
     assert exc.value.code == 0
     return tmp / "run"
 
@@ -82,17 +66,9 @@ def test_lora_finetune_loss_falls_and_writes_adapter(lora_run) -> None:
 def test_full_finetune_loss_falls_and_model_loads(tmp_path, llama_dir, tokenizer, capsys) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(80))
     code, out, err = run_cli(
-        [
-            "finetune",
-            "--method",
-            "full",
-            f"base={llama_dir}",
-            f"data.train={data}",
-            f"out_dir={tmp_path / 'run'}",
-            "train.max_iters=15",
-            "optim.lr=3e-3",
-            *FAST,
-        ],
+        finetune_args(
+            "full", llama_dir, data, f"out_dir={tmp_path / 'run'}", "train.max_iters=15", "optim.lr=3e-3", *FAST
+        ),
         capsys,
     )
     assert code == 0, err

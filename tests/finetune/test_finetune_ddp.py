@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetune_helpers import toy_records, write_jsonl
+from finetune_helpers import FAST, finetune_args, toy_records, write_jsonl
 from safetensors.torch import load_file
 
 from llmlab.cli.main import main
@@ -27,12 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.xdist_group("torchrun")  # never two 2-rank jobs at once on 2 cores
 def test_ddp_two_ranks_match_single_process(tmp_path: Path, llama_dir: Path) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(60))
-    common = [
-        "finetune",
-        "--method",
+    common = finetune_args(
         "lora",
-        f"base={llama_dir}",
-        f"data.train={data}",
+        llama_dir,
+        data,
         "data.packing=true",
         "data.max_length=120",
         "peft.r=4",
@@ -43,11 +41,8 @@ def test_ddp_two_ranks_match_single_process(tmp_path: Path, llama_dir: Path) -> 
         "train.eval_batch_size=3",
         "train.save_interval=2",
         "optim.lr=1e-2",
-        "train.device=cpu",
-        "train.progress=false",
-        "train.tensorboard=false",
-        "train.log_interval=1",
-    ]
+        *FAST,
+    )
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

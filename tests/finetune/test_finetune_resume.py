@@ -9,22 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetune_helpers import count_records, tiny_gpt, toy_records, write_jsonl
+from cli_helpers import run_cli
+from finetune_helpers import FAST, count_records, finetune_args, tiny_gpt, toy_records, write_jsonl
 from safetensors.torch import load_file
 
-from llmlab.cli.main import main
 from llmlab.data.sft import SFTBatchStream
 from llmlab.train.logging import read_metrics
 
-FAST = ["train.device=cpu", "train.progress=false", "train.tensorboard=false", "train.log_interval=1"]
 COMPARED = ("iter", "loss", "lr", "grad_norm", "learned_tokens", "val_loss", "loss_colors", "loss_count")
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def killed_after(monkeypatch: pytest.MonkeyPatch, n_batches: int) -> None:
@@ -57,24 +49,22 @@ def interrupted_then_resumed(args: list[str], out: Path, killed_at: int, monkeyp
     """Run `args` into `out`, killed during step `killed_at` (grad_accum 2), then `--resume` it."""
     with monkeypatch.context() as m:
         killed_after(m, 2 * (killed_at - 1))
-        code, _, err = run([*args, f"out_dir={out}"], capsys)
+        code, _, err = run_cli([*args, f"out_dir={out}"], capsys)
     assert code == 130, err
     state = torch.load(out / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
     assert state["iter"] == 2 * ((killed_at - 1) // 2)  # the last multiple of save_interval=2
     assert not (out / "summary.json").exists()
-    code, stdout, err = run([*args, f"out_dir={out}", "--resume"], capsys)
+    code, stdout, err = run_cli([*args, f"out_dir={out}", "--resume"], capsys)
     assert code == 0, err
     return stdout
 
 
 def test_lora_resume_is_bit_identical(tmp_path, llama_dir, gpt_dir, monkeypatch, capsys) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(60))
-    args = [
-        "finetune",
-        "--method",
+    args = finetune_args(
         "lora",
-        f"base={llama_dir}",
-        f"data.train={data}",
+        llama_dir,
+        data,
         "peft.r=4",
         "peft.lora_dropout=0.2",
         "train.max_iters=6",
@@ -85,8 +75,8 @@ def test_lora_resume_is_bit_identical(tmp_path, llama_dir, gpt_dir, monkeypatch,
         "optim.lr=1e-2",
         "schedule.warmup_iters=2",
         *FAST,
-    ]
-    code, _, err = run([*args, f"out_dir={tmp_path / 'ref'}"], capsys)
+    )
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'ref'}"], capsys)
     assert code == 0, err
     stdout = interrupted_then_resumed(args, tmp_path / "run", 5, monkeypatch, capsys)
     assert "resuming at step 4 of 6" in stdout
@@ -98,28 +88,28 @@ def test_lora_resume_is_bit_identical(tmp_path, llama_dir, gpt_dir, monkeypatch,
     assert summary["resumed_from"] == 4 and summary["iters"] == 6
 
     # Resuming a finished run says so; a resume with other settings or data names the difference.
-    code, _, err = run([*args, f"out_dir={tmp_path / 'run'}", "--resume"], capsys)
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'run'}", "--resume"], capsys)
     assert code == 2 and "already finished: its checkpoint is at step 6 of train.max_iters=6" in err
-    code, _, err = run([*args, f"out_dir={tmp_path / 'run'}", "--resume", "--method", "qlora"], capsys)
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'run'}", "--resume", "--method", "qlora"], capsys)
     assert code == 2 and err.strip() == (
         f"llmlab: error: cannot resume {tmp_path / 'run'}: method is 'lora' in its checkpoint but 'qlora' now; "
         "resume with the run's settings (see its config.yaml) or start a new run (another out_dir, or overwrite=true)"
     )
-    code, _, err = run([*args, f"out_dir={tmp_path / 'run'}", "--resume", "peft.r=8"], capsys)
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'run'}", "--resume", "peft.r=8"], capsys)
     assert code == 2 and "peft.r is 4 in its checkpoint but 8 now" in err
-    code, _, err = run([*args, f"out_dir={tmp_path / 'run'}", "--resume", f"base={gpt_dir}"], capsys)
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'run'}", "--resume", f"base={gpt_dir}"], capsys)
     assert code == 2 and f"base is '{llama_dir}' in its checkpoint but '{gpt_dir}' now" in err
     write_jsonl(data, toy_records(60, seed=1))
-    code, _, err = run([*args, f"out_dir={tmp_path / 'run'}", "--resume", "train.max_iters=8"], capsys)
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'run'}", "--resume", "train.max_iters=8"], capsys)
     assert code == 2 and "the training data changed" in err
-    code, _, err = run([*args, f"out_dir={tmp_path / 'run'}"], capsys)
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'run'}"], capsys)
     assert code == 2 and "already exists; pass --resume to continue it, choose another out_dir" in err
-    code, _, err = run([*args, f"out_dir={tmp_path / 'nothing'}", "--resume"], capsys)
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'nothing'}", "--resume"], capsys)
     assert code == 2 and "--resume: no checkpoint at" in err
     precious = tmp_path / "precious"  # overwrite=true only ever deletes a llmlab run folder
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    code, _, err = run([*args, f"out_dir={precious}", "overwrite=true"], capsys)
+    code, _, err = run_cli([*args, f"out_dir={precious}", "overwrite=true"], capsys)
     assert code == 2 and "is a non-empty folder that llmlab did not create" in err
     assert (precious / "notes.txt").read_text() == "keep me"
 
@@ -139,7 +129,7 @@ def test_full_multitask_packed_resume_is_bit_identical(tmp_path, tokenizer, monk
         encoding="utf-8",
     )
     args = ["finetune", "--config", str(cfg), *FAST]
-    code, _, err = run([*args, f"out_dir={tmp_path / 'ref'}"], capsys)
+    code, _, err = run_cli([*args, f"out_dir={tmp_path / 'ref'}"], capsys)
     assert code == 0, err
     interrupted_then_resumed(args, tmp_path / "run", 4, monkeypatch, capsys)
     assert_identical(tmp_path / "run", tmp_path / "ref", "model/model.safetensors")
@@ -147,7 +137,7 @@ def test_full_multitask_packed_resume_is_bit_identical(tmp_path, tokenizer, monk
     assert all("loss_colors" in r and "loss_count" in r for r in rows)
 
     # Raising max_iters continues a finished run (the lr schedule changes, and it says so).
-    code, out, err = run([*args, f"out_dir={tmp_path / 'run'}", "--resume", "train.max_iters=6"], capsys)
+    code, out, err = run_cli([*args, f"out_dir={tmp_path / 'run'}", "--resume", "train.max_iters=6"], capsys)
     assert code == 0, err
     assert "resuming at step 5 of 6" in out and "note: lr schedule changed" in out
     assert [r["iter"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
@@ -156,7 +146,7 @@ def test_full_multitask_packed_resume_is_bit_identical(tmp_path, tokenizer, monk
 def test_a_run_killed_before_its_first_checkpoint_leaves_nothing(tmp_path, llama_dir, monkeypatch, capsys) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(20))
     killed_after(monkeypatch, 1)
-    code, _, _ = run(
+    code, _, _ = run_cli(
         ["finetune", f"base={llama_dir}", f"data.train={data}", f"out_dir={tmp_path / 'run'}", "train.max_iters=3"]
         + FAST,
         capsys,

@@ -5,18 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from finetune_helpers import toy_records, write_jsonl
-
-from llmlab.cli.main import main
-
-FAST = ["train.device=cpu", "train.progress=false", "train.tensorboard=false", "train.log_interval=1"]
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from cli_helpers import run_cli
+from finetune_helpers import FAST, toy_records, write_jsonl
 
 
 @pytest.fixture
@@ -51,7 +41,7 @@ if not torch.cuda.is_available():
 @pytest.mark.parametrize(("args", "message"), BAD, ids=lambda v: v[0] if isinstance(v, list) else None)
 def test_bad_settings_fail_before_loading_or_writing(tmp_path, llama_dir, no_model_load, capsys, args, message):
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(8))
-    code, _, err = run(["finetune", f"base={llama_dir}", f"data.train={data}", f"out_dir={tmp_path / 'run'}",
+    code, _, err = run_cli(["finetune", f"base={llama_dir}", f"data.train={data}", f"out_dir={tmp_path / 'run'}",
                         *FAST, *args], capsys)  # fmt: skip
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
@@ -65,7 +55,7 @@ def test_a_foreign_folder_is_never_written(tmp_path, llama_dir, no_model_load, c
     (out / "thesis.tex").write_text("\\documentclass{article}")
     (out / "config.yaml").write_text("mine: true\n")  # a config.yaml does not make it a llmlab run
     args = ["finetune", f"base={llama_dir}", f"data.train={data}", f"out_dir={out}", *FAST]
-    code, _, err = run([*args, *(["overwrite=true"] if overwrite else [])], capsys)
+    code, _, err = run_cli([*args, *(["overwrite=true"] if overwrite else [])], capsys)
     assert code == 2 and "is a non-empty folder that llmlab did not create" in err
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "thesis.tex"]
     assert (out / "config.yaml").read_text() == "mine: true\n"
@@ -73,7 +63,9 @@ def test_a_foreign_folder_is_never_written(tmp_path, llama_dir, no_model_load, c
 
 def test_out_dir_may_not_hold_the_data(tmp_path, llama_dir, no_model_load, capsys) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(8))
-    code, _, err = run(["finetune", f"base={llama_dir}", f"data.train={data}", f"out_dir={tmp_path}", *FAST], capsys)
+    code, _, err = run_cli(
+        ["finetune", f"base={llama_dir}", f"data.train={data}", f"out_dir={tmp_path}", *FAST], capsys
+    )
     assert code == 2 and "would overwrite the input" in err
 
 
@@ -85,7 +77,7 @@ def test_an_interrupted_resume_keeps_its_run_folder(tmp_path, llama_dir, monkeyp
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(24))
     out = tmp_path / "run"
     args = ["finetune", f"base={llama_dir}", f"data.train={data}", f"out_dir={out}", "train.max_iters=2", *FAST]
-    code, _, err = run(args, capsys)
+    code, _, err = run_cli(args, capsys)
     assert code == 0, err
 
     def killed_mid_save(path, *_a, **_k):  # noqa: ANN001, ANN002, ANN003, ANN202
@@ -95,6 +87,6 @@ def test_an_interrupted_resume_keeps_its_run_folder(tmp_path, llama_dir, monkeyp
         raise KeyboardInterrupt  # ... when Ctrl-C arrives
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", killed_mid_save)
-    code, _, _ = run([*args[:-5], "train.max_iters=3", *FAST, "--resume"], capsys)
+    code, _, _ = run_cli([*args[:-5], "train.max_iters=3", *FAST, "--resume"], capsys)
     assert code == 130
     assert (out / "config.yaml").is_file() and (out / "metrics.jsonl").is_file() and (out / "adapter").is_dir()

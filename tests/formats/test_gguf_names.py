@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import tiny_hf_llama
+from tiny_models import tiny_hf_gpt2, tiny_hf_llama
 
 from llmlab.io.gguf import read_gguf, write_gguf
 from llmlab.models.gpt.gguf import gguf_to_hf_gpt2, hf_to_gguf_gpt2
@@ -100,12 +100,9 @@ def test_tiny_llama_written_by_us_loads_in_transformers(tmp_path: Path) -> None:
 
 
 def test_tiny_gpt2_written_by_us_loads_in_transformers(tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(
-        GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
-    ).eval()
+    model = tiny_hf_gpt2(0, n_positions=1024, bos_token_id=0, eos_token_id=0)
     metadata = {
         "gpt2.block_count": 2,
         "gpt2.context_length": 1024,

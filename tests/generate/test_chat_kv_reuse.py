@@ -10,11 +10,10 @@ import io
 
 import pytest
 import torch
+from tiny_models import tiny_gpt, tiny_llama
 from torch import nn
 
 from llmlab.generate.chat import ChatSession, common_prefix_len
-from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.llama import Llama, LlamaConfig
 from llmlab.nn.kv_cache import KVCache
 from llmlab.recipes.chat import run_chat
 from llmlab.tokenizers import train_tokenizer_from_iterator
@@ -47,19 +46,9 @@ class CountingLM(nn.Module):
 
 
 def make_model(family: str, vocab_size: int) -> nn.Module:
-    torch.manual_seed(0)
     if family == "gpt":
-        return GPT(GPTConfig(vocab_size=vocab_size, block_size=160, n_layer=2, n_head=2, n_embd=32)).eval()
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=160,
-    )
-    return Llama(cfg).eval()
+        return tiny_gpt(0, vocab_size=vocab_size, block_size=160)
+    return tiny_llama(0, vocab_size=vocab_size, max_position_embeddings=160, tie_word_embeddings=False)
 
 
 def run_turns(model: nn.Module, tokenizer, reuse: bool, **kw) -> tuple[list[str], list[dict]]:  # noqa: ANN001
@@ -206,8 +195,7 @@ def test_prefix_tuned_models_reuse_the_cache(family: str, tokenizer) -> None:
 
 
 def test_kv_cache_crop_keeps_a_prefix() -> None:
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
+    model = tiny_gpt(0, vocab_size=50)
     ids = torch.randint(0, 50, (1, 12))
     other = torch.randint(0, 50, (1, 5))
     cache = model.make_kv_cache(1, 32)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_gpt
 
 from llmlab.config.sampling import resolve_sampling
 from llmlab.generate import SamplingConfig, generate
-from llmlab.models.gpt import GPT, GPTConfig
 from llmlab.tokenizers import train_tokenizer_from_iterator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,8 +64,7 @@ def test_defaults_are_valid_and_keywords_override_the_config() -> None:
 
 
 def test_decoding_functions_take_the_config() -> None:
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=40, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    model = tiny_gpt(0, vocab_size=40, n_layer=1, n_embd=16)
     ids = torch.tensor([[1, 2, 3]])
     config = SamplingConfig(max_new_tokens=5, temperature=0)
     assert torch.equal(generate(model, ids, sampling=config), generate(model, ids, 5, temperature=0))
@@ -144,8 +143,7 @@ def chat_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     specials = {"pad": "<|pad|>", "bos": "<|im_start|>", "eos": "<|im_end|>", "unk": "<|endoftext|>"}
     corpus = ["hello world abc\nsystem user assistant"]
     tok = train_tokenizer_from_iterator("char", corpus, vocab_size=100, special_tokens=specials)
-    torch.manual_seed(0)
-    GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16)).save_pretrained(d)
+    tiny_gpt(0, vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_embd=16).save_pretrained(d)
     tok.save(d)
     return d
 

@@ -4,43 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import spread, tiny_gpt, tiny_llama
 
 from llmlab.generate import generate, generate_batch, left_pad
-from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.llama import Llama, LlamaConfig
 
 VOCAB = 61
 
 
-def spread(model: torch.nn.Module) -> torch.nn.Module:
-    """Larger weights than the default init, so greedy continuations vary from step to step."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
-    return model.eval()
-
-
 MODELS = {
-    "llama-gqa": lambda: Llama(
-        LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=32,
-        )
-    ),
-    "gpt-learned": lambda: GPT(GPTConfig(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, n_embd=32)),
-    "gpt-rope": lambda: GPT(
-        GPTConfig(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, n_embd=32, position="rope")
-    ),
-    "gpt-alibi": lambda: GPT(
-        GPTConfig(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=2, n_embd=32, position="alibi")
-    ),
+    "llama-gqa": lambda: tiny_llama(vocab_size=VOCAB, max_position_embeddings=32, tie_word_embeddings=False),
+    "gpt-learned": lambda: tiny_gpt(vocab_size=VOCAB),
+    "gpt-rope": lambda: tiny_gpt(vocab_size=VOCAB, position="rope"),
+    "gpt-alibi": lambda: tiny_gpt(vocab_size=VOCAB, position="alibi"),
 }
 _gen = torch.Generator().manual_seed(3)
 PROMPTS = [torch.randint(0, VOCAB, (n,), generator=_gen).tolist() for n in (3, 7, 1, 5)]
@@ -52,7 +27,7 @@ def one_by_one(model, prompts, n, **kw) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_batch_equals_one_by_one(name: str) -> None:
-    model = spread(MODELS[name]())
+    model = spread(MODELS[name](), seed=0)
     for n in (12, 40):  # 40: rows outgrow block_size=32 and the loop crops the (padded) context
         batch = generate_batch(model, PROMPTS, n, temperature=0)
         alone = one_by_one(model, PROMPTS, n)
@@ -63,7 +38,7 @@ def test_batch_equals_one_by_one(name: str) -> None:
 
 def test_positions_matter_for_left_padding() -> None:
     """Without position ids the padded rows would be shifted: the test above would catch a missing offset."""
-    model = spread(MODELS["gpt-learned"]())
+    model = spread(MODELS["gpt-learned"](), seed=0)
     ids, mask = left_pad(PROMPTS, 0)
     with torch.no_grad():
         right = model(ids, attention_mask=mask).logits[:, -1]  # positions 0..T-1 for every row (wrong)
@@ -73,7 +48,7 @@ def test_positions_matter_for_left_padding() -> None:
 
 
 def test_batch_eos_cuts_each_row_and_sampling_is_seeded() -> None:
-    model = spread(MODELS["llama-gqa"]())
+    model = spread(MODELS["llama-gqa"](), seed=0)
     free = one_by_one(model, PROMPTS, 12)
     eos = int(free[1][len(PROMPTS[1]) + 3])  # row 1 emits it at its 4th step
     batch = generate_batch(model, PROMPTS, 12, temperature=0, eos_token_id=eos)
@@ -91,7 +66,7 @@ def test_left_pad_layout_and_errors() -> None:
     assert mask.tolist() == [[0, 1, 1], [1, 1, 1]]
     with pytest.raises(ValueError, match="non-empty"):
         left_pad([[1], []], 0)
-    model = spread(MODELS["gpt-learned"]())
+    model = spread(MODELS["gpt-learned"](), seed=0)
     with pytest.raises(ValueError, match="left-padded"):
         generate(model, torch.tensor([[1, 2, 0]]), 2, attention_mask=torch.tensor([[1, 1, 0]]))
     with pytest.raises(ValueError, match="attention_mask has shape"):

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 import torch
-from transformers import LlamaConfig as HFLlamaConfig
+from tiny_models import spread, tiny_hf_llama
 from transformers import LlamaForCausalLM
 
 from llmlab.generate import beam_search
@@ -19,22 +19,8 @@ VOCAB = 61
 @pytest.fixture(scope="module")
 def pair() -> tuple[LlamaForCausalLM, Llama]:
     """A tiny random HF Llama (large weights, so beams diverge) and the same weights as an llmlab Llama."""
-    torch.manual_seed(0)
-    hf_cfg = HFLlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    hf = LlamaForCausalLM(hf_cfg).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.4)
-    ours = Llama(config_from_hf(hf_cfg.to_dict()))
+    hf = spread(tiny_hf_llama(0, vocab_size=VOCAB, max_position_embeddings=64, tie_word_embeddings=False), 0.4)
+    ours = Llama(config_from_hf(hf.config.to_dict()))
     missing, unexpected = ours.load_state_dict(hf.state_dict(), strict=False)
     assert not unexpected and not [k for k in missing if "rotary" not in k]
     return hf, ours.eval()

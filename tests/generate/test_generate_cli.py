@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_cli
+from tiny_models import tiny_gpt
 
-from llmlab.cli.main import main
-from llmlab.models.gpt import GPT, GPTConfig
+from llmlab.models.gpt import GPT
 from llmlab.tokenizers import train_tokenizer_from_iterator
 
 CORPUS = ["ROMEO: But soft, what light through yonder window breaks? 你好世界 " * 10]
@@ -19,24 +20,12 @@ CORPUS = ["ROMEO: But soft, what light through yonder window breaks? 你好世�
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("ckpt")
     tok = train_tokenizer_from_iterator("bpe", CORPUS, vocab_size=300)
-    torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32, tie_embeddings=False)
-    model = GPT(cfg)
+    model = tiny_gpt(0, vocab_size=tok.vocab_size, tie_embeddings=False)
     with torch.no_grad():  # a larger output layer: logits of a few units (not ~0), so penalties and min-p bite
         model.lm_head.weight.mul_(20)
     model.save_pretrained(d)
     tok.save(d)
     return d
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_generate_streams_text_reproducibly(checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
@@ -102,9 +91,8 @@ def loaded(checkpoint: Path):
 def draft_checkpoint(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A different, smaller random model with the same tokenizer."""
     d = tmp_path_factory.mktemp("draft")
-    torch.manual_seed(1)
-    tok = GPT.from_pretrained(checkpoint).config.vocab_size
-    GPT(GPTConfig(vocab_size=tok, block_size=32, n_layer=1, n_head=2, n_embd=32)).save_pretrained(d)
+    vocab_size = GPT.from_pretrained(checkpoint).config.vocab_size
+    tiny_gpt(1, vocab_size=vocab_size, n_layer=1).save_pretrained(d)
     shutil.copy(checkpoint / "tokenizer.json", d / "tokenizer.json")
     return d
 

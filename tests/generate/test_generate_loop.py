@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import tiny_models
 import torch
+from tiny_models import spread
 
 from llmlab.generate import (
     GreedySampler,
@@ -16,22 +18,14 @@ from llmlab.generate import (
     generate,
     stream_generate,
 )
-from llmlab.models.gpt import GPT, GPTConfig
+from llmlab.models.gpt import GPT
 
 VOCAB = 61
 
 
 def tiny_gpt(**overrides: object) -> GPT:
-    torch.manual_seed(0)
-    cfg = dict(vocab_size=VOCAB, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    cfg.update(overrides)
-    model = GPT(GPTConfig(**cfg))
-    # Larger weights than the 0.02-std init, so greedy decoding varies from step to step.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
-    return model.eval()
+    """`nano-char` with context 16 and larger weights than the 0.02-std init (greedy decoding varies)."""
+    return spread(tiny_models.tiny_gpt(0, **{"vocab_size": VOCAB, "block_size": 16, **overrides}))
 
 
 def reference_greedy(model: GPT, ids: torch.Tensor, n: int) -> torch.Tensor:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig as HFLlamaConfig
-from transformers import LlamaForCausalLM
+from tiny_models import spread, tiny_gpt, tiny_hf_llama
 from transformers.generation import MinPLogitsWarper, RepetitionPenaltyLogitsProcessor
 
 from llmlab.generate import (
@@ -19,7 +18,7 @@ from llmlab.generate import (
     generate_text,
     stream_generate_text,
 )
-from llmlab.models.gpt import GPT, GPTConfig
+from llmlab.models.gpt import GPT
 from llmlab.models.llama import Llama
 from llmlab.models.llama.hf import config_from_hf
 from llmlab.tokenizers import train_tokenizer_from_iterator
@@ -27,14 +26,8 @@ from llmlab.tokenizers import train_tokenizer_from_iterator
 VOCAB = 61
 
 
-def tiny_gpt(vocab_size: int = VOCAB) -> GPT:
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
-    return model.eval()
+def spread_gpt(vocab_size: int = VOCAB) -> GPT:
+    return spread(tiny_gpt(0, vocab_size=vocab_size, block_size=64))
 
 
 def test_repetition_penalty_equals_transformers() -> None:
@@ -75,12 +68,10 @@ def test_frequency_and_presence_penalties_follow_openai() -> None:
 
 
 def test_greedy_with_repetition_penalty_equals_transformers() -> None:
-    torch.manual_seed(0)
-    hf_cfg = HFLlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
+    hf = tiny_hf_llama(
+        0, vocab_size=VOCAB, num_key_value_heads=None, max_position_embeddings=2048, tie_word_embeddings=False
     )
-    hf = LlamaForCausalLM(hf_cfg).eval()
-    ours = Llama(config_from_hf(hf_cfg.to_dict()))
+    ours = Llama(config_from_hf(hf.config.to_dict()))
     ours.load_state_dict(hf.state_dict(), strict=False)
     x = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
     kw = dict(max_new_tokens=15, do_sample=False, pad_token_id=0, eos_token_id=None)
@@ -92,7 +83,7 @@ def test_greedy_with_repetition_penalty_equals_transformers() -> None:
 
 
 def test_penalties_change_sampling_and_seeded_sampling_is_reproducible() -> None:
-    model = tiny_gpt()
+    model = spread_gpt()
     prompt = torch.zeros(2, 1, dtype=torch.long)
     greedy = generate(model, prompt, 30, temperature=0)
     fresh = generate(model, prompt, 30, temperature=0, presence_penalty=1e4)  # never repeat a generated token
@@ -128,7 +119,7 @@ class Script:
 
 
 def test_stop_strings_across_token_boundaries(tok) -> None:
-    model = tiny_gpt(tok.vocab_size)
+    model = spread_gpt(tok.vocab_size)
     prompt = tok.encode("Hello")
     text = " world. The end is near 你好世界 END of the story."
     script = tok.encode(text)
@@ -151,7 +142,7 @@ def test_stop_strings_across_token_boundaries(tok) -> None:
 
 
 def test_stop_tokens_and_criteria(tok) -> None:
-    model = tiny_gpt(tok.vocab_size)
+    model = spread_gpt(tok.vocab_size)
     prompt = tok.encode("Hello")
     script = tok.encode(" world. The end")
     run = dict(temperature=0, logits_processors=[Script(script, len(prompt))])

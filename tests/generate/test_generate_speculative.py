@@ -6,27 +6,19 @@ import copy
 
 import pytest
 import torch
+from tiny_models import spread, tiny_gpt, tiny_llama
 
 from llmlab.generate import generate, prompt_lookup_candidates, speculative_generate
-from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.llama import Llama, LlamaConfig
+from llmlab.models.llama import Llama
 
 VOCAB = 61
-CFG = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-
-
-def spread(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
-    return model.eval()
+# `llama-tiny` with 4 KV heads (no GQA), untied embeddings and a context of 96.
+LLAMA = dict(num_key_value_heads=None, max_position_embeddings=96, tie_word_embeddings=False)
 
 
 @pytest.fixture(scope="module")
 def target() -> Llama:
-    return spread(Llama(LlamaConfig(**CFG, max_position_embeddings=96)))
+    return spread(tiny_llama(vocab_size=VOCAB, **LLAMA), seed=0)
 
 
 def prompt_with_repeats() -> torch.Tensor:
@@ -67,7 +59,7 @@ def test_draft_model_equals_greedy_with_partial_acceptance(target: Llama) -> Non
     same, stats = speculative_generate(target, x, 40, draft_model=target, num_draft_tokens=4)
     assert torch.equal(same, ref) and stats.acceptance_rate == 1.0 and stats.target_forwards == 8
     # A draft of another architecture (GPT) with the same vocabulary: still the target's greedy output.
-    gpt = spread(GPT(GPTConfig(vocab_size=VOCAB, block_size=96, n_layer=1, n_head=2, n_embd=32)), seed=1)
+    gpt = spread(tiny_gpt(vocab_size=VOCAB, block_size=96, n_layer=1), seed=1)
     other, _ = speculative_generate(target, x, 40, draft_model=gpt, num_draft_tokens=3)
     assert torch.equal(other, ref)
 
@@ -87,7 +79,7 @@ def test_speculative_validates(target: Llama) -> None:
         speculative_generate(target, x, 70)
     with pytest.raises(ValueError, match="one prompt"):
         speculative_generate(target, x.repeat(2, 1), 4)
-    small_vocab = spread(Llama(LlamaConfig(**{**CFG, "vocab_size": 50}, max_position_embeddings=96)))
+    small_vocab = spread(tiny_llama(vocab_size=50, **LLAMA), seed=0)
     with pytest.raises(ValueError, match="vocab_size 50 but model has 61"):
         speculative_generate(target, x, 4, draft_model=small_vocab)
 

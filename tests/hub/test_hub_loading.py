@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_cli
+from tiny_models import tiny_gpt, tiny_llama
 
 import llmlab.hub
 import llmlab.models.smollm2
-from llmlab.cli.main import main
 from llmlab.hub import DEFAULT_MODEL_NAME, load_for_inference, load_model_and_tokenizer
 from llmlab.models import save_hf, save_llmlab
-from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.llama import Llama, LlamaConfig
+from llmlab.models.gpt import GPT
+from llmlab.models.llama import Llama
 from llmlab.recipes.convert import convert
 from llmlab.tokenizers import train_tokenizer_from_iterator
 from llmlab.tokenizers.chat import CHATML
@@ -38,16 +39,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def llama(tokenizer) -> Llama:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    return Llama(config).eval()
+    return tiny_llama(0, vocab_size=tokenizer.vocab_size, tie_word_embeddings=False)
 
 
 def _save_tokenizer(tokenizer, directory: Path, template: str | None = CHATML) -> None:
@@ -99,8 +91,7 @@ def test_gguf_file_carries_tokenizer_and_template(tmp_path, llama, tokenizer, hf
 
 
 def test_run_folder_finds_tokenizer_in_data_dir(tmp_path, tokenizer) -> None:
-    torch.manual_seed(0)
-    gpt = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32))
+    gpt = tiny_gpt(0, vocab_size=tokenizer.vocab_size)
     run = tmp_path / "run"
     gpt.save_pretrained(run / "checkpoints" / "last")
     tokenizer.save(tmp_path / "data")
@@ -157,7 +148,7 @@ def test_errors_name_the_problem(tmp_path, llama, tokenizer, hf_dir) -> None:
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
         load_for_inference(no_tok)
     small = tmp_path / "small"
-    save_llmlab(Llama(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64)), small)
+    save_llmlab(tiny_llama(vocab_size=100), small)
     tokenizer.save(small)
     with pytest.raises(ValueError, match="tokenizer has"):
         load_for_inference(small)
@@ -170,16 +161,6 @@ def tiny_default(tmp_path, monkeypatch, hf_dir) -> Path:
     convert(hf_dir, gguf)
     monkeypatch.setattr(llmlab.models.smollm2, "smollm2_gguf_path", lambda: gguf)
     return gguf
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_generate_defaults_to_smollm2_and_chat_mode(tiny_default, capsys) -> None:

@@ -8,12 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tiny_models
 import torch
 
 import llmlab.models.smollm2
 from llmlab.hub import load_for_inference, resolve_source
 from llmlab.models import save_hf, save_llmlab
-from llmlab.models.llama import Llama, LlamaConfig
+from llmlab.models.llama import Llama
 from llmlab.peft import LoraConfig, get_peft_model, save_adapter
 from llmlab.tokenizers import train_tokenizer_from_iterator
 
@@ -27,10 +28,9 @@ def tokenizer():
 
 
 def tiny_llama(vocab_size: int, seed: int) -> Llama:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64)  # fmt: skip
-    return Llama(cfg).eval()
+    """`llama-tiny` with one layer, context 64, untied embeddings."""
+    fields = {"num_hidden_layers": 1, "head_dim": 8, "max_position_embeddings": 64, "tie_word_embeddings": False}
+    return tiny_models.tiny_llama(seed, vocab_size=vocab_size, **fields)
 
 
 def checkpoint(folder: Path, model: Llama, tokenizer, fmt: str = "llmlab", with_tokenizer: bool = True) -> Path:

@@ -4,25 +4,13 @@ import json
 
 import pytest
 import torch
-import transformers  # noqa: E402  (the oracle; a dev dependency)
+from tiny_models import tiny_hf_gpt2
 
 from llmlab.models.gpt.hf import config_from_hf_gpt2, gpt2_state_dict_from_hf, load_hf_gpt2
 
 
 def _hf_model(tmp_path, **kw):
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        n_layer=2,
-        n_head=4,
-        n_embd=32,
-        vocab_size=64,
-        n_positions=16,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        **kw,
-    )
-    model = transformers.GPT2LMHeadModel(cfg).eval()
+    model = tiny_hf_gpt2(0, n_positions=16, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **kw)
     with torch.no_grad():  # make biases and norms non-trivial so a mapping mistake shows up
         for name, p in model.named_parameters():
             if name.endswith("bias") or "ln_" in name:

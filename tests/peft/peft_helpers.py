@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import tiny_models
 import torch
 
-from llmlab.models.gpt import GPT, GPTConfig
-from llmlab.models.llama import Llama, LlamaConfig
+from llmlab.models.gpt import GPT
+from llmlab.models.llama import Llama
 
-VOCAB = 64
+VOCAB = tiny_models.TINY_VOCAB
 
 
 def tiny_gpt(seed: int = 0, **overrides: object) -> GPT:
-    """GPT-2 style: LayerNorm, GELU MLP, learned positions, fused c_attn with biases."""
-    torch.manual_seed(seed)
-    cfg = dict(vocab_size=VOCAB, block_size=32, n_layer=2, n_head=4, n_embd=32)
-    cfg.update(overrides)
-    return GPT(GPTConfig(**cfg)).eval()
+    """GPT-2 style (LayerNorm, GELU MLP, learned positions, fused c_attn with biases): `nano-char` with 4 heads."""
+    return tiny_models.tiny_gpt(seed, **{"vocab_size": VOCAB, "n_head": 4, **overrides})
 
 
 def tiny_gpt_llamalike(seed: int = 0) -> GPT:
@@ -24,19 +22,9 @@ def tiny_gpt_llamalike(seed: int = 0) -> GPT:
 
 
 def tiny_llama(seed: int = 0, **overrides: object) -> Llama:
-    """The Llama family with HF names (q_proj, ..., gate_proj), GQA."""
-    torch.manual_seed(seed)
-    cfg = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    cfg.update(overrides)
-    return Llama(LlamaConfig(**cfg)).eval()
+    """The Llama family with HF names (q_proj, ..., gate_proj), GQA, untied embeddings."""
+    fields = {"vocab_size": VOCAB, "max_position_embeddings": 64, "tie_word_embeddings": False, **overrides}
+    return tiny_models.tiny_llama(seed, **fields)
 
 
 FAMILIES = {"gpt": tiny_gpt, "gpt_llamalike": tiny_gpt_llamalike, "llama": tiny_llama}

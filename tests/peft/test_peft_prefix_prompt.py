@@ -12,6 +12,18 @@ from llmlab.peft.prefix import PrefixEncoder, text_prefixes
 from llmlab.peft.prompt import PromptEmbedding
 
 
+def assert_trains_only_the_adapter(model, x, y, base: dict, base_logits: torch.Tensor) -> None:  # noqa: ANN001
+    """A few steps lower the loss, leave every base weight (`base`: name -> original) untouched and gradient-free,
+    and with the adapter disabled the model gives the base logits again."""
+    losses = train_steps(model, x, y, steps=6, lr=5e-2)
+    assert losses[-1] < losses[0] - 0.1, losses
+    for n, p in model.named_parameters():
+        if n in base:
+            assert p.grad is None and torch.equal(p, base[n]), n
+    with adapters_disabled(model), torch.no_grad():
+        torch.testing.assert_close(model(x).logits, base_logits, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("projection", [False, True])
 def test_prefix_trains_with_a_frozen_base(make_model, batch, projection: bool) -> None:
     x, y = batch
@@ -24,13 +36,7 @@ def test_prefix_trains_with_a_frozen_base(make_model, batch, projection: bool) -
     assert all(n.startswith("prefix_encoder.") for n, _ in trainable_parameters(model))
     with torch.no_grad():
         assert not torch.allclose(model(x).logits, base_logits, atol=1e-4)  # prefixes change outputs by design
-    losses = train_steps(model, x, y, steps=6, lr=5e-2)
-    assert losses[-1] < losses[0] - 0.1, losses
-    for n, p in model.named_parameters():
-        if n in base:
-            assert p.grad is None and torch.equal(p, base[n]), n
-    with adapters_disabled(model), torch.no_grad():
-        torch.testing.assert_close(model(x).logits, base_logits, rtol=0, atol=1e-6)
+    assert_trains_only_the_adapter(model, x, y, base, base_logits)
 
 
 def test_prefix_from_text_equals_prepending_the_text() -> None:
@@ -125,13 +131,7 @@ def test_prompt_tuning_trains_and_prompt_positions_carry_no_loss(make_model, bat
     out = model(x, y)
     assert out.logits.shape == (2, 12, VOCAB)  # the prompt positions are dropped from the logits
     torch.testing.assert_close(out.loss, F.cross_entropy(out.logits.reshape(-1, VOCAB), y.reshape(-1)))
-    losses = train_steps(model, x, y, steps=6, lr=5e-2)
-    assert losses[-1] < losses[0] - 0.1, losses
-    for n, p in model.named_parameters():
-        if n in base:
-            assert p.grad is None and torch.equal(p, base[n]), n
-    with adapters_disabled(model), torch.no_grad():
-        torch.testing.assert_close(model(x).logits, base_logits, rtol=0, atol=1e-6)
+    assert_trains_only_the_adapter(model, x, y, base, base_logits)
 
 
 def test_prompt_equals_prepending_the_text_tokens() -> None:

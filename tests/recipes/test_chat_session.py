@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tiny_models
 import torch
 from torch import nn
 
@@ -124,9 +125,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def tiny_gpt(tokenizer) -> GPT:
-    torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=2, n_head=2, n_embd=32)
-    return GPT(cfg).eval()
+    return tiny_models.tiny_gpt(0, vocab_size=tokenizer.vocab_size, block_size=256)
 
 
 def test_context_window_drops_oldest_turns(tiny_gpt, tokenizer) -> None:

@@ -3,16 +3,17 @@
 import math
 
 import pytest
+import tiny_models
 import torch
 from torch import nn
 
-from llmlab.models.gpt import GPT, GPTConfig
+from llmlab.models.gpt import GPT
 from llmlab.train.optim import Lamb, available_optimizers, build_optimizer, param_groups
 
 
 def tiny_gpt(**kw) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16, **kw))
+    """`nano-char` at width 16, context 8 and vocabulary 17, in training mode."""
+    return tiny_models.tiny_gpt(0, vocab_size=17, block_size=8, n_embd=16, **kw).train()
 
 
 @pytest.mark.parametrize("tie", [True, False])
