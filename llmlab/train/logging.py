@@ -76,6 +76,20 @@ def truncate_tensorboard(tb_dir: Path, last_step: int) -> None:
         atomic_write(path, write)
 
 
+def _wait_for_a_later_second(tb_dir: Path) -> None:
+    """Sleep (< 1 s) until the clock's second is past every event file's timestamp in `tb_dir`.
+
+    Event files are named ``events.out.tfevents.<unix seconds>.<host>.<pid>...`` and TensorBoard reads them in
+    name order, treating a step that goes backwards as a restart that purges later steps. A resumed run's file
+    must therefore sort after the earlier ones; within the same second the pid decides, and pids compare as
+    text ("10023" < "9876"), so a fast kill-and-resume could hide the resumed run's steps.
+    """
+    stamps = [p.name.split(".")[3] for p in tb_dir.glob("events.out.tfevents.*")]
+    newest = max((int(s) for s in stamps if s.isdigit()), default=0)
+    while int(time.time()) <= newest:
+        time.sleep(0.05)
+
+
 class MetricsLogger:
     """Appends log rows to ``out_dir/metrics.jsonl`` and mirrors numeric fields to TensorBoard (``out_dir/tb``).
 
@@ -117,6 +131,7 @@ class MetricsLogger:
                     resume_step = max((int(r.get("iter", 0)) for r in read_metrics(self.path)), default=0)
                 purge_step = resume_step + 1
                 truncate_tensorboard(Path(out_dir) / "tb", resume_step)
+                _wait_for_a_later_second(Path(out_dir) / "tb")
             self._tb = SummaryWriter(log_dir=str(Path(out_dir) / "tb"), purge_step=purge_step)
 
     def log(self, row: dict[str, Any]) -> None:
