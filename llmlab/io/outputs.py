@@ -46,7 +46,6 @@ def check_output_dir(
     sources: Iterable[str | os.PathLike | None] = (),
     flag: str = "--out",
     overwrite_flag: str = "--overwrite",
-    allow_existing_run: bool = False,
 ) -> Path:
     """Decide, before anything is written, whether the output folder `dst` may be used; return it resolved.
 
@@ -55,7 +54,6 @@ def check_output_dir(
         overwrite: the user asked to replace an existing output.
         sources: the verb's inputs; `dst` may not be one of them, contain one, or lie inside one.
         flag / overwrite_flag: the command's option names, for the error message.
-        allow_existing_run: an existing llmlab folder may be reused as it is (``--resume``).
 
     Raises:
         ValueError: one line naming `dst` and what to do instead.
@@ -78,8 +76,10 @@ def check_output_dir(
         raise ValueError(
             f"{dst} is a non-empty folder that llmlab did not create; llmlab never replaces it — choose another {flag}"
         )
-    if not overwrite and not allow_existing_run:
-        raise ValueError(f"{dst} already exists (an earlier llmlab output); choose another {flag} or pass {overwrite_flag}")
+    if not overwrite:
+        raise ValueError(
+            f"{dst} already exists (an earlier llmlab output); choose another {flag} or pass {overwrite_flag}"
+        )
     return target
 
 
