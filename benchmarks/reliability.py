@@ -104,18 +104,7 @@ def _check(proc: subprocess.CompletedProcess[bytes], what: str) -> None:
 # ----------------------------------------------------------------------------------------------- fixtures
 
 
-def _interval_key(verb: str, config: str, fx: Path) -> str:
-    """The train key that sets the checkpoint interval (``ckpt_interval`` or ``save_interval``) for `verb`."""
-    proc = llmlab([verb, "-c", config, "--print-config"], fx)
-    _check(proc, f"{verb} --print-config")
-    text = proc.stdout.decode()
-    for key in ("save_interval", "ckpt_interval"):
-        if f"  {key}:" in text:
-            return key
-    raise RuntimeError(f"{verb}: no checkpoint-interval key in --print-config")
-
-
-def _pretrain_yaml(out_dir: str, iters: int, interval_key: str = "ckpt_interval", extra: str = "") -> str:
+def _pretrain_yaml(out_dir: str, iters: int, extra: str = "") -> str:
     return f"""preset: nano-char
 model:
   block_size: 64
@@ -130,7 +119,7 @@ train:
   eval_interval: {max(iters // 2, 1)}
   eval_iters: 1
   log_interval: 1
-  {interval_key}: 1
+  save_interval: 1
   device: cpu
   precision: fp32
   tensorboard: false
@@ -142,7 +131,7 @@ out_dir: {out_dir}
 {extra}"""
 
 
-def _finetune_yaml(out_dir: str, iters: int, interval_key: str = "save_interval") -> str:
+def _finetune_yaml(out_dir: str, iters: int) -> str:
     return f"""base: run
 method: lora
 peft:
@@ -158,7 +147,7 @@ train:
   batch_size: 2
   max_iters: {iters}
   eval_interval: {max(iters // 2, 1)}
-  {interval_key}: 1
+  save_interval: 1
   log_interval: 1
   device: cpu
   precision: fp32
@@ -205,17 +194,13 @@ def build_fixtures(fx: Path) -> None:
     with open(fx / "data_odd" / "train.bin", "ab") as f:
         f.write(b"\x01")  # uint16 shard with an odd byte count
     (fx / "pt.yaml").write_text(_pretrain_yaml("run", 2))
-    key = _interval_key("pretrain", "pt.yaml", fx)
-    (fx / "pt.yaml").write_text(_pretrain_yaml("run", 2, key))
-    (fx / "pt_long.yaml").write_text(_pretrain_yaml("run_long", 120, key))
-    (fx / "pt_env.yaml").write_text(_pretrain_yaml(f"run_${{oc.env:{SECRET_VAR}}}", 2, key))
-    (fx / "pt_data_is_out.yaml").write_text(_pretrain_yaml("data", 2, key))
+    (fx / "pt_long.yaml").write_text(_pretrain_yaml("run_long", 120))
+    (fx / "pt_env.yaml").write_text(_pretrain_yaml(f"run_${{oc.env:{SECRET_VAR}}}", 2))
+    (fx / "pt_data_is_out.yaml").write_text(_pretrain_yaml("data", 2))
     _check(llmlab(["pretrain", "-c", "pt.yaml"], fx), "pretrain")
 
     (fx / "ft.yaml").write_text(_finetune_yaml("ft", 2))
-    key = _interval_key("finetune", "ft.yaml", fx)
-    (fx / "ft.yaml").write_text(_finetune_yaml("ft", 2, key))
-    (fx / "ft_long.yaml").write_text(_finetune_yaml("ft_long", 60, key))
+    (fx / "ft_long.yaml").write_text(_finetune_yaml("ft_long", 60))
     _check(llmlab(["finetune", "-c", "ft.yaml"], fx), "finetune")
 
     last = fx / "run" / "checkpoints" / "last"
@@ -553,6 +538,9 @@ def classify(case: Case, rc: int, stderr: str, before: dict[str, str], after: di
         return "silent", "exit 0" + (f"; stderr: {last}" if last else "")
     if rc == 2 and len(lines) == 1 and lines[0].startswith("llmlab: error: "):
         return "clean", lines[0][:200]
+    # piped chat goes on after a failed message and exits 1 (documented in docs/chat.md): one line per failure
+    if case.verb == "chat" and rc == 1 and lines and all(line.startswith("llmlab: error: ") for line in lines):
+        return "clean", f"exit 1: {lines[0][:190]}"
     if rc == 2 and any(w in stderr for w in ("Usage:", "Invalid value", "No such option", "Missing ")):
         return "usage", next((line.strip("│ ") for line in lines if "Invalid" in line or "No such" in line), last)
     if rc < 0:
@@ -614,6 +602,14 @@ def _metric_rows(run: Path) -> list[dict[str, object]]:
     return rows
 
 
+def _logged_rows(path: Path) -> int:
+    """Complete rows in a metrics.jsonl being written (0 when it does not exist yet)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
 def _tensor_digest(path: Path) -> str:
     """sha256 over a safetensors file's tensors (name, dtype, shape, bytes) and metadata, in sorted order.
 
@@ -662,17 +658,19 @@ def _timed_run(args: list[str], cwd: Path, started: Path) -> float:
 
 def kill_trial(verb: str, config: str, out_dir: str, fx: Path, work: Path, sig: int, delay_fraction: float,
                train_seconds: float, reference: tuple[list, dict]) -> dict[str, object]:  # fmt: skip
-    """Start `verb`, send `sig` `delay_fraction` of the way through training, resume, compare with `reference`."""
+    """Start `verb`, send `sig` after a random logged step, resume with --resume, compare with `reference`."""
     shutil.copytree(fx, work, symlinks=True)
     run = work / out_dir
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmlab", verb, "-c", config],
         cwd=work, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(delay_fraction * train_seconds * 0.95)
+    # Kill in the middle of training: after a random logged step (1 .. last-1), a random few ms into the next one.
+    target = 1 + int(delay_fraction * (len(reference[0]) - 2))
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and _logged_rows(run / "metrics.jsonl") < target and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(delay_fraction * min(train_seconds / max(len(reference[0]), 1), 0.05))
     killed = proc.poll() is None
     if killed:
         os.killpg(proc.pid, sig)
