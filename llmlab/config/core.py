@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from llmlab.config.interpolation import check_interpolations, escape_interpolations
+from llmlab.io.files import atomic_write_text
 
 T = TypeVar("T")
 
@@ -114,19 +114,9 @@ def config_to_yaml(cfg: Any) -> str:
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML, atomically (temp file + rename).
+    """Write the resolved config as YAML, atomically (`llmlab.io.atomic_write_text`).
 
     A string value that holds ``${`` literally is written escaped (``\\${``), so `load_config` reads back the
     same string instead of resolving it — a saved config never turns into an interpolation on ``--resume``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(config_to_yaml(cfg))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; a config is meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, config_to_yaml(cfg))

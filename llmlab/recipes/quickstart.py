@@ -32,7 +32,8 @@ from llmlab.generate import stream_generate, stream_text
 from llmlab.hub import load_model_and_tokenizer
 from llmlab.io import atomic_write_text, make_temp_dir
 from llmlab.recipes.pretrain import load_pretrain_config, pretrain
-from llmlab.recipes.report import plot_loss_curve, read_metrics, write_report
+from llmlab.recipes.report import plot_loss_curve, write_report
+from llmlab.train.logging import read_metrics
 from llmlab.train.run_dir import RunDir, open_run
 
 PROMPTS = ("ROMEO:\n", "JULIET:\nO ", "First Citizen:\n")

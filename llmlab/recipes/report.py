@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All JSON records of a `metrics.jsonl` file, in order."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+from llmlab.io import atomic_write, atomic_write_text
 
 
 def plot_loss_curve(records: list[dict[str, Any]], png_path: str | os.PathLike, title: str = "loss") -> None:
@@ -34,10 +29,10 @@ def plot_loss_curve(records: list[dict[str, Any]], png_path: str | os.PathLike, 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = Path(png_path).with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    try:
+        atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def write_report(
@@ -55,7 +50,5 @@ def write_report(
     for prompt, text in samples:
         lines += [f"**Prompt:** `{prompt!r}`", "", "```text", text, "```", ""]
     out = run_dir / "report.md"
-    tmp = run_dir / ".report.md.tmp"
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, "\n".join(lines))
     return out

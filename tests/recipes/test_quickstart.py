@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from llmlab.recipes.report import read_metrics
+from llmlab.train.logging import read_metrics
 
 
 def test_quickstart_fast_leaves_a_complete_run_folder(tmp_path):
