@@ -15,6 +15,7 @@ from llmlab.io.files import (
 from llmlab.io.outputs import (
     OUTPUT_MARKER,
     check_output_dir,
+    check_output_file,
     is_llmlab_output,
     mark_output,
     publish_output,
@@ -27,6 +28,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_output_dir",
+    "check_output_file",
     "dir_mode",
     "file_mode",
     "is_llmlab_output",

@@ -7,6 +7,8 @@
 3. It never writes into a folder that contains one of its inputs, nor into a folder inside an input.
 4. All of this is checked by `check_output_dir` before anything is loaded or written, and fails with one
    line that names the path and the way out (another output path, or the overwrite flag).
+5. A single-file output (a `.gguf`) follows `check_output_file`: never an input, and replaced (with the
+   overwrite flag) only when the existing file is of the kind llmlab writes there (its magic bytes).
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ def _is_within(child: Path, parent: Path) -> bool:
         return False
 
 
+def _input_clash(
+    target: Path, sources: Iterable[str | os.PathLike | None], *, contains: bool
+) -> str | os.PathLike | None:
+    """The first input that the resolved output `target` is, lies inside, or (`contains`) contains; else None."""
+    for src in sources:
+        if src is None:
+            continue
+        s = Path(src).resolve()
+        if target == s or _is_within(target, s) or (contains and _is_within(s, target)):
+            return src
+    return None
+
+
 def check_output_dir(
     dst: str | os.PathLike,
     *,
@@ -60,14 +75,11 @@ def check_output_dir(
     """
     dst = Path(dst)
     target = dst.resolve()
-    for src in sources:
-        if src is None:
-            continue
-        s = Path(src).resolve()
-        if target == s or _is_within(s, target) or _is_within(target, s):
-            raise ValueError(
-                f"{dst} would overwrite the input {src} (it is, contains or lies inside it); choose another {flag}"
-            )
+    clash = _input_clash(target, sources, contains=True)
+    if clash is not None:
+        raise ValueError(
+            f"{dst} would overwrite the input {clash} (it is, contains or lies inside it); choose another {flag}"
+        )
     if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
         raise ValueError(f"{dst} exists and is not a folder; choose another {flag}")
     if not dst.exists() or not any(dst.iterdir()):
@@ -81,6 +93,40 @@ def check_output_dir(
             f"{dst} already exists (an earlier llmlab output); choose another {flag} or pass {overwrite_flag}"
         )
     return target
+
+
+def check_output_file(
+    dst: str | os.PathLike,
+    *,
+    overwrite: bool,
+    sources: Iterable[str | os.PathLike | None],
+    flag: str,
+    magic: bytes,
+    overwrite_flag: str = "--overwrite",
+) -> None:
+    """The single-file form of `check_output_dir`: `dst` may not be an input nor lie inside one, and an existing
+    `dst` is replaced only with `overwrite` and only when it starts with `magic` (a file of the kind llmlab writes
+    there, e.g. a GGUF file) — never a folder, a link or another kind of file.
+
+    Raises:
+        ValueError: one line naming `dst` and what to do instead.
+    """
+    dst = Path(dst)
+    clash = _input_clash(dst.resolve(), sources, contains=False)
+    if clash is not None:
+        raise ValueError(f"{dst} would overwrite the input {clash} (it is or lies inside it); choose another {flag}")
+    if dst.is_symlink() or dst.is_dir():
+        raise ValueError(f"{dst} exists and is not a {magic.decode()} file; choose another {flag}")
+    if not dst.exists():
+        return
+    if not overwrite:
+        raise ValueError(f"{dst} already exists; choose another {flag} or pass {overwrite_flag}")
+    with open(dst, "rb") as f:
+        if f.read(len(magic)) != magic:
+            raise ValueError(
+                f"{dst} is not a {magic.decode()} file, so llmlab never replaces it, even with {overwrite_flag}; "
+                f"choose another {flag}"
+            )
 
 
 def publish_output(tmp: str | os.PathLike, dst: str | os.PathLike, verb: str) -> Path:

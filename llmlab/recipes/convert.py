@@ -39,7 +39,7 @@ import torch
 
 from llmlab.hub import LoadedModel, Source, fold_adapter, load_for_inference, require_mergeable, resolve_source
 from llmlab.hub import save_tokenizer as save_tokenizer_files
-from llmlab.io import atomic_write, check_output_dir, make_temp_dir, publish_output
+from llmlab.io import atomic_write, check_output_dir, check_output_file, make_temp_dir, publish_output
 from llmlab.models import save_gguf, save_hf, save_llmlab
 
 FORMATS = ("llmlab", "hf", "gguf")
@@ -144,31 +144,6 @@ def check_output(dst: Path, out_format: str, source: Source, overwrite: bool, fl
         check_output_dir(dst, overwrite=overwrite, sources=source.inputs(), flag=flag)
         return
     check_output_file(dst, overwrite=overwrite, sources=source.inputs(), flag=flag, magic=GGUF_MAGIC)
-
-
-def check_output_file(
-    dst: Path, *, overwrite: bool, sources: list[Path], flag: str, magic: bytes, overwrite_flag: str = "--overwrite"
-) -> None:
-    """The single-file form of `llmlab.io.check_output_dir`: `dst` may not be an input nor lie inside one, and
-    an existing `dst` is replaced only with `overwrite` and only when it starts with `magic` (a file of the kind
-    llmlab writes there, e.g. a GGUF file) — never a folder, a link or another kind of file."""
-    target = dst.resolve()
-    for src in sources:
-        s = src.resolve()
-        if target == s or (s.is_dir() and target.is_relative_to(s)):
-            raise ValueError(f"{dst} would overwrite the input {src} (it is or lies inside it); choose another {flag}")
-    if dst.is_symlink() or dst.is_dir():
-        raise ValueError(f"{dst} exists and is not a {magic.decode()} file; choose another {flag}")
-    if not dst.exists():
-        return
-    if not overwrite:
-        raise ValueError(f"{dst} already exists; choose another {flag} or pass {overwrite_flag}")
-    with open(dst, "rb") as f:
-        if f.read(len(magic)) != magic:
-            raise ValueError(
-                f"{dst} is not a {magic.decode()} file, so llmlab never replaces it, even with {overwrite_flag}; "
-                f"choose another {flag}"
-            )
 
 
 def write_model(loaded: LoadedModel, dst: Path, out_format: str, dtype: str, verb: str) -> None:

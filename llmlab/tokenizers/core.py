@@ -17,7 +17,14 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from llmlab.io import atomic_write_json, atomic_write_text, check_output_dir, make_temp_dir, publish_output
+from llmlab.io import (
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    check_output_file,
+    make_temp_dir,
+    publish_output,
+)
 
 SPECIAL_ROLES: tuple[str, ...] = ("pad", "unk", "bos", "eos", "mask")
 """The special-token roles llmlab knows, in the order their ids are assigned (BPE, WordPiece, Unigram)."""
@@ -163,7 +170,8 @@ def check_tokenizer_out(
     """Check, before training, that `save_tokenizer_output` may write to `path` (a folder or a `.json` path).
 
     A folder follows llmlab's output-folder policy (`llmlab.io.check_output_dir`: only an llmlab-made folder
-    is replaced, and only with ``--overwrite``); an existing `.json` file is replaced only with ``--overwrite``.
+    is replaced, and only with ``--overwrite``); an existing `.json` file (`llmlab.io.check_output_file`) only
+    with ``--overwrite`` and only when it holds a JSON object.
 
     Raises:
         ValueError: one line naming the path and what to do instead.
@@ -174,10 +182,7 @@ def check_tokenizer_out(
         return check_output_dir(path, overwrite=overwrite, sources=sources, flag=flag)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; pass a folder without the .json suffix or another {flag}")
-    if any(Path(s).resolve() == path.resolve() for s in sources):
-        raise ValueError(f"{path} is one of the inputs; choose another {flag}")
-    if path.exists() and not overwrite:
-        raise ValueError(f"{path} already exists; choose another {flag} or pass --overwrite")
+    check_output_file(path, overwrite=overwrite, sources=sources, flag=flag, magic=b"{")  # a JSON object
     return path
 
 
