@@ -117,7 +117,8 @@ def context_window(model: nn.Module) -> tuple[int, int]:
     The one place decoding asks `llmlab.nn.virtual` about soft prompts/prefixes: prompt and prefix tuning take
     P positions before the first real token, and prompt tuning also P cache entries.
     """
-    return context_length(model), reserved_positions(model)[1]
+    positions, entries = reserved_positions(model)
+    return context_length(model, positions), entries
 
 
 def cache_prefix_reusable(model: nn.Module) -> bool:

@@ -37,8 +37,9 @@ def reserved_positions(model: nn.Module) -> tuple[int, int]:
     return positions, entries
 
 
-def context_length(model: nn.Module) -> int:
-    """How many real tokens fit in `model`'s context: its maximum positions minus the reserved ones."""
+def context_length(model: nn.Module, reserved: int | None = None) -> int:
+    """How many real tokens fit in `model`'s context: its maximum positions minus the reserved ones
+    (`reserved`: the positions `reserved_positions` already reported, to walk the modules only once)."""
     config = model.config
     limit = getattr(config, "block_size", None) or config.max_position_embeddings
-    return int(limit) - reserved_positions(model)[0]
+    return int(limit) - (reserved_positions(model)[0] if reserved is None else reserved)
