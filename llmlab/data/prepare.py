@@ -27,7 +27,6 @@ than `chunk_chars / 2` characters has no line break or space (see `llmlab.data.r
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -43,7 +42,7 @@ from llmlab.data.reader import iter_chunks, iter_documents
 from llmlab.data.shards import ShardWriter, choose_dtype
 from llmlab.data.sources import BUILTIN_CORPORA, resolve_sources
 from llmlab.data.spool import SplitPlan, Spool, split_plan
-from llmlab.io import atomic_write_json, check_output_dir, make_temp_dir, publish_output
+from llmlab.io import atomic_write_json, building_output, check_output_dir
 from llmlab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer_from_iterator
 from llmlab.tokenizers.core import check_parent_folder
 
@@ -224,69 +223,74 @@ def prepare_corpus(cfg: PrepareConfig, log: Any = None, *, overwrite: bool = Fal
     say = log or (lambda msg: None)
     cfg.validate()
     t_start = time.perf_counter()
-    seconds: dict[str, float] = {}
     out = check_prepare_output(cfg, overwrite)
     tok = load_tokenizer(cfg.tokenizer.path) if cfg.tokenizer.path else None
     if tok is not None:
         choose_dtype(tok.vocab_size, cfg.dtype)  # fails early when the vocabulary does not fit
     made_parent = not out.parent.exists()
-    tmp = make_temp_dir(out)
     try:
-        spool = Spool(tmp / "corpus.spool", cfg.chunk_chars)
-        t0 = time.perf_counter()
-        cleaner = _read_and_clean(cfg, spool, say)
-        steps = cleaner.finish()
-        seconds["clean"] = sum(s.seconds for s in steps)
-        seconds["read"] = time.perf_counter() - t0 - seconds["clean"]
-        plan = split_plan(spool.doc_chars, cfg.split.mode, cfg.split.val_fraction, cfg.split.seed)
-
-        t0 = time.perf_counter()
-        if tok is None:
-            say(f"training a {cfg.tokenizer.kind} tokenizer (vocab_size {cfg.tokenizer.vocab_size})")
-            tok = _train_tokenizer(cfg, spool)
-        else:
-            say(f"using tokenizer {cfg.tokenizer.path} ({tok.kind}, {tok.vocab_size} ids)")
-        seconds["tokenizer"] = time.perf_counter() - t0
-        dtype = choose_dtype(tok.vocab_size, cfg.dtype)
-
-        t0 = time.perf_counter()
-        train, val = _encode_splits(spool, plan, tok, dtype, tmp, cfg.chunk_chars)
-        spool.remove()
-        if not train.chars:
-            raise ValueError("the train split is empty; lower split.val_fraction or add more text")
-        seconds["encode"] = time.perf_counter() - t0
-        say(f"wrote {train.count:,} train and {val.count:,} val tokens ({dtype.name})")
-        tok.save(tmp / "tokenizer.json")
-        report = PrepareReport(
-            out_dir=str(out),
-            sources=list(cfg.sources),
-            documents_in=cleaner.documents_in,
-            chars_in=cleaner.chars_in,
-            steps=steps,
-            documents_out=len(spool),
-            chars_out=sum(spool.doc_chars),
-            split_mode=plan.mode,
-            train_documents=train.documents,
-            val_documents=val.documents,
-            train_chars=train.chars,
-            val_chars=val.chars,
-            tokenizer_kind=tok.kind,
-            vocab_size=tok.vocab_size,
-            dtype=dtype.name,
-            train_tokens=train.count,
-            val_tokens=val.count,
-        )
-        atomic_write_json(tmp / "meta.json", _meta(cfg, tok, dtype, plan.mode, train.count, val.count))
-        save_config(cfg, tmp / "config.yaml")
-        seconds["total"] = time.perf_counter() - t_start
-        report.seconds = {k: round(v, 3) for k, v in seconds.items()}
-        atomic_write_json(tmp / "report.json", report.to_dict())
-        publish_output(tmp, out, "data prepare")
+        with building_output(out, "data prepare") as tmp:
+            return _prepare_into(tmp, cfg, out, tok, say, t_start)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         if made_parent and not any(out.parent.iterdir()):
             out.parent.rmdir()
         raise
+
+
+def _prepare_into(
+    tmp: Path, cfg: PrepareConfig, out: Path, tok: Tokenizer | None, say: Callable[[str], None], t_start: float
+) -> PrepareReport:
+    """The body of `prepare_corpus`: everything written into the temporary folder `tmp` (published as `out`)."""
+    seconds: dict[str, float] = {}
+    spool = Spool(tmp / "corpus.spool", cfg.chunk_chars)
+    t0 = time.perf_counter()
+    cleaner = _read_and_clean(cfg, spool, say)
+    steps = cleaner.finish()
+    seconds["clean"] = sum(s.seconds for s in steps)
+    seconds["read"] = time.perf_counter() - t0 - seconds["clean"]
+    plan = split_plan(spool.doc_chars, cfg.split.mode, cfg.split.val_fraction, cfg.split.seed)
+
+    t0 = time.perf_counter()
+    if tok is None:
+        say(f"training a {cfg.tokenizer.kind} tokenizer (vocab_size {cfg.tokenizer.vocab_size})")
+        tok = _train_tokenizer(cfg, spool)
+    else:
+        say(f"using tokenizer {cfg.tokenizer.path} ({tok.kind}, {tok.vocab_size} ids)")
+    seconds["tokenizer"] = time.perf_counter() - t0
+    dtype = choose_dtype(tok.vocab_size, cfg.dtype)
+
+    t0 = time.perf_counter()
+    train, val = _encode_splits(spool, plan, tok, dtype, tmp, cfg.chunk_chars)
+    spool.remove()
+    if not train.chars:
+        raise ValueError("the train split is empty; lower split.val_fraction or add more text")
+    seconds["encode"] = time.perf_counter() - t0
+    say(f"wrote {train.count:,} train and {val.count:,} val tokens ({dtype.name})")
+    tok.save(tmp / "tokenizer.json")
+    report = PrepareReport(
+        out_dir=str(out),
+        sources=list(cfg.sources),
+        documents_in=cleaner.documents_in,
+        chars_in=cleaner.chars_in,
+        steps=steps,
+        documents_out=len(spool),
+        chars_out=sum(spool.doc_chars),
+        split_mode=plan.mode,
+        train_documents=train.documents,
+        val_documents=val.documents,
+        train_chars=train.chars,
+        val_chars=val.chars,
+        tokenizer_kind=tok.kind,
+        vocab_size=tok.vocab_size,
+        dtype=dtype.name,
+        train_tokens=train.count,
+        val_tokens=val.count,
+    )
+    atomic_write_json(tmp / "meta.json", _meta(cfg, tok, dtype, plan.mode, train.count, val.count))
+    save_config(cfg, tmp / "config.yaml")
+    seconds["total"] = time.perf_counter() - t_start
+    report.seconds = {k: round(v, 3) for k, v in seconds.items()}
+    atomic_write_json(tmp / "report.json", report.to_dict())
     return report
 
 

@@ -6,6 +6,7 @@ from llmlab.io.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    building_dir,
     dir_mode,
     file_mode,
     make_temp_dir,
@@ -14,6 +15,7 @@ from llmlab.io.files import (
 )
 from llmlab.io.outputs import (
     OUTPUT_MARKER,
+    building_output,
     check_output_dir,
     check_output_file,
     is_llmlab_output,
@@ -27,6 +29,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "building_dir",
+    "building_output",
     "check_output_dir",
     "check_output_file",
     "dir_mode",

@@ -13,13 +13,14 @@ renamed aside first (a short window that `replace_path` documents and callers th
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,23 @@ def replace_path(new: str | os.PathLike, dst: str | os.PathLike) -> Path:
     os.replace(new, dst)  # a file (or link) is replaced by rename atomically
     _fsync_dir(dst.parent)
     return dst
+
+
+@contextlib.contextmanager
+def building_dir(dst: str | os.PathLike, publish: Callable[[Path, Path], object] | None = None) -> Iterator[Path]:
+    """Build a folder under a temporary name beside `dst`; move it onto `dst` when the block ends normally.
+
+        with building_dir(out) as tmp:      # a new empty folder beside `out`
+            write_everything_into(tmp)      # any exception (or Ctrl-C) deletes `tmp`; `out` stays untouched
+
+    `publish(tmp, dst)` does the move (default `replace_path`; `llmlab.io.building_output(dst, verb)` publishes
+    with the verb's output marker).
+    """
+    dst = Path(dst)
+    tmp = make_temp_dir(dst)
+    try:
+        yield tmp
+        (publish or replace_path)(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

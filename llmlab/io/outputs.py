@@ -13,12 +13,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from llmlab.io.files import atomic_write_text, replace_path
+from llmlab.io.files import atomic_write_text, building_dir, replace_path
 
 OUTPUT_MARKER = ".llmlab-output"
 
@@ -136,3 +138,9 @@ def publish_output(tmp: str | os.PathLike, dst: str | os.PathLike, verb: str) ->
     """
     mark_output(tmp, verb)
     return replace_path(tmp, dst)
+
+
+def building_output(dst: str | os.PathLike, verb: str) -> contextlib.AbstractContextManager[Path]:
+    """`llmlab.io.building_dir` for a verb's output folder: the finished folder is published with `verb`'s
+    marker (`publish_output`). Call `check_output_dir` first."""
+    return building_dir(dst, functools.partial(publish_output, verb=verb))

@@ -20,15 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from llmlab.io import make_temp_dir, replace_path
-from llmlab.io.files import read_json
+from llmlab.io import building_dir, read_json
 from llmlab.peft.base import PeftLinear
 from llmlab.peft.config import LoraConfig, PeftConfigBase, PrefixConfig, PromptConfig
 from llmlab.peft.methods import config_from_adapter_json
@@ -123,14 +121,9 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model_name
     tensors = {k: v.detach().cpu().contiguous() for k, v in adapter_state_dict(model).items()}
     meta = {"format": "pt", "llmlab_fingerprint": json.dumps(fingerprint(model))}
     out = Path(directory)
-    tmp = make_temp_dir(out)
-    try:
+    with building_dir(out) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
         (tmp / CONFIG_NAME).write_text(json.dumps(d, indent=2, sort_keys=True), encoding="utf-8")
-        replace_path(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ import torch
 
 from llmlab.hub import LoadedModel, Source, fold_adapter, load_for_inference, require_mergeable, resolve_source
 from llmlab.hub import save_tokenizer as save_tokenizer_files
-from llmlab.io import atomic_write, check_output_dir, check_output_file, make_temp_dir, publish_output
+from llmlab.io import atomic_write, building_output, check_output_dir, check_output_file
 from llmlab.models import save_gguf, save_hf, save_llmlab
 
 FORMATS = ("llmlab", "hf", "gguf")
@@ -159,8 +158,7 @@ def write_model(loaded: LoadedModel, dst: Path, out_format: str, dtype: str, ver
             extra, types = _gguf_tokenizer_metadata(loaded, model.config.vocab_size)
         atomic_write(dst, lambda tmp: save_gguf(model, tmp, dtype.upper(), extra, types))
         return
-    tmp = make_temp_dir(dst)
-    try:
+    with building_output(dst, verb) as tmp:
         torch_dtype = _TORCH_DTYPES[dtype]
         if out_format == "hf":
             # The tokenizer's bos/eos/pad ids go into config.json (GPT-2 exports have none of their own, and
@@ -170,10 +168,6 @@ def write_model(loaded: LoadedModel, dst: Path, out_format: str, dtype: str, ver
             save_llmlab(model, tmp, torch_dtype)
         if loaded.tokenizer is not None:
             save_tokenizer_files(loaded.tokenizer, tmp, loaded.chat_template)
-        publish_output(tmp, dst, verb)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def special_token_ids_of(tokenizer: Any) -> dict[str, int]:

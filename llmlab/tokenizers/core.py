@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,10 +19,9 @@ from tokenizers import Tokenizer as HFTokenizer
 from llmlab.io import (
     atomic_write_json,
     atomic_write_text,
+    building_output,
     check_output_dir,
     check_output_file,
-    make_temp_dir,
-    publish_output,
 )
 
 SPECIAL_ROLES: tuple[str, ...] = ("pad", "unk", "bos", "eos", "mask")
@@ -192,13 +190,8 @@ def save_tokenizer_output(tok: Tokenizer, path: str | os.PathLike, verb: str = "
     path = Path(path)
     if path.suffix == ".json":
         return tok.save(path)
-    tmp = make_temp_dir(path)
-    try:
+    with building_output(path, verb) as tmp:
         tok.save(tmp)
-        publish_output(tmp, path, verb)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path / "tokenizer.json"
 
 
