@@ -15,8 +15,9 @@ Format-level code (`llmlab.models.formats.dispatch`) looks families up here and 
 Adding a family `foo`: a config dataclass (`validate()`, `resolved()`, the aliases `n_layer`, `block_size`,
 `kv_heads`, `tie_embeddings`), its `PRESETS = PresetRegistry("foo preset")`, a model subclassing
 `llmlab.models.base.DecoderLM` (sets `family_name`, `config_class`, `presets`, `module_paths`; writes `_embed`
-and `_attention_masks`; the base provides `forward` and the accessors `embed_tokens`, `layers`, `final_norm`), optional `hf.py`/`gguf.py` converters (tensor names via
-`llmlab.models.formats.gguf_names.TensorNames`, folders via `llmlab.models.formats.hf`), and the call above in
+and `_attention_masks`; the base provides `forward` and the accessors `embed_tokens`, `layers`, `final_norm`),
+optional `hf.py`/`gguf.py` converters (tensor names via `llmlab.models.formats.gguf_names.TensorNames`, folders
+via `llmlab.models.formats.hf`), and the call above in
 `llmlab/models/foo/__init__.py`, imported by `llmlab/models/__init__.py`.
 """
 
