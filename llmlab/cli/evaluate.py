@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from llmlab.cli import eval_metrics
+
 eval_app = typer.Typer(name="eval", help="Evaluate a trained model.", no_args_is_help=True)
 
 
@@ -38,3 +40,6 @@ def perplexity_cmd(
 def register(app: typer.Typer) -> None:
     """Attach the `eval` command group to the root app."""
     app.add_typer(eval_app, name="eval")
+
+
+eval_metrics.register(eval_app)
