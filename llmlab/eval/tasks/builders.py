@@ -37,6 +37,11 @@ def build_sentiment(lang: str, test_size: int = 200, fewshot_size: int = 50, see
     """
     from llmlab.data.sentiment import build_sentiment_task
 
+    if test_size < 2 or fewshot_size < 2 or test_size % 2 or fewshot_size % 2:
+        raise ValueError(
+            f"sentiment_{lang}: test_size and fewshot_size must be even numbers >= 2 (balanced labels), "
+            f"got {test_size} and {fewshot_size}"
+        )
     train, test = build_sentiment_task(lang, train_size=fewshot_size, test_size=test_size, seed=seed)
     return [{"text": e.text, "label": e.label} for e in test], [{"text": e.text, "label": e.label} for e in train]
 

@@ -57,6 +57,14 @@ def test_unknown_builder_or_option_is_a_one_line_error():
         build_task_data("nope")
     with pytest.raises(ValueError, match="has no option size"):
         build_task_data("arithmetic_2digit", size=3)
+    with pytest.raises(ValueError, match="sentiment_en: test_size and fewshot_size must be even"):
+        build_task_data("sentiment_en", fewshot_size=5)
+    with pytest.raises(ValueError, match="arithmetic_2digit: test_size"):
+        build_task_data("arithmetic_2digit", test_size=0)
+    with pytest.raises(ValueError, match="translation: test_size"):
+        build_task_data("translation_zh_en", test_size=10**6)
+    with pytest.raises(ValueError, match="shakespeare_cloze on two_gentlemen_of_verona: test_size must be 1.."):
+        build_task_data("shakespeare_cloze", test_size=10**6)
 
 
 @pytest.mark.parametrize(
