@@ -16,6 +16,7 @@ Agreement: Cohen's kappa (scikit-learn) between two raters on their common items
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -114,11 +115,13 @@ def cohen_kappa(first: Sequence[Hashable], second: Sequence[Hashable], *, weight
                 labels: Sequence[Hashable] | None = None) -> float | None:
     """Cohen's kappa of two raters' labels on the same items (scikit-learn); None when undefined (no items, or
     both raters used one and the same label throughout)."""
+    from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import cohen_kappa_score
 
     if not first:
         return None
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # undefined: reported as None
         value = float(cohen_kappa_score(list(first), list(second), labels=labels, weights=weights))
     return None if math.isnan(value) else value
 
