@@ -20,10 +20,10 @@ def register(eval_app: typer.Typer) -> None:
     @eval_app.command("human")
     @sampling_options(HUMAN_SAMPLING, HUMAN_OPTIONS)
     def human_cmd(
-        study: Annotated[Path, typer.Option("--study", "-s", help="The study file (SQLite) to create, serve or report.")],
+        study: Annotated[Path, typer.Option("--study", "-s", help="The study (SQLite file) to create/serve/report.")],
         outputs: Annotated[
             list[str] | None,
-            typer.Option("--outputs", help='Create the study from NAME=FILE.jsonl ({"prompt","output"} a line); twice+.'),
+            typer.Option("--outputs", help='Create from NAME=FILE.jsonl ({"prompt","output"} a line), twice+.'),
         ] = None,
         model: Annotated[
             list[str] | None,
@@ -32,10 +32,12 @@ def register(eval_app: typer.Typer) -> None:
         prompts: Annotated[
             Path | None, typer.Option("--prompts", help="With --model: a text file, one prompt a line.")
         ] = None,
-        chat: Annotated[bool, typer.Option("--chat", help="With --model: prompts go through the chat template.")] = False,
+        chat: Annotated[bool, typer.Option("--chat", help="With --model: use the chat template.")] = False,
         report: Annotated[bool, typer.Option("--report", help="Print the leaderboard, ratings and agreement.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="With --report: print one JSON object.")] = False,
-        host: Annotated[str, typer.Option("--host", help="Serve on this address (default loopback only).")] = "127.0.0.1",
+        host: Annotated[
+            str, typer.Option("--host", help="Serve on this address (loopback only by default).")
+        ] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Serve on this port.")] = 8000,
         seed: Annotated[
             int, typer.Option("--seed", help="Seed: generation when creating, the bootstrap when reporting.")

@@ -107,16 +107,19 @@ def generate_answer(loaded: Any, prompt: str, sampling: SamplingConfig, chat: bo
         ids = list(tokenizer.encode(apply_chat_template([{"role": "user", "content": prompt}], source)))
         turn_ids, turn_strings = turn_stops(source, tokenizer)
         eos, stops = [*turn_ids, *eos], [*turn_strings, *stops]
-    text = generate_text(loaded.model, tokenizer, ids, sampling=sampling.replace(stop=tuple(stops)),
-                         eos_token_id=eos or None)
+    text = generate_text(
+        loaded.model, tokenizer, ids, sampling=sampling.replace(stop=tuple(stops)), eos_token_id=eos or None
+    )
     return text.strip()
 
 
 def _created(path: Path, rows: dict[str, list]) -> None:
     n_prompts, n_models = len(next(iter(rows.values()))), len(rows)
     pairs = n_prompts * n_models * (n_models - 1) // 2
-    print(f"created study {path}: {n_models} models ({', '.join(rows)}), {n_prompts} prompts, {pairs} pairs "
-          f"per rater; serve it with: llmlab eval human --study {path}")
+    print(
+        f"created study {path}: {n_models} models ({', '.join(rows)}), {n_prompts} prompts, {pairs} pairs "
+        f"per rater; serve it with: llmlab eval human --study {path}"
+    )
 
 
 def serve_study(study: Path, *, host: str = "127.0.0.1", port: int = 8000, seed: int | None = None) -> None:

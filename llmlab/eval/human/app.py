@@ -1,13 +1,13 @@
 """The rating web app (FastAPI): one static page and a small JSON API over a `Study`.
 
-    GET  /                       the page (static/index.html: vanilla JS, no CDN, English + 中文 labels)
-    GET  /api/study              {"criteria": [...], "pairs": n}: what the page needs to draw the form
-    GET  /api/next?rater=NAME    {"done": false, "assignment_id", "prompt", "left", "right", "progress"} — a random
-                                 pair NAME has not rated, sides in random order, no model names; or {"done": true}
-    POST /api/vote               {"rater", "assignment_id", "preference": left|right|tie,
-                                  "ratings": {"left": {criterion: 1..5}, "right": {...}}} -> {"ok", "progress"};
-                                 422 for a malformed vote or one that does not match an assignment served to NAME
-    GET  /api/progress[?rater=]  {"pairs", "votes", "raters": {name: votes}, "done"}
+GET  /                       the page (static/index.html: vanilla JS, no CDN, English + 中文 labels)
+GET  /api/study              {"criteria": [...], "pairs": n}: what the page needs to draw the form
+GET  /api/next?rater=NAME    {"done": false, "assignment_id", "prompt", "left", "right", "progress"} — a random
+                             pair NAME has not rated, sides in random order, no model names; or {"done": true}
+POST /api/vote               {"rater", "assignment_id", "preference": left|right|tie,
+                              "ratings": {"left": {criterion: 1..5}, "right": {...}}} -> {"ok", "progress"};
+                             422 for a malformed vote or one that does not match an assignment served to NAME
+GET  /api/progress[?rater=]  {"pairs", "votes", "raters": {name: votes}, "done"}
 """
 
 from __future__ import annotations

@@ -35,9 +35,7 @@ def wins_matrix(outcomes: Sequence[tuple[int, int, float]], n_models: int) -> np
     return wins
 
 
-def bradley_terry(
-    wins: np.ndarray, *, prior: float = 0.0, tol: float = 1e-10, max_iter: int = 100_000
-) -> np.ndarray:
+def bradley_terry(wins: np.ndarray, *, prior: float = 0.0, tol: float = 1e-10, max_iter: int = 100_000) -> np.ndarray:
     """Bradley-Terry strengths (M,) by Hunter's MM iteration, normalised to sum to 1.
 
     Args:
@@ -52,8 +50,10 @@ def bradley_terry(
     wins = np.asarray(wins, dtype=float) + (prior / 2.0) * (1.0 - np.eye(len(wins)))
     n_models = len(wins)
     if prior <= 0.0 and not _strongly_connected(wins > 0):
-        raise ValueError("the Bradley-Terry maximum likelihood does not exist for these votes (a model never wins "
-                         "or never loses against the rest); use a prior > 0")
+        raise ValueError(
+            "the Bradley-Terry maximum likelihood does not exist for these votes (a model never wins "
+            "or never loses against the rest); use a prior > 0"
+        )
     games = wins + wins.T  # (M, M) comparisons between i and j
     total_wins = wins.sum(axis=1)  # (M,)
     strength = np.full(n_models, 1.0 / n_models)
@@ -111,8 +111,13 @@ def bootstrap_elo(
     return np.percentile(samples, [tail, 100.0 - tail], axis=0).T
 
 
-def cohen_kappa(first: Sequence[Hashable], second: Sequence[Hashable], *, weights: str | None = None,
-                labels: Sequence[Hashable] | None = None) -> float | None:
+def cohen_kappa(
+    first: Sequence[Hashable],
+    second: Sequence[Hashable],
+    *,
+    weights: str | None = None,
+    labels: Sequence[Hashable] | None = None,
+) -> float | None:
     """Cohen's kappa of two raters' labels on the same items (scikit-learn); None when undefined (no items, or
     both raters used one and the same label throughout)."""
     from sklearn.exceptions import UndefinedMetricWarning

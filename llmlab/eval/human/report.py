@@ -47,16 +47,18 @@ def leaderboard(votes: list[Vote], models: list[str], *, prior: float, iters: in
     rows = []
     for i, name in enumerate(models):
         games = sum(record[name].values())
-        rows.append({
-            "model": name,
-            "strength": float(strength[i]),
-            "elo": float(elo[i]),
-            "elo_ci": None if ci is None else [float(ci[i, 0]), float(ci[i, 1])],
-            "wins": record[name]["wins"],
-            "ties": record[name]["ties"],
-            "losses": record[name]["losses"],
-            "win_rate": (record[name]["wins"] + 0.5 * record[name]["ties"]) / games if games else None,
-        })
+        rows.append(
+            {
+                "model": name,
+                "strength": float(strength[i]),
+                "elo": float(elo[i]),
+                "elo_ci": None if ci is None else [float(ci[i, 0]), float(ci[i, 1])],
+                "wins": record[name]["wins"],
+                "ties": record[name]["ties"],
+                "losses": record[name]["losses"],
+                "win_rate": (record[name]["wins"] + 0.5 * record[name]["ties"]) / games if games else None,
+            }
+        )
     return sorted(rows, key=lambda row: -row["strength"])
 
 
@@ -88,12 +90,18 @@ def agreement(votes: list[Vote], models: list[str]) -> dict[str, Any]:
     cohen = []
     for first, second in itertools.combinations(raters, 2):
         common = sorted(set(by_rater[first]) & set(by_rater[second]))
-        pref = cohen_kappa([_winner(by_rater[first][p]) for p in common],
-                           [_winner(by_rater[second][p]) for p in common], labels=categories)
+        pref = cohen_kappa(
+            [_winner(by_rater[first][p]) for p in common],
+            [_winner(by_rater[second][p]) for p in common],
+            labels=categories,
+        )
         keys = [(p, m, c) for p in common for m in by_rater[first][p].ratings for c in CRITERIA]
-        weighted = cohen_kappa([by_rater[first][p].ratings[m][c] for p, m, c in keys],
-                               [by_rater[second][p].ratings[m][c] for p, m, c in keys],
-                               weights="quadratic", labels=[1, 2, 3, 4, 5])
+        weighted = cohen_kappa(
+            [by_rater[first][p].ratings[m][c] for p, m, c in keys],
+            [by_rater[second][p].ratings[m][c] for p, m, c in keys],
+            weights="quadratic",
+            labels=[1, 2, 3, 4, 5],
+        )
         cohen.append({"raters": [first, second], "items": len(common), "kappa": pref, "weighted_ratings": weighted})
     shared = set.intersection(*(set(v) for v in by_rater.values())) if len(raters) >= 2 else set()
     items = [Counter(_winner(by_rater[r][p]) for r in raters) for p in sorted(shared)]
@@ -135,12 +143,16 @@ def format_report(report: dict) -> str:
         f"seed {bt['seed']})",
     ]
     width = max(len("model"), *(len(m) for m in report["models"]))
-    lines.append(f"{'rank':>4}  {'model':<{width}}  {'strength':>8}  {'elo':>6}  {'95% CI':>15}  "
-                 f"{'W':>3} {'T':>3} {'L':>3}  win rate")
+    lines.append(
+        f"{'rank':>4}  {'model':<{width}}  {'strength':>8}  {'elo':>6}  {'95% CI':>15}  "
+        f"{'W':>3} {'T':>3} {'L':>3}  win rate"
+    )
     for rank, row in enumerate(report["leaderboard"], 1):
         ci = "n/a" if row["elo_ci"] is None else f"[{row['elo_ci'][0]:.0f}, {row['elo_ci'][1]:.0f}]"
-        lines.append(f"{rank:>4}  {row['model']:<{width}}  {row['strength']:>8.3f}  {row['elo']:>6.0f}  {ci:>15}  "
-                     f"{row['wins']:>3} {row['ties']:>3} {row['losses']:>3}  {_num(row['win_rate'])}")
+        lines.append(
+            f"{rank:>4}  {row['model']:<{width}}  {row['strength']:>8.3f}  {row['elo']:>6.0f}  {ci:>15}  "
+            f"{row['wins']:>3} {row['ties']:>3} {row['losses']:>3}  {_num(row['win_rate'])}"
+        )
     lines += ["", "Mean ratings, 1-5 (± standard error)"]
     lines.append(f"{'model':<{width}}  " + "  ".join(f"{c:>12}" for c in CRITERIA))
     for model, per in report["ratings"].items():
@@ -148,9 +160,12 @@ def format_report(report: dict) -> str:
         lines.append(f"{model:<{width}}  " + "  ".join(f"{cell:>12}" for cell in cells))
     lines += ["", "Inter-rater agreement on preferences (kappa; n/a = undefined: no common items or no variation)"]
     for pair in report["agreement"]["cohen"]:
-        lines.append(f"Cohen's kappa {pair['raters'][0]} vs {pair['raters'][1]}: {_num(pair['kappa'])} on "
-                     f"{pair['items']} common pairs; quadratic-weighted on ratings: {_num(pair['weighted_ratings'])}")
+        lines.append(
+            f"Cohen's kappa {pair['raters'][0]} vs {pair['raters'][1]}: {_num(pair['kappa'])} on "
+            f"{pair['items']} common pairs; quadratic-weighted on ratings: {_num(pair['weighted_ratings'])}"
+        )
     fleiss = report["agreement"]["fleiss"]
-    lines.append(f"Fleiss' kappa ({fleiss['raters']} raters, {fleiss['items']} pairs rated by all): "
-                 f"{_num(fleiss['kappa'])}")
+    lines.append(
+        f"Fleiss' kappa ({fleiss['raters']} raters, {fleiss['items']} pairs rated by all): {_num(fleiss['kappa'])}"
+    )
     return "\n".join(lines)

@@ -88,8 +88,12 @@ def read_outputs_jsonl(path: str | os.PathLike) -> list[tuple[str, str]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not JSON ({e.msg}); write one {{'prompt','output'}} object a line")
-        if not (isinstance(record, dict) and isinstance(record.get("prompt"), str) and isinstance(record.get("output"), str)):
+            raise ValueError(
+                f"{path}:{number}: not JSON ({e.msg}); write one {{'prompt','output'}} object a line"
+            ) from None
+        if not (
+            isinstance(record, dict) and isinstance(record.get("prompt"), str) and isinstance(record.get("output"), str)
+        ):
             raise ValueError(f"{path}:{number}: expected an object with string fields 'prompt' and 'output'")
         rows.append((record["prompt"], record["output"]))
     if not rows:
@@ -150,8 +154,9 @@ def check_study_path(path: str | os.PathLike, *, overwrite: bool, sources: Itera
         raise ValueError(f"{path} exists and is not a study file; choose another --study")
     if path.exists():
         if not is_study(path):
-            raise ValueError(f"{path} is a file llmlab did not create as a study; llmlab never replaces it — "
-                             "choose another --study")
+            raise ValueError(
+                f"{path} is a file llmlab did not create as a study; llmlab never replaces it — choose another --study"
+            )
         if not overwrite:
             raise ValueError(f"{path} already holds a study; serve or report it, or pass --overwrite to replace it")
     return path.resolve()
@@ -304,8 +309,11 @@ class Study:
                 vote_id = cursor.lastrowid
                 self._conn.executemany(
                     "INSERT INTO ratings VALUES (?, ?, ?, ?)",
-                    [(vote_id, model, c, ratings[side][c]) for side, model in (("left", left), ("right", right))
-                     for c in CRITERIA],
+                    [
+                        (vote_id, model, c, ratings[side][c])
+                        for side, model in (("left", left), ("right", right))
+                        for c in CRITERIA
+                    ],
                 )
                 self._conn.execute("COMMIT")
             except sqlite3.IntegrityError:

@@ -13,5 +13,5 @@ def study_path(tmp_path: Path) -> Path:
     """A fresh two-model (alpha, beta), three-prompt study."""
     from llmlab.eval.human.store import create_study
 
-    rows = {name: list(zip(PROMPTS, texts)) for name, texts in OUTPUTS.items()}
+    rows = {name: list(zip(PROMPTS, texts, strict=True)) for name, texts in OUTPUTS.items()}
     return create_study(tmp_path / "study.sqlite", rows, seed=0)

@@ -19,7 +19,9 @@ def write_outputs(folder: Path, outputs: dict[str, list[str]] = OUTPUTS, prompts
     values = []
     for name, texts in outputs.items():
         path = folder / f"{name}.jsonl"
-        path.write_text("".join(json.dumps({"prompt": p, "output": o}) + "\n" for p, o in zip(prompts, texts)))
+        path.write_text(
+            "".join(json.dumps({"prompt": p, "output": o}) + "\n" for p, o in zip(prompts, texts, strict=True))
+        )
         values.append(f"{name}={path}")
     return values
 

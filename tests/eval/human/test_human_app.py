@@ -37,16 +37,29 @@ def test_a_rater_rates_every_pair_then_is_done(client: TestClient) -> None:
     seen = []
     for _ in range(3):
         served = client.get("/api/next", params={"rater": "ann"}).json()
-        assert served["done"] is False and set(served) == {"done", "assignment_id", "prompt", "left", "right", "progress"}
+        assert served["done"] is False and set(served) == {
+            "done",
+            "assignment_id",
+            "prompt",
+            "left",
+            "right",
+            "progress",
+        }
         assert "alpha" not in str(served["progress"])  # no model names outside the texts themselves
         seen.append(served["prompt"])
-        vote = {"rater": "ann", "assignment_id": served["assignment_id"], "preference": "right",
-                "ratings": all_ratings(4)}
+        vote = {
+            "rater": "ann",
+            "assignment_id": served["assignment_id"],
+            "preference": "right",
+            "ratings": all_ratings(4),
+        }
         answer = client.post("/api/vote", json=vote)
         assert answer.status_code == 200 and answer.json()["ok"] is True
     assert len(set(seen)) == 3
     assert client.get("/api/next", params={"rater": "ann"}).json() == {
-        "done": True, "progress": {"pairs": 3, "votes": 3, "raters": {"ann": 3}, "done": 3}}
+        "done": True,
+        "progress": {"pairs": 3, "votes": 3, "raters": {"ann": 3}, "done": 3},
+    }
     assert client.get("/api/next", params={"rater": "bob"}).json()["done"] is False
     assert client.get("/api/progress").json() == {"pairs": 3, "votes": 3, "raters": {"ann": 3}}
 

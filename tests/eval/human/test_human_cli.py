@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
-from human_helpers import OUTPUTS, PROMPTS, all_ratings, write_outputs
+from human_helpers import PROMPTS, all_ratings, write_outputs
 from tiny_models import tiny_gpt
 
 from llmlab.eval.human.report import agreement
@@ -36,8 +36,8 @@ def test_create_vote_and_report(tmp_path: Path, capsys: pytest.CaptureFixture) -
     outputs = [a for value in write_outputs(tmp_path) for a in ("--outputs", value)]
     code, out, err = run_cli([*args, *outputs], capsys)
     assert code == 0 and "2 models (alpha, beta), 3 prompts, 3 pairs per rater" in out, err
-    _vote_all(study, "ann", dict(zip(PROMPTS, ["alpha", "alpha", "beta"])))
-    _vote_all(study, "bob", dict(zip(PROMPTS, ["alpha", "tie", "beta"])))
+    _vote_all(study, "ann", dict(zip(PROMPTS, ["alpha", "alpha", "beta"], strict=True)))
+    _vote_all(study, "bob", dict(zip(PROMPTS, ["alpha", "tie", "beta"], strict=True)))
     code, out, err = run_cli([*args, "--report", "--json", "--bootstrap-iters", "200"], capsys)
     assert code == 0, err
     report = json.loads(out)
@@ -61,9 +61,13 @@ def test_create_vote_and_report(tmp_path: Path, capsys: pytest.CaptureFixture) -
 
 
 def test_fleiss_uses_pairs_every_rater_voted_on() -> None:
-    votes = [Vote("ann", 1, "a", "b", "left", {}), Vote("bob", 1, "b", "a", "right", {}),
-             Vote("ann", 2, "a", "b", "right", {}), Vote("bob", 2, "a", "b", "right", {}),
-             Vote("ann", 3, "a", "b", "tie", {})]  # pair 3: ann only
+    votes = [
+        Vote("ann", 1, "a", "b", "left", {}),
+        Vote("bob", 1, "b", "a", "right", {}),
+        Vote("ann", 2, "a", "b", "right", {}),
+        Vote("bob", 2, "a", "b", "right", {}),
+        Vote("ann", 3, "a", "b", "tie", {}),
+    ]  # pair 3: ann only
     result = agreement(votes, ["a", "b"])
     assert result["fleiss"]["items"] == 2 and result["cohen"][0]["items"] == 2
     assert result["cohen"][0]["kappa"] == pytest.approx(1.0)  # both items agree (same winner, other sides shown)
@@ -120,13 +124,31 @@ def test_create_by_generating_with_two_tiny_models(tmp_path: Path, capsys: pytes
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the quick\n\nlazy dog\n")
     study = tmp_path / "gen.sqlite"
-    code, out, err = run_cli(["eval", "human", "--study", str(study), "--model", f"zero={checkpoints[0]}",
-                              "--model", f"one={checkpoints[1]}", "--prompts", str(prompts), "-n", "6"], capsys)
+    code, out, err = run_cli(
+        [
+            "eval",
+            "human",
+            "--study",
+            str(study),
+            "--model",
+            f"zero={checkpoints[0]}",
+            "--model",
+            f"one={checkpoints[1]}",
+            "--prompts",
+            str(prompts),
+            "-n",
+            "6",
+        ],
+        capsys,
+    )
     assert code == 0 and "2 models (zero, one), 2 prompts" in out, err
     loaded = load_for_inference(checkpoints[1])
-    expected = generate_text(loaded.model, loaded.tokenizer, "lazy dog", 6, temperature=0.0,
-                             eos_token_id=loaded.tokenizer.eos_id).strip()
+    expected = generate_text(
+        loaded.model, loaded.tokenizer, "lazy dog", 6, temperature=0.0, eos_token_id=loaded.tokenizer.eos_id
+    ).strip()
     with sqlite3.connect(study) as conn:
-        got = conn.execute("SELECT o.text FROM outputs o JOIN models m ON m.id = o.model_id "
-                           "JOIN prompts p ON p.id = o.prompt_id WHERE m.name = 'one' AND p.text = 'lazy dog'").fetchone()
+        got = conn.execute(
+            "SELECT o.text FROM outputs o JOIN models m ON m.id = o.model_id "
+            "JOIN prompts p ON p.id = o.prompt_id WHERE m.name = 'one' AND p.text = 'lazy dog'"
+        ).fetchone()
     assert got == (expected,) and expected  # greedy, the same text as the API's

@@ -27,7 +27,7 @@ def test_create_round_trips_models_prompts_and_outputs(study_path: Path) -> None
             "SELECT m.name, p.text, o.text FROM outputs o JOIN models m ON m.id = o.model_id "
             "JOIN prompts p ON p.id = o.prompt_id ORDER BY m.id, p.id"
         ).fetchall()
-        assert rows == [(m, p, o) for m, outs in OUTPUTS.items() for p, o in zip(PROMPTS, outs)]
+        assert rows == [(m, p, o) for m, outs in OUTPUTS.items() for p, o in zip(PROMPTS, outs, strict=True)]
         assert conn.execute("SELECT COUNT(*) FROM pairs").fetchone() == (3,)  # one model pair per prompt
     with Study(study_path) as study:
         assert study.models() == ["alpha", "beta"] and study.pair_count() == 3
@@ -43,7 +43,10 @@ def test_three_models_give_every_pair_per_prompt(tmp_path: Path) -> None:
 def test_a_vote_round_trips_with_the_served_sides(study_path: Path) -> None:
     with Study(study_path, seed=3) as study:
         served = study.next_assignment("ann")
-        ratings = {"left": dict(zip(CRITERIA, [1, 2, 3, 4, 5])), "right": dict(zip(CRITERIA, [5, 4, 3, 2, 1]))}
+        ratings = {
+            "left": dict(zip(CRITERIA, [1, 2, 3, 4, 5], strict=True)),
+            "right": dict(zip(CRITERIA, [5, 4, 3, 2, 1], strict=True)),
+        }
         study.record_vote("ann", served["assignment_id"], "left", ratings)
         (vote,) = study.votes()
     left = served["left"].split(":")[0]  # the fixed outputs start with their model's name
@@ -102,7 +105,7 @@ def test_outputs_must_share_prompts(tmp_path: Path) -> None:
 
 
 def test_the_study_file_follows_the_output_policy(study_path: Path, tmp_path: Path) -> None:
-    rows = {name: list(zip(PROMPTS, texts)) for name, texts in OUTPUTS.items()}
+    rows = {name: list(zip(PROMPTS, texts, strict=True)) for name, texts in OUTPUTS.items()}
     foreign = tmp_path / "notes.sqlite"
     foreign.write_text("my notes")
     with pytest.raises(ValueError, match="did not create"):
