@@ -33,6 +33,9 @@ def register(eval_app: typer.Typer) -> None:
             Path | None, typer.Option("--prompts", help="With --model: a text file, one prompt a line.")
         ] = None,
         chat: Annotated[bool, typer.Option("--chat", help="With --model: use the chat template.")] = False,
+        template: Annotated[
+            str, typer.Option("--template", help="With --chat: auto (the model's), chatml, llama3, llama2, zh.")
+        ] = "auto",
         report: Annotated[bool, typer.Option("--report", help="Print the leaderboard, ratings and agreement.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="With --report: print one JSON object.")] = False,
         host: Annotated[
@@ -63,8 +66,10 @@ def register(eval_app: typer.Typer) -> None:
             raise ValueError("--outputs and --model are two ways to create a study; pick one")
         if creating and report:
             raise ValueError("--report reads an existing study; create it first, then run --report")
-        if (prompts is not None or chat or given) and not model:
-            raise ValueError("--prompts, --chat and sampling options are for generating with --model; add --model")
+        if (prompts is not None or chat or template != "auto" or given) and not model:
+            raise ValueError(
+                "--prompts, --chat, --template and sampling options are for generating with --model; add --model"
+            )
         if as_json and not report:
             raise ValueError("--json changes the --report output; add --report")
         if outputs:
@@ -74,7 +79,15 @@ def register(eval_app: typer.Typer) -> None:
                 raise ValueError("--model generates answers to --prompts FILE (one prompt a line); add --prompts")
             given = {"seed": seed, **given}
             recipe.create_from_models(
-                study, model, prompts, given, chat=chat, device=device, seed=seed, overwrite=overwrite
+                study,
+                model,
+                prompts,
+                given,
+                chat=chat,
+                template=template,
+                device=device,
+                seed=seed,
+                overwrite=overwrite,
             )
         elif report:
             recipe.report_study(study, as_json=as_json, seed=seed, iters=bootstrap_iters)

@@ -63,13 +63,16 @@ def create_from_models(
     given: dict[str, Any],
     *,
     chat: bool = False,
+    template: str = "auto",
     device: str = "cpu",
     seed: int = 0,
     overwrite: bool = False,
 ) -> None:
-    """Generate every model's answer to every prompt (greedy by default) and create `study` from them."""
+    """Generate every model's answer to every prompt (greedy by default) and create `study` from them; with
+    `chat` the prompt is one user message through `template` ('auto': the model's own)."""
     from llmlab.eval.human.store import check_study_path, create_study
     from llmlab.nn.device import resolve_device
+    from llmlab.recipes.generate import check_template_name
 
     named = _named(models, "--model")
     if len(named) < 2:
@@ -78,11 +81,14 @@ def create_from_models(
     check_study_path(study, overwrite=overwrite, sources=[prompts_file, *named.values()])
     prompts = read_prompts(prompts_file)
     torch_device = resolve_device(device)
+    check_template_name(template)
     rows = {}
     for name, path in named.items():
         print(f"llmlab: generating {len(prompts)} answers with {name}", file=sys.stderr, flush=True)
         loaded = _load(path, torch_device)
-        rows[name] = [(prompt, generate_answer(loaded, prompt, sampling, chat)) for prompt in prompts]
+        rows[name] = [
+            (prompt, generate_answer(loaded, prompt, sampling, template if chat else None)) for prompt in prompts
+        ]
         del loaded  # one model in memory at a time
     _created(create_study(study, rows, seed=seed, overwrite=overwrite), rows)
 
@@ -93,24 +99,34 @@ def _load(path: str, device: Any) -> Any:
     return load_for_inference(Path(path), device=device)
 
 
-def generate_answer(loaded: Any, prompt: str, sampling: SamplingConfig, chat: bool) -> str:
-    """One model's completion of `prompt` (through its chat template with `chat`), cut at EOS/end of turn."""
-    from llmlab.generate import generate_text
+def generate_answer(loaded: Any, prompt: str, sampling: SamplingConfig, template: str | None = None) -> str:
+    """One model's completion of `prompt` (a user message through the chat `template` unless None: 'auto' is the
+    model's own), cut before EOS, the end of turn or a stop string."""
+    import torch
+
+    from llmlab.generate import stream_generate
+    from llmlab.generate.text import text_deltas
     from llmlab.tokenizers.chat import apply_chat_template, resolve_template, turn_stops
 
     tokenizer = loaded.tokenizer
-    eos = [tokenizer.eos_id] if getattr(tokenizer, "eos_id", None) is not None else []
-    stops: list[str] = list(sampling.stop)
+    stop_ids = [tokenizer.eos_id] if getattr(tokenizer, "eos_id", None) is not None else []
+    stop_strings: list[str] = list(sampling.stop)
     ids = list(tokenizer.encode(prompt))
-    if chat:
-        source, _ = resolve_template("auto", loaded.chat_template)
+    if template is not None:
+        source, _ = resolve_template(template, loaded.chat_template)
         ids = list(tokenizer.encode(apply_chat_template([{"role": "user", "content": prompt}], source)))
         turn_ids, turn_strings = turn_stops(source, tokenizer)
-        eos, stops = [*turn_ids, *eos], [*turn_strings, *stops]
-    text = generate_text(
-        loaded.model, tokenizer, ids, sampling=sampling.replace(stop=tuple(stops)), eos_token_id=eos or None
+        stop_ids, stop_strings = [*turn_ids, *stop_ids], [*turn_strings, *stop_strings]
+    device = next(loaded.model.parameters()).device
+    steps = stream_generate(
+        loaded.model,
+        torch.tensor([ids], device=device),  # (1, T)
+        sampling=sampling.replace(stop=tuple(stop_strings)),
+        eos_token_id=stop_ids or None,
+        tokenizer=tokenizer,
     )
-    return text.strip()
+    tokens = (int(step[0]) for step in steps)
+    return "".join(text_deltas(tokens, tokenizer, ids, stop_strings, stop_ids)).strip()
 
 
 def _created(path: Path, rows: dict[str, list]) -> None:

@@ -132,7 +132,7 @@ def is_study(path: str | os.PathLike) -> bool:
         if f.read(16) != b"SQLite format 3\x00":
             return False
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'created_by'").fetchone()
     except sqlite3.Error:
         return False

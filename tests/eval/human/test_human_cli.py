@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import torch
 from cli_helpers import run_cli
 from human_helpers import PROMPTS, all_ratings, write_outputs
 from tiny_models import tiny_gpt
@@ -110,37 +111,34 @@ def test_never_overwrites_a_file_llmlab_did_not_create(tmp_path: Path, capsys: p
     assert code == 2 and "is one of the inputs" in err
 
 
-def test_create_by_generating_with_two_tiny_models(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two tiny random GPTs (seeds 0 and 1) sharing a byte-level BPE tokenizer, saved as llmlab checkpoints."""
+    tok = train_tokenizer_from_iterator("bpe", ["the quick brown fox jumps over the lazy dog " * 20], vocab_size=280)
+    folders = []
+    for seed in (0, 1):
+        folder = tmp_path_factory.mktemp(f"m{seed}")
+        model = tiny_gpt(seed, vocab_size=tok.vocab_size, block_size=128, tie_embeddings=False)
+        with torch.no_grad():  # logits of a few units: varied text, not a run of one token
+            model.lm_head.weight.mul_(20)
+        model.save_pretrained(folder)
+        tok.save(folder)
+        folders.append(folder)
+    return folders
+
+
+def test_create_by_generating_with_two_tiny_models(
+    checkpoints: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from llmlab.generate import generate_text
     from llmlab.hub import load_for_inference
 
-    tok = train_tokenizer_from_iterator("bpe", ["the quick brown fox jumps over the lazy dog " * 20], vocab_size=280)
-    checkpoints = []
-    for seed in (0, 1):
-        folder = tmp_path / f"m{seed}"
-        tiny_gpt(seed, vocab_size=tok.vocab_size).save_pretrained(folder)
-        tok.save(folder)
-        checkpoints.append(folder)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the quick\n\nlazy dog\n")
     study = tmp_path / "gen.sqlite"
-    code, out, err = run_cli(
-        [
-            "eval",
-            "human",
-            "--study",
-            str(study),
-            "--model",
-            f"zero={checkpoints[0]}",
-            "--model",
-            f"one={checkpoints[1]}",
-            "--prompts",
-            str(prompts),
-            "-n",
-            "6",
-        ],
-        capsys,
-    )
+    models = ["--model", f"zero={checkpoints[0]}", "--model", f"one={checkpoints[1]}"]
+    command = ["eval", "human", "--study", str(study), *models, "--prompts", str(prompts), "-n", "6"]
+    code, out, err = run_cli(command, capsys)
     assert code == 0 and "2 models (zero, one), 2 prompts" in out, err
     loaded = load_for_inference(checkpoints[1])
     expected = generate_text(
@@ -152,3 +150,32 @@ def test_create_by_generating_with_two_tiny_models(tmp_path: Path, capsys: pytes
             "JOIN prompts p ON p.id = o.prompt_id WHERE m.name = 'one' AND p.text = 'lazy dog'"
         ).fetchone()
     assert got == (expected,) and expected  # greedy, the same text as the API's
+
+
+def test_chat_answers_equal_llmlab_generate_chat(checkpoints: list[Path], capsys: pytest.CaptureFixture) -> None:
+    from llmlab.config.sampling import SamplingConfig
+    from llmlab.hub import load_for_inference
+    from llmlab.recipes.eval_human import generate_answer
+
+    code, out, err = run_cli(
+        [
+            "generate",
+            "-c",
+            str(checkpoints[0]),
+            "--chat",
+            "--template",
+            "chatml",
+            "-p",
+            "lazy dog",
+            "-t",
+            "0",
+            "-n",
+            "8",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    answer = generate_answer(
+        load_for_inference(checkpoints[0]), "lazy dog", SamplingConfig(max_new_tokens=8, temperature=0.0), "chatml"
+    )
+    assert answer == out.strip() and answer
