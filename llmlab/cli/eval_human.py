@@ -41,7 +41,9 @@ def register(eval_app: typer.Typer) -> None:
         host: Annotated[
             str, typer.Option("--host", help="Serve on this address (loopback only by default).")
         ] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Serve on this port.")] = 8000,
+        port: Annotated[
+            int, typer.Option("--port", min=0, max=65535, help="Serve on this port (0: any free one).")
+        ] = 8000,
         seed: Annotated[
             int, typer.Option("--seed", help="Seed: generation when creating, the bootstrap when reporting.")
         ] = 0,

@@ -140,12 +140,19 @@ def _created(path: Path, rows: dict[str, list]) -> None:
 
 def serve_study(study: Path, *, host: str = "127.0.0.1", port: int = 8000, seed: int | None = None) -> None:
     """Serve the rating page for `study` until interrupted."""
-    from llmlab.eval.human.app import serve
+    from llmlab.eval.human.app import listen, serve
     from llmlab.eval.human.store import Study
 
-    with Study(study, seed=seed) as opened:
-        print(f"llmlab: rating page for {study} at http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
-        serve(opened, host=host, port=port)
+    with Study(study, seed=seed) as opened, listen(host, port) as sock:
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"llmlab: rating page for {study} at http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            print(f"llmlab: warning: serving on {host}: anyone who can reach it can vote", file=sys.stderr, flush=True)
+        serve(opened, sock)
 
 
 def report_study(study: Path, *, as_json: bool = False, seed: int = 0, iters: int = 1000) -> None:

@@ -12,6 +12,7 @@ GET  /api/progress[?rater=]  {"pairs", "votes", "raters": {name: votes}, "done"}
 
 from __future__ import annotations
 
+import socket
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -93,8 +94,28 @@ def create_app(study: Study) -> FastAPI:
     return app
 
 
-def serve(study: Study, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the app with uvicorn until interrupted."""
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: any free port).
+
+    Raises:
+        ValueError: one line naming the address when it cannot be used (in use, not this machine's).
+    """
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        raise ValueError(
+            f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port or --host"
+        ) from None
+    return sock
+
+
+def serve(study: Study, sock: socket.socket) -> None:
+    """Run the app with uvicorn on the listening socket `sock` (`listen`) until interrupted (Ctrl-C)."""
     import uvicorn
 
-    uvicorn.run(create_app(study), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(study), log_level="warning"))
+    server.run(sockets=[sock])

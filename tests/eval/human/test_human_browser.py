@@ -39,18 +39,13 @@ PLAN = {
 pytestmark = pytest.mark.slow
 
 
-def _require_chromium() -> None:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing; install it with: sudo apt-get install -y chromium"
+def _require_chromium(chromium: Path = CHROMIUM) -> None:
+    """Skip without Debian's chromium, naming the apt command; fail instead under CI (the env var CI is set)."""
+    if not chromium.exists():
+        reason = f"{chromium} is missing; install it with: sudo apt-get install -y chromium"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -60,14 +55,18 @@ def served(tmp_path: Path, capsys: pytest.CaptureFixture) -> Iterator[tuple[str,
     study = tmp_path / "study.sqlite"
     outputs = [a for value in write_outputs(tmp_path) for a in ("--outputs", value)]
     assert run_cli(["eval", "human", "--study", str(study), *outputs], capsys)[0] == 0
-    port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "llmlab", "eval", "human", "--study", str(study), "--port", str(port)],
+        [sys.executable, "-m", "llmlab", "eval", "human", "--study", str(study), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        text=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
+        first = server.stdout.readline() if server.stdout else ""  # "llmlab: rating page for S at http://..."
+        found = re.search(r"(http://127\.0\.0\.1:\d+)/", first)
+        if not found:
+            pytest.fail(f"the server did not start: {first}{server.stdout.read() if server.stdout else ''}")
+        url = found.group(1)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -76,7 +75,7 @@ def served(tmp_path: Path, capsys: pytest.CaptureFixture) -> Iterator[tuple[str,
             except httpx.TransportError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not start: {server.stdout.read().decode() if server.stdout else ''}")
+                pytest.fail(f"the server at {url} does not answer")
             time.sleep(0.1)
         yield url, study
     finally:
@@ -143,3 +142,21 @@ def test_two_raters_in_chromium_then_the_report(
     assert re.search(r"alpha .* 3 +1 +2 +0\.58", out)
     with capsys.disabled():
         print(f"\n$ llmlab {' '.join(command)}\n{out}")
+
+
+def test_missing_chromium_skips_locally_and_fails_under_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium"):
+        _require_chromium(tmp_path / "chromium")
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        _require_chromium(tmp_path / "chromium")
+
+
+def test_a_port_in_use_is_a_one_line_error(study_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        code, _, err = run_cli(["eval", "human", "--study", str(study_path), "--port", str(port)], capsys)
+    assert code == 2 and f"cannot serve on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
