@@ -72,6 +72,8 @@ def register(eval_app: typer.Typer) -> None:
             raise ValueError(
                 "--prompts, --chat, --template and sampling options are for generating with --model; add --model"
             )
+        if template != "auto" and not chat:
+            raise ValueError("--template picks the chat template of --chat; add --chat")
         if as_json and not report:
             raise ValueError("--json changes the --report output; add --report")
         if outputs:

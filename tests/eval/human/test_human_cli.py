@@ -84,6 +84,7 @@ def test_fleiss_uses_pairs_every_rater_voted_on() -> None:
         (["--model", "a=x", "--model", "b=y"], "add --prompts"),
         (["--prompts", "p.txt"], "add --model"),
         (["--json"], "add --report"),
+        (["--model", "a=x", "--model", "b=y", "--prompts", "p.txt", "--template", "chatml"], "add --chat"),
         (["--report"], "not an llmlab study"),
         (["--outputs", "alpha=ALPHA", "--outputs", "beta=MISSING"], "no such outputs file"),
     ],
