@@ -63,24 +63,10 @@ def register(eval_app: typer.Typer) -> None:
         from llmlab.recipes import eval_human as recipe
 
         given = sampling_given or {}
-        creating = bool(outputs) or bool(model)
-        if outputs and model:
-            raise ValueError("--outputs and --model are two ways to create a study; pick one")
-        if creating and report:
-            raise ValueError("--report reads an existing study; create it first, then run --report")
-        if (prompts is not None or chat or template != "auto" or given) and not model:
-            raise ValueError(
-                "--prompts, --chat, --template and sampling options are for generating with --model; add --model"
-            )
-        if template != "auto" and not chat:
-            raise ValueError("--template picks the chat template of --chat; add --chat")
-        if as_json and not report:
-            raise ValueError("--json changes the --report output; add --report")
+        _check_combination(outputs, model, prompts, chat, template, report, as_json, given)
         if outputs:
             recipe.create_from_outputs(study, outputs, seed=seed, overwrite=overwrite)
-        elif model:
-            if prompts is None:
-                raise ValueError("--model generates answers to --prompts FILE (one prompt a line); add --prompts")
+        elif model and prompts is not None:
             given = {"seed": seed, **given}
             recipe.create_from_models(
                 study,
@@ -97,3 +83,30 @@ def register(eval_app: typer.Typer) -> None:
             recipe.report_study(study, as_json=as_json, seed=seed, iters=bootstrap_iters)
         else:
             recipe.serve_study(study, host=host, port=port)
+
+
+def _check_combination(
+    outputs: list[str] | None,
+    model: list[str] | None,
+    prompts: Path | None,
+    chat: bool,
+    template: str,
+    report: bool,
+    as_json: bool,
+    given: dict[str, Any],
+) -> None:
+    """One-line ValueError for options that do not go together (create, serve and report are separate runs)."""
+    if outputs and model:
+        raise ValueError("--outputs and --model are two ways to create a study; pick one")
+    if (outputs or model) and report:
+        raise ValueError("--report reads an existing study; create it first, then run --report")
+    if (prompts is not None or chat or template != "auto" or given) and not model:
+        raise ValueError(
+            "--prompts, --chat, --template and sampling options are for generating with --model; add --model"
+        )
+    if model and prompts is None:
+        raise ValueError("--model generates answers to --prompts FILE (one prompt a line); add --prompts")
+    if template != "auto" and not chat:
+        raise ValueError("--template picks the chat template of --chat; add --chat")
+    if as_json and not report:
+        raise ValueError("--json changes the --report output; add --report")
