@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from llmlab.cli import eval_metrics
+from llmlab.cli import eval_human, eval_metrics
 
 eval_app = typer.Typer(name="eval", help="Evaluate a trained model.", no_args_is_help=True)
 
@@ -35,6 +35,9 @@ def perplexity_cmd(
     from llmlab.recipes.evaluate import perplexity
 
     perplexity(checkpoint, file, stride=stride, batch_size=batch_size, add_bos=add_bos, device=device, as_json=as_json)
+
+
+eval_human.register(eval_app)
 
 
 def register(app: typer.Typer) -> None:
