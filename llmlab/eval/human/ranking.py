@@ -142,11 +142,3 @@ def fleiss_kappa(items: Sequence[Mapping[Hashable, int]], categories: Sequence[H
     with np.errstate(divide="ignore", invalid="ignore"):
         value = float(statsmodels_fleiss(table, method="fleiss"))
     return None if math.isnan(value) or math.isinf(value) else value
-
-
-def mean_and_stderr(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and standard error (sample standard deviation, ddof=1, over sqrt(n)); stderr None for n < 2."""
-    array = np.asarray(values, dtype=float)
-    if len(array) < 2:
-        return float(array.mean()), None
-    return float(array.mean()), float(array.std(ddof=1) / math.sqrt(len(array)))

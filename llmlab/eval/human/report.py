@@ -4,6 +4,7 @@ model and criterion, and inter-rater agreement — as a dict (`study_report`) an
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -13,10 +14,10 @@ from llmlab.eval.human.ranking import (
     cohen_kappa,
     elo_scale,
     fleiss_kappa,
-    mean_and_stderr,
     wins_matrix,
 )
 from llmlab.eval.human.store import CRITERIA, Study, Vote
+from llmlab.eval.metrics import mean_stderr
 
 DEFAULT_PRIOR = 1.0  # one virtual tie per model pair: finite strengths when a model never wins or never loses
 BOOTSTRAP_ITERS = 1000
@@ -74,7 +75,8 @@ def mean_ratings(votes: list[Vote], models: list[str]) -> dict[str, dict[str, di
         result[model] = {}
         for criterion in CRITERIA:
             values = scores[model][criterion]
-            mean, stderr = mean_and_stderr(values) if values else (None, None)
+            mean, stderr = mean_stderr(values) if values else (None, math.nan)
+            stderr = None if math.isnan(stderr) else stderr  # one rating: no standard error
             result[model][criterion] = {"mean": mean, "stderr": stderr, "n": len(values)}
     return result
 

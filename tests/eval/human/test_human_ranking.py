@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from scipy.optimize import minimize
@@ -14,7 +12,6 @@ from llmlab.eval.human.ranking import (
     cohen_kappa,
     elo_scale,
     fleiss_kappa,
-    mean_and_stderr,
     wins_matrix,
 )
 
@@ -96,9 +93,3 @@ def test_fleiss_kappa_equals_the_hand_computed_value() -> None:
     items = [{"x": 2}, {"x": 1, "y": 1}, {"y": 2}]
     assert fleiss_kappa(items, ["x", "y", "tie"]) == pytest.approx(1 / 3)
     assert fleiss_kappa([], ["x"]) is None
-
-
-def test_mean_and_stderr() -> None:
-    mean, stderr = mean_and_stderr([1, 2, 3, 4])
-    assert mean == 2.5 and stderr == pytest.approx(math.sqrt(5 / 3) / 2)
-    assert mean_and_stderr([4]) == (4.0, None)
