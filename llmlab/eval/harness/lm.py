@@ -127,7 +127,7 @@ class ModelLM:
     # ---- scoring ---------------------------------------------------------------------------------------------
     def _score_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[torch.Tensor, bool]]:
         """Per-token log-probs (n_cont,) and is_greedy for token-level (context, continuation) pairs."""
-        for ctx, cont in pairs:
+        for _context, cont in pairs:
             if not cont:
                 raise ValueError("a continuation encodes to no tokens; every choice/target must be non-empty text")
             if len(cont) > self.max_length:
