@@ -89,3 +89,20 @@ def test_eval_run_errors(setup, tmp_path, capsys):
     assert code == 2 and "given twice" in err
     code, _, err = run_cli(["eval", "run", "-t", toy, "-m", str(tmp_path / "nothing")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_eval_run_ensemble_of_one_model_twice(setup, capsys):
+    """Two copies of one model averaged (or voting) score exactly like the model alone."""
+    pytest.importorskip("llmlab.eval.ensemble")
+    ckpt, toy = str(setup / "ckpt"), str(setup / "toy.yaml")
+    code, out, err = run_cli(["eval", "run", "-t", toy, "-m", ckpt, "--json"], capsys)
+    assert code == 0, err
+    alone = json.loads(out)["results"]["toy_cli"]
+    for method in ("mean", "vote"):
+        args = ["eval", "run", "-t", toy, "-m", ckpt, "-m", ckpt, "--ensemble", method, "--json"]
+        code, out, err = run_cli(args, capsys)
+        assert code == 0, err
+        both = json.loads(out)["results"]["toy_cli"]
+        assert both["acc"] == alone["acc"]
+        if method == "mean":
+            assert both["acc_norm"] == alone["acc_norm"] and both["ece"] == pytest.approx(alone["ece"], abs=1e-6)
