@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import spread, tiny_gpt
 
 from llmlab.eval.harness.lm import EvalLM, ModelLM, cut_at_stop
 
@@ -32,12 +33,16 @@ def direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> f
     return sum(float(logp[t - 1, whole[t]]) for t in range(n, len(whole)))
 
 
-def test_loglikelihood_equals_direct_forward(tiny_lm_model, bpe_tokenizer):
-    lm = ModelLM(tiny_lm_model, bpe_tokenizer, batch_size=4)
+@pytest.mark.parametrize("family", ["llama", "gpt"])
+def test_loglikelihood_equals_direct_forward(tiny_lm_model, bpe_tokenizer, family):
+    model = tiny_lm_model
+    if family == "gpt":
+        model = spread(tiny_gpt(0, vocab_size=bpe_tokenizer.vocab_size, n_head=4, block_size=64), std=0.2, seed=1)
+    lm = ModelLM(model, bpe_tokenizer, batch_size=4)
     assert isinstance(lm, EvalLM)
     got = lm.loglikelihood(REQUESTS)
     for (ctx, cont), (ll, _) in zip(REQUESTS, got, strict=True):
-        assert ll == pytest.approx(direct_loglikelihood(tiny_lm_model, bpe_tokenizer, ctx, cont), abs=1e-4)
+        assert ll == pytest.approx(direct_loglikelihood(model, bpe_tokenizer, ctx, cont), abs=1e-4)
     assert len({round(ll, 3) for ll, _ in got}) == len(got)  # the model is not constant
 
 
@@ -99,3 +104,16 @@ def test_generate_until_stops_at_stop_string(tiny_lm_model, bpe_tokenizer):
 def test_cut_at_stop_first_of_several():
     assert cut_at_stop("a1b2c", ["2", "1"]) == "a"
     assert cut_at_stop("abc", ["", "z"]) == "abc"
+
+
+def test_long_context_is_left_truncated(tiny_lm_model, bpe_tokenizer):
+    """(context + continuation)[-(max_length + 1):][:-1] is scored, as lm-eval does, and equals a direct forward."""
+    lm = ModelLM(tiny_lm_model, bpe_tokenizer)
+    context = "The quick brown fox jumps over the lazy dog. " * 12 + "Review: the film was"
+    ctx, cont = lm.encode_pair(context, " great")
+    assert len(ctx) + len(cont) > lm.max_length + 1 == 65
+    window = (ctx + cont)[-(lm.max_length + 1) :]
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_lm_model(torch.tensor([window[:-1]])).logits.float(), dim=-1)[0]  # (64, V)
+    expected = sum(float(logp[len(window) - 1 - len(cont) + k, t]) for k, t in enumerate(cont))
+    assert lm.loglikelihood([(context, " great")])[0][0] == pytest.approx(expected, abs=1e-4)
