@@ -156,3 +156,15 @@ def test_runner_generate_until(tmp_path):
     hyps, refs = ["19", "42", "10", "30"], ["19", "43", "10", "30"]
     assert res["bleu"] == pytest.approx(bleu(hyps, refs)) and res["chrf"] == pytest.approx(chrf(hyps, refs))
     assert res["chrf"] > 50 and res["rouge1"] == pytest.approx(0.75) and res["chrf_stderr"] > 0
+
+
+def test_builtin_builder_task_runs_end_to_end(tiny_lm_model, bpe_tokenizer):
+    """A built-in task (dataset.builder) through a real ModelLM: few-shot examples from the builder's pool."""
+    from llmlab.eval.harness.lm import ModelLM
+
+    task = load_task("arithmetic_2digit")
+    test, pool = load_documents(task)
+    assert test and pool and pool is not test
+    lm = ModelLM(tiny_lm_model, bpe_tokenizer, batch_size=2)
+    res = evaluate(lm, [task], num_fewshot=1, limit=3, bootstrap_iters=10)["arithmetic_2digit"]
+    assert res["n"] == 3 and res["num_fewshot"] == 1 and 0.0 <= res["exact_match"] <= 1.0
