@@ -75,6 +75,9 @@ class TrainConfig:
         distributed: auto | none | ddp | fsdp (auto = DDP when launched by torchrun with >1 process).
         tensorboard: write TensorBoard event files to ``out_dir/tb``.
         progress: show a progress bar.
+        ema_decay: keep an exponential moving average of the trainable weights with this decay, e.g. 0.999
+            (0 = off; warmup ``min(decay, (1+t)/(10+t))``, see `llmlab.train.ema`); saved in every checkpoint
+            and written as loadable weights in ``checkpoints/<name>/ema/``.
     """
 
     batch_size: int = 12
@@ -94,6 +97,7 @@ class TrainConfig:
     distributed: str = "auto"
     tensorboard: bool = True
     progress: bool = True
+    ema_decay: float = 0.0
 
     def validate(self) -> None:
         """One-line ValueError naming the first impossible ``train.*`` value (no torch needed)."""
@@ -101,6 +105,8 @@ class TrainConfig:
         check_minimum("train", self, ("eval_interval", "eval_iters", "max_eval_examples", "save_interval"), 0)
         check_choice("train.precision", self.precision, PRECISIONS)
         check_choice("train.distributed", self.distributed, DISTRIBUTED_MODES)
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"train.ema_decay must be in [0, 1) (0 = no EMA, e.g. 0.999), got {self.ema_decay!r}")
         if not self.device or not isinstance(self.device, str):
             raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
