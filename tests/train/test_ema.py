@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +87,8 @@ def _train_toy(out: Path, max_iters: int, resume: bool = False) -> None:
     if resume:
         model.load_state_dict(load_file(str(out / "checkpoints" / "last" / "w.safetensors")))
         state = load_trainer_state(out / "checkpoints" / "last")
-    Toy(model, tc, OptimConfig(lr=0.05, weight_decay=0.0), ScheduleConfig(warmup_iters=0, min_lr=1e-3, decay_iters=20), out,
-        resume_state=state, say=lambda _m: None).fit()  # fmt: skip
+    schedule = ScheduleConfig(warmup_iters=0, min_lr=1e-3, decay_iters=20)
+    Toy(model, tc, OptimConfig(lr=0.05, weight_decay=0.0), schedule, out, resume_state=state, say=lambda _m: None).fit()
 
 
 def test_resume_with_ema_is_bit_exact(tmp_path: Path) -> None:
@@ -121,7 +124,8 @@ def _pretrain(*args: str) -> int:
 
 
 def test_pretrain_writes_a_loadable_ema_model_and_resumes_exactly(tmp_path: Path) -> None:
-    common = [f"data.dir={_corpus(tmp_path / 'corpus')}", "train.ema_decay=0.9", "train.save_interval=0", "schedule.decay_iters=8"]
+    corpus = _corpus(tmp_path / "corpus")
+    common = [f"data.dir={corpus}", "train.ema_decay=0.9", "train.save_interval=0", "schedule.decay_iters=8"]
     assert _pretrain(*common, f"out_dir={tmp_path / 'full'}", "train.max_iters=8") == 0
     assert _pretrain(*common, f"out_dir={tmp_path / 'part'}", "train.max_iters=4") == 0
     assert _pretrain(*common, f"out_dir={tmp_path / 'part'}", "train.max_iters=8", "--resume") == 0
@@ -144,3 +148,30 @@ def test_bad_ema_decay_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err.strip()
     assert "train.ema_decay must be in [0, 1)" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def _torchrun(*args: str) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "llmlab",
+           "pretrain", "--config", str(TINY), *args]  # fmt: skip
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")  # never two 2-rank jobs at once on 2 cores
+def test_ema_under_ddp_and_fsdp2_matches_one_process(tmp_path: Path) -> None:
+    """2 CPU ranks x batch 2 = one process x batch 4; FSDP2 is interrupted at step 3 and resumed."""
+    common = [f"data.dir={_corpus(tmp_path / 'corpus')}", "train.ema_decay=0.8", "train.save_interval=0",
+              "schedule.decay_iters=5", "model.dropout=0.0", "train.eval_interval=5"]  # fmt: skip
+    assert _pretrain(*common, f"out_dir={tmp_path / 'single'}", "train.batch_size=4", "train.max_iters=5") == 0
+    ddp = [*common, f"out_dir={tmp_path / 'ddp'}", "train.batch_size=2", "train.distributed=ddp"]
+    _torchrun(*ddp, "train.max_iters=5")
+    fsdp = [*common, f"out_dir={tmp_path / 'fsdp'}", "train.batch_size=2", "train.distributed=fsdp"]
+    _torchrun(*fsdp, "train.max_iters=3")
+    _torchrun(*fsdp, "train.max_iters=5", "--resume")
+    ref = load_file(str(tmp_path / "single" / "checkpoints/last/ema/model.safetensors"))
+    for run in ("ddp", "fsdp"):
+        got = load_file(str(tmp_path / run / "checkpoints/last/ema/model.safetensors"))
+        assert got.keys() == ref.keys()
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5, msg=f"{run}: {k}")
