@@ -68,6 +68,9 @@ class TrainConfig:
         save_interval: save ``checkpoints/last`` every this many steps (0 = only at the end).
         save_best: also keep ``checkpoints/best`` (the lowest val loss so far).
         seed: seeds model/adapter init, data order and dropout.
+        data_seed: seeds the order of the training data instead of `seed` (None = `seed`): runs with one `seed`
+            and different `data_seed`s start from the same weights and see different batches (for model soups,
+            `llmlab average`).
         device: auto | cpu | cuda | cuda:N (`llmlab.nn.device.resolve_device`; under torchrun each rank takes
             ``cuda:<local_rank>``).
         precision: auto | fp32 | bf16 | fp16 (auto = bf16/fp16 on CUDA, fp32 on CPU).
@@ -91,6 +94,7 @@ class TrainConfig:
     save_interval: int = 250
     save_best: bool = False
     seed: int = 1337
+    data_seed: int | None = None
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
@@ -98,6 +102,11 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     ema_decay: float = 0.0
+
+    @property
+    def data_order_seed(self) -> int:
+        """The seed of the training data order: `data_seed`, else `seed`."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def validate(self) -> None:
         """One-line ValueError naming the first impossible ``train.*`` value (no torch needed)."""
