@@ -15,7 +15,8 @@ An objective (pretraining, supervised fine-tuning, and later DPO/PPO/GRPO) is a 
     Optional hooks: `loss_units(batch)` (what the loss averages over, e.g. learned tokens; default 1 per
     micro-batch), `batch_tokens(batch)` (tokens processed, for tokens/s), `evaluate()` (held-out metrics; a
     ``val_loss`` key drives ``best_val_loss`` and ``train.save_best``), `step_metrics()` (extra log fields of the
-    step, a collective), `describe_row(row)` (the line printed for a log row), `summary()` (end-of-run facts).
+    step, a collective), `describe_row(row)` (the line printed for a log row), `summary()` (end-of-run facts),
+    `save_ema_weights(directory, shadow)` (the EMA weights; the default swaps them in and calls `save_weights`).
 
 DPO, for example, draws (chosen, rejected) pairs in `next_batch`, returns ``-logsigmoid(beta * margin).mean()``
 from `batch_loss` (with a frozen reference model held by the subclass) and saves the policy's trainable
@@ -185,15 +186,15 @@ class Trainer:
     def data_state(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
     def save_ema_weights(self, directory: Path, shadow: dict[str, torch.Tensor]) -> None:
         """Write the EMA weights (`shadow`: full fp32 CPU tensors by name) into `directory`, loadable like the
         weights `save_weights` writes (rank 0). Default: `save_weights` with the EMA values swapped in."""
         assert self.ema is not None
         with self.ema.applied():
             self.save_weights(directory)
-
-    def load_data_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
 
     def loss_units(self, batch: Any) -> int:
         """What `batch_loss` averages over (default: every micro-batch weighs the same)."""
