@@ -1,4 +1,4 @@
-"""`llmlab eval ...`: evaluate a checkpoint (`llmlab eval perplexity`)."""
+"""`llmlab eval ...`: evaluate a checkpoint (`llmlab eval perplexity`) or run harness tasks (`llmlab eval run`)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,47 @@ def perplexity_cmd(
     from llmlab.recipes.evaluate import perplexity
 
     perplexity(checkpoint, file, stride=stride, batch_size=batch_size, add_bos=add_bos, device=device, as_json=as_json)
+
+
+@eval_app.command("run")
+def run_cmd(
+    tasks: Annotated[
+        str, typer.Option("--tasks", "-t", help="Comma-separated built-in task names or task YAML paths.")
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model path (default: the packaged SmolLM2); repeat with --ensemble."),
+    ] = None,
+    num_fewshot: Annotated[
+        int | None, typer.Option("--num-fewshot", min=0, help="Few-shot examples per prompt (default: the task's).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate the first N documents.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")] = 16,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for results.json and samples_<task>.jsonl.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier llmlab --output folder.")] = False,
+    ensemble: Annotated[
+        str | None, typer.Option("--ensemble", help="Combine several --model: mean (probabilities) or vote.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object.")] = False,
+) -> None:
+    """Evaluate a model on harness tasks (zero- or few-shot): a table of metrics with standard errors."""
+    from llmlab.recipes.eval_tasks import run_tasks
+
+    run_tasks(
+        tasks,
+        list(model) if model else None,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        batch_size=batch_size,
+        output=output,
+        overwrite=overwrite,
+        device=device,
+        ensemble=ensemble,
+        as_json=as_json,
+    )
 
 
 def register(app: typer.Typer) -> None:

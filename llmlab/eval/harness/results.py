@@ -54,14 +54,17 @@ def format_table(results: dict[str, dict[str, Any]], title: str | None = None) -
     return "\n".join(lines)
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with NaN floats (a standard error of one document) replaced by None, so the JSON is strict."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_results(folder: Path, results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Path:
-    """`folder/results.json`: {"results": per-task metrics, **meta} (NaN standard errors become null)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        return value
-
-    return atomic_write_json(Path(folder) / "results.json", clean({**meta, "results": results}))
+    """`folder/results.json`: {**meta, "results": per-task metrics} (NaN standard errors become null)."""
+    return atomic_write_json(Path(folder) / "results.json", json_safe({**meta, "results": results}))

@@ -1,0 +1,52 @@
+"""Run lm-evaluation-harness (`simple_evaluate`, model "hf") on a Hugging Face folder and a local task YAML, and
+print per-task acc/acc_norm and every document's per-choice log-likelihoods as JSON (one line, last on stdout).
+
+    python lm_eval_parity.py MODEL_DIR TASK_DIR TASK_NAME [NUM_FEWSHOT] [LIMIT]
+
+Used by the parity test in a subprocess (with HF_HUB_OFFLINE / HF_DATASETS_OFFLINE and a private HF_HOME),
+and by hand for the SmolLM2 parity run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(argv: list[str]) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    model_dir, task_dir, task_name = argv[:3]
+    num_fewshot = int(argv[3]) if len(argv) > 3 else 0
+    limit = int(argv[4]) if len(argv) > 4 else None
+    out = simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={model_dir},dtype=float32",
+        tasks=[task_name],
+        num_fewshot=num_fewshot,
+        limit=limit,
+        batch_size=4,
+        device="cpu",
+        log_samples=True,
+        task_manager=TaskManager(include_path=task_dir),
+    )
+    metrics = out["results"][task_name]
+    samples = sorted(out["samples"][task_name], key=lambda s: s["doc_id"])
+    print(
+        json.dumps(
+            {
+                "acc": metrics["acc,none"],
+                "acc_norm": metrics["acc_norm,none"],
+                "loglikelihoods": [[float(r[0]) for r in s["filtered_resps"]] for s in samples],
+                "contexts": [
+                    s["arguments"][0][0] if isinstance(s["arguments"], list) else s["arguments"]["gen_args_0"]["arg_0"]
+                    for s in samples
+                ],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
