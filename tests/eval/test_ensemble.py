@@ -146,3 +146,35 @@ def test_average_state_dicts_uniform_weighted_and_mismatches() -> None:
         average_state_dicts([a], weights=[1, 1])
     with pytest.raises(ValueError, match="weights must be finite"):
         average_state_dicts([a, b], weights=[0, 0])
+
+
+def test_eval_run_cli_ensembles(tmp_path: Path, tok, capsys) -> None:
+    """`llmlab eval run --model A --model B --ensemble mean|vote` goes through EnsembleLM; A with itself = A."""
+    from cli_helpers import run_cli
+
+    from llmlab.models import save_llmlab
+
+    for seed, name in ((0, "a"), (1, "b")):
+        save_llmlab(_lm(tok, seed, name).model, tmp_path / name)
+        tok.save(tmp_path / name)
+    docs = [{"q": f"The quick brown {w}", "label": i % 2} for i, w in enumerate(["fox", "dog", "cat", "film"])]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "t.yaml").write_text(
+        "task: cli_toy\ndataset: {path: docs.jsonl}\noutput_type: multiple_choice\ndoc_to_text: '{{q}}'\n"
+        "doc_to_choice: [jumps, sleeps]\ndoc_to_target: '{{label}}'\nmetrics: [acc]\n"
+    )
+
+    def run(*models: str, ensemble: str | None = None) -> dict:
+        args = ["eval", "run", "--tasks", str(tmp_path / "t.yaml"), "--json"]
+        args += [a for m in models for a in ("--model", str(tmp_path / m))]
+        code, out, err = run_cli(args + (["--ensemble", ensemble] if ensemble else []), capsys)
+        assert code == 0, err
+        return json.loads(out)
+
+    single = run("a")
+    same = run("a", "a", ensemble="mean")
+    assert single["results"]["cli_toy"]["acc"] == same["results"]["cli_toy"]["acc"]
+    assert run("a", "b", ensemble="vote")["results"]["cli_toy"]["n"] == 4
+    code, _, err = run_cli(["eval", "run", "--tasks", str(tmp_path / "t.yaml"), "--model", str(tmp_path / "a"),
+                            "--model", str(tmp_path / "b")], capsys)  # fmt: skip
+    assert code == 2 and "--ensemble" in err
