@@ -19,7 +19,19 @@ from types import TracebackType
 
 import typer
 
-from llmlab.cli import chat, convert, data, evaluate, finetune, generate, peft_compare, pretrain, quickstart, tokenizer
+from llmlab.cli import (
+    average,
+    chat,
+    convert,
+    data,
+    evaluate,
+    finetune,
+    generate,
+    peft_compare,
+    pretrain,
+    quickstart,
+    tokenizer,
+)
 
 app = typer.Typer(
     name="llmlab",
@@ -30,6 +42,7 @@ app = typer.Typer(
 )
 for module in (quickstart, tokenizer, data, pretrain, finetune, peft_compare, generate, chat, evaluate, convert):
     module.register(app)
+average.register(app)
 
 USER_ERRORS = (ValueError, KeyError, OSError)  # OSError covers FileNotFoundError, PermissionError, ...
 DEBUG_HINT = "set LLMLAB_DEBUG=1 for the traceback"

@@ -256,7 +256,7 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, run: Any, tasks: list[TaskConfig], 
     pad_id = next((i for i in (tokenizer.pad_id, tokenizer.eos_id) if i is not None), 0)
     stream = SFTBatchStream(
         train_sets, [t.weight for t in tasks], cfg.train.batch_size, max_length, pad_id, cfg.data.packing,
-        cfg.train.seed, rank=ctx.rank, world_size=ctx.world_size,
+        cfg.train.data_order_seed, rank=ctx.rank, world_size=ctx.world_size,
     )  # fmt: skip
     val_all = [ex for v in val_sets for ex in v]
     labels = list(cfg.classification.labels)

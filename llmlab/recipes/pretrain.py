@@ -155,7 +155,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, run: RunDir | None = Non
         seed_everything(tc.seed)  # identical model init on every rank
         model = GPT.from_pretrained(run.last) if run.resume_state is not None else GPT(cfg.model)
         train_loader = RandomWindowLoader(
-            train_ds, tc.batch_size, block, seed=tc.seed, rank=ctx.rank, world_size=ctx.world_size
+            train_ds, tc.batch_size, block, seed=tc.data_order_seed, rank=ctx.rank, world_size=ctx.world_size
         )
 
         def val_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

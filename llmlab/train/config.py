@@ -68,6 +68,9 @@ class TrainConfig:
         save_interval: save ``checkpoints/last`` every this many steps (0 = only at the end).
         save_best: also keep ``checkpoints/best`` (the lowest val loss so far).
         seed: seeds model/adapter init, data order and dropout.
+        data_seed: seeds the order of the training data instead of `seed` (None = `seed`): runs with one `seed`
+            and different `data_seed`s start from the same weights and see different batches (for model soups,
+            `llmlab average`).
         device: auto | cpu | cuda | cuda:N (`llmlab.nn.device.resolve_device`; under torchrun each rank takes
             ``cuda:<local_rank>``).
         precision: auto | fp32 | bf16 | fp16 (auto = bf16/fp16 on CUDA, fp32 on CPU).
@@ -75,6 +78,9 @@ class TrainConfig:
         distributed: auto | none | ddp | fsdp (auto = DDP when launched by torchrun with >1 process).
         tensorboard: write TensorBoard event files to ``out_dir/tb``.
         progress: show a progress bar.
+        ema_decay: keep an exponential moving average of the trainable weights with this decay, e.g. 0.999
+            (0 = off; warmup ``min(decay, (1+t)/(10+t))``, see `llmlab.train.ema`); saved in every checkpoint
+            and written as loadable weights in ``checkpoints/<name>/ema/``.
     """
 
     batch_size: int = 12
@@ -88,12 +94,19 @@ class TrainConfig:
     save_interval: int = 250
     save_best: bool = False
     seed: int = 1337
+    data_seed: int | None = None
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
     distributed: str = "auto"
     tensorboard: bool = True
     progress: bool = True
+    ema_decay: float = 0.0
+
+    @property
+    def data_order_seed(self) -> int:
+        """The seed of the training data order: `data_seed`, else `seed`."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def validate(self) -> None:
         """One-line ValueError naming the first impossible ``train.*`` value (no torch needed)."""
@@ -101,6 +114,8 @@ class TrainConfig:
         check_minimum("train", self, ("eval_interval", "eval_iters", "max_eval_examples", "save_interval"), 0)
         check_choice("train.precision", self.precision, PRECISIONS)
         check_choice("train.distributed", self.distributed, DISTRIBUTED_MODES)
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"train.ema_decay must be in [0, 1) (0 = no EMA, e.g. 0.999), got {self.ema_decay!r}")
         if not self.device or not isinstance(self.device, str):
             raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

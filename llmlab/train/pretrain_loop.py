@@ -83,10 +83,26 @@ class PretrainTrainer(Trainer):
         if self._gathered is None:
             self.raw_model.save_pretrained(directory)
             return
+        self._cpu_model().save_pretrained(directory)
+
+    def save_ema_weights(self, directory: Path, shadow: dict[str, torch.Tensor]) -> None:
+        """A whole model like `save_weights`; under FSDP built from the gathered weights with the EMA copied in."""
+        if self._gathered is None:
+            super().save_ema_weights(directory, shadow)
+            return
+        cpu_model = self._cpu_model()
+        with torch.no_grad():
+            for name, p in cpu_model.named_parameters():  # tied weights appear once, as in the shadow
+                if name in shadow:
+                    p.copy_(shadow[name])
+        cpu_model.save_pretrained(directory)
+
+    def _cpu_model(self) -> nn.Module:
+        """A CPU model holding the gathered full state dict (FSDP saves)."""
         with torch.random.fork_rng(devices=[]):  # building a model must not consume training RNG
             cpu_model = self.model_class(self.model_config)
         cpu_model.load_state_dict(self._gathered)
-        cpu_model.save_pretrained(directory)
+        return cpu_model
 
     def data_state(self) -> dict[str, Any]:
         return self.train_loader.state_dict()
@@ -131,4 +147,6 @@ class PretrainTrainer(Trainer):
         facts: dict[str, Any] = {"checkpoint": str(self.out_dir / "checkpoints" / "last"), "out_dir": str(self.out_dir)}
         if self.tc.save_best and self.best_val_loss is not None:
             facts["best_checkpoint"] = str(self.out_dir / "checkpoints" / "best")
+        if self.ema is not None:
+            facts["ema_checkpoint"] = str(self.out_dir / "checkpoints" / "last" / "ema")
         return facts

@@ -15,7 +15,8 @@ An objective (pretraining, supervised fine-tuning, and later DPO/PPO/GRPO) is a 
     Optional hooks: `loss_units(batch)` (what the loss averages over, e.g. learned tokens; default 1 per
     micro-batch), `batch_tokens(batch)` (tokens processed, for tokens/s), `evaluate()` (held-out metrics; a
     ``val_loss`` key drives ``best_val_loss`` and ``train.save_best``), `step_metrics()` (extra log fields of the
-    step, a collective), `describe_row(row)` (the line printed for a log row), `summary()` (end-of-run facts).
+    step, a collective), `describe_row(row)` (the line printed for a log row), `summary()` (end-of-run facts),
+    `save_ema_weights(directory, shadow)` (the EMA weights; the default swaps them in and calls `save_weights`).
 
 DPO, for example, draws (chosen, rejected) pairs in `next_batch`, returns ``-logsigmoid(beta * margin).mean()``
 from `batch_loss` (with a frozen reference model held by the subclass) and saves the policy's trainable
@@ -37,12 +38,16 @@ Checkpoints: ``out_dir/checkpoints/last`` every ``train.save_interval`` steps an
 ``train.save_best``), written by `llmlab.train.checkpoint.save_checkpoint`: the subclass's weights plus
 ``trainer_state.pt`` (optimizer, schedule, iteration, every rank's RNG state, data position, GradScaler, best
 val loss, what the run was made from). Restoring it makes a resumed run bit-identical to one that never stopped.
+With ``train.ema_decay > 0`` an fp32 EMA of the trainable weights (`llmlab.train.ema.EMA`) is updated after each
+step, kept in ``trainer_state.pt`` (exact resume) and written as loadable weights in ``checkpoints/<name>/ema/``
+(by `save_ema_weights`: by default `save_weights` with the EMA values swapped in, so in the checkpoint's format).
 Evaluation must draw no random numbers from the global generators (or restore them), for the same reason.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +69,7 @@ from llmlab.train.distributed import (
     sync_context,
     wrap_model,
 )
+from llmlab.train.ema import EMA
 from llmlab.train.logging import MetricsLogger, Progress, truncate_metrics
 from llmlab.train.optim import build_optimizer
 from llmlab.train.precision import check_runtime, rank_device
@@ -143,6 +149,10 @@ class Trainer:
             raise ValueError("no parameter is trainable; check method / partial settings")
         self.dp_model = wrap_model(model, self.ctx, self.device)  # DDP wrapper or the model itself
         self.params = [p for p in model.parameters() if p.requires_grad]  # after FSDP2 swapped them for shards
+        trainable = ((n, p) for n, p in model.named_parameters() if p.requires_grad)
+        self.ema = EMA(trainable, train.ema_decay) if train.ema_decay > 0 else None
+        if self.ema is not None and self.ctx.mode == "fsdp" and type(self).save_ema_weights is Trainer.save_ema_weights:
+            raise ValueError(f"train.ema_decay is not supported with FSDP for {type(self).__name__}; use DDP")
         self.n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         self.model = torch.compile(self.dp_model) if train.compile else self.dp_model  # what batch_loss calls
         self.optimizer, self.group_report = build_optimizer(
@@ -178,6 +188,13 @@ class Trainer:
 
     def load_data_state(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def save_ema_weights(self, directory: Path, shadow: dict[str, torch.Tensor]) -> None:
+        """Write the EMA weights (`shadow`: full fp32 CPU tensors by name) into `directory`, loadable like the
+        weights `save_weights` writes (rank 0). Default: `save_weights` with the EMA values swapped in."""
+        assert self.ema is not None
+        with self.ema.applied():
+            self.save_weights(directory)
 
     def loss_units(self, batch: Any) -> int:
         """What `batch_loss` averages over (default: every micro-batch weighs the same)."""
@@ -229,6 +246,7 @@ class Trainer:
             "train_time": self.train_time,
             "world_size": self.ctx.world_size,
             "run": self.run_info,
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -248,6 +266,10 @@ class Trainer:
             self.say(
                 f"note: lr schedule changed since the checkpoint: {state['schedule']} -> {self.schedule.state_dict()}"
             )
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        elif self.ema is not None:
+            self.say("note: the checkpoint has no EMA weights; the EMA starts from the resumed weights")
         self.iter = int(state["iter"])
         self.best_val_loss, self.first_loss = state.get("best_val_loss"), state.get("first_train_loss")
         self.tokens_seen, self.train_time = int(state.get("tokens_seen", 0)), float(state.get("train_time", 0.0))
@@ -262,10 +284,19 @@ class Trainer:
         state = self.trainer_state()
         path = self.out_dir / "checkpoints" / name
         if self.ctx.is_main:
-            save_checkpoint(path, self.save_weights, state, self.tokenizer_file)
+            save_checkpoint(path, lambda folder: self._write_weights(folder, state), state, self.tokenizer_file)
         self._gathered = None
         barrier(self.ctx)
         return path
+
+    def _write_weights(self, folder: Path, state: dict[str, Any]) -> None:
+        """The weights of a checkpoint folder, and with an EMA its ``ema/`` subfolder (with the tokenizer)."""
+        self.save_weights(folder)
+        if "ema" in state:
+            (folder / "ema").mkdir()
+            self.save_ema_weights(folder / "ema", state["ema"]["shadow"])
+            if self.tokenizer_file is not None and self.tokenizer_file.is_file():
+                shutil.copyfile(self.tokenizer_file, folder / "ema" / "tokenizer.json")
 
     def say(self, msg: str) -> None:
         """Print on rank 0 without breaking the progress bar."""
@@ -309,6 +340,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
         self.iter += 1
         return loss_sum, grad_norm.detach(), tokens
 
