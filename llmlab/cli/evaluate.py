@@ -1,4 +1,4 @@
-"""`llmlab eval ...`: perplexity, harness tasks (`eval run`), text metrics (`eval metrics`), human A/B (`eval human`)."""
+"""`llmlab eval ...`: perplexity, harness tasks (`run`), text metrics (`metrics`), human A/B (`human`)."""
 
 from __future__ import annotations
 

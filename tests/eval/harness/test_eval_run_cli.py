@@ -93,7 +93,6 @@ def test_eval_run_errors(setup, tmp_path, capsys):
 
 def test_eval_run_ensemble_of_one_model_twice(setup, capsys):
     """Two copies of one model averaged (or voting) score exactly like the model alone."""
-    pytest.importorskip("llmlab.eval.ensemble")
     ckpt, toy = str(setup / "ckpt"), str(setup / "toy.yaml")
     code, out, err = run_cli(["eval", "run", "-t", toy, "-m", ckpt, "--json"], capsys)
     assert code == 0, err
