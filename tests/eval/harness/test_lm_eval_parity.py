@@ -24,7 +24,6 @@ from llmlab.eval.harness.task import load_task
 from llmlab.hub import load_for_inference
 from llmlab.models import save_hf
 
-import lm_eval  # noqa: E402,F401  (a dev dependency: the parity oracle)
 HERE = Path(__file__).resolve().parent
 WORDS = ["positive", "negative", "fox", "dog", "great", "boring", "quick brown", "lazy"]
 
