@@ -40,7 +40,7 @@ def perplexity_cmd(
 @eval_app.command("run")
 def run_cmd(
     tasks: Annotated[
-        str, typer.Option("--tasks", "-t", help="Comma-separated built-in task names or task YAML paths.")
+        str, typer.Option("--tasks", "-t", help="Comma-separated built-in task names (or all) and/or task YAML paths.")
     ],
     model: Annotated[
         list[str] | None,

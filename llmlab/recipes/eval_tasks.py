@@ -16,21 +16,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llmlab.eval.ensemble import ENSEMBLE_METHODS, EnsembleLM
 from llmlab.eval.harness.lm import EvalLM, ModelLM
 from llmlab.eval.harness.results import format_table, json_safe, write_results
 from llmlab.eval.harness.runner import evaluate
-from llmlab.eval.harness.task import TaskConfig, load_task
+from llmlab.eval.harness.task import TaskConfig, builtin_task_names, load_task
 from llmlab.hub import DEFAULT_MODEL_NAME, load_for_inference
 from llmlab.io import building_output, check_output_dir
 from llmlab.nn.device import resolve_device
 
-ENSEMBLE_METHODS = ("mean", "vote")
 VERB = "eval run"
 
 
 def parse_task_list(tasks: str) -> list[TaskConfig]:
-    """`"a,b,path.yaml"` -> validated task configs (ValueError naming the unknown task or the bad YAML key)."""
+    """`"a,b,path.yaml"` -> validated task configs (ValueError naming the unknown task or the bad YAML key);
+    `all` stands for every built-in task."""
     names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if "all" in names:
+        at = names.index("all")
+        names[at : at + 1] = [n for n in builtin_task_names() if n not in names]
     if not names:
         raise ValueError("--tasks is empty; pass built-in task names or task YAML paths, separated by commas")
     configs = [load_task(name) for name in names]
@@ -58,8 +62,6 @@ def build_eval_lm(
         members.append(ModelLM(loaded.model, loaded.tokenizer, batch_size=batch_size, name=name))
     if ensemble is None:
         return members[0]
-    from llmlab.eval.ensemble import EnsembleLM
-
     return EnsembleLM(members, method=ensemble)
 
 
@@ -71,11 +73,6 @@ def check_ensemble_options(models: list[str | None], ensemble: str | None) -> No
         raise ValueError(f"{len(models)} models given; pass --ensemble mean or --ensemble vote to combine them")
     if ensemble is not None and len(models) < 2:
         raise ValueError("--ensemble needs at least two --model options")
-    if ensemble is not None:
-        try:
-            import llmlab.eval.ensemble  # noqa: F401
-        except ImportError:
-            raise ValueError("--ensemble is not available in this llmlab build (no llmlab.eval.ensemble)") from None
 
 
 def run_tasks(

@@ -26,8 +26,7 @@ from typing import Any
 
 import yaml
 
-TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
-"""Where the built-in task YAMLs live (package data of `llmlab.eval.tasks`)."""
+from llmlab.eval.tasks import builtin_task_paths
 
 OUTPUT_TYPES = ("multiple_choice", "generate_until")
 METRICS = {
@@ -73,7 +72,7 @@ class TaskConfig:
 
 def builtin_task_names() -> list[str]:
     """Names of the built-in tasks (the YAML files under `llmlab/eval/tasks/`)."""
-    return sorted(p.stem for p in TASKS_DIR.glob("*.yaml")) if TASKS_DIR.is_dir() else []
+    return list(builtin_task_paths())
 
 
 def resolve_task_path(name_or_path: str | Path) -> Path:
@@ -84,8 +83,8 @@ def resolve_task_path(name_or_path: str | Path) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"task file not found: {path}; pass a task YAML or a built-in task name")
         return path
-    builtin = TASKS_DIR / f"{text}.yaml"
-    if builtin.is_file():
+    builtin = builtin_task_paths().get(text)
+    if builtin is not None:
         return builtin
     names = ", ".join(builtin_task_names()) or "none installed"
     raise ValueError(f"unknown task {text!r}; built-in tasks: {names} (or pass a path to a task YAML)")

@@ -168,3 +168,13 @@ def test_builtin_builder_task_runs_end_to_end(tiny_lm_model, bpe_tokenizer):
     lm = ModelLM(tiny_lm_model, bpe_tokenizer, batch_size=2)
     res = evaluate(lm, [task], num_fewshot=1, limit=3, bootstrap_iters=10)["arithmetic_2digit"]
     assert res["n"] == 3 and res["num_fewshot"] == 1 and 0.0 <= res["exact_match"] <= 1.0
+
+
+def test_task_list_all_expands_to_every_builtin_task_once():
+    from llmlab.eval.tasks import builtin_task_paths
+    from llmlab.recipes.eval_tasks import parse_task_list
+
+    builtin = list(builtin_task_paths())
+    assert [t.name for t in parse_task_list("all")] == builtin
+    names = [t.name for t in parse_task_list("shakespeare_cloze,all")]
+    assert names[0] == "shakespeare_cloze" and sorted(names) == sorted(builtin)
