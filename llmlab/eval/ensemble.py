@@ -77,28 +77,30 @@ class EnsembleLM:
         self._scores: dict[tuple[str, str], list[float]] = {}  # per request: each member's ll (vote) / the mean's
 
     # ---- scoring ---------------------------------------------------------------------------------------------
-    def token_logprobs(self, requests: list[tuple[str, str]]) -> list[torch.Tensor]:
-        """``mean``: log of the members' average probability of each continuation token, (n_tokens,) each."""
+    def score(self, requests: list[tuple[str, str]]) -> list[tuple[torch.Tensor, bool]]:
+        """``mean``: (log of the members' average probability of each continuation token (n_tokens,), every
+        member greedy) per request; each member scores every request once."""
         if self.method != "mean":
             raise ValueError("per-token log-probabilities of a voting ensemble are undefined; use method 'mean'")
-        per_member = [m.token_logprobs(requests) for m in self.members]  # M lists of (n_tokens,)
+        per_member = [m.score(requests) for m in self.members]  # M lists of ((n_tokens,), greedy)
         out = []
         for i, (_context, continuation) in enumerate(requests):
-            rows = [lps[i].double() for lps in per_member]
+            rows = [scored[i][0].double() for scored in per_member]
             if len({len(r) for r in rows}) != 1:
                 raise ValueError(f"members split the continuation {continuation!r} into different tokens")
             stacked = torch.stack(rows)  # (M, n_tokens)
-            out.append((torch.logsumexp(stacked, dim=0) - math.log(len(rows))).float())  # (n_tokens,)
+            mean_lp = (torch.logsumexp(stacked, dim=0) - math.log(len(rows))).float()  # (n_tokens,)
+            out.append((mean_lp, all(scored[i][1] for scored in per_member)))
         return out
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         """(log p_ens(continuation | context), is_greedy) per request (see the module docstring)."""
+        if self.method == "mean":
+            scored = [(float(lp.sum()), greedy) for lp, greedy in self.score(requests)]
+            self._scores.update({r: [ll] for r, (ll, _) in zip(requests, scored, strict=True)})
+            return scored
         per_member = [m.loglikelihood(requests) for m in self.members]  # M lists of (ll, greedy)
         greedy = [all(res[i][1] for res in per_member) for i in range(len(requests))]
-        if self.method == "mean":
-            lls = [float(lp.sum()) for lp in self.token_logprobs(requests)]
-            self._scores.update({r: [ll] for r, ll in zip(requests, lls, strict=True)})
-            return list(zip(lls, greedy, strict=True))
         out = []
         for i, request in enumerate(requests):
             lls = [res[i][0] for res in per_member]

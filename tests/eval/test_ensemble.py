@@ -52,8 +52,9 @@ def test_an_ensemble_of_a_model_with_itself_is_the_model(tok) -> None:
         ):
             assert ll == pytest.approx(ll_ref, abs=1e-5) and greedy == greedy_ref
     ens = EnsembleLM([lm, lm], "mean")
-    for got, ref in zip(ens.token_logprobs(REQUESTS), lm.token_logprobs(REQUESTS), strict=True):
+    for (got, greedy), (ref, greedy_ref) in zip(ens.score(REQUESTS), lm.score(REQUESTS), strict=True):
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+        assert greedy == greedy_ref
     gen = [("The quick", {"until": ["\n"], "max_new_tokens": 6})]
     assert EnsembleLM([lm, lm], "vote").generate_until(gen) == lm.generate_until(gen)
 
@@ -61,8 +62,9 @@ def test_an_ensemble_of_a_model_with_itself_is_the_model(tok) -> None:
 def test_mean_of_two_models_is_the_average_probability_per_token(tok) -> None:
     a, b = _lm(tok, 0, "a"), _lm(tok, 1, "b")
     ens = EnsembleLM([a, b], "mean")
-    lp_a, lp_b = a.token_logprobs(REQUESTS), b.token_logprobs(REQUESTS)
-    for got, x, y, (ll, _) in zip(ens.token_logprobs(REQUESTS), lp_a, lp_b, ens.loglikelihood(REQUESTS), strict=True):
+    lp_a, lp_b = [lp for lp, _ in a.score(REQUESTS)], [lp for lp, _ in b.score(REQUESTS)]
+    lp_ens = [lp for lp, _ in ens.score(REQUESTS)]
+    for got, x, y, (ll, _) in zip(lp_ens, lp_a, lp_b, ens.loglikelihood(REQUESTS), strict=True):
         hand = [math.log((math.exp(float(p)) + math.exp(float(q))) / 2) for p, q in zip(x, y, strict=True)]
         assert got.tolist() == pytest.approx(hand, abs=1e-5)
         assert ll == pytest.approx(sum(hand), abs=1e-4)
@@ -88,8 +90,9 @@ class TableLM:
         self.calls += 1
         return [(self.scores[cont.strip()], False) for _, cont in requests]
 
-    def token_logprobs(self, requests):
-        return [torch.tensor([self.scores[cont.strip()]]) for _, cont in requests]
+    def score(self, requests):
+        self.calls += 1
+        return [(torch.tensor([self.scores[cont.strip()]]), False) for _, cont in requests]
 
     def generate_until(self, requests):
         return [self.answer for _ in requests]
@@ -119,7 +122,9 @@ def test_the_runner_takes_the_votes(tmp_path: Path) -> None:
     vote = evaluate(EnsembleLM(members, "vote"), [task])["vote_toy"]
     mean = evaluate(EnsembleLM(members, "mean"), [task])["vote_toy"]
     assert vote["acc"] == 0.5 and mean["acc"] == 0.5  # labels alternate nay/aye
-    assert all(m.calls == 2 for m in members)  # the vote reused the scores of loglikelihood (1 call per run)
+    assert all(
+        m.calls == 2 for m in members
+    )  # one scoring call per member and run: the vote reuses loglikelihood's scores, mean scores once
     single = {m.name: evaluate(m, [task])["vote_toy"]["acc"] for m in members}
     assert single == {"p": 0.5, "q": 0.5, "r": 0.5}
     for method, expected in (("vote", [0, 0, 0, 0]), ("mean", [1, 1, 1, 1])):  # vote: 2 members against 1

@@ -49,8 +49,9 @@ class EvalLM(Protocol):
         """(context, continuation) -> (sum log p(continuation | context), whether greedy decoding reproduces it)."""
         ...
 
-    def token_logprobs(self, requests: list[tuple[str, str]]) -> list[torch.Tensor]:
-        """Per continuation token log-probabilities, (n_continuation_tokens,) each; their sum is the loglikelihood."""
+    def score(self, requests: list[tuple[str, str]]) -> list[tuple[torch.Tensor, bool]]:
+        """Per (context, continuation): the continuation tokens' log-probabilities, (n_continuation_tokens,), whose
+        sum is the loglikelihood, and is_greedy. Ensembles combine members at this level."""
         ...
 
     def generate_until(self, requests: list[tuple[str, dict]]) -> list[str]:
@@ -158,16 +159,13 @@ class ModelLM:
                 results[i] = (token_lp, bool((rows.argmax(-1) == cont).all()))
         return results  # type: ignore[return-value]
 
-    def _score(self, requests: list[tuple[str, str]]) -> list[tuple[torch.Tensor, bool]]:
+    def score(self, requests: list[tuple[str, str]]) -> list[tuple[torch.Tensor, bool]]:
+        """(per continuation token log-probabilities (n_cont,), is_greedy) per (context, continuation)."""
         return self._score_tokens([self.encode_pair(ctx, cont) for ctx, cont in requests])
-
-    def token_logprobs(self, requests: list[tuple[str, str]]) -> list[torch.Tensor]:
-        """Per continuation token log-probabilities, (n_continuation_tokens,) each."""
-        return [lp for lp, _ in self._score(requests)]
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         """(sum log p(continuation | context), is_greedy) per (context, continuation)."""
-        return [(float(lp.sum()), greedy) for lp, greedy in self._score(requests)]
+        return [(float(lp.sum()), greedy) for lp, greedy in self.score(requests)]
 
     # ---- generation ------------------------------------------------------------------------------------------
     def generate_until(self, requests: list[tuple[str, dict]]) -> list[str]:

@@ -55,10 +55,10 @@ def test_batching_does_not_change_results(tiny_lm_model, bpe_tokenizer):
 
 def test_token_logprobs_sum_to_loglikelihood(tiny_lm_model, bpe_tokenizer):
     lm = ModelLM(tiny_lm_model, bpe_tokenizer)
-    per_token = lm.token_logprobs(REQUESTS)
-    for (ctx, cont), lp, (ll, _) in zip(REQUESTS, per_token, lm.loglikelihood(REQUESTS), strict=True):
+    scored = lm.score(REQUESTS)
+    for (ctx, cont), (lp, greedy), (ll, ll_greedy) in zip(REQUESTS, scored, lm.loglikelihood(REQUESTS), strict=True):
         assert lp.shape == (len(lm.encode_pair(ctx, cont)[1]),)
-        assert float(lp.sum()) == pytest.approx(ll, abs=1e-5)
+        assert float(lp.sum()) == pytest.approx(ll, abs=1e-5) and greedy == ll_greedy
 
 
 def test_is_greedy(tiny_lm_model, bpe_tokenizer):

@@ -59,7 +59,7 @@ class FakeLM:
         self.requests += requests
         return [(self.table[cont.strip()] - 0.01 * (len(ctx) % 7), False) for ctx, cont in requests]
 
-    def token_logprobs(self, requests):  # pragma: no cover - not used by the runner
+    def score(self, requests):  # pragma: no cover - not used by the runner
         raise NotImplementedError
 
     def generate_until(self, requests):
