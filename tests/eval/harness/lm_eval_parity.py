@@ -4,13 +4,14 @@ print per-task acc/acc_norm and every document's per-choice log-likelihoods as J
     python lm_eval_parity.py MODEL_DIR TASK_DIR TASK_NAME [NUM_FEWSHOT] [LIMIT]
 
 Used by the parity test in a subprocess (with HF_HUB_OFFLINE / HF_DATASETS_OFFLINE and a private HF_HOME),
-and by hand for the SmolLM2 parity run.
+and by benchmarks/lm_eval_parity.py for the SmolLM2 parity run.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 
 def main(argv: list[str]) -> None:
@@ -20,6 +21,7 @@ def main(argv: list[str]) -> None:
     model_dir, task_dir, task_name = argv[:3]
     num_fewshot = int(argv[3]) if len(argv) > 3 else 0
     limit = int(argv[4]) if len(argv) > 4 else None
+    start = time.perf_counter()
     out = simple_evaluate(
         model="hf",
         model_args=f"pretrained={model_dir},dtype=float32",
@@ -31,6 +33,7 @@ def main(argv: list[str]) -> None:
         log_samples=True,
         task_manager=TaskManager(include_path=task_dir),
     )
+    seconds = time.perf_counter() - start
     metrics = out["results"][task_name]
     samples = sorted(out["samples"][task_name], key=lambda s: s["doc_id"])
     print(
@@ -38,6 +41,7 @@ def main(argv: list[str]) -> None:
             {
                 "acc": metrics["acc,none"],
                 "acc_norm": metrics["acc_norm,none"],
+                "seconds": seconds,
                 "loglikelihoods": [[float(r[0]) for r in s["filtered_resps"]] for s in samples],
                 "contexts": [
                     s["arguments"][0][0] if isinstance(s["arguments"], list) else s["arguments"]["gen_args_0"]["arg_0"]
