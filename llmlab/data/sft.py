@@ -19,7 +19,6 @@ attention mask can be block-diagonal (`block_causal_mask`) and positions can res
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from llmlab.data.templates import Segment, render_record
+from llmlab.io import read_jsonl_records
 
 IGNORE_INDEX = -100
 
@@ -57,26 +57,6 @@ class SFTExample:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed JSON) for every non-blank line of a JSONL file.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: `<path> line N: not valid JSON (...)`.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"data file not found: {p}")
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p} line {lineno}: not valid JSON ({e.msg}); fix or remove the line") from None
-
-
 def read_sft_records(
     path: str | Path, fmt: str = "auto", template: str = "alpaca", chat_template: str | None = None
 ) -> list[tuple[int, list[Segment]]]:
@@ -85,6 +65,8 @@ def read_sft_records(
     Raises:
         ValueError: `<path> line 7: missing 'output'` (or another problem of that line), or an empty file.
     """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
     out = []
     for lineno, record in read_jsonl_records(path):
         try:

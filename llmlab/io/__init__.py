@@ -11,6 +11,7 @@ from llmlab.io.files import (
     file_mode,
     make_temp_dir,
     read_json,
+    read_jsonl_records,
     replace_path,
 )
 from llmlab.io.outputs import (
@@ -40,5 +41,6 @@ __all__ = [
     "mark_output",
     "publish_output",
     "read_json",
+    "read_jsonl_records",
     "replace_path",
 ]

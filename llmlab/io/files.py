@@ -108,6 +108,23 @@ def read_json(path: str | os.PathLike, fix: str = "") -> Any:
         raise ValueError(f"{path} is not valid JSON ({e}){'; ' + fix if fix else ''}") from None
 
 
+def read_jsonl_records(path: str | os.PathLike, fix: str = "fix or remove the line") -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed JSON) for every non-blank line of the UTF-8 JSONL file `path`.
+
+    Raises:
+        FileNotFoundError / OSError: the file cannot be read (callers check existence first, with their own hint).
+        ValueError: `<path> line N: not valid JSON (...); <fix>`.
+    """
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {lineno}: not valid JSON ({e.msg}); {fix}") from None
+
+
 def make_temp_dir(beside: str | os.PathLike, tag: str = "tmp") -> Path:
     """A new empty folder next to `beside` (same file system, so it can be renamed onto it), with `dir_mode()`."""
     beside = Path(beside)

@@ -19,7 +19,6 @@ Every problem is a ValueError of one line naming the file and the key.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from llmlab.eval.tasks import builtin_task_paths
+from llmlab.io import read_jsonl_records
 
 OUTPUT_TYPES = ("multiple_choice", "generate_until")
 METRICS = {
@@ -217,15 +217,9 @@ def read_jsonl(path: Path) -> list[Doc]:
     if not path.is_file():
         raise FileNotFoundError(f"task data file not found: {path}; fix dataset.path in the task YAML")
     docs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not valid JSON ({e.msg}); one JSON object per line") from None
+    for number, doc in read_jsonl_records(path, fix="one JSON object per line"):
         if not isinstance(doc, dict):
-            raise ValueError(f"{path}:{number}: a document must be a JSON object, got {type(doc).__name__}")
+            raise ValueError(f"{path} line {number}: a document must be a JSON object, got {type(doc).__name__}")
         docs.append(doc)
     if not docs:
         raise ValueError(f"{path}: no documents; one JSON object per line")

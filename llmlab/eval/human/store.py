@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import json
 import os
 import random
 import sqlite3
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmlab.io import file_mode, make_temp_dir, replace_path
+from llmlab.io import file_mode, make_temp_dir, read_jsonl_records, replace_path
 
 FORMAT = 1
 CREATED_BY = "llmlab eval human"
@@ -82,19 +81,11 @@ def read_outputs_jsonl(path: str | os.PathLike) -> list[tuple[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such outputs file; pass --outputs NAME=FILE.jsonl")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"{path}:{number}: not JSON ({e.msg}); write one {{'prompt','output'}} object a line"
-            ) from None
+    for number, record in read_jsonl_records(path, fix="write one {'prompt','output'} object a line"):
         if not (
             isinstance(record, dict) and isinstance(record.get("prompt"), str) and isinstance(record.get("output"), str)
         ):
-            raise ValueError(f"{path}:{number}: expected an object with string fields 'prompt' and 'output'")
+            raise ValueError(f"{path} line {number}: expected an object with string fields 'prompt' and 'output'")
         rows.append((record["prompt"], record["output"]))
     if not rows:
         raise ValueError(f"{path}: no outputs in the file; write one {{'prompt','output'}} object a line")

@@ -98,7 +98,7 @@ def test_outputs_must_share_prompts(tmp_path: Path) -> None:
         check_study_outputs({"a": good + good[:1], "b": good + good[:1]})
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "output": "o"}\n{"prompt": "p"}\n')
-    with pytest.raises(ValueError, match="bad.jsonl:2"):
+    with pytest.raises(ValueError, match="bad.jsonl line 2"):
         read_outputs_jsonl(bad)
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         read_outputs_jsonl(tmp_path / "missing.jsonl")
