@@ -123,6 +123,8 @@ class ModelLM:
             context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
         whole = self.tok_encode(context + continuation)
         context_ids = self.tok_encode(context)
+        if not context_ids:  # an all-whitespace context moved onto the continuation: condition on the prefix token
+            return [self.prefix_token_id], whole
         return context_ids, whole[len(context_ids) :]
 
     # ---- scoring ---------------------------------------------------------------------------------------------

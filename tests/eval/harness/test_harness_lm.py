@@ -61,6 +61,16 @@ def test_token_logprobs_sum_to_loglikelihood(tiny_lm_model, bpe_tokenizer):
         assert float(lp.sum()) == pytest.approx(ll, abs=1e-5) and greedy == ll_greedy
 
 
+def test_an_all_whitespace_context_conditions_on_the_prefix_token(tiny_lm_model, bpe_tokenizer):
+    """lm-eval moves a context's trailing whitespace onto the continuation; when nothing is left, the continuation
+    is scored after the prefix token, exactly like an empty context (not against an empty, mis-sliced prefix)."""
+    lm = ModelLM(tiny_lm_model, bpe_tokenizer)
+    context_ids, cont_ids = lm.encode_pair("\n", "the fox")
+    assert context_ids == [lm.prefix_token_id] and cont_ids == bpe_tokenizer.encode("\nthe fox")
+    (ll, _), (ll_empty, _) = lm.loglikelihood([("\n", "the fox"), ("", "\nthe fox")])
+    assert ll == pytest.approx(ll_empty, abs=1e-6)
+
+
 def test_is_greedy(tiny_lm_model, bpe_tokenizer):
     lm = ModelLM(tiny_lm_model, bpe_tokenizer)
     context = "Review: the film was great."
