@@ -9,7 +9,11 @@ import typer
 
 from llmlab.cli import eval_human, eval_metrics
 
-eval_app = typer.Typer(name="eval", help="Evaluate a trained model.", no_args_is_help=True)
+eval_app = typer.Typer(
+    name="eval",
+    help="Evaluate models: harness tasks, text metrics, human A/B studies, perplexity.",
+    no_args_is_help=True,
+)
 
 
 @eval_app.command("perplexity")
