@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -106,6 +107,17 @@ def read_json(path: str | os.PathLike, fix: str = "") -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}){'; ' + fix if fix else ''}") from None
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN floats (e.g. the standard error of one example) replaced by None, so the JSON is strict."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def read_jsonl_records(path: str | os.PathLike, fix: str = "fix or remove the line") -> Iterator[tuple[int, Any]]:

@@ -53,6 +53,9 @@ def read_prompts(path: Path) -> list[str]:
     prompts = [line.replace("\\n", "\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"{path} holds no prompts; write one prompt a line")
+    repeated = next((p for i, p in enumerate(prompts) if p in prompts[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"{path}: the prompt {repeated[:60]!r} is given twice; write each prompt once")
     return prompts
 
 
@@ -71,6 +74,7 @@ def create_from_models(
     """Generate every model's answer to every prompt (greedy by default) and create `study` from them; with
     `chat` the prompt is one user message through `template` ('auto': the model's own)."""
     from llmlab.eval.human.store import check_study_path, create_study
+    from llmlab.hub import resolve_source
     from llmlab.nn.device import resolve_device
     from llmlab.recipes.generate import check_template_name
 
@@ -82,6 +86,8 @@ def create_from_models(
     prompts = read_prompts(prompts_file)
     torch_device = resolve_device(device)
     check_template_name(template)
+    for path in named.values():  # every model path resolves (paths only) before the first model loads
+        resolve_source(path)
     rows = {}
     for name, path in named.items():
         print(f"llmlab: generating {len(prompts)} answers with {name}", file=sys.stderr, flush=True)

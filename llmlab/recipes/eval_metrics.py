@@ -12,11 +12,13 @@ character-level ROUGE, exact match and F1.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llmlab.eval.metrics import LANGS, bleu, chrf, exact_match, mean_stderr, rouge, token_f1
+from llmlab.io import json_safe
 
 METRIC_NAMES = ("bleu", "chrf", "rouge", "em", "f1")
 DEFAULT_METRICS = ",".join(METRIC_NAMES)
@@ -92,7 +94,8 @@ def _print_table(result: dict, hyp: Path, n_refs: int, lang: str) -> None:
             print(f"{label:<11} {result[key]:.2f}" if key in ("bleu", "chrf") else f"{label:<11} {result[key]:.4f}")
     for key, label in (("exact_match", "exact match"), ("f1", "token F1")):
         if key in result:
-            print(f"{label:<11} {result[key]:.4f} ± {result[key + '_stderr']:.4f}")
+            stderr = result[key + "_stderr"]  # nan for a single example
+            print(f"{label:<11} {result[key]:.4f} ± {'n/a' if math.isnan(stderr) else f'{stderr:.4f}'}")
 
 
 def eval_metrics(
@@ -105,7 +108,7 @@ def eval_metrics(
     hypotheses, references = read_pairs(hyp, refs)
     result = {**score_lines(hypotheses, references, names, lang), "n": len(hypotheses), "lang": lang}
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(json_safe(result)))
     else:
         _print_table(result, hyp, len(refs), lang)
     return result

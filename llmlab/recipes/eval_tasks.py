@@ -4,9 +4,10 @@ and optionally write `results.json` + `samples_<task>.jsonl` into an output fold
     llmlab eval run --tasks sentiment_en,arithmetic_2digit                # the packaged SmolLM2, zero-shot
     llmlab eval run --tasks my_task.yaml --model runs/pretrain --num-fewshot 5 --output evals/pretrain
 
-Everything the user can get wrong (task names and files, counts, the output folder) is checked before a model
-is loaded. The output folder follows llmlab's output-folder policy (`llmlab.io.check_output_dir`): it is built
-beside the target and swapped in whole, and a folder llmlab did not create is never replaced.
+Everything the user can get wrong (task names and files, the tasks' data and few-shot pools, counts, the output
+folder) is checked before a model is loaded. The output folder follows llmlab's output-folder policy
+(`llmlab.io.check_output_dir`): it is built beside the target and swapped in whole, and a folder llmlab did not
+create is never replaced.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 
 from llmlab.eval.ensemble import ENSEMBLE_METHODS, EnsembleLM
 from llmlab.eval.harness.lm import EvalLM, ModelLM
-from llmlab.eval.harness.results import format_table, json_safe, write_results
-from llmlab.eval.harness.runner import evaluate
+from llmlab.eval.harness.results import format_table, write_results
+from llmlab.eval.harness.runner import evaluate, load_task_documents
 from llmlab.eval.harness.task import TaskConfig, builtin_task_names, load_task
 from llmlab.hub import DEFAULT_MODEL_NAME, load_for_inference
-from llmlab.io import building_output, check_output_dir
+from llmlab.io import building_output, check_output_dir, json_safe
 from llmlab.nn.device import resolve_device
 
 VERB = "eval run"
@@ -98,6 +99,7 @@ def run_tasks(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     check_ensemble_options(models, ensemble)
+    documents = load_task_documents(configs, num_fewshot)  # data files, builders and few-shot pools, before loading
     sources = [m for m in models if m is not None] + [c.source for c in configs if c.source is not None]
     if output is not None:
         check_output_dir(output, overwrite=overwrite, sources=sources, flag="--output")
@@ -114,10 +116,12 @@ def run_tasks(
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if output is None:
-        results = evaluate(lm, configs, num_fewshot=num_fewshot, limit=limit)
+        results = evaluate(lm, configs, num_fewshot=num_fewshot, limit=limit, documents=documents)
     else:
         with building_output(output, VERB) as folder:
-            results = evaluate(lm, configs, num_fewshot=num_fewshot, limit=limit, samples_path=folder)
+            results = evaluate(
+                lm, configs, num_fewshot=num_fewshot, limit=limit, samples_path=folder, documents=documents
+            )
             write_results(folder, results, meta)
     if as_json:
         print(json.dumps(json_safe({**meta, "results": results})))

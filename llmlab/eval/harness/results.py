@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from llmlab.io import atomic_write_json, atomic_write_text
+from llmlab.io import atomic_write_json, atomic_write_text, json_safe
 
 _RESERVED = ("num_fewshot", "n", "output_type")
 
@@ -52,17 +52,6 @@ def format_table(results: dict[str, dict[str, Any]], title: str | None = None) -
         cells = [c.rjust(w) if i in (1, 3, 5, 6) else c.ljust(w) for i, (c, w) in pairs]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with NaN floats (a standard error of one document) replaced by None, so the JSON is strict."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def write_results(folder: Path, results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Path:

@@ -155,6 +155,27 @@ def run_generate_until(
     return metrics, records
 
 
+TaskDocuments = dict[str, tuple[list[Doc], list[Doc]]]
+"""task name -> (test documents, few-shot pool)."""
+
+
+def load_task_documents(tasks: list[TaskConfig], num_fewshot: int | None = None) -> TaskDocuments:
+    """Every task's documents, checked before any model runs: the data files/builders load, and the few-shot
+    pool holds `num_fewshot` (else each task's own count) examples besides the scored document."""
+    documents: TaskDocuments = {}
+    for task in tasks:
+        docs, pool = load_documents(task)
+        shots = task.num_fewshot if num_fewshot is None else num_fewshot
+        available = len(pool) - 1 if pool is docs else len(pool)
+        if shots > available:
+            raise ValueError(
+                f"task {task.name}: {shots}-shot needs {shots} few-shot examples, its pool has {available}; "
+                "lower --num-fewshot or give the task more few-shot documents"
+            )
+        documents[task.name] = (docs, pool)
+    return documents
+
+
 def evaluate(
     lm: EvalLM,
     tasks: list[TaskConfig],
@@ -163,6 +184,7 @@ def evaluate(
     limit: int | None = None,
     samples_path: Path | None = None,
     bootstrap_iters: int = BOOTSTRAP_ITERS,
+    documents: TaskDocuments | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every task; per task `{metric: value, metric_stderr: value, "n": docs, "num_fewshot": k}`.
 
@@ -173,12 +195,15 @@ def evaluate(
         limit: evaluate only the first `limit` documents of each task.
         samples_path: a folder to write `samples_<task>.jsonl` into (None: do not write samples).
         bootstrap_iters: resamples for the standard errors of corpus metrics.
+        documents: the tasks' documents from `load_task_documents` (None: loaded and checked here, before the
+            first task runs).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be a positive number of documents, got {limit}")
+    documents = documents if documents is not None else load_task_documents(tasks, num_fewshot)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
-        docs, pool = load_documents(task)
+        docs, pool = documents[task.name]
         pool_is_test = pool is docs
         docs = docs[:limit] if limit is not None else docs
         shots = task.num_fewshot if num_fewshot is None else num_fewshot

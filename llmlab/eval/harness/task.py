@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from llmlab.eval.metrics import LANGS
 from llmlab.eval.tasks import builtin_task_paths
 from llmlab.io import read_jsonl_records
 
@@ -34,7 +35,6 @@ METRICS = {
     "generate_until": ("exact_match", "f1", "bleu", "chrf", "rouge"),
 }
 DEFAULT_METRICS = {"multiple_choice": ("acc", "acc_norm"), "generate_until": ("exact_match",)}
-LANGS = ("en", "zh")
 
 Doc = dict[str, Any]
 
@@ -233,11 +233,7 @@ def load_documents(task: TaskConfig) -> tuple[list[Doc], list[Doc]]:
     if spec.path is not None:
         test = read_jsonl(spec.path)
         return test, read_jsonl(spec.fewshot_path) if spec.fewshot_path is not None else test
-    try:
-        from llmlab.eval.tasks.builders import build_task_data
-    except ImportError:
-        raise ValueError(
-            f"task {task.name}: dataset.builder needs llmlab.eval.tasks.builders, which is missing"
-        ) from None
+    from llmlab.eval.tasks.builders import build_task_data
+
     test, fewshot = build_task_data(spec.builder, **spec.options)
     return list(test), list(fewshot)

@@ -12,6 +12,7 @@ GET  /api/progress[?rater=]  {"pairs", "votes", "raters": {name: votes}, "done"}
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -58,9 +59,20 @@ def page_html() -> str:
     return resources.files("llmlab.eval.human").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(study: Study) -> FastAPI:
-    """The app serving `study` (which stays open while the app runs)."""
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def create_app(study: Study, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The app serving `study` (which stays open while the app runs).
+
+    `allowed_hosts`: accept only requests whose Host header names one of these (a server on loopback takes
+    `LOOPBACK_HOSTS`, so a web page elsewhere cannot reach it through DNS rebinding); None accepts any.
+    """
     app = FastAPI(title="llmlab human evaluation", docs_url=None, redoc_url=None, openapi_url=None)
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     html = page_html()
 
     @app.get("/", response_class=HTMLResponse)
@@ -117,5 +129,7 @@ def serve(study: Study, sock: socket.socket) -> None:
     """Run the app with uvicorn on the listening socket `sock` (`listen`) until interrupted (Ctrl-C)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(study), log_level="warning"))
+    host = sock.getsockname()[0]
+    hosts = LOOPBACK_HOSTS if ipaddress.ip_address(host).is_loopback else None
+    server = uvicorn.Server(uvicorn.Config(create_app(study, allowed_hosts=hosts), log_level="warning"))
     server.run(sockets=[sock])

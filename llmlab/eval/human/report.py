@@ -64,20 +64,24 @@ def leaderboard(votes: list[Vote], models: list[str], *, prior: float, iters: in
 
 
 def mean_ratings(votes: list[Vote], models: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{model: {criterion: {"mean", "stderr", "n"}}} over every rating the model's outputs received."""
-    scores: dict[str, dict[str, list[int]]] = {m: {c: [] for c in CRITERIA} for m in models}
+    """{model: {criterion: {"mean", "stderr", "n", "ratings"}}}: each output's ratings (one model's answer to one
+    prompt, rated once per pair it appears in and per rater) are averaged first, then the mean and standard error
+    are taken over the model's outputs (`n`) — the ratings of one output are not independent samples."""
+    per_output: dict[str, dict[str, dict[int, list[int]]]] = {m: {c: {} for c in CRITERIA} for m in models}
     for vote in votes:
         for model, given in vote.ratings.items():
             for criterion, score in given.items():
-                scores[model][criterion].append(score)
+                per_output[model][criterion].setdefault(vote.prompt_id, []).append(score)
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for model in models:
         result[model] = {}
         for criterion in CRITERIA:
-            values = scores[model][criterion]
+            outputs = per_output[model][criterion]
+            values = [sum(v) / len(v) for v in outputs.values()]
             mean, stderr = mean_stderr(values) if values else (None, math.nan)
-            stderr = None if math.isnan(stderr) else stderr  # one rating: no standard error
-            result[model][criterion] = {"mean": mean, "stderr": stderr, "n": len(values)}
+            stderr = None if math.isnan(stderr) else stderr  # one output: no standard error
+            n_ratings = sum(len(v) for v in outputs.values())
+            result[model][criterion] = {"mean": mean, "stderr": stderr, "n": len(values), "ratings": n_ratings}
     return result
 
 
@@ -155,7 +159,7 @@ def format_report(report: dict) -> str:
             f"{rank:>4}  {row['model']:<{width}}  {row['strength']:>8.3f}  {row['elo']:>6.0f}  {ci:>15}  "
             f"{row['wins']:>3} {row['ties']:>3} {row['losses']:>3}  {_num(row['win_rate'])}"
         )
-    lines += ["", "Mean ratings, 1-5 (± standard error)"]
+    lines += ["", "Mean ratings, 1-5 (± standard error over the model's outputs; each output's ratings averaged first)"]
     lines.append(f"{'model':<{width}}  " + "  ".join(f"{c:>12}" for c in CRITERIA))
     for model, per in report["ratings"].items():
         cells = [f"{_num(s['mean'])} ± {_num(s['stderr'])}" for s in per.values()]

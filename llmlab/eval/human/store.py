@@ -207,6 +207,7 @@ class Vote:
     right: str
     preference: str  # left | right | tie
     ratings: dict[str, dict[str, int]]  # model name -> criterion -> 1..5
+    prompt_id: int = -1  # the prompt the pair belongs to (an output = a model's answer to one prompt)
 
 
 class Study:
@@ -326,8 +327,11 @@ class Study:
         scores: dict[int, dict[str, dict[str, int]]] = {}
         for vote_id, model_id, criterion, score in self._all("SELECT vote_id, model_id, criterion, score FROM ratings"):
             scores.setdefault(vote_id, {}).setdefault(names[model_id], {})[criterion] = score
-        rows = self._all("SELECT id, rater, pair_id, left_model, right_model, preference FROM votes ORDER BY id")
+        rows = self._all(
+            "SELECT v.id, v.rater, v.pair_id, v.left_model, v.right_model, v.preference, p.prompt_id "
+            "FROM votes v JOIN pairs p ON p.id = v.pair_id ORDER BY v.id"
+        )
         return [
-            Vote(rater, pair_id, names[left], names[right], pref, scores.get(vote_id, {}))
-            for vote_id, rater, pair_id, left, right, pref in rows
+            Vote(rater, pair_id, names[left], names[right], pref, scores.get(vote_id, {}), prompt_id)
+            for vote_id, rater, pair_id, left, right, pref, prompt_id in rows
         ]

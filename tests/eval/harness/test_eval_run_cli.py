@@ -105,3 +105,14 @@ def test_eval_run_ensemble_of_one_model_twice(setup, capsys):
         assert both["acc"] == alone["acc"]
         if method == "mean":
             assert both["acc_norm"] == alone["acc_norm"] and both["ece"] == pytest.approx(alone["ece"], abs=1e-6)
+
+
+def test_task_data_and_fewshot_pools_are_checked_before_the_model_loads(setup, tmp_path, capsys):
+    """A model path that does not exist is never reached: the task's problem is reported first, in one line."""
+    missing_model = str(tmp_path / "no_model")
+    code, _, err = run_cli(["eval", "run", "-t", "sentiment_en", "-m", missing_model, "--num-fewshot", "51"], capsys)
+    assert code == 2 and "51-shot needs 51 few-shot examples, its pool has 50" in err, err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TASK.replace("docs.jsonl", str(tmp_path / "gone.jsonl")), encoding="utf-8")
+    code, _, err = run_cli(["eval", "run", "-t", str(bad), "-m", missing_model], capsys)
+    assert code == 2 and "gone.jsonl" in err and "no_model" not in err, err

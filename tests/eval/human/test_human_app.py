@@ -92,3 +92,14 @@ def test_bad_votes_get_422(client: TestClient) -> None:
     assert client.post("/api/vote", json=vote).status_code == 422  # the same pair twice
     assert client.get("/api/next", params={"rater": ""}).status_code == 422
     assert client.get("/api/progress").json()["votes"] == 1
+
+
+def test_on_loopback_only_loopback_host_names_are_served(study_path: Path) -> None:
+    """A page elsewhere that rebinds its DNS name to 127.0.0.1 sends its own Host header: refused (400)."""
+    from llmlab.eval.human.app import LOOPBACK_HOSTS
+
+    with Study(study_path) as study:
+        app = create_app(study, allowed_hosts=LOOPBACK_HOSTS)
+        assert TestClient(app, base_url="http://127.0.0.1:8000").get("/api/study").status_code == 200
+        assert TestClient(app, base_url="http://localhost:8000").get("/").status_code == 200
+        assert TestClient(app, base_url="http://attacker.example").get("/api/study").status_code == 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,9 @@ def test_create_vote_and_report(tmp_path: Path, capsys: pytest.CaptureFixture) -
     low, high = board[0]["elo_ci"]
     assert low < board[0]["elo"] < high
     fluency = report["ratings"]["alpha"]["fluency"]  # alpha's scores: 4, 4, 2 (ann), 4, 3, 2 (bob)
-    assert fluency["n"] == 6 and fluency["mean"] == pytest.approx(19 / 6)
+    # one mean per output (the two raters' scores of alpha's answer to each prompt): 4, 3.5, 2
+    assert fluency["n"] == 3 and fluency["ratings"] == 6 and fluency["mean"] == pytest.approx(19 / 6)
+    assert fluency["stderr"] == pytest.approx(statistics.stdev([4, 3.5, 2]) / 3**0.5)
     # preferences: ann (alpha, alpha, beta) vs bob (alpha, tie, beta): p_o = 2/3, p_e = (1*1 + 2*1) / 9 -> kappa 1/2
     (cohen,) = report["agreement"]["cohen"]
     assert cohen["items"] == 3 and cohen["kappa"] == pytest.approx(0.5)
@@ -98,6 +101,25 @@ def test_mistakes_are_one_line_errors(
     extra = [next((e.replace(k, str(tmp_path / v)) for k, v in names.items() if k in e), e) for e in extra]
     code, out, err = run_cli(["eval", "human", "--study", str(tmp_path / "s.sqlite"), *extra], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_prompts_and_model_paths_are_checked_before_any_model_loads(
+    checkpoints: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Hello\nWorld\nHello\n", encoding="utf-8")
+    models = ["--model", f"a={checkpoints[0]}", "--model", f"b={checkpoints[1]}"]
+    code, _, err = run_cli(
+        ["eval", "human", "--study", str(tmp_path / "s.sqlite"), *models, "--prompts", str(prompts)], capsys
+    )
+    assert code == 2 and "'Hello' is given twice" in err and "generating" not in err, err
+    prompts.write_text("Hello\nWorld\n", encoding="utf-8")
+    models[-1] = f"b={tmp_path / 'nowhere'}"
+    code, _, err = run_cli(
+        ["eval", "human", "--study", str(tmp_path / "s.sqlite"), *models, "--prompts", str(prompts)], capsys
+    )
+    assert code == 2 and "nowhere" in err and "generating" not in err, err
     assert not (tmp_path / "s.sqlite").exists()
 
 

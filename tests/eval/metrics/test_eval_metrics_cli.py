@@ -87,3 +87,16 @@ def test_bad_files_are_one_line_errors(files, tmp_path, capsys):
     latin1.write_bytes(b"caf\xe9\n" * 3)
     code, _, err = run_cli(["eval", "metrics", "--hyp", str(latin1), "--ref", str(ref1)], capsys)
     assert code == 2 and "is not UTF-8" in err
+
+
+def test_one_example_gives_strict_json_and_no_nan(tmp_path, capsys):
+    """One line has no standard error: JSON null (strict JSON, no bare NaN) and "n/a" in the table."""
+    (tmp_path / "h.txt").write_text("the cat sat\n", encoding="utf-8")
+    (tmp_path / "r.txt").write_text("the cat sat\n", encoding="utf-8")
+    args = ["eval", "metrics", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--metric", "em"]
+    code, out, err = run_cli([*args, "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert result["exact_match"] == 1.0 and result["exact_match_stderr"] is None
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "1.0000 ± n/a" in out
