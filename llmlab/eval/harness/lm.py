@@ -21,6 +21,12 @@ Brown et al. 2020, https://arxiv.org/abs/2005.14165):
 - requests run sorted by length (longest first), right-padded, one forward pass per batch; only the
   continuation positions go through the LM head (`llmlab.models.heads.logits_at`).
 
+Generation matches `HFLM.generate_until` string for string (tests/eval/harness/test_lm_eval_parity.py): the
+context keeps its last `max_length - max_new_tokens` tokens, greedy decoding, EOS ends a continuation (lm-eval adds
+the EOS text to `until`), special tokens are dropped when decoding, and the text is cut before the first stop
+string. Differences: where lm-eval refuses `max_new_tokens >= max_length`, llmlab keeps the context's last token,
+and an empty context becomes the prefix token.
+
 `add_bos=False` matches lm-eval's default for tokenizers that add no special tokens (llmlab's BPE, SmolLM2);
 `add_bos=True` matches `add_bos_token=True` (prepend BOS unless the text already starts with it).
 """

@@ -1,5 +1,7 @@
 """Run lm-evaluation-harness (`simple_evaluate`, model "hf") on a Hugging Face folder and a local task YAML, and
-print per-task acc/acc_norm and every document's per-choice log-likelihoods as JSON (one line, last on stdout).
+print JSON (one line, last on stdout): for a multiple-choice task acc/acc_norm and every document's per-choice
+log-likelihoods, for a generate_until task every document's generation (lm-eval's raw response and the filtered
+one); for both every document's context.
 
     python lm_eval_parity.py MODEL_DIR TASK_DIR TASK_NAME [NUM_FEWSHOT] [LIMIT]
 
@@ -36,20 +38,26 @@ def main(argv: list[str]) -> None:
     seconds = time.perf_counter() - start
     metrics = out["results"][task_name]
     samples = sorted(out["samples"][task_name], key=lambda s: s["doc_id"])
-    print(
-        json.dumps(
-            {
-                "acc": metrics["acc,none"],
-                "acc_norm": metrics["acc_norm,none"],
-                "seconds": seconds,
-                "loglikelihoods": [[float(r[0]) for r in s["filtered_resps"]] for s in samples],
-                "contexts": [
-                    s["arguments"][0][0] if isinstance(s["arguments"], list) else s["arguments"]["gen_args_0"]["arg_0"]
-                    for s in samples
-                ],
-            }
-        )
-    )
+    result: dict = {
+        "seconds": seconds,
+        "contexts": [
+            s["arguments"][0][0] if isinstance(s["arguments"], list) else s["arguments"]["gen_args_0"]["arg_0"]
+            for s in samples
+        ],
+    }
+    if "acc,none" in metrics:
+        result |= {
+            "acc": metrics["acc,none"],
+            "acc_norm": metrics["acc_norm,none"],
+            "loglikelihoods": [[float(r[0]) for r in s["filtered_resps"]] for s in samples],
+        }
+    else:  # generate_until: one response per document
+        result |= {
+            "generations": [s["resps"][0][0] for s in samples],
+            "filtered_generations": [s["filtered_resps"][0] for s in samples],
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
