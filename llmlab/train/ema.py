@@ -6,8 +6,8 @@ parameter toward its new value::
     decay_t  = min(train.ema_decay, (1 + t) / (10 + t))      # t = updates done so far
     shadow  <- decay_t * shadow + (1 - decay_t) * param
 
-The warmup ``(1 + t) / (10 + t)`` is TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` rule (also the
-``ema_warmup``-less form used by many timm recipes): the shadow starts at the *initial* weights, and with a fixed
+The warmup ``(1 + t) / (10 + t)`` is TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` rule: the
+shadow starts at the *initial* weights, and with a fixed
 decay of 0.999 a 500-step run would still hold ~60% of the random initialisation; the warmup makes early updates
 nearly plain copies, so the average covers roughly the last ``1 / (1 - decay_t)`` steps. It is always on.
 
