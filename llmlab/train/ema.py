@@ -7,9 +7,9 @@ parameter toward its new value::
     shadow  <- decay_t * shadow + (1 - decay_t) * param
 
 The warmup ``(1 + t) / (10 + t)`` is TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` rule: the
-shadow starts at the *initial* weights, and with a fixed
-decay of 0.999 a 500-step run would still hold ~60% of the random initialisation; the warmup makes early updates
-nearly plain copies, so the average covers roughly the last ``1 / (1 - decay_t)`` steps. It is always on.
+shadow starts at the *initial* weights, and with a fixed decay of 0.999 a 500-step run would still hold ~60% of
+the random initialisation (0.999^500); the warmup makes early updates nearly plain copies, so the average covers
+roughly the last ``1 / (1 - decay_t)`` steps. It is always on.
 
 References: Polyak & Juditsky 1992 (https://doi.org/10.1137/0330046); timm's ``ModelEmaV2``
 (https://github.com/huggingface/pytorch-image-models/blob/main/timm/utils/model_ema.py); model soups / weight
