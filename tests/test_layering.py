@@ -33,6 +33,7 @@ LAYERS = {
     "hub": 5,
     "train": 6,
     "recipes": 7,
+    "serve": 7,
     "cli": 8,
 }
 
