@@ -115,13 +115,13 @@ class Engine:
     def __init__(
         self, model: DecoderLM, tokenizer: Decoder | None = None, max_batch: int = 8, max_len: int | None = None
     ) -> None:
-        context = model.config.block_size if isinstance(model, DecoderLM) else 0
-        max_len = context if max_len is None else max_len
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1 (got {max_batch})")
+        context = model.config.block_size if isinstance(model, DecoderLM) else 2
+        max_len = context if max_len is None else max_len
+        check_engine_model(model, max_len)
         if not 2 <= max_len <= context:
             raise ValueError(f"max_len must be in 2..{context} (the model's context window); got {max_len}")
-        check_engine_model(model, max_len)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -188,6 +188,10 @@ class Engine:
                 self._retire(request)
                 return True
         return False
+
+    def slot_of(self, request_id: int) -> int | None:
+        """The slot (cache row) a running request decodes in; None while it waits or once it is done."""
+        return next((r.slot for r in self._slots if r is not None and r.request_id == request_id), None)
 
     @property
     def num_waiting(self) -> int:
