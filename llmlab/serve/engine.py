@@ -85,7 +85,9 @@ class _Request:
 def check_engine_model(model: Any, max_len: int) -> None:
     """Raise a one-line ValueError unless the engine decodes `model` exactly with a `max_len`-column cache."""
     if not isinstance(model, DecoderLM):
-        raise ValueError(f"the engine serves llmlab decoders (GPT, Llama), not {type(model).__name__}; load it with llmlab")
+        raise ValueError(
+            f"the engine serves llmlab decoders (GPT, Llama), not {type(model).__name__}; load it with llmlab"
+        )
     config = model.config
     if reserved_positions(model) != (0, 0):
         raise ValueError("the engine cannot serve a soft prompt/prefix (prompt or prefix tuning); merge or drop it")
@@ -134,7 +136,10 @@ class Engine:
 
     # ------------------------------------------------------------------ requests
     def submit(
-        self, prompt_ids: Sequence[int] | torch.Tensor, sampling: SamplingConfig | None = None, eos_ids: Sequence[int] = ()
+        self,
+        prompt_ids: Sequence[int] | torch.Tensor,
+        sampling: SamplingConfig | None = None,
+        eos_ids: Sequence[int] = (),
     ) -> int:
         """Queue a request; it joins the batch at the next `step()` with a free slot. Returns its id.
 
@@ -151,7 +156,9 @@ class Engine:
         if int(prompt.min()) < 0 or int(prompt.max()) >= vocab:
             raise ValueError(f"prompt token ids must be in 0..{vocab - 1} (the model's vocabulary)")
         if config.max_new_tokens < 1 or config.num_beams != 1:
-            raise ValueError("the engine samples >= 1 new token without beam search: set max_new_tokens >= 1, num_beams=1")
+            raise ValueError(
+                "the engine samples >= 1 new token without beam search: set max_new_tokens >= 1, num_beams=1"
+            )
         if config.stop and self.tokenizer is None:
             raise ValueError("stop strings are matched on decoded text: create the Engine with a tokenizer")
         request = self._new_request(prompt, config, eos_ids)
@@ -172,8 +179,9 @@ class Engine:
         if config.temperature != 0:
             sampler = MultinomialSampler(make_generator(config.seed, self.device))
         criteria: list[StoppingCriteria] = [StopStrings(self.tokenizer, list(config.stop))] if config.stop else []
-        request = _Request(self._next_id, n, config.max_new_tokens, tokens, frozenset(eos_ids), processors, sampler)
-        request.criteria, request.length = criteria, n
+        request = _Request(
+            self._next_id, n, config.max_new_tokens, tokens, frozenset(eos_ids), processors, sampler, criteria, n
+        )
         self._next_id += 1
         return request
 
@@ -265,12 +273,19 @@ class Engine:
         token = int(request.sampler(scores)[0])
         request.tokens[0, n] = token
         request.length = n + 1
-        reason = None
-        if token in request.eos_ids or any(bool(c(request.tokens[:, : n + 1], request.prompt_len)[0]) for c in request.criteria):
-            reason = "stop"
-        elif n + 1 - request.prompt_len >= request.max_new_tokens or n + 1 > self.max_len:
-            reason = "length"  # max_new_tokens reached, or feeding the token would exceed max_len
-        return TokenEvent(request.request_id, token, reason)
+        return TokenEvent(request.request_id, token, self._finish_reason(request))
+
+    def _finish_reason(self, request: _Request) -> str | None:
+        """Why `request` ends after its newest token: "stop" (an EOS/stop id or a stop string), "length"
+        (max_new_tokens reached, or feeding the token would pass max_len), or None (it goes on)."""
+        so_far = request.tokens[:, : request.length]  # (1, n)
+        if int(so_far[0, -1]) in request.eos_ids or any(
+            bool(c(so_far, request.prompt_len)[0]) for c in request.criteria
+        ):
+            return "stop"
+        if request.length - request.prompt_len >= request.max_new_tokens or request.length > self.max_len:
+            return "length"
+        return None
 
     def _retire(self, request: _Request) -> None:
         """Free a running request's slot."""

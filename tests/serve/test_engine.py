@@ -89,7 +89,10 @@ def test_small_cache_compacts_and_stops_at_max_len(name: str) -> None:
     model = spread(MODELS[name](), seed=1)
     engine = Engine(model, max_batch=3, max_len=14)
     aligns = record_aligns(engine)
-    requests = [(at, p, greedy(12)) for at, p in zip((0, 0, 1, 2, 4), (PROMPTS[0], PROMPTS[4], PROMPTS[2], PROMPTS[3], PROMPTS[7]), strict=True)]
+    requests = [
+        (at, p, greedy(12))
+        for at, p in zip((0, 0, 1, 2, 4), (PROMPTS[0], PROMPTS[4], PROMPTS[2], PROMPTS[3], PROMPTS[7]), strict=True)
+    ]
     events = run_staggered(engine, requests)
     for index, (_, prompt, sampling) in enumerate(requests):
         expected = alone(model, prompt, sampling)
@@ -161,7 +164,11 @@ def test_seeded_sampling_does_not_depend_on_the_batch() -> None:
     sampled = SamplingConfig(max_new_tokens=12, temperature=0.9, top_k=20, top_p=0.95, repetition_penalty=1.2, seed=7)
     target = PROMPTS[1]
     runs = []
-    for others in ([], [(0, PROMPTS[0], greedy(5))], [(0, PROMPTS[4], sampled.replace(seed=1)), (1, PROMPTS[2], greedy(9))]):
+    for others in (
+        [],
+        [(0, PROMPTS[0], greedy(5))],
+        [(0, PROMPTS[4], sampled.replace(seed=1)), (1, PROMPTS[2], greedy(9))],
+    ):
         engine = Engine(model, max_batch=3)
         events = run_staggered(engine, [*others, (1, target, sampled)])
         runs.append(tokens(events[len(others)]))
@@ -191,7 +198,9 @@ def test_eos_and_stop_strings_end_a_request_with_stop() -> None:
         for event in engine.step():
             events.setdefault(event.request_id, []).append(event)
     assert tokens(events[by_eos]) == reference[:cut] and events[by_eos][-1].finish_reason == "stop"
-    expected = alone(model, PROMPTS[0], SamplingConfig(max_new_tokens=14, temperature=0, stop=(stop,)), tokenizer=CharDecoder())
+    expected = alone(
+        model, PROMPTS[0], SamplingConfig(max_new_tokens=14, temperature=0, stop=(stop,)), tokenizer=CharDecoder()
+    )
     assert tokens(events[by_text]) == expected and events[by_text][-1].finish_reason == "stop"
     assert len(expected) < 14
 
