@@ -10,8 +10,9 @@ One `step()`:
     1. admit waiting requests into free slots, first come first served: prefill each prompt alone (a one-row
        forward into its own cache), sample its first token, and copy its keys/values into the slot
        (`SlotCache.place`);
-    2. run ONE forward over all `max_batch` slots, each feeding its newest token at the shared head
-       (per-slot attention mask and position ids; free slots feed a masked filler);
+    2. run ONE forward over the slots up to the last running one (admission fills the lowest free slot),
+       each feeding its newest token at the shared head (per-slot attention mask and position ids; a free
+       slot among them feeds a masked filler);
     3. sample every live request's next token with its own processors and generator, and retire finished
        requests ("stop": an EOS/stop id or a stop string; "length": max_new_tokens, or the sequence filled
        `max_len`), freeing their slots for step 1 of the next call.
@@ -251,17 +252,20 @@ class Engine:
                 self.cache.place(request.slot, prefill)
 
     def _decode(self, events: list[TokenEvent]) -> None:
-        """One forward over all slots (each feeds its newest token at the head), then sample each live request."""
+        """One forward over the slots up to the last running one (each feeds its newest token at the head), then
+        sample each running request."""
         self.cache.make_room(1)
-        running = [r for r in self._slots if r is not None]
-        ids = torch.zeros(self.max_batch, 1, dtype=torch.long, device=self.device)  # free slots: a masked filler
-        for request in running:
-            ids[request.slot, 0] = request.newest
-        mask, positions = self.cache.decode_inputs(self.device)  # (B, head + 1), (B, 1)
-        out = self.model(ids, attention_mask=mask, position_ids=positions, kv_cache=self.cache.kv, logits_to_keep=1)
-        self.cache.advance([r.slot for r in running if r.slot is not None])
-        for request in running:
-            event = self._sample(request, out.logits[request.slot, -1][None])  # (1, V)
+        running = [(slot, r) for slot, r in enumerate(self._slots) if r is not None]
+        n_rows = running[-1][0] + 1  # slots after the last running one sit this forward out
+        ids = torch.zeros(n_rows, 1, dtype=torch.long, device=self.device)  # free slots: a masked filler
+        for slot, request in running:
+            ids[slot, 0] = request.newest
+        mask, positions = self.cache.decode_inputs(n_rows, self.device)  # (R, head + 1), (R, 1)
+        rows = self.cache.rows(n_rows)
+        logits = self.model(ids, attention_mask=mask, position_ids=positions, kv_cache=rows, logits_to_keep=1).logits
+        self.cache.advance([slot for slot, _ in running])
+        for slot, request in running:
+            event = self._sample(request, logits[slot, -1][None])  # (1, V)
             events.append(event)
             if event.finish_reason is not None:
                 self._retire(request)

@@ -23,6 +23,8 @@ https://arxiv.org/abs/2309.06180) avoid the copies and the stale columns at the 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from llmlab.models.base import DecoderLM
@@ -88,16 +90,24 @@ class SlotCache:
         """Free `slot`: its columns become stale (masked out, overwritten later)."""
         self.lengths[slot] = 0
 
-    def decode_inputs(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(attention_mask (B, head + 1), position_ids (B, 1)) for one new token per slot written at the head.
+    def rows(self, n_rows: int) -> KVCache:
+        """A `KVCache` over the first `n_rows` slots sharing this storage (a decode forward writes through it)."""
+        view = copy.copy(self.kv)
+        view.k, view.v = self.kv.k[:, :n_rows], self.kv.v[:, :n_rows]  # (L, n_rows, nkv, max_len, hs) views
+        return view
+
+    def decode_inputs(self, n_rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(attention_mask (R, head + 1), position_ids (R, 1)) for one new token per slot of the first R, at the head.
 
         A slot sees its own range and the new column; a free slot only the new column (its output is ignored).
         """
         head = self.head
+        lengths = self.lengths[:n_rows]  # (R,)
         columns = torch.arange(head + 1)  # (S,)
-        mask = (columns[None, :] >= (head - self.lengths)[:, None]).long()  # (B, S)
-        return mask.to(device), self.lengths[:, None].clone().to(device)  # positions (B, 1): each slot's count
+        mask = (columns[None, :] >= (head - lengths)[:, None]).long()  # (R, S)
+        return mask.to(device), lengths[:, None].clone().to(device)  # positions (R, 1): each slot's count
 
     def advance(self, slots: list[int]) -> None:
-        """Count the token just written at the old head for each of `slots` (the model advanced the head)."""
+        """Move the head past the column a decode forward just wrote, counting it for each of `slots`."""
+        self.kv.seq_len += 1
         self.lengths[slots] += 1
