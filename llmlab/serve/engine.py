@@ -83,25 +83,24 @@ class _Request:
         return int(self.tokens[0, self.length - 1])
 
 
-def check_engine_model(model: Any, max_len: int) -> None:
-    """Raise a one-line ValueError unless the engine decodes `model` exactly with a `max_len`-column cache."""
+def check_engine_model(model: Any) -> None:
+    """Raise a one-line ValueError unless the engine decodes `model` exactly (see `llmlab.serve.slots`)."""
     if not isinstance(model, DecoderLM):
         raise ValueError(
             f"the engine serves llmlab decoders (GPT, Llama), not {type(model).__name__}; load it with llmlab"
         )
     config = model.config
     if reserved_positions(model) != (0, 0):
-        raise ValueError("the engine cannot serve a soft prompt/prefix (prompt or prefix tuning); merge or drop it")
+        raise ValueError(
+            "the engine cannot serve prompt or prefix tuning (virtual tokens need their own positions and cache "
+            "entries); serve the base model or a LoRA adapter"
+        )
     if not getattr(config, "causal", True) or getattr(config, "attention", "") == "linear":
         raise ValueError("the engine needs causal softmax attention; this model is non-causal or uses linear attention")
+    if getattr(config, "cross_attention", False):
+        raise ValueError("the engine serves decoder-only models; this one cross-attends to encoder_hidden_states")
     if getattr(config, "n_global_tokens", 0):
         raise ValueError("the engine cannot serve local attention with global tokens (they sit at fixed columns)")
-    dynamic = getattr(config, "rope_scaling", None) and config.rope_type == "dynamic"
-    if dynamic and max_len > config.max_position_embeddings:
-        raise ValueError(
-            f"dynamic NTK RoPE scales with the cache head, not a sequence's length: use max_len <= "
-            f"{config.max_position_embeddings}"
-        )
 
 
 class Engine:
@@ -122,7 +121,7 @@ class Engine:
             raise ValueError(f"max_batch must be >= 1 (got {max_batch})")
         context = model.config.block_size if isinstance(model, DecoderLM) else 2
         max_len = context if max_len is None else max_len
-        check_engine_model(model, max_len)
+        check_engine_model(model)
         if not 2 <= max_len <= context:
             raise ValueError(f"max_len must be in 2..{context} (the model's context window); got {max_len}")
         self.model = model

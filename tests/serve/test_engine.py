@@ -8,6 +8,7 @@ from tiny_models import spread, tiny_gpt, tiny_llama
 
 from llmlab.config.sampling import SamplingConfig
 from llmlab.generate import generate
+from llmlab.peft import LoraConfig, PrefixConfig, get_peft_model
 from llmlab.serve import Engine, TokenEvent
 
 VOCAB = 61
@@ -19,6 +20,8 @@ MODELS = {
     "gpt-rope": lambda: tiny_gpt(vocab_size=VOCAB, position="rope"),
     "gpt-alibi": lambda: tiny_gpt(vocab_size=VOCAB, position="alibi"),
     "gpt-local": lambda: tiny_gpt(vocab_size=VOCAB, position="rope", attention="local", window_size=6),
+    "gpt-moe": lambda: tiny_gpt(vocab_size=VOCAB, moe_num_experts=4, moe_top_k=2),
+    "llama-lora": lambda: get_peft_model(MODELS["llama"](), LoraConfig(r=2)),  # spread() makes B non-zero
 }
 _gen = torch.Generator().manual_seed(5)
 PROMPT_LENS = (3, 9, 1, 6, 12, 2, 5, 8)
@@ -212,6 +215,8 @@ def test_eos_and_stop_strings_end_a_request_with_stop() -> None:
         (lambda: tiny_gpt(vocab_size=VOCAB, attention="linear"), {}, "linear attention"),
         (lambda: tiny_gpt(vocab_size=VOCAB, causal=False), {}, "non-causal"),
         (lambda: tiny_gpt(vocab_size=VOCAB, attention="local", window_size=4, n_global_tokens=2), {}, "global tokens"),
+        (lambda: tiny_gpt(vocab_size=VOCAB, cross_attention=True), {}, "decoder-only"),
+        (lambda: get_peft_model(tiny_llama(vocab_size=VOCAB), PrefixConfig(num_virtual_tokens=2)), {}, "prefix tuning"),
         (lambda: torch.nn.Linear(2, 2), {}, "llmlab decoders"),
         (MODELS["gpt"], {"max_len": 33}, "max_len must be in 2..32"),
         (MODELS["gpt"], {"max_batch": 0}, "max_batch must be >= 1"),
