@@ -24,8 +24,12 @@ Exactness: a request decodes what `llmlab.generate.generate` decodes for its pro
 rounding of the batched masked forward (the same guarantee as `generate_batch`): its prefill is the same
 one-row forward, its processors (penalties, temperature, top-k/top-p/min-p) and sampler are built as
 `generate` builds them, and a seeded request draws from its own `torch.Generator` exactly once per token, so
-its sample does not depend on the other requests in the batch. Where `generate` would crop the context and
-continue past `max_len` tokens, the engine stops the request with "length".
+its sample does not depend on the other requests in the batch (an unseeded one draws from torch's global
+RNG, shared with every other request, so it is not reproducible). A request ends with "length" once feeding
+its newest token would pass `max_len` cached tokens, where `generate` would go on (cropping the context).
+
+Not here yet: batched prefill (one forward per admitted prompt), prefix (system prompt) reuse across
+requests, one vectorised sampling call for all greedy rows, a thread-safe/async front for a server.
 """
 
 from __future__ import annotations
@@ -186,7 +190,10 @@ class Engine:
         return request
 
     def cancel(self, request_id: int) -> bool:
-        """Drop a waiting or running request (no more events for it); False if it is unknown or already done."""
+        """Drop a waiting or running request at once (no event says so; its slot is free for the next step).
+
+        Returns False when `request_id` is unknown or already finished.
+        """
         for request in self._waiting:
             if request.request_id == request_id:
                 self._waiting.remove(request)
