@@ -244,3 +244,18 @@ def test_bad_requests_are_refused_before_queueing(prompt, sampling, match: str) 
     with pytest.raises(ValueError, match=match) as info:
         engine.submit(prompt, sampling)
     assert "\n" not in str(info.value) and engine.num_waiting == 0
+
+
+def test_requests_done_at_prefill_never_take_a_slot() -> None:
+    """One new token, or a prompt filling max_len: the prefill's token is the whole reply, with "length"."""
+    model = spread(MODELS["llama"](), seed=0)
+    engine = Engine(model, max_batch=2, max_len=16)
+    full = (PROMPTS[4] + PROMPTS[1])[:16]
+    one = engine.submit(PROMPTS[0], greedy(1))
+    filled = engine.submit(full, greedy(5))
+    events = engine.step()
+    assert events == [
+        TokenEvent(one, alone(model, PROMPTS[0], greedy(1))[0], "length"),
+        TokenEvent(filled, alone(model, full, greedy(1))[0], "length"),
+    ]
+    assert not engine.has_work and engine.cache.head == 0
