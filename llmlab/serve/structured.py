@@ -25,6 +25,7 @@ Technique: grammar-constrained decoding with a pushdown automaton over the token
 from __future__ import annotations
 
 import json
+import re
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +34,8 @@ import torch
 import xgrammar
 
 from llmlab.tokenizers.chat import KNOWN_END_MARKERS
+
+_XGRAMMAR_LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")  # "[00:13:22] /project/x.cc:5082: "
 
 RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
 """The `response_format.type` values OpenAI's chat API defines."""
@@ -78,9 +81,15 @@ def _compiler(tokenizer: Any) -> xgrammar.GrammarCompiler:
     for token, idx in vocab.items():
         if token not in special:
             encoded[idx] = token
-    info = xgrammar.TokenizerInfo(
-        encoded, vocab_type, vocab_size=size, stop_token_ids=default_stop_ids(tokenizer), add_prefix_space=add_prefix_space
-    )
+    stops = default_stop_ids(tokenizer)
+    info = xgrammar.TokenizerInfo(encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space)
+    # Compact JSON never needs a raw control character (U+0000-U+001F: strings escape them, separators are
+    # spaces), and xgrammar 0.2.9's length-bounded strings (`maxLength`) would let one through unescaped,
+    # which no JSON parser accepts: such tokens are removed from the vocabulary the grammar sees.
+    for idx, piece in enumerate(info.decoded_vocab):
+        if encoded[idx] and any(byte < 0x20 for byte in piece):
+            encoded[idx] = ""
+    info = xgrammar.TokenizerInfo(encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space)
     compiler = xgrammar.GrammarCompiler(info, max_threads=1)
     _COMPILERS[tokenizer] = compiler
     return compiler
@@ -179,7 +188,7 @@ def compile_response_format(tokenizer: Any, response_format: Mapping[str, Any]) 
     try:
         return compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
     except (RuntimeError, ValueError, TypeError) as error:
-        reason = " ".join(str(error).split())[:200]
+        reason = _XGRAMMAR_LOG_PREFIX.sub("", " ".join(str(error).split()))[:200]
         raise ValueError(f"response_format.json_schema.schema is not a usable JSON Schema: {reason}") from None
 
 
