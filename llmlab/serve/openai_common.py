@@ -118,20 +118,23 @@ async def collect(request: Request, pieces: AsyncIterator[Piece]) -> list[Piece]
             raise APIError(499, "client disconnected")
 
 
-def structured_processors(state: ServeState, response_format: dict[str, Any] | None) -> Callable[[], list[Any]]:
-    """A factory of per-choice processors for `response_format` (stateful: one per choice)."""
-    kind = (response_format or {}).get("type", "text")
-    if kind == "text":
+async def structured_processors(
+    state: ServeState, response_format: dict[str, Any] | None, stop_ids: Sequence[int]
+) -> Callable[[], list[Any]]:
+    """A factory of per-choice processors enforcing `response_format` (stateful: one per choice); the grammar
+    is compiled once, here, so a bad schema is a 400 (param "response_format") before anything is submitted."""
+    if (response_format or {}).get("type", "text") == "text":
         return list
+    from llmlab.serve.structured import StructuredProcessor, compile_response_format
+
     try:
-        from llmlab.serve.structured import build_processor
-    except ImportError:
-        raise bad_request("response_format is not supported by this server", "response_format") from None
-    try:
-        build_processor(state.tokenizer, response_format)  # validate once, before anything is submitted
+        # compiling takes a while for a large vocabulary: off the event loop, so other streams go on
+        compiled = await asyncio.to_thread(compile_response_format, state.tokenizer, response_format or {})
     except ValueError as error:
         raise bad_request(str(error), "response_format") from None
-    return lambda: [build_processor(state.tokenizer, response_format)]
+    if compiled is None:
+        return list
+    return lambda: [StructuredProcessor(compiled, stop_ids)]
 
 
 def sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:

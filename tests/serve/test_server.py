@@ -156,6 +156,48 @@ def test_chat_n_seed_logprobs(client: openai.OpenAI) -> None:
     assert all(len(entry.top_logprobs) == 3 and entry.top_logprobs[0].logprob >= entry.logprob for entry in content)
 
 
+SCHEMA = {
+    "type": "object",
+    "properties": {"color": {"enum": ["red", "green", "blue"]}, "ok": {"type": "boolean"}},
+    "required": ["color", "ok"],
+    "additionalProperties": False,
+}
+
+
+def check_answer(text: str) -> None:
+    """`text` parses and validates against SCHEMA (written out: jsonschema is not a dependency)."""
+    answer = json.loads(text)
+    assert set(answer) == {"color", "ok"} and answer["color"] in ("red", "green", "blue")
+    assert isinstance(answer["ok"], bool)
+
+
+def test_response_format_json_schema_and_json_object(client: openai.OpenAI) -> None:
+    response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
+    for prompt in PROMPTS[:4]:
+        reply = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": prompt}], max_tokens=60, temperature=1.0, seed=3,
+            response_format=response_format,
+        )
+        assert reply.choices[0].finish_reason == "stop"
+        check_answer(reply.choices[0].message.content)
+    chunks = client.chat.completions.create(
+        model="tiny", messages=USER, max_tokens=60, temperature=0, stream=True, response_format=response_format
+    )
+    check_answer("".join(c.choices[0].delta.content or "" for c in chunks))
+    anything = client.chat.completions.create(
+        model="tiny", messages=USER, max_tokens=90, temperature=0, response_format={"type": "json_object"}
+    )
+    if anything.choices[0].finish_reason == "stop":  # a random model may write a long object: cut by max_tokens
+        assert isinstance(json.loads(anything.choices[0].message.content), dict)
+    else:
+        assert anything.choices[0].message.content.startswith("{")
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="tiny", messages=USER, response_format={"type": "yaml"}
+        )
+    assert info.value.body["param"] == "response_format"
+
+
 def test_validation_errors_name_the_field(server, client: openai.OpenAI) -> None:
     cases = [
         ({"messages": USER, "temperature": 5}, "temperature"),
