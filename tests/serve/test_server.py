@@ -7,6 +7,7 @@ the same texts whether 8 requests arrive together (continuous batching) or one a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -309,3 +310,28 @@ def test_serve_cli_refuses_bad_options_before_loading(capsys) -> None:  # noqa: 
     assert code == 2 and "--max-queue" in err
     code, _, err = run_cli(["serve", "-m", "/no/such/model"], capsys)
     assert code == 2 and "/no/such/model" in err
+
+
+def test_db_option_serves_the_conversation_store_across_restarts(model_dir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "conversations.sqlite"
+    with live_server(model_dir, max_batch=2, db=db, api_key="k") as live:
+        auth = {"Authorization": "Bearer k"}
+        assert httpx.get(live.url + "/api/conversations").status_code == 401  # the key guards /api too
+        made = httpx.post(live.url + "/api/conversations", json={"title": "t"}, headers=auth).json()
+        url = f"{live.url}/api/conversations/{made['id']}/messages"
+        with httpx.stream("POST", url, json={"content": "Hello there", "temperature": 0}, headers=auth) as response:
+            events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+        assert events[-1]["done"] is True
+        reply = "".join(e.get("delta", "") for e in events)
+        expected = "".join(asyncio.run(_collect_reply(live.state, [{"role": "user", "content": "Hello there"}])))
+        assert reply.strip() == expected.strip()  # the store's reply is the engine's greedy chat reply
+    with live_server(model_dir, max_batch=2, db=db, api_key="k") as live:
+        stored = httpx.get(f"{live.url}/api/conversations/{made['id']}", headers={"Authorization": "Bearer k"}).json()
+        assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
+
+
+async def _collect_reply(state, messages) -> list[str]:  # noqa: ANN001
+    from llmlab.serve.choices import complete_text, count_chat_tokens
+
+    assert count_chat_tokens(state, messages) > 3
+    return [d async for d in complete_text(state, messages, temperature=0, max_tokens=64)]
