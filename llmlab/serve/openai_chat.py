@@ -60,11 +60,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     stop_strings = [*turn_strings, *body.stop_list()]
     processors = await structured_processors(state, body.response_format, stop_ids)
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    jobs = [(prompt, make_sampling(body, budget, stop_strings, i), stop_ids, processors(), logprobs) for i in range(body.n)]
-    streams = submit_all(state, jobs)
-    choices = [
-        stream_choice(i, s, state.tokenizer, prompt, stop_ids, stop_strings) for i, s in enumerate(streams)
+    jobs = [
+        (prompt, make_sampling(body, budget, stop_strings, i), stop_ids, processors(), logprobs) for i in range(body.n)
     ]
+    streams = submit_all(state, jobs)
+    choices = [stream_choice(i, s, state.tokenizer, prompt, stop_ids, stop_strings) for i, s in enumerate(streams)]
     pieces = merge_choices(choices)
     head = {"id": new_id("chatcmpl"), "created": now(), "model": state.model_name}
     if body.stream:

@@ -64,7 +64,11 @@ def test_health_models_and_chat_sync_and_stream(server, client: openai.OpenAI) -
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     chunks = list(
         client.chat.completions.create(
-            model="tiny", messages=USER, max_tokens=12, temperature=0, stream=True,
+            model="tiny",
+            messages=USER,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
             stream_options={"include_usage": True},
         )
     )
@@ -98,8 +102,20 @@ def test_completions_match_llmlab_generate(model_dir: Path, client: openai.OpenA
 
 def test_chat_matches_llmlab_generate_chat(model_dir: Path, client: openai.OpenAI, capsys) -> None:  # noqa: ANN001
     code, out, err = run_cli(
-        ["generate", "-c", str(model_dir), "--chat", "--system", "Be brief.", "-p", "Hello", "-n", "20",
-         "--temperature", "0"],
+        [
+            "generate",
+            "-c",
+            str(model_dir),
+            "--chat",
+            "--system",
+            "Be brief.",
+            "-p",
+            "Hello",
+            "-n",
+            "20",
+            "--temperature",
+            "0",
+        ],
         capsys,
     )
     assert code == 0, err
@@ -128,7 +144,9 @@ def test_eight_concurrent_requests_equal_eight_sequential(server, client: openai
 
 
 def test_completions_prompt_list_n_logprobs_and_stop(client: openai.OpenAI) -> None:
-    got = client.completions.create(model="tiny", prompt=["Hello", "What"], max_tokens=6, temperature=0, n=2, logprobs=2)
+    got = client.completions.create(
+        model="tiny", prompt=["Hello", "What"], max_tokens=6, temperature=0, n=2, logprobs=2
+    )
     assert [c.index for c in got.choices] == [0, 1, 2, 3]
     assert got.choices[0].text == got.choices[1].text  # greedy: both choices of a prompt agree
     logprobs = got.choices[2].logprobs
@@ -149,7 +167,12 @@ def test_chat_n_seed_logprobs(client: openai.OpenAI) -> None:
     assert texts == [c.message.content for c in again.choices]  # seeded: reproducible
     assert len(set(texts)) > 1  # choice i uses seed + i
     extra = client.chat.completions.create(
-        model="tiny", messages=USER, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3,
+        model="tiny",
+        messages=USER,
+        max_tokens=5,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
         extra_body={"top_k": 5, "min_p": 0.01, "repetition_penalty": 1.1},
     )
     content = extra.choices[0].logprobs.content
@@ -176,7 +199,11 @@ def test_response_format_json_schema_and_json_object(client: openai.OpenAI) -> N
     response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
     for prompt in PROMPTS[:4]:
         reply = client.chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": prompt}], max_tokens=60, temperature=1.0, seed=3,
+            model="tiny",
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=60,
+            temperature=1.0,
+            seed=3,
             response_format=response_format,
         )
         assert reply.choices[0].finish_reason == "stop"
@@ -193,9 +220,7 @@ def test_response_format_json_schema_and_json_object(client: openai.OpenAI) -> N
     else:
         assert anything.choices[0].message.content.startswith("{")
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(
-            model="tiny", messages=USER, response_format={"type": "yaml"}
-        )
+        client.chat.completions.create(model="tiny", messages=USER, response_format={"type": "yaml"})
     assert info.value.body["param"] == "response_format"
 
 
@@ -231,7 +256,9 @@ def test_api_key_required_on_v1_routes(model_dir: Path) -> None:
         good = openai.OpenAI(base_url=live.url + "/v1", api_key="s3cret", max_retries=0)
         assert good.chat.completions.create(model="tiny", messages=USER, max_tokens=2).choices
         assert httpx.get(live.url + "/health").status_code == 200  # health needs no key
-        assert "access-control-allow-origin" not in httpx.get(live.url + "/health", headers={"Origin": "http://x"}).headers
+        assert (
+            "access-control-allow-origin" not in httpx.get(live.url + "/health", headers={"Origin": "http://x"}).headers
+        )
 
 
 def test_cors_only_for_the_given_origin(model_dir: Path) -> None:
