@@ -362,3 +362,26 @@ async def _collect_reply(state, messages) -> list[str]:  # noqa: ANN001
 
     assert count_chat_tokens(state, messages) > 3
     return [d async for d in complete_text(state, messages, temperature=0, max_tokens=64)]
+
+
+@pytest.mark.slow
+def test_smollm2_through_the_server_equals_llmlab_generate(smollm2_gguf, capsys) -> None:  # noqa: ANN001
+    """The packaged SmolLM2-135M-Instruct: greedy chat replies through the server (4 at once, continuous batching)
+    are `llmlab generate --chat`'s, token for token."""
+    questions = ["What is 2+2?", "Name a colour.", "Say hello in French.", "What is the capital of Italy?"]
+    expected = []
+    for question in questions:
+        code, out, err = run_cli(["generate", "--chat", "-p", question, "-n", "16", "--temperature", "0"], capsys)
+        assert code == 0, err
+        expected.append(out.removesuffix("\n"))
+    with live_server(None, max_batch=4) as live:
+        client = openai.OpenAI(base_url=live.url + "/v1", api_key="x", max_retries=0)
+
+        def ask(question: str) -> str:
+            messages = [{"role": "user", "content": question}]
+            reply = client.chat.completions.create(model="m", messages=messages, max_tokens=16, temperature=0)
+            return reply.choices[0].message.content
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(ask, questions)) == expected
+    assert len(set(expected)) == 4 and all(expected)
