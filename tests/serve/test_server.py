@@ -54,7 +54,8 @@ def record_batch_sizes(engine) -> list[int]:  # noqa: ANN001
 
 
 def test_health_models_and_chat_sync_and_stream(server, client: openai.OpenAI) -> None:
-    assert httpx.get(server.url + "/health").json() == {"status": "ok", "model": "tiny"}
+    health = httpx.get(server.url + "/health").json()
+    assert health == {"status": "ok", "model": "tiny", "active": 0, "max_queue": 32, "max_batch": 4}
     assert [m.id for m in client.models.list().data] == ["tiny"]
     reply = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, temperature=0)
     choice = reply.choices[0]
@@ -385,3 +386,24 @@ def test_smollm2_through_the_server_equals_llmlab_generate(smollm2_gguf, capsys)
         with ThreadPoolExecutor(4) as pool:
             assert list(pool.map(ask, questions)) == expected
     assert len(set(expected)) == 4 and all(expected)
+
+
+def test_a_failure_mid_stream_is_an_error_event_and_the_server_goes_on(model_dir: Path) -> None:
+    with live_server(model_dir, max_batch=2) as live:
+        engine = live.state.runner.engine
+        step, calls = engine.step, []
+
+        def failing_step() -> list:
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("boom")
+            return step()
+
+        engine.step = failing_step
+        body = {"prompt": "Hello there", "max_tokens": 20, "temperature": 0, "stream": True}
+        with httpx.stream("POST", live.url + "/v1/completions", json=body) as response:
+            lines = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+        assert lines[-1] == "[DONE]" and "boom" in json.loads(lines[-2])["error"]["message"]
+        assert live.state.runner.active == 0 and engine.num_running == 0
+        again = httpx.post(live.url + "/v1/completions", json={**body, "stream": False})
+        assert again.status_code == 200 and again.json()["choices"][0]["text"]
