@@ -41,7 +41,10 @@ CHROMIUM_ARGS = [
 ]
 KEY = "sk-test-web"
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
-MARKDOWN_REPLY = f"Echo: **bold** and `inline`, [bad](javascript:alert(1)) [docs](https://example.org/x)\n\n- one\n- two\n\n```python\nprint('hi')\n```\n{HOSTILE}"
+MARKDOWN_REPLY = (
+    "Echo: **bold** and `inline`, [bad](javascript:alert(1)) [docs](https://example.org/x)\n\n"
+    f"- one\n- two\n\n```python\nprint('hi')\n```\n{HOSTILE}"
+)
 LONG_CHUNKS = 400  # the "long" reply: one word every 25 ms (10 s), so Stop always lands mid-stream
 
 pytestmark = pytest.mark.slow
@@ -138,8 +141,14 @@ class FakeServer:
         @app.post("/api/conversations")
         async def create(request: Request) -> dict[str, Any]:
             body = await request.json()
-            conversation = {"id": self.next_id, "title": body.get("title"), "system": body.get("system"),
-                            "updated_at": time.time(), "messages": [], "summary": None}
+            conversation = {
+                "id": self.next_id,
+                "title": body.get("title"),
+                "system": body.get("system"),
+                "updated_at": time.time(),
+                "messages": [],
+                "summary": None,
+            }
             self.conversations[self.next_id] = conversation
             self.next_id += 1
             return summary_of(conversation)
@@ -167,8 +176,12 @@ class FakeServer:
             conversation["updated_at"] = time.time()
             if len(conversation["messages"]) > 2:  # stands in for the model's summary of the oldest turns
                 conversation["summary"] = {"text": f"Summary: the user said {conversation['messages'][0]['content']}"}
-            done = {"done": True, "message_id": len(conversation["messages"]) + 1,
-                    "summary": conversation["summary"], "conversation_id": conversation_id}
+            done = {
+                "done": True,
+                "message_id": len(conversation["messages"]) + 1,
+                "summary": conversation["summary"],
+                "conversation_id": conversation_id,
+            }
             return StreamingResponse(self._reply(body["content"], done, openai=False), media_type="text/event-stream")
 
 
@@ -219,8 +232,10 @@ def _send(page: Any, text: str) -> None:
 
 
 def _wait_reply_done(page: Any) -> None:
-    page.wait_for_function("() => !document.getElementById('send').disabled && "
-                           "document.querySelectorAll('#messages .message.assistant').length > 0")
+    page.wait_for_function(
+        "() => !document.getElementById('send').disabled && "
+        "document.querySelectorAll('#messages .message.assistant').length > 0"
+    )
 
 
 @pytest.fixture
