@@ -325,6 +325,7 @@ def test_without_a_conversation_store_the_page_uses_openai_streaming_and_switche
     with live(fake.app) as url, browser_page(url) as page:
         page.wait_for_function("() => document.getElementById('mode').textContent.includes('this page')")
         page.fill("#system", "You are terse.")
+        page.fill("#max-tokens", "12")
         _send(page, "first")
         _wait_reply_done(page)
         assert _assistant_text(page) == "Reply to first."
@@ -332,7 +333,7 @@ def test_without_a_conversation_store_the_page_uses_openai_streaming_and_switche
         page.wait_for_function("() => document.querySelectorAll('#messages .message.assistant').length === 2")
         _wait_reply_done(page)
         request = fake.requests[-1]
-        assert request["stream"] is True and request["model"] == "tiny"
+        assert request["stream"] is True and request["model"] == "tiny" and request["max_tokens"] == 12
         assert request["messages"] == [
             {"role": "system", "content": "You are terse."},
             {"role": "user", "content": "first"},
