@@ -350,3 +350,132 @@ def test_without_a_conversation_store_the_page_uses_openai_streaming_and_switche
         assert page.text_content("#send") == "发送"  # the choice is remembered
         page.click("#lang")
         assert page.text_content("#send") == "Send"
+
+
+# ------------------------------------------------------------------------------------- the real `llmlab serve` app
+# A tiny random Llama with a BPE tokenizer and ChatML (tests/serve/serve_helpers.py) behind the real `create_app`,
+# EngineRunner and conversation store: what the page shows is what the engine generated and SQLite stored.
+REPLY_TOKENS = 24
+CHAT_CONTEXT = 384  # room for the memory's summarisation instruction (~160 tokens with this tokenizer) + turns
+
+
+def save_chat_model(folder: Path) -> Path:
+    """serve_helpers' tiny Llama + BPE + ChatML, with a context long enough for conversations to be summarised."""
+    import torch
+    from serve_helpers import CORPUS, SPECIALS
+    from tiny_models import tiny_llama
+
+    from llmlab.tokenizers import train_tokenizer_from_iterator
+    from llmlab.tokenizers.chat import CHATML
+
+    tokenizer = train_tokenizer_from_iterator("bpe", CORPUS, vocab_size=300, special_tokens=SPECIALS)
+    model = tiny_llama(
+        0, vocab_size=tokenizer.vocab_size, max_position_embeddings=CHAT_CONTEXT, tie_word_embeddings=False
+    )
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)  # logits of a few units: replies are not one repeated token
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save(folder)
+    (folder / "chat_template.jinja").write_text(CHATML, encoding="utf-8")
+    return folder
+
+
+@contextmanager
+def real_server(tmp_path: Path, *, api_key: str | None = None, store: bool = True) -> Iterator[tuple[str, Any, Any]]:
+    """(URL, ServeState, ConversationStore or None) of the real app serving a tiny model on a loopback port."""
+    from llmlab.recipes.serve import ServeRequest, build_state
+    from llmlab.serve.app import create_app
+    from llmlab.serve.choices import complete_text, count_chat_tokens
+    from llmlab.serve.conversations import conversations_router
+    from llmlab.serve.memory import ConversationStore
+
+    folder = save_chat_model(tmp_path / "model")
+    state = build_state(ServeRequest(model=folder, api_key=api_key, max_batch=2, max_queue=4).validate())
+    conversations = None
+    if store:
+        conversations = ConversationStore(tmp_path / "chat.sqlite")
+
+        def complete(messages: Any, temperature: float) -> AsyncIterator[str]:
+            return complete_text(state, messages, temperature=temperature, max_tokens=REPLY_TOKENS)
+
+        router = conversations_router(
+            conversations,
+            complete,
+            lambda messages: count_chat_tokens(state, messages),
+            state.max_context,
+            reply_tokens=REPLY_TOKENS,
+        )
+        state.extra_routers.append(router)
+    try:
+        with live(create_app(state)) as url:
+            yield url, state, conversations
+    finally:
+        state.runner.close()
+
+
+def _squash(text: str) -> str:
+    """Text without whitespace: Markdown turns newlines into paragraphs and line breaks."""
+    return "".join(text.split())
+
+
+def test_real_app_streams_stores_and_summarises_in_the_page(tmp_path: Path) -> None:
+    with real_server(tmp_path, api_key=KEY) as (url, _, store), browser_page(url) as page:
+        page.wait_for_function("() => document.getElementById('error').textContent.includes('API key')")
+        page.fill("#api-key", KEY)
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_function("() => document.getElementById('mode').textContent.includes('server')")
+        page.fill("#temperature", "0")
+        _send(page, "Hello there, how are you?")
+        _wait_reply_done(page)
+        [conversation] = store.list()
+        stored = store.get(conversation["id"])
+        assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
+        shown = _assistant_text(page)
+        assert shown.strip() and _squash(shown) == _squash(stored["messages"][1]["content"])
+        assert page.locator("#conversations li .open").all_text_contents() == ["Hello there, how are you?"]
+
+        for turn in range(10):  # the conversation outgrows the tiny context: the model summarises the oldest turns
+            if page.is_visible("#summary"):
+                break
+            _send(page, f"{turn}: Hello there, how are you? I am fine. What is new today? Nothing much. " * 2)
+            page.wait_for_function(
+                f"() => document.querySelectorAll('#messages .message.assistant').length === {turn + 2}"
+            )
+            _wait_reply_done(page)
+            assert page.text_content("#error") == ""
+        summary = store.summary(conversation["id"])
+        assert summary is not None and page.is_visible("#summary")
+        assert page.text_content("#summary-text") == summary.text
+
+        store.append(conversation["id"], "assistant", f"Injected: **bold** {HOSTILE}")  # HTML in a stored reply
+        page.click("#new-chat")
+        page.locator("#conversations li .open").first.click()
+        page.wait_for_function("() => document.getElementById('messages').textContent.includes('Injected')")
+        assert HOSTILE in _assistant_text(page) and page.locator("#messages script, #messages img").count() == 0
+        assert page.evaluate("() => window.__pwned") is None
+        assert page.text_content("#summary-text") == summary.text  # shown again when the conversation reopens
+
+        page.locator("#conversations li .delete").first.click()
+        page.wait_for_function("() => document.querySelectorAll('#conversations li').length === 0")
+        assert store.list() == []
+
+
+def test_real_app_without_a_store_streams_the_greedy_reply_of_the_openai_route(tmp_path: Path) -> None:
+    import httpx
+
+    with real_server(tmp_path, store=False) as (url, state, _), browser_page(url) as page:
+        page.wait_for_function("() => document.getElementById('mode').textContent.includes('this page')")
+        page.fill("#temperature", "0")
+        page.fill("#max-tokens", "20")
+        _send(page, "Hello there")
+        _wait_reply_done(page)
+        body = {
+            "model": state.model_name,
+            "messages": [{"role": "user", "content": "Hello there"}],
+            "temperature": 0,
+            "max_tokens": 20,
+        }
+        expected = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
+        text = expected["choices"][0]["message"]["content"]
+        assert text.strip() and _squash(_assistant_text(page)) == _squash(text)
