@@ -382,8 +382,12 @@ def save_chat_model(folder: Path) -> Path:
 
 
 @contextmanager
-def real_server(tmp_path: Path, *, api_key: str | None = None, store: bool = True) -> Iterator[tuple[str, Any, Any]]:
-    """(URL, ServeState, ConversationStore or None) of the real app serving a tiny model on a loopback port."""
+def real_server(
+    tmp_path: Path, *, api_key: str | None = None, store: bool = True, delay: float = 0.0
+) -> Iterator[tuple[str, Any, Any]]:
+    """(URL, ServeState, ConversationStore or None) of the real app serving a tiny model on a loopback port;
+    `delay`: seconds between the reply's text deltas in the conversation routes (a slow model, so Stop lands
+    mid-reply)."""
     from llmlab.recipes.serve import ServeRequest, build_state
     from llmlab.serve.app import create_app
     from llmlab.serve.choices import complete_text, count_chat_tokens
@@ -396,8 +400,10 @@ def real_server(tmp_path: Path, *, api_key: str | None = None, store: bool = Tru
     if store:
         conversations = ConversationStore(tmp_path / "chat.sqlite")
 
-        def complete(messages: Any, temperature: float) -> AsyncIterator[str]:
-            return complete_text(state, messages, temperature=temperature, max_tokens=REPLY_TOKENS)
+        async def complete(messages: Any, temperature: float) -> AsyncIterator[str]:
+            async for delta in complete_text(state, messages, temperature=temperature, max_tokens=REPLY_TOKENS):
+                await asyncio.sleep(delay)
+                yield delta
 
         router = conversations_router(
             conversations,
@@ -479,3 +485,32 @@ def test_real_app_without_a_store_streams_the_greedy_reply_of_the_openai_route(t
         expected = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
         text = expected["choices"][0]["message"]["content"]
         assert text.strip() and _squash(_assistant_text(page)) == _squash(text)
+
+
+def test_real_app_stop_keeps_the_partial_reply_in_the_store(tmp_path: Path) -> None:
+    import httpx
+
+    with real_server(tmp_path, delay=0.2) as (url, state, store), browser_page(url) as page:
+        page.wait_for_function("() => document.getElementById('mode').textContent.includes('server')")
+        page.fill("#temperature", "0")
+        _send(page, "Hello there")
+        page.wait_for_function(
+            "() => { const m = document.querySelector('#messages .message.assistant .content');"
+            " return m && m.textContent.trim().length > 0 && !document.getElementById('stop').disabled; }"
+        )
+        page.click("#stop")
+        page.wait_for_selector("#messages .message.assistant .note")
+        shown = _squash(_assistant_text(page))
+        [conversation] = store.list()
+        deadline = time.monotonic() + 10
+        while len(store.messages(conversation["id"])) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the server stores the reply as far as it got once it sees the disconnect
+        user, assistant = store.messages(conversation["id"])
+        stored = _squash(assistant["content"])
+        body = {"messages": [{"role": "user", "content": "Hello there"}], "temperature": 0, "max_tokens": REPLY_TOKENS}
+        full = _squash(
+            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()["choices"][0]["message"]["content"]
+        )
+        assert user["content"] == "Hello there" and shown and stored.startswith(shown)
+        assert full.startswith(stored) and len(stored) < len(full), "Stop did not cut the reply short"
+        assert page.is_enabled("#send") and page.is_disabled("#stop")
