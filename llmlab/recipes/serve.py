@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 API_KEY_ENV = "LLMLAB_API_KEY"
+REPLY_TOKENS = 256  # the longest web-chat reply (at most half the context, at most --max-tokens-cap)
 
 
 @dataclass
@@ -98,13 +99,16 @@ def conversation_routes(state: Any, db: Path) -> Any:
     from llmlab.serve.conversations import conversations_router
     from llmlab.serve.memory import ConversationStore
 
+    reply_tokens = min(REPLY_TOKENS, state.max_tokens_cap, state.max_context // 2)
+
     def complete(messages: Any, temperature: float = 0.7) -> Any:
-        return complete_text(state, messages, temperature=temperature)
+        return complete_text(state, messages, temperature=temperature, max_tokens=reply_tokens)
 
     def count(messages: Any) -> int:
         return count_chat_tokens(state, messages)
 
-    return conversations_router(ConversationStore(db), complete, count, state.max_context)
+    store = ConversationStore(db)
+    return conversations_router(store, complete, count, state.max_context, reply_tokens=reply_tokens)
 
 
 def run_serve(request: ServeRequest) -> None:

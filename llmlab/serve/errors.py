@@ -17,8 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("llmlab.serve")
 
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 class APIError(Exception):
@@ -63,7 +69,14 @@ def _field_name(loc: tuple[Any, ...]) -> str | None:
             name += f"[{part}]"
         elif not isinstance(part, str) or part.startswith(("function-after", "function-before")):
             continue
-        elif part in ("str", "list[str]", "int", "list[int]", "list[list[int]]", "json-or-python[json=list[int],python=list[int]]"):
+        elif part in (
+            "str",
+            "list[str]",
+            "int",
+            "list[int]",
+            "list[list[int]]",
+            "json-or-python[json=list[int],python=list[int]]",
+        ):
             continue  # the union member pydantic tried, not a field
         else:
             name += ("." if name else "") + part

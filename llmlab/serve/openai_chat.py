@@ -58,13 +58,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     budget = token_budget(state, len(prompt), body.max_completion_tokens or body.max_tokens, "messages", tokens_param)
     stop_ids, turn_strings = state.chat_stops()
     stop_strings = [*turn_strings, *body.stop_list()]
-    processors = structured_processors(state, body.response_format)
+    processors = await structured_processors(state, body.response_format, stop_ids)
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    jobs = [(prompt, make_sampling(body, budget, stop_strings, i), stop_ids, processors(), logprobs) for i in range(body.n)]
-    streams = submit_all(state, jobs)
-    choices = [
-        stream_choice(i, s, state.tokenizer, prompt, stop_ids, stop_strings) for i, s in enumerate(streams)
+    jobs = [
+        (prompt, make_sampling(body, budget, stop_strings, i), stop_ids, processors(), logprobs) for i in range(body.n)
     ]
+    streams = submit_all(state, jobs)
+    choices = [stream_choice(i, s, state.tokenizer, prompt, stop_ids, stop_strings) for i, s in enumerate(streams)]
     pieces = merge_choices(choices)
     head = {"id": new_id("chatcmpl"), "created": now(), "model": state.model_name}
     if body.stream:

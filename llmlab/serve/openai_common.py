@@ -1,4 +1,4 @@
-"""What POST /v1/chat/completions and /v1/completions share (`openai_chat`, `openai_completions`), following OpenAI's API reference field by field.
+"""What POST /v1/chat/completions and /v1/completions share (`openai_chat`, `openai_completions`).
 
 Limits (documented in docs/serving.md): a prompt of `max_context` tokens or more is refused (400,
 code `context_length_exceeded`, param `messages`/`prompt`); `max_tokens` (or `max_completion_tokens`) above
@@ -19,23 +19,19 @@ from fastapi import Request
 from sse_starlette import EventSourceResponse
 
 from llmlab.config.sampling import SamplingConfig
-from llmlab.serve.choices import Piece, ServeState, merge_choices, render_chat, stream_choice
+from llmlab.serve.choices import Piece, ServeState
 from llmlab.serve.errors import APIError, bad_request
 from llmlab.serve.openai_schema import (
-    ChatCompletionRequest,
-    CompletionRequest,
     SamplingFields,
-    chat_logprob_entry,
-    new_id,
-    now,
-    usage,
 )
 from llmlab.serve.runner import QueueFull, RequestStream
 
 RETRY_AFTER_S = 1
 
 
-def token_budget(state: ServeState, prompt_len: int, max_tokens: int | None, prompt_param: str, tokens_param: str) -> int:
+def token_budget(
+    state: ServeState, prompt_len: int, max_tokens: int | None, prompt_param: str, tokens_param: str
+) -> int:
     """How many tokens a choice may generate (see the module docstring); APIError 400 when refused."""
     if prompt_len >= state.max_context:
         raise bad_request(
@@ -82,22 +78,33 @@ def make_sampling(body: SamplingFields, max_new_tokens: int, stop: Sequence[str]
         raise bad_request(str(error)) from None
 
 
-def submit_all(state: ServeState, jobs: list[tuple[list[int], SamplingConfig, list[int], list[Any], int | None]]) -> list[RequestStream]:
+def submit_all(
+    state: ServeState, jobs: list[tuple[list[int], SamplingConfig, list[int], list[Any], int | None]]
+) -> list[RequestStream]:
     """Submit every (prompt, sampling, stop ids, processors, logprobs) at once, or none: 429 when they do not fit."""
     runner = state.runner
     if runner is None:
-        raise APIError(503, "the model is still loading; retry shortly", type="server_error", headers={"Retry-After": "5"})
+        raise APIError(
+            503, "the model is still loading; retry shortly", type="server_error", headers={"Retry-After": "5"}
+        )
     if runner.room() < len(jobs):
         raise _queue_full(f"the server is busy ({runner.max_queue} requests queued or running)")
     try:
-        return [runner.stream(prompt, sampling, stops, processors, logprobs) for prompt, sampling, stops, processors, logprobs in jobs]
+        return [
+            runner.stream(prompt, sampling, stops, processors, logprobs)
+            for prompt, sampling, stops, processors, logprobs in jobs
+        ]
     except QueueFull as error:
         raise _queue_full(str(error)) from None
 
 
 def _queue_full(message: str) -> APIError:
-    return APIError(429, f"{message}; retry after {RETRY_AFTER_S} s", code="rate_limit_exceeded",
-                    headers={"Retry-After": str(RETRY_AFTER_S)})
+    return APIError(
+        429,
+        f"{message}; retry after {RETRY_AFTER_S} s",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 async def collect(request: Request, pieces: AsyncIterator[Piece]) -> list[Piece]:
@@ -118,20 +125,23 @@ async def collect(request: Request, pieces: AsyncIterator[Piece]) -> list[Piece]
             raise APIError(499, "client disconnected")
 
 
-def structured_processors(state: ServeState, response_format: dict[str, Any] | None) -> Callable[[], list[Any]]:
-    """A factory of per-choice processors for `response_format` (stateful: one per choice)."""
-    kind = (response_format or {}).get("type", "text")
-    if kind == "text":
+async def structured_processors(
+    state: ServeState, response_format: dict[str, Any] | None, stop_ids: Sequence[int]
+) -> Callable[[], list[Any]]:
+    """A factory of per-choice processors enforcing `response_format` (stateful: one per choice); the grammar
+    is compiled once, here, so a bad schema is a 400 (param "response_format") before anything is submitted."""
+    if (response_format or {}).get("type", "text") == "text":
         return list
+    from llmlab.serve.structured import StructuredProcessor, compile_response_format
+
     try:
-        from llmlab.serve.structured import build_processor
-    except ImportError:
-        raise bad_request("response_format is not supported by this server", "response_format") from None
-    try:
-        build_processor(state.tokenizer, response_format)  # validate once, before anything is submitted
+        # compiling takes a while for a large vocabulary: off the event loop, so other streams go on
+        compiled = await asyncio.to_thread(compile_response_format, state.tokenizer, response_format or {})
     except ValueError as error:
         raise bad_request(str(error), "response_format") from None
-    return lambda: [build_processor(state.tokenizer, response_format)]
+    if compiled is None:
+        return list
+    return lambda: [StructuredProcessor(compiled, stop_ids)]
 
 
 def sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:

@@ -70,7 +70,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     prompts = _prompts(state, body)
     stop_ids, stops = state.eos_ids(), body.stop_list()
     jobs, meta = [], []
-    for p, prompt in enumerate(prompts):
+    for prompt in prompts:
         budget = token_budget(state, len(prompt), body.max_tokens, "prompt", "max_tokens")
         for j in range(body.n):
             jobs.append((prompt, make_sampling(body, budget, stops, j), stop_ids, [], body.logprobs))

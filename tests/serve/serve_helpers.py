@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from tiny_models import tiny_llama
+from tiny_models import spread, tiny_llama
 
 from llmlab.recipes.serve import ServeRequest, build_state
 from llmlab.serve.app import create_app
 from llmlab.tokenizers import train_tokenizer_from_iterator
 from llmlab.tokenizers.chat import CHATML
 
-CORPUS = ["Hello there, how are you? I am fine. What is new today? Nothing much. 你好世界 {\"a\": 1}\n" * 30]
+CORPUS = ['Hello there, how are you? I am fine. What is new today? Nothing much. 你好世界 {"a": 1}\n' * 30]
 SPECIALS = {"pad": "<|pad|>", "bos": "<|im_start|>", "eos": "<|im_end|>", "unk": "<|endoftext|>"}
 CONTEXT = 128
 
@@ -33,9 +32,10 @@ CONTEXT = 128
 def save_tiny_model(folder: Path, seed: int = 0) -> Path:
     """A random tiny Llama (its logits spread so that greedy replies vary) with a BPE tokenizer and ChatML."""
     tokenizer = train_tokenizer_from_iterator("bpe", CORPUS, vocab_size=300, special_tokens=SPECIALS)
-    model = tiny_llama(seed, vocab_size=tokenizer.vocab_size, max_position_embeddings=CONTEXT, tie_word_embeddings=False)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20)  # logits of a few units: replies are not one repeated token
+    model = tiny_llama(
+        seed, vocab_size=tokenizer.vocab_size, max_position_embeddings=CONTEXT, tie_word_embeddings=False
+    )
+    spread(model, seed=seed)  # larger weights than the init: greedy replies vary with the prompt
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save(folder)

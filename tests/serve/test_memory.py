@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -236,3 +239,93 @@ def test_router_summarises_and_survives_restart(tmp_path: Path) -> None:
     assert got["summary"]["text"] == [s for s in summaries if s][-1]
     assert got["summary"]["upto_message_id"] < got["messages"][-1]["id"]
     store2.close()
+
+
+# ---------------------------------------------------------------------------------------------------- chat --session
+
+CORPUS = ["Hello there, how are you? I am fine. message number one two three\n" * 30]
+SPECIALS = {"pad": "<|pad|>", "bos": "<|im_start|>", "eos": "<|im_end|>", "unk": "<|endoftext|>"}
+CONTEXT = 256  # the summarisation instruction alone takes ~180 tokens of this tiny vocabulary
+
+
+def test_stored_chat_continues_and_summarises(tmp_path: Path) -> None:
+    import tiny_models
+
+    from llmlab.generate.chat import ChatSession
+    from llmlab.recipes.chat import StoredChat, run_chat
+    from llmlab.tokenizers import train_tokenizer_from_iterator
+
+    tokenizer = train_tokenizer_from_iterator("bpe", CORPUS, vocab_size=300, special_tokens=SPECIALS)
+    model = tiny_models.tiny_gpt(0, vocab_size=tokenizer.vocab_size, block_size=256)
+
+    def session() -> ChatSession:
+        return ChatSession(model, tokenizer, template="chatml", max_new_tokens=4, context_tokens=CONTEXT, seed=0)
+
+    path = tmp_path / "c.sqlite"
+    first, out, err = session(), io.StringIO(), io.StringIO()
+    memory = StoredChat(ConversationStore(path), "work", "Be brief.")
+    assert run_chat(first, ["message number one"], out=out, err=err, memory=memory) == (1, 0)
+    memory.store.close()
+
+    second = session()  # a second `llmlab chat --session work`: the first exchange is in its prompt
+    memory = StoredChat(ConversationStore(path), "work", None)
+    assert memory.system == "Be brief."
+    assert run_chat(second, ["message number two"], out=out, err=err, memory=memory) == (1, 0)
+    prompt = tokenizer.decode(second.last_prompt_ids)
+    assert prompt.startswith("<|im_start|>system\nBe brief.") and "message number one" in prompt
+    assert memory.stored_messages() == 4
+
+    lines = [f"message number {i} hello there how are you" for i in range(12)]
+    assert run_chat(second, lines, out=out, err=err, memory=memory) == (12, 0), err.getvalue()
+    summary = memory.store.summary(memory.conversation_id)
+    assert summary is not None and "oldest turns are now summarised by the model" in err.getvalue()
+    assert len(second.last_prompt_ids) <= CONTEXT - 4
+    assert tokenizer.decode(second.last_prompt_ids).startswith(f"<|im_start|>system\nBe brief.\n\n{SUMMARY_HEADER}")
+    assert memory.stored_messages() == 28  # nothing is dropped from the store
+    run_chat(second, ["/reset"], out=out, err=err, memory=memory)
+    assert memory.stored_messages() == 0 and memory.store.summary(memory.conversation_id) is None
+
+
+def test_cli_session_continues_across_runs(tmp_path: Path) -> None:
+    db = tmp_path / "c.sqlite"
+
+    def run(text: str) -> subprocess.CompletedProcess:
+        args = ["chat", "--temperature", "0", "--max-new-tokens", "12", "--session", "me", "--db", str(db)]
+        return subprocess.run(
+            [sys.executable, "-m", "llmlab", *args], input=text, capture_output=True, text=True, timeout=300
+        )
+
+    first = run("My name is Ada.\n")
+    assert first.returncode == 0, first.stderr
+    second = run("What is my name?\n")
+    assert second.returncode == 0, second.stderr
+    with ConversationStore(db) as store:
+        stored = store.get(store.by_name("me")["id"])
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant"] * 2
+    assert (
+        stored["messages"][0]["content"] == "My name is Ada." and stored["messages"][2]["content"] == "What is my name?"
+    )
+    assert stored["messages"][3]["content"] == second.stdout.strip()
+    # the second run saw the first exchange: its reply is what a chat holding that exchange answers (greedy)
+    from llmlab.config.sampling import CHAT_SAMPLING
+    from llmlab.generate.chat import ChatSession
+    from llmlab.hub import load_for_inference
+    from llmlab.tokenizers.chat import resolve_template
+
+    loaded = load_for_inference(None)
+    template, _ = resolve_template("auto", loaded.chat_template)
+    sampling = CHAT_SAMPLING.replace(temperature=0.0, max_new_tokens=12)
+    continued = ChatSession(loaded.model, loaded.tokenizer, template=template, sampling=sampling)
+    continued.history = [{"role": m["role"], "content": m["content"]} for m in stored["messages"][:2]]
+    assert continued.send("What is my name?") == stored["messages"][3]["content"]
+
+
+def test_cli_db_needs_session(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmlab", "chat", "--db", str(tmp_path / "c.sqlite")],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "--db keeps a --session" in proc.stderr and not (tmp_path / "c.sqlite").exists()
