@@ -11,7 +11,7 @@ parses and validates when it ends with "stop"; a reply cut by `max_tokens` ("len
 
 Contract with the decoding loop (`llmlab.serve.engine.Engine`, `llmlab.generate.stream_generate`):
     - one processor per request (it is stateful), called once per decoding step, in order, on ONE row:
-      `processor(input_ids (1, T), logits (1, V)) -> logits (1, V)` (masked in place and returned);
+      `processor(input_ids (1, T), logits (1, V)) -> masked copy (1, V)`;
     - its first call sees exactly the prompt (T = prompt length, remembered then); every later call sees
       the same row grown by the tokens sampled since the previous call, which it feeds to the matcher;
     - it must run BEFORE temperature/top-k/top-p/min-p (the loops' `extra` / `logits_processors` slot), so the
@@ -136,8 +136,10 @@ class StructuredProcessor:
             self.accepted += 1
 
     def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Mask logits (1, V) in place to the tokens the grammar allows next; return them."""
+        """The logits (1, V) with every token the grammar forbids next set to -inf (a copy: the caller's logits,
+        e.g. the raw ones logprobs are reported from, stay as they were)."""
         self._catch_up(input_ids)
+        logits = logits.clone()
         if self.matcher.is_terminated():
             raise RuntimeError("the response_format document ended with a stop token; the request should have stopped")
         self.matcher.fill_next_token_bitmask(self.bitmask)

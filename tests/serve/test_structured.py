@@ -250,3 +250,10 @@ def test_smollm2_replies_parse_and_validate(smollm2, temperature: float) -> None
         sampling = SamplingConfig(max_new_tokens=96, temperature=temperature, seed=i)
         reply = generate_reply(model, tokenizer, prompt, response_format, sampling)
         assert_valid(tokenizer, reply, schema)
+
+
+def test_processor_leaves_the_callers_logits_alone(char_tokenizer) -> None:
+    processor = build_processor(char_tokenizer, {"type": "json_object"})
+    raw = torch.zeros(1, char_tokenizer.vocab_size)
+    masked = processor(torch.tensor([[1]]), raw)
+    assert torch.isinf(masked).any() and torch.isfinite(raw).all()
