@@ -94,8 +94,14 @@ def measure_case(model, tokenizer, prompt: list[int], response_format: dict, max
     for _ in range(repeats):
         processor = TimedProcessor(structured.build_processor(tokenizer, response_format, stop_ids=stops))
         start = time.perf_counter()
-        out = generate(model, ids, max_tokens, sampling=SamplingConfig(temperature=0), eos_token_id=stops,
-                       logits_processors=[processor])
+        out = generate(
+            model,
+            ids,
+            max_tokens,
+            sampling=SamplingConfig(temperature=0),
+            eos_token_id=stops,
+            logits_processors=[processor],
+        )
         masked.append(time.perf_counter() - start)
         reply = out[0, ids.size(1) :].tolist()
         n, text = len(reply), tokenizer.decode(reply[:-1] if reply[-1] in stops else reply)

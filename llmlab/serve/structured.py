@@ -82,14 +82,18 @@ def _compiler(tokenizer: Any) -> xgrammar.GrammarCompiler:
         if token not in special:
             encoded[idx] = token
     stops = default_stop_ids(tokenizer)
-    info = xgrammar.TokenizerInfo(encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space)
+    info = xgrammar.TokenizerInfo(
+        encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space
+    )
     # Compact JSON never needs a raw control character (U+0000-U+001F: strings escape them, separators are
     # spaces), and xgrammar 0.2.9's length-bounded strings (`maxLength`) would let one through unescaped,
     # which no JSON parser accepts: such tokens are removed from the vocabulary the grammar sees.
     for idx, piece in enumerate(info.decoded_vocab):
         if encoded[idx] and any(byte < 0x20 for byte in piece):
             encoded[idx] = ""
-    info = xgrammar.TokenizerInfo(encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space)
+    info = xgrammar.TokenizerInfo(
+        encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space
+    )
     compiler = xgrammar.GrammarCompiler(info, max_threads=1)
     _COMPILERS[tokenizer] = compiler
     return compiler

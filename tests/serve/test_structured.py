@@ -149,7 +149,9 @@ def test_random_tiny_model_samples_only_valid_documents(kind: str, name: str, re
     docs = []
     for seed in range(6):
         sampling = SamplingConfig(max_new_tokens=200, temperature=1.0, seed=seed)
-        docs.append(assert_valid(tokenizer, generate_reply(model, tokenizer, [1, 2, 3], json_schema(schema), sampling), schema))
+        docs.append(
+            assert_valid(tokenizer, generate_reply(model, tokenizer, [1, 2, 3], json_schema(schema), sampling), schema)
+        )
     assert len({json.dumps(d, sort_keys=True) for d in docs}) > 1  # the sampler chose; the mask only constrained
 
 
@@ -202,7 +204,7 @@ def test_text_format_needs_no_processor(char_tokenizer) -> None:
 
 
 def test_wordpiece_tokenizers_are_refused() -> None:
-    tokenizer = train_tokenizer_from_iterator("wordpiece", ["a b c {} [] : , \" 1 2"] * 5, vocab_size=60)
+    tokenizer = train_tokenizer_from_iterator("wordpiece", ['a b c {} [] : , " 1 2'] * 5, vocab_size=60)
     with pytest.raises(ValueError, match="WordPiece"):
         build_processor(tokenizer, {"type": "json_object"})
 
