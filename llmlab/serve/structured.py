@@ -170,6 +170,53 @@ def _schema_of(response_format: Mapping[str, Any]) -> dict[str, Any]:
     return dict(schema)
 
 
+# JSON Schema keywords xgrammar 0.2.9 compiles without enforcing them: a reply could then break the schema.
+UNENFORCEABLE_KEYWORDS = (
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "minContains",
+    "maxContains",
+    "dependentRequired",
+    "dependentSchemas",
+)
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")  # name -> schema
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")  # [schema, ...]
+_SCHEMA_VALUES = ("items", "additionalProperties", "propertyNames")  # schema
+
+
+def check_enforceable(schema: Any, where: str = "schema") -> None:
+    """Raise a one-line ValueError if `schema` uses a keyword the grammar would silently ignore."""
+    if not isinstance(schema, Mapping):
+        return
+    for keyword in UNENFORCEABLE_KEYWORDS:
+        if keyword in schema:
+            raise ValueError(
+                f"response_format.json_schema.{where} uses {keyword!r}, which cannot be enforced while "
+                "decoding; remove it"
+            )
+    if schema.get("uniqueItems") is True:
+        raise ValueError(
+            f"response_format.json_schema.{where} uses 'uniqueItems', which cannot be enforced while "
+            "decoding; remove it"
+        )
+    if len(schema.get("allOf") or ()) > 1:
+        raise ValueError(
+            f"response_format.json_schema.{where} combines several schemas with 'allOf', which cannot "
+            "be enforced while decoding; merge them into one"
+        )
+    for key in _SCHEMA_MAPS:
+        for name, sub in (schema.get(key) or {}).items() if isinstance(schema.get(key), Mapping) else ():
+            check_enforceable(sub, f"{where}.{key}.{name}")
+    for key in _SCHEMA_LISTS:
+        for i, sub in enumerate(schema.get(key) or ()) if isinstance(schema.get(key), list) else ():
+            check_enforceable(sub, f"{where}.{key}[{i}]")
+    for key in _SCHEMA_VALUES:
+        check_enforceable(schema.get(key), f"{where}.{key}")
+
+
 def compile_response_format(tokenizer: Any, response_format: Mapping[str, Any]) -> xgrammar.CompiledGrammar | None:
     """The compiled grammar for an OpenAI `response_format` (None for `{"type": "text"}`).
 
@@ -178,7 +225,8 @@ def compile_response_format(tokenizer: Any, response_format: Mapping[str, Any]) 
     (`, ` and `: `), so a small model cannot spin on newlines.
 
     Raises:
-        ValueError: one line, for an unknown type, a malformed json_schema or a schema xgrammar cannot compile.
+        ValueError: one line, for an unknown type, a malformed json_schema, a schema xgrammar cannot compile or
+            one using a keyword it would not enforce (`UNENFORCEABLE_KEYWORDS`, `uniqueItems`, several `allOf`).
     """
     if not isinstance(response_format, Mapping):
         raise ValueError('response_format must be an object such as {"type": "json_object"}')
@@ -191,6 +239,7 @@ def compile_response_format(tokenizer: Any, response_format: Mapping[str, Any]) 
     if kind == "json_object":
         return compiler.compile_json_schema({"type": "object"}, any_whitespace=False, strict_mode=False)
     schema = _schema_of(response_format)
+    check_enforceable(schema)
     try:
         return compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
     except (RuntimeError, ValueError, TypeError) as error:

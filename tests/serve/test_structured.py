@@ -191,6 +191,10 @@ def test_processor_refuses_misuse(char_tokenizer) -> None:
         ({"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}, "schema must be a JSON object"),
         (json_schema({"type": "nonsense"}), r'not a usable JSON Schema: Unsupported type "nonsense"'),
         (json_schema({"$ref": "#/definitions/missing"}), "not a usable JSON Schema"),
+        (json_schema({"type": "array", "uniqueItems": True}), r"schema uses 'uniqueItems'"),
+        (json_schema({"properties": {"a": {"not": {"type": "string"}}}}), r"schema\.properties\.a uses 'not'"),
+        (json_schema({"anyOf": [{"type": "array", "contains": {"const": 1}}]}), r"schema\.anyOf\[0\] uses 'contains'"),
+        (json_schema({"allOf": [{"type": "object"}, {"required": ["a"]}]}), "several schemas with 'allOf'"),
     ],
 )
 def test_bad_response_formats_are_one_line_value_errors(char_tokenizer, response_format, match: str) -> None:
