@@ -6,7 +6,8 @@ no EOS, exactly n tokens). Both runs share the prompt, the prefill and the numbe
 
     overhead = (masked seconds - unmasked seconds) / unmasked seconds
 
-is the cost of the mask per token (target < 15%). On a shared, busy machine that A/B difference is noisy, so
+is the cost of the mask per token (target < 15%). The same is measured for 8 requests batched by the
+serving `Engine` (`engine_batch`). On a shared, busy machine that A/B difference is noisy, so
 the masked run also times its processor calls (bitmask fill + apply + matcher update) and reports
 `in_run_overhead_pct` = processor seconds / (masked seconds - processor seconds): both sides measured in the
 same run under the same load. Also reported: the grammar compile times (first compile of a tokenizer's vocabulary, then
@@ -128,6 +129,37 @@ def measure_case(model, tokenizer, prompt: list[int], response_format: dict, max
     }
 
 
+def measure_engine(model, tokenizer, prompts: list[list[int]], formats: list[dict], max_tokens: int) -> dict:
+    """The same requests batched by `Engine(max_batch=len(prompts))`: masked, then unmasked with as many tokens."""
+    from llmlab.serve.engine import Engine
+
+    stops = structured.default_stop_ids(tokenizer)
+    engine = Engine(model, tokenizer, max_batch=len(prompts))
+    processors = [TimedProcessor(structured.build_processor(tokenizer, f, stop_ids=stops)) for f in formats]
+    ids = [
+        engine.submit(p, SamplingConfig(max_new_tokens=max_tokens, temperature=0), eos_ids=stops, processors=[proc])
+        for p, proc in zip(prompts, processors, strict=True)
+    ]
+    start = time.perf_counter()
+    outputs = engine.run_until_done()
+    masked_s = time.perf_counter() - start
+    counts = [len(outputs[i]) for i in ids]
+    for prompt, n in zip(prompts, counts, strict=True):
+        engine.submit(prompt, SamplingConfig(max_new_tokens=n, temperature=0), eos_ids=())
+    start = time.perf_counter()
+    engine.run_until_done()
+    unmasked_s = time.perf_counter() - start
+    in_processor = sum(p.seconds for p in processors)
+    return {
+        "requests": len(prompts),
+        "tokens": sum(counts),
+        "masked_tokens_per_s": round(sum(counts) / masked_s, 2),
+        "unmasked_tokens_per_s": round(sum(counts) / unmasked_s, 2),
+        "overhead_pct": round(100 * (masked_s - unmasked_s) / unmasked_s, 1),
+        "in_run_overhead_pct": round(100 * in_processor / (masked_s - in_processor), 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -151,6 +183,10 @@ def main() -> None:
         prompt = render_prompt(tokenizer, "chatml", None, [{"role": "user", "content": question}])
         results[name] = measure_case(model, tokenizer, prompt, response_format, args.max_tokens, args.repeats)
         log(f"{name}: {results[name]}")
+    batch = [(q, f) for q, f in CASES.values()] * 3  # 9 requests, 3 of each format
+    prompts = [render_prompt(tokenizer, "chatml", None, [{"role": "user", "content": q}]) for q, _ in batch]
+    engine_result = measure_engine(model, tokenizer, prompts[:8], [f for _, f in batch[:8]], args.max_tokens)
+    log(f"engine: {engine_result}")
     total_masked = sum(r["masked_ms_per_token"] * r["tokens"] for r in results.values())
     total_unmasked = sum(r["unmasked_ms_per_token"] * r["tokens"] for r in results.values())
     summary = {
@@ -163,6 +199,7 @@ def main() -> None:
         "schema_compile_s": round(schema_compile_s, 4),
         "cached_compile_s": round(cached_compile_s, 4),
         "cases": results,
+        "engine_batch": engine_result,
         "overhead_pct": round(100 * (total_masked - total_unmasked) / total_unmasked, 1),
         "in_run_overhead_pct": round(max(r["in_run_overhead_pct"] for r in results.values()), 2),
         "target_pct": 15,
