@@ -1,9 +1,9 @@
 """Structured output (`llmlab.serve.structured`): replies constrained by response_format always parse and validate.
 
 Tiny random models sample freely (temperature 1, many seeds) through a character tokenizer (xgrammar's RAW
-vocabulary) and a byte-level BPE one, so the mask alone makes the output valid; SmolLM2 checks a real chat
-model. Validation uses a small checker for the JSON Schema keywords these schemas use (`jsonschema` is not
-installed in the lab's environment).
+vocabulary), a byte-level BPE one and a Unigram one (Metaspace pieces), so the mask alone makes the output
+valid; SmolLM2 checks a real chat model. Validation uses a small checker for the JSON Schema keywords these
+schemas use (`jsonschema` is not installed in the lab's environment).
 """
 
 from __future__ import annotations
@@ -120,6 +120,13 @@ def bpe_tokenizer():
     return train_tokenizer_from_iterator("bpe", texts * 30 + [string.printable], vocab_size=320)
 
 
+@pytest.fixture(scope="module")
+def unigram_tokenizer():
+    """A small Unigram tokenizer (Metaspace pieces: xgrammar BYTE_FALLBACK vocabulary)."""
+    texts = [json.dumps({"name": "ann", "age": 31, "admin": True, "tags": ["x", "yz"], "color": c}) for c in "rgb"]
+    return train_tokenizer_from_iterator("unigram", texts * 30 + [string.printable], vocab_size=200)
+
+
 def generate_reply(model, tokenizer, prompt: list[int], response_format, sampling: SamplingConfig) -> list[int]:
     """The reply tokens (stop token included) of `generate` under response_format."""
     stops = default_stop_ids(tokenizer)
@@ -140,7 +147,7 @@ def assert_valid(tokenizer, reply: list[int], schema: dict[str, Any] | None) -> 
     return doc
 
 
-@pytest.mark.parametrize("kind", ["char", "bpe"])
+@pytest.mark.parametrize("kind", ["char", "bpe", "unigram"])
 @pytest.mark.parametrize("name", sorted(BOUNDED_SCHEMAS))
 def test_random_tiny_model_samples_only_valid_documents(kind: str, name: str, request) -> None:
     tokenizer = request.getfixturevalue(f"{kind}_tokenizer")
