@@ -11,7 +11,7 @@ parses and validates when it ends with "stop"; a reply cut by `max_tokens` ("len
 
 Contract with the decoding loop (`llmlab.serve.engine.Engine`, `llmlab.generate.stream_generate`):
     - one processor per request (it is stateful), called once per decoding step, in order, on ONE row:
-      `processor(input_ids (1, T), logits (1, V)) -> logits (1, V)` (masked in place and returned);
+      `processor(input_ids (1, T), logits (1, V)) -> masked copy (1, V)`;
     - its first call sees exactly the prompt (T = prompt length, remembered then); every later call sees
       the same row grown by the tokens sampled since the previous call, which it feeds to the matcher;
     - it must run BEFORE temperature/top-k/top-p/min-p (the loops' `extra` / `logits_processors` slot), so the
@@ -82,14 +82,18 @@ def _compiler(tokenizer: Any) -> xgrammar.GrammarCompiler:
         if token not in special:
             encoded[idx] = token
     stops = default_stop_ids(tokenizer)
-    info = xgrammar.TokenizerInfo(encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space)
+    info = xgrammar.TokenizerInfo(
+        encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space
+    )
     # Compact JSON never needs a raw control character (U+0000-U+001F: strings escape them, separators are
     # spaces), and xgrammar 0.2.9's length-bounded strings (`maxLength`) would let one through unescaped,
     # which no JSON parser accepts: such tokens are removed from the vocabulary the grammar sees.
     for idx, piece in enumerate(info.decoded_vocab):
         if encoded[idx] and any(byte < 0x20 for byte in piece):
             encoded[idx] = ""
-    info = xgrammar.TokenizerInfo(encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space)
+    info = xgrammar.TokenizerInfo(
+        encoded, vocab_type, vocab_size=size, stop_token_ids=stops, add_prefix_space=add_prefix_space
+    )
     compiler = xgrammar.GrammarCompiler(info, max_threads=1)
     _COMPILERS[tokenizer] = compiler
     return compiler
@@ -136,8 +140,10 @@ class StructuredProcessor:
             self.accepted += 1
 
     def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Mask logits (1, V) in place to the tokens the grammar allows next; return them."""
+        """The logits (1, V) with every token the grammar forbids next set to -inf (a copy: the caller's logits,
+        e.g. the raw ones logprobs are reported from, stay as they were)."""
         self._catch_up(input_ids)
+        logits = logits.clone()
         if self.matcher.is_terminated():
             raise RuntimeError("the response_format document ended with a stop token; the request should have stopped")
         self.matcher.fill_next_token_bitmask(self.bitmask)
@@ -164,6 +170,53 @@ def _schema_of(response_format: Mapping[str, Any]) -> dict[str, Any]:
     return dict(schema)
 
 
+# JSON Schema keywords xgrammar 0.2.9 compiles without enforcing them: a reply could then break the schema.
+UNENFORCEABLE_KEYWORDS = (
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "minContains",
+    "maxContains",
+    "dependentRequired",
+    "dependentSchemas",
+)
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")  # name -> schema
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")  # [schema, ...]
+_SCHEMA_VALUES = ("items", "additionalProperties", "propertyNames")  # schema
+
+
+def check_enforceable(schema: Any, where: str = "schema") -> None:
+    """Raise a one-line ValueError if `schema` uses a keyword the grammar would silently ignore."""
+    if not isinstance(schema, Mapping):
+        return
+    for keyword in UNENFORCEABLE_KEYWORDS:
+        if keyword in schema:
+            raise ValueError(
+                f"response_format.json_schema.{where} uses {keyword!r}, which cannot be enforced while "
+                "decoding; remove it"
+            )
+    if schema.get("uniqueItems") is True:
+        raise ValueError(
+            f"response_format.json_schema.{where} uses 'uniqueItems', which cannot be enforced while "
+            "decoding; remove it"
+        )
+    if len(schema.get("allOf") or ()) > 1:
+        raise ValueError(
+            f"response_format.json_schema.{where} combines several schemas with 'allOf', which cannot "
+            "be enforced while decoding; merge them into one"
+        )
+    for key in _SCHEMA_MAPS:
+        for name, sub in (schema.get(key) or {}).items() if isinstance(schema.get(key), Mapping) else ():
+            check_enforceable(sub, f"{where}.{key}.{name}")
+    for key in _SCHEMA_LISTS:
+        for i, sub in enumerate(schema.get(key) or ()) if isinstance(schema.get(key), list) else ():
+            check_enforceable(sub, f"{where}.{key}[{i}]")
+    for key in _SCHEMA_VALUES:
+        check_enforceable(schema.get(key), f"{where}.{key}")
+
+
 def compile_response_format(tokenizer: Any, response_format: Mapping[str, Any]) -> xgrammar.CompiledGrammar | None:
     """The compiled grammar for an OpenAI `response_format` (None for `{"type": "text"}`).
 
@@ -172,7 +225,8 @@ def compile_response_format(tokenizer: Any, response_format: Mapping[str, Any]) 
     (`, ` and `: `), so a small model cannot spin on newlines.
 
     Raises:
-        ValueError: one line, for an unknown type, a malformed json_schema or a schema xgrammar cannot compile.
+        ValueError: one line, for an unknown type, a malformed json_schema, a schema xgrammar cannot compile or
+            one using a keyword it would not enforce (`UNENFORCEABLE_KEYWORDS`, `uniqueItems`, several `allOf`).
     """
     if not isinstance(response_format, Mapping):
         raise ValueError('response_format must be an object such as {"type": "json_object"}')
@@ -185,6 +239,7 @@ def compile_response_format(tokenizer: Any, response_format: Mapping[str, Any]) 
     if kind == "json_object":
         return compiler.compile_json_schema({"type": "object"}, any_whitespace=False, strict_mode=False)
     schema = _schema_of(response_format)
+    check_enforceable(schema)
     try:
         return compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
     except (RuntimeError, ValueError, TypeError) as error:

@@ -1,9 +1,9 @@
 """Structured output (`llmlab.serve.structured`): replies constrained by response_format always parse and validate.
 
 Tiny random models sample freely (temperature 1, many seeds) through a character tokenizer (xgrammar's RAW
-vocabulary) and a byte-level BPE one, so the mask alone makes the output valid; SmolLM2 checks a real chat
-model. Validation uses a small checker for the JSON Schema keywords these schemas use (`jsonschema` is not
-installed in the lab's environment).
+vocabulary), a byte-level BPE one and a Unigram one (Metaspace pieces), so the mask alone makes the output
+valid; SmolLM2 checks a real chat model. Validation uses a small checker for the JSON Schema keywords these
+schemas use (`jsonschema` is not installed in the lab's environment).
 """
 
 from __future__ import annotations
@@ -120,6 +120,13 @@ def bpe_tokenizer():
     return train_tokenizer_from_iterator("bpe", texts * 30 + [string.printable], vocab_size=320)
 
 
+@pytest.fixture(scope="module")
+def unigram_tokenizer():
+    """A small Unigram tokenizer (Metaspace pieces: xgrammar BYTE_FALLBACK vocabulary)."""
+    texts = [json.dumps({"name": "ann", "age": 31, "admin": True, "tags": ["x", "yz"], "color": c}) for c in "rgb"]
+    return train_tokenizer_from_iterator("unigram", texts * 30 + [string.printable], vocab_size=200)
+
+
 def generate_reply(model, tokenizer, prompt: list[int], response_format, sampling: SamplingConfig) -> list[int]:
     """The reply tokens (stop token included) of `generate` under response_format."""
     stops = default_stop_ids(tokenizer)
@@ -140,7 +147,7 @@ def assert_valid(tokenizer, reply: list[int], schema: dict[str, Any] | None) -> 
     return doc
 
 
-@pytest.mark.parametrize("kind", ["char", "bpe"])
+@pytest.mark.parametrize("kind", ["char", "bpe", "unigram"])
 @pytest.mark.parametrize("name", sorted(BOUNDED_SCHEMAS))
 def test_random_tiny_model_samples_only_valid_documents(kind: str, name: str, request) -> None:
     tokenizer = request.getfixturevalue(f"{kind}_tokenizer")
@@ -149,7 +156,9 @@ def test_random_tiny_model_samples_only_valid_documents(kind: str, name: str, re
     docs = []
     for seed in range(6):
         sampling = SamplingConfig(max_new_tokens=200, temperature=1.0, seed=seed)
-        docs.append(assert_valid(tokenizer, generate_reply(model, tokenizer, [1, 2, 3], json_schema(schema), sampling), schema))
+        docs.append(
+            assert_valid(tokenizer, generate_reply(model, tokenizer, [1, 2, 3], json_schema(schema), sampling), schema)
+        )
     assert len({json.dumps(d, sort_keys=True) for d in docs}) > 1  # the sampler chose; the mask only constrained
 
 
@@ -189,6 +198,10 @@ def test_processor_refuses_misuse(char_tokenizer) -> None:
         ({"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}, "schema must be a JSON object"),
         (json_schema({"type": "nonsense"}), r'not a usable JSON Schema: Unsupported type "nonsense"'),
         (json_schema({"$ref": "#/definitions/missing"}), "not a usable JSON Schema"),
+        (json_schema({"type": "array", "uniqueItems": True}), r"schema uses 'uniqueItems'"),
+        (json_schema({"properties": {"a": {"not": {"type": "string"}}}}), r"schema\.properties\.a uses 'not'"),
+        (json_schema({"anyOf": [{"type": "array", "contains": {"const": 1}}]}), r"schema\.anyOf\[0\] uses 'contains'"),
+        (json_schema({"allOf": [{"type": "object"}, {"required": ["a"]}]}), "several schemas with 'allOf'"),
     ],
 )
 def test_bad_response_formats_are_one_line_value_errors(char_tokenizer, response_format, match: str) -> None:
@@ -202,7 +215,7 @@ def test_text_format_needs_no_processor(char_tokenizer) -> None:
 
 
 def test_wordpiece_tokenizers_are_refused() -> None:
-    tokenizer = train_tokenizer_from_iterator("wordpiece", ["a b c {} [] : , \" 1 2"] * 5, vocab_size=60)
+    tokenizer = train_tokenizer_from_iterator("wordpiece", ['a b c {} [] : , " 1 2'] * 5, vocab_size=60)
     with pytest.raises(ValueError, match="WordPiece"):
         build_processor(tokenizer, {"type": "json_object"})
 
@@ -250,3 +263,10 @@ def test_smollm2_replies_parse_and_validate(smollm2, temperature: float) -> None
         sampling = SamplingConfig(max_new_tokens=96, temperature=temperature, seed=i)
         reply = generate_reply(model, tokenizer, prompt, response_format, sampling)
         assert_valid(tokenizer, reply, schema)
+
+
+def test_processor_leaves_the_callers_logits_alone(char_tokenizer) -> None:
+    processor = build_processor(char_tokenizer, {"type": "json_object"})
+    raw = torch.zeros(1, char_tokenizer.vocab_size)
+    masked = processor(torch.tensor([[1]]), raw)
+    assert torch.isinf(masked).any() and torch.isfinite(raw).all()
