@@ -4,8 +4,11 @@ cancels the stream on the server, conversations are listed/reopened/deleted, Mar
 model output stays text, the API key is sent as a Bearer token, the zh/en toggle, and the page loads nothing
 from another origin.
 
-The server is a small FastAPI double implementing the endpoints the page talks to (the conversation store's
-/api/conversations* and the OpenAI /v1/chat/completions stream), so the page is tested on its contract alone.
+Two servers: a small FastAPI double implementing the endpoints the page talks to (the conversation store's
+/api/conversations* and the OpenAI /v1/chat/completions stream) whose replies the test controls (Markdown, HTML,
+a long reply to stop), and the real `llmlab serve` app (`create_app` + EngineRunner + the `--db` conversation
+store) around a tiny model: the page shows what the engine generated and SQLite stored, a long conversation's
+model-written summary, the greedy reply of the OpenAI route, and Stop leaves the partial reply stored.
 """
 
 from __future__ import annotations
@@ -385,9 +388,13 @@ def save_chat_model(folder: Path) -> Path:
 def real_server(
     tmp_path: Path, *, api_key: str | None = None, store: bool = True, delay: float = 0.0
 ) -> Iterator[tuple[str, Any, Any]]:
-    """(URL, ServeState, ConversationStore or None) of the real app serving a tiny model on a loopback port;
-    `delay`: seconds between the reply's text deltas in the conversation routes (a slow model, so Stop lands
-    mid-reply)."""
+    """(URL, ServeState, ConversationStore or None) of the real app serving a tiny model on a loopback port.
+
+    With `store`, the conversation routes are `llmlab serve --db`'s own (`ServeRequest.db`; replies capped at
+    REPLY_TOKENS by --max-tokens-cap) and the yielded store is a second connection to the same SQLite file. With
+    `delay` (seconds between text deltas: a slow model, so Stop lands mid-reply) the same router is built here
+    around a throttled `complete_text`.
+    """
     from llmlab.recipes.serve import ServeRequest, build_state
     from llmlab.serve.app import create_app
     from llmlab.serve.choices import complete_text, count_chat_tokens
@@ -395,29 +402,37 @@ def real_server(
     from llmlab.serve.memory import ConversationStore
 
     folder = save_chat_model(tmp_path / "model")
-    state = build_state(ServeRequest(model=folder, api_key=api_key, max_batch=2, max_queue=4).validate())
-    conversations = None
-    if store:
-        conversations = ConversationStore(tmp_path / "chat.sqlite")
+    db = tmp_path / "chat.sqlite"
+    built_in = store and not delay
+    request = ServeRequest(
+        model=folder,
+        api_key=api_key,
+        max_batch=2,
+        max_queue=4,
+        max_tokens_cap=REPLY_TOKENS,
+        db=db if built_in else None,
+    )
+    state = build_state(request.validate())
+    if store and delay:
 
         async def complete(messages: Any, temperature: float) -> AsyncIterator[str]:
             async for delta in complete_text(state, messages, temperature=temperature, max_tokens=REPLY_TOKENS):
                 await asyncio.sleep(delay)
                 yield delta
 
+        count = lambda messages: count_chat_tokens(state, messages)  # noqa: E731
         router = conversations_router(
-            conversations,
-            complete,
-            lambda messages: count_chat_tokens(state, messages),
-            state.max_context,
-            reply_tokens=REPLY_TOKENS,
+            ConversationStore(db), complete, count, state.max_context, reply_tokens=REPLY_TOKENS
         )
         state.extra_routers.append(router)
+    conversations = ConversationStore(db) if store else None
     try:
         with live(create_app(state)) as url:
             yield url, state, conversations
     finally:
         state.runner.close()
+        if conversations is not None:
+            conversations.close()
 
 
 def _squash(text: str) -> str:
