@@ -314,7 +314,7 @@ def test_stop_cancels_the_stream_on_the_server(store_server: tuple[FakeServer, s
             "() => { const m = document.querySelector('#messages .message.assistant .content');"
             " return m && m.textContent.includes('word3') && !document.getElementById('stop').disabled; }"
         )
-        page.click("#stop")
+        page.keyboard.press("Escape")  # the keyboard's Stop
         page.wait_for_selector("#messages .message.assistant .note")
         assert fake.cancelled.wait(timeout=10), "the server never saw the disconnect"
         shown = _assistant_text(page)
