@@ -29,7 +29,7 @@ fastapi = pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from fastapi import FastAPI, Request  # noqa: E402
+from fastapi import Depends, FastAPI, Request  # noqa: E402
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse  # noqa: E402
 
 PAGE = Path(__file__).resolve().parents[2] / "llmlab" / "serve" / "static" / "index.html"
@@ -66,6 +66,10 @@ def _error(status: int, message: str, kind: str, code: str | None = None) -> JSO
     return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
 
 
+class Unauthorized(Exception):
+    """The request lacks the double's API key."""
+
+
 class FakeServer:
     """Records what the page sends; answers like the real server (conversation store optional)."""
 
@@ -80,8 +84,10 @@ class FakeServer:
     def _authorized(self, request: Request) -> bool:
         return self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
 
-    async def _reply(self, text: str, done: dict[str, Any] | None, openai: bool) -> AsyncIterator[str]:
-        """SSE events of a reply streamed a few characters at a time; marks `cancelled` when cut off."""
+    async def _reply(
+        self, request: Request, text: str, done: dict[str, Any] | None, openai: bool
+    ) -> AsyncIterator[str]:
+        """SSE events of a reply streamed a few characters at a time; marks `cancelled` when the client left."""
         if text == "long":
             pieces = [f"word{i} " for i in range(LONG_CHUNKS)]
         else:
@@ -91,6 +97,8 @@ class FakeServer:
         try:
             for piece in pieces:
                 await asyncio.sleep(0.025)
+                if await request.is_disconnected():
+                    return
                 event = {"choices": [{"index": 0, "delta": {"content": piece}}]} if openai else {"delta": piece}
                 yield f"data: {json.dumps(event)}\n\n"
             yield "data: [DONE]\n\n" if openai else f"data: {json.dumps(done)}\n\n"
@@ -104,14 +112,15 @@ class FakeServer:
                     conversation["messages"].append({"role": "assistant", "content": "".join(pieces)})
 
     def _build(self) -> FastAPI:
-        app = FastAPI()
+        def require_key(request: Request) -> None:
+            if request.url.path.startswith(("/v1", "/api")) and not self._authorized(request):
+                raise Unauthorized
 
-        @app.middleware("http")
-        async def auth(request: Request, call_next):  # noqa: ANN001, ANN202 - FastAPI middleware signature
-            guarded = request.url.path.startswith(("/v1", "/api"))
-            if guarded and not self._authorized(request):
-                return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-            return await call_next(request)
+        app = FastAPI(dependencies=[Depends(require_key)])
+
+        @app.exception_handler(Unauthorized)
+        async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
 
         @app.get("/")
         async def index() -> FileResponse:
@@ -125,7 +134,7 @@ class FakeServer:
         async def chat(request: Request) -> StreamingResponse:
             body = await request.json()
             self.requests.append(body)
-            stream = self._reply(body["messages"][-1]["content"], None, openai=True)
+            stream = self._reply(request, body["messages"][-1]["content"], None, openai=True)
             return StreamingResponse(stream, media_type="text/event-stream")
 
         if self.store:
@@ -185,7 +194,9 @@ class FakeServer:
                 "summary": conversation["summary"],
                 "conversation_id": conversation_id,
             }
-            return StreamingResponse(self._reply(body["content"], done, openai=False), media_type="text/event-stream")
+            return StreamingResponse(
+                self._reply(request, body["content"], done, openai=False), media_type="text/event-stream"
+            )
 
 
 @contextmanager
