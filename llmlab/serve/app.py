@@ -70,7 +70,9 @@ def create_app(state: ServeState) -> FastAPI:
     async def health() -> JSONResponse:
         if not state.ready or state.runner is None:
             raise APIError(503, "the model is loading", type="server_error", headers={"Retry-After": "5"})
-        return JSONResponse({"status": "ok", "model": state.model_name})
+        runner = state.runner
+        load = {"active": runner.active, "max_queue": runner.max_queue, "max_batch": runner.engine.max_batch}
+        return JSONResponse({"status": "ok", "model": state.model_name, **load})
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> dict[str, Any]:

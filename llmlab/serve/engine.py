@@ -155,6 +155,7 @@ class Engine:
         self._slots: list[_Request | None] = [None] * max_batch
         self._waiting: deque[_Request] = deque()
         self._next_id = 0
+        self.failed: list[tuple[int, Exception]] = []  # (request id, error) of requests whose processors raised
 
     # ------------------------------------------------------------------ requests
     def submit(
@@ -278,7 +279,9 @@ class Engine:
             prefill = self.model.make_kv_cache(1, request.prompt_len)
             ids = request.tokens[:, : request.prompt_len]  # (1, T)
             logits = self.model(ids, kv_cache=prefill, logits_to_keep=1).logits[:, -1]  # (1, V)
-            event = self._sample(request, logits)
+            event = self._sample_or_fail(request, logits)
+            if event is None:
+                continue
             events.append(event)
             if event.finish_reason is None:
                 request.slot = self._slots.index(None)
@@ -299,10 +302,22 @@ class Engine:
         logits = self.model(ids, attention_mask=mask, position_ids=positions, kv_cache=rows, logits_to_keep=1).logits
         self.cache.advance([slot for slot, _ in running])
         for slot, request in running:
-            event = self._sample(request, logits[slot, -1][None])  # (1, V)
+            event = self._sample_or_fail(request, logits[slot, -1][None])  # (1, V)
+            if event is None:
+                self._retire(request)
+                continue
             events.append(event)
             if event.finish_reason is not None:
                 self._retire(request)
+
+    def _sample_or_fail(self, request: _Request, logits: torch.Tensor) -> TokenEvent | None:
+        """`_sample`, but a request whose own processors raise is dropped and listed in `self.failed` (the
+        caller collects it after `step()`) instead of failing every request of the batch."""
+        try:
+            return self._sample(request, logits)
+        except Exception as error:  # noqa: BLE001 - reported through `failed`
+            self.failed.append((request.request_id, error))
+            return None
 
     def _sample(self, request: _Request, logits: torch.Tensor) -> TokenEvent:
         """Choose `request`'s next token from its logits (1, V) and say whether the request is finished."""

@@ -20,7 +20,7 @@ from sse_starlette import EventSourceResponse
 
 from llmlab.config.sampling import SamplingConfig
 from llmlab.serve.choices import Piece, ServeState
-from llmlab.serve.errors import APIError, bad_request
+from llmlab.serve.errors import APIError, bad_request, logger
 from llmlab.serve.openai_schema import (
     SamplingFields,
 )
@@ -145,11 +145,17 @@ async def structured_processors(
 
 
 def sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
-    """An SSE response of JSON chunks, then `data: [DONE]` (OpenAI's stream framing)."""
+    """An SSE response of JSON chunks, then `data: [DONE]` (OpenAI's stream framing). A failure after the
+    response started is sent as one `{"error": {...}}` event (OpenAI's shape) before `[DONE]`."""
 
     async def frames() -> AsyncIterator[dict[str, str]]:
-        async for chunk in events:
-            yield {"data": json.dumps(chunk, ensure_ascii=False)}
+        try:
+            async for chunk in events:
+                yield {"data": json.dumps(chunk, ensure_ascii=False)}
+        except Exception as error:  # noqa: BLE001 - the status line is sent already: report it in the stream
+            logger.exception("a streamed request failed")
+            failure = APIError(500, f"generation failed: {error}", type="server_error")
+            yield {"data": json.dumps(failure.body(), ensure_ascii=False)}
         yield {"data": "[DONE]"}
 
     return EventSourceResponse(frames(), ping=15)

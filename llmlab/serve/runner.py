@@ -204,6 +204,12 @@ class EngineRunner:
             self._fail_all(RuntimeError(f"decoding failed: {error}"))
             return
         self.steps += 1
+        failed, self.engine.failed = self.engine.failed, []
+        for request_id, error in failed:  # one request's processors raised: only that request fails
+            handle = self._handles.pop(request_id, None)
+            if handle is not None:
+                self._finish(handle)
+                handle.deliver(RuntimeError(f"decoding failed: {error}"))
         for event in events:
             handle = self._handles.get(event.request_id)
             if handle is None:

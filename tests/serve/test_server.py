@@ -54,7 +54,8 @@ def record_batch_sizes(engine) -> list[int]:  # noqa: ANN001
 
 
 def test_health_models_and_chat_sync_and_stream(server, client: openai.OpenAI) -> None:
-    assert httpx.get(server.url + "/health").json() == {"status": "ok", "model": "tiny"}
+    health = httpx.get(server.url + "/health").json()
+    assert health == {"status": "ok", "model": "tiny", "active": 0, "max_queue": 32, "max_batch": 4}
     assert [m.id for m in client.models.list().data] == ["tiny"]
     reply = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, temperature=0)
     choice = reply.choices[0]
@@ -362,3 +363,47 @@ async def _collect_reply(state, messages) -> list[str]:  # noqa: ANN001
 
     assert count_chat_tokens(state, messages) > 3
     return [d async for d in complete_text(state, messages, temperature=0, max_tokens=64)]
+
+
+@pytest.mark.slow
+def test_smollm2_through_the_server_equals_llmlab_generate(smollm2_gguf, capsys) -> None:  # noqa: ANN001
+    """The packaged SmolLM2-135M-Instruct: greedy chat replies through the server (4 at once, continuous batching)
+    are `llmlab generate --chat`'s, token for token."""
+    questions = ["What is 2+2?", "Name a colour.", "Say hello in French.", "What is the capital of Italy?"]
+    expected = []
+    for question in questions:
+        code, out, err = run_cli(["generate", "--chat", "-p", question, "-n", "16", "--temperature", "0"], capsys)
+        assert code == 0, err
+        expected.append(out.removesuffix("\n"))
+    with live_server(None, max_batch=4) as live:
+        client = openai.OpenAI(base_url=live.url + "/v1", api_key="x", max_retries=0)
+
+        def ask(question: str) -> str:
+            messages = [{"role": "user", "content": question}]
+            reply = client.chat.completions.create(model="m", messages=messages, max_tokens=16, temperature=0)
+            return reply.choices[0].message.content
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(ask, questions)) == expected
+    assert len(set(expected)) == 4 and all(expected)
+
+
+def test_a_failure_mid_stream_is_an_error_event_and_the_server_goes_on(model_dir: Path) -> None:
+    with live_server(model_dir, max_batch=2) as live:
+        engine = live.state.runner.engine
+        step, calls = engine.step, []
+
+        def failing_step() -> list:
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("boom")
+            return step()
+
+        engine.step = failing_step
+        body = {"prompt": "Hello there", "max_tokens": 20, "temperature": 0, "stream": True}
+        with httpx.stream("POST", live.url + "/v1/completions", json=body) as response:
+            lines = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+        assert lines[-1] == "[DONE]" and "boom" in json.loads(lines[-2])["error"]["message"]
+        assert live.state.runner.active == 0 and engine.num_running == 0
+        again = httpx.post(live.url + "/v1/completions", json={**body, "stream": False})
+        assert again.status_code == 200 and again.json()["choices"][0]["text"]

@@ -147,3 +147,28 @@ def test_llmlab_serve_subprocess_answers_on_loopback(tmp_path: Path) -> None:
         process.terminate()
         _, err = process.communicate(timeout=30)
     assert "env-key" not in err  # the key is never logged
+
+
+def test_a_raising_processor_fails_only_its_request(model: torch.nn.Module) -> None:
+    runner = EngineRunner(Engine(model, max_batch=2), max_queue=4).start()
+    calls: list[int] = []
+
+    def breaks_on_third_call(input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("bad grammar state")
+        return logits
+
+    try:
+
+        async def main() -> tuple[BaseException | list[int], list[int]]:
+            broken = tokens_of(runner.stream(PROMPTS[0], greedy(8), processors=[breaks_on_third_call]))
+            healthy = tokens_of(runner.stream(PROMPTS[1], greedy(8)))
+            return await asyncio.gather(broken, healthy, return_exceptions=True)
+
+        broken, healthy = asyncio.run(main())
+    finally:
+        runner.close()
+    assert isinstance(broken, RuntimeError) and "bad grammar state" in str(broken)
+    assert healthy == generate(model, torch.tensor([PROMPTS[1]]), sampling=greedy(8))[0, len(PROMPTS[1]) :].tolist()
+    assert runner.active == 0 and runner.engine.num_running == 0
