@@ -314,6 +314,11 @@ def _next_chunk(
     content = message["content"]
     while content and count_tokens(_summary_request(summary, [{**message, "content": content + " [...]"}])) > budget:
         content = content[: len(content) // 2]
+    if not content:
+        raise ValueError(
+            f"the prompt budget of {budget} tokens is too small to summarise the earlier turns; "
+            "raise the context (--context-tokens, --max-context) or lower the reply length"
+        )
     return [{**message, "content": content + " [...]"}], folded[1:]
 
 
@@ -346,6 +351,12 @@ def fit_conversation(
     text = summary.text if summary else None
     upto = summary.upto_message_id if summary else 0
     new_summary: Summary | None = None
+    alone = count_tokens([*system_message(system, None), user])
+    if alone > budget:
+        raise ValueError(
+            f"the system prompt and this message take {alone} tokens, more than the {budget} the context allows; "
+            "shorten the message or the system prompt"
+        )
     while True:
         prompt = [*system_message(system, text), *({"role": m["role"], "content": m["content"]} for m in turns), user]
         if count_tokens(prompt) <= budget:

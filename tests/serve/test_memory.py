@@ -164,8 +164,12 @@ def test_fit_extends_the_previous_summary() -> None:
 
 
 def test_fit_refuses_a_message_that_cannot_fit() -> None:
+    model = FakeModel()
     with pytest.raises(ValueError, match="more than the 10"):
-        run_sync(fit_conversation("sys", None, turns(1), "word " * 20, count_words, 10), FakeModel().reply)
+        run_sync(fit_conversation("sys", None, turns(1), "word " * 20, count_words, 10), model.reply)
+    assert model.requests == []  # refused before anything is summarised
+    with pytest.raises(ValueError, match="too small to summarise"):  # the instruction alone exceeds 20 tokens
+        run_sync(fit_conversation(None, None, turns(3), "q", count_words, 20), model.reply)
 
 
 # ---------------------------------------------------------------------------------------------------- router
@@ -239,6 +243,25 @@ def test_router_summarises_and_survives_restart(tmp_path: Path) -> None:
     assert got["summary"]["text"] == [s for s in summaries if s][-1]
     assert got["summary"]["upto_message_id"] < got["messages"][-1]["id"]
     store2.close()
+
+
+def test_router_reply_failure_and_too_long_message(tmp_path: Path) -> None:
+    async def failing(messages: list[dict[str, str]], temperature: float) -> AsyncIterator[str]:
+        yield "partial"
+        raise RuntimeError("engine stopped")
+
+    store = ConversationStore(tmp_path / "c.sqlite")
+    app = FastAPI()
+    app.include_router(conversations_router(store, failing, count_words, 30, reply_tokens=10))
+    client = TestClient(app)
+    cid = client.post("/api/conversations", json={"title": "t"}).json()["id"]
+    events = post(client, cid, "hi")
+    assert events == [{"delta": "partial"}, {"error": {"message": "engine stopped", "type": "server_error"}}]
+    assert [(m["role"], m["content"]) for m in store.messages(cid)] == [("user", "hi"), ("assistant", "partial")]
+    too_long = client.post(f"/api/conversations/{cid}/messages", json={"content": "word " * 40})
+    assert too_long.status_code == 400 and "more than the 20" in too_long.text
+    assert len(store.messages(cid)) == 2  # a refused message is not stored
+    assert client.post(f"/api/conversations/{cid}/messages", json={"content": ""}).status_code == 422
 
 
 # ---------------------------------------------------------------------------------------------------- chat --session
