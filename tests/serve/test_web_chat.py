@@ -4,8 +4,11 @@ cancels the stream on the server, conversations are listed/reopened/deleted, Mar
 model output stays text, the API key is sent as a Bearer token, the zh/en toggle, and the page loads nothing
 from another origin.
 
-The server is a small FastAPI double implementing the endpoints the page talks to (the conversation store's
-/api/conversations* and the OpenAI /v1/chat/completions stream), so the page is tested on its contract alone.
+Two servers: a small FastAPI double implementing the endpoints the page talks to (the conversation store's
+/api/conversations* and the OpenAI /v1/chat/completions stream) whose replies the test controls (Markdown, HTML,
+a long reply to stop), and the real `llmlab serve` app (`create_app` + EngineRunner + the `--db` conversation
+store) around a tiny model: the page shows what the engine generated and SQLite stored, a long conversation's
+model-written summary, the greedy reply of the OpenAI route, and Stop leaves the partial reply stored.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ fastapi = pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from fastapi import FastAPI, Request  # noqa: E402
+from fastapi import Depends, FastAPI, Request  # noqa: E402
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse  # noqa: E402
 
 PAGE = Path(__file__).resolve().parents[2] / "llmlab" / "serve" / "static" / "index.html"
@@ -63,6 +66,10 @@ def _error(status: int, message: str, kind: str, code: str | None = None) -> JSO
     return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
 
 
+class Unauthorized(Exception):
+    """The request lacks the double's API key."""
+
+
 class FakeServer:
     """Records what the page sends; answers like the real server (conversation store optional)."""
 
@@ -77,8 +84,10 @@ class FakeServer:
     def _authorized(self, request: Request) -> bool:
         return self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
 
-    async def _reply(self, text: str, done: dict[str, Any] | None, openai: bool) -> AsyncIterator[str]:
-        """SSE events of a reply streamed a few characters at a time; marks `cancelled` when cut off."""
+    async def _reply(
+        self, request: Request, text: str, done: dict[str, Any] | None, openai: bool
+    ) -> AsyncIterator[str]:
+        """SSE events of a reply streamed a few characters at a time; marks `cancelled` when the client left."""
         if text == "long":
             pieces = [f"word{i} " for i in range(LONG_CHUNKS)]
         else:
@@ -88,6 +97,8 @@ class FakeServer:
         try:
             for piece in pieces:
                 await asyncio.sleep(0.025)
+                if await request.is_disconnected():
+                    return
                 event = {"choices": [{"index": 0, "delta": {"content": piece}}]} if openai else {"delta": piece}
                 yield f"data: {json.dumps(event)}\n\n"
             yield "data: [DONE]\n\n" if openai else f"data: {json.dumps(done)}\n\n"
@@ -101,14 +112,15 @@ class FakeServer:
                     conversation["messages"].append({"role": "assistant", "content": "".join(pieces)})
 
     def _build(self) -> FastAPI:
-        app = FastAPI()
+        def require_key(request: Request) -> None:
+            if request.url.path.startswith(("/v1", "/api")) and not self._authorized(request):
+                raise Unauthorized
 
-        @app.middleware("http")
-        async def auth(request: Request, call_next):  # noqa: ANN001, ANN202 - FastAPI middleware signature
-            guarded = request.url.path.startswith(("/v1", "/api"))
-            if guarded and not self._authorized(request):
-                return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-            return await call_next(request)
+        app = FastAPI(dependencies=[Depends(require_key)])
+
+        @app.exception_handler(Unauthorized)
+        async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
 
         @app.get("/")
         async def index() -> FileResponse:
@@ -122,7 +134,7 @@ class FakeServer:
         async def chat(request: Request) -> StreamingResponse:
             body = await request.json()
             self.requests.append(body)
-            stream = self._reply(body["messages"][-1]["content"], None, openai=True)
+            stream = self._reply(request, body["messages"][-1]["content"], None, openai=True)
             return StreamingResponse(stream, media_type="text/event-stream")
 
         if self.store:
@@ -182,7 +194,9 @@ class FakeServer:
                 "summary": conversation["summary"],
                 "conversation_id": conversation_id,
             }
-            return StreamingResponse(self._reply(body["content"], done, openai=False), media_type="text/event-stream")
+            return StreamingResponse(
+                self._reply(request, body["content"], done, openai=False), media_type="text/event-stream"
+            )
 
 
 @contextmanager
@@ -311,7 +325,7 @@ def test_stop_cancels_the_stream_on_the_server(store_server: tuple[FakeServer, s
             "() => { const m = document.querySelector('#messages .message.assistant .content');"
             " return m && m.textContent.includes('word3') && !document.getElementById('stop').disabled; }"
         )
-        page.click("#stop")
+        page.keyboard.press("Escape")  # the keyboard's Stop
         page.wait_for_selector("#messages .message.assistant .note")
         assert fake.cancelled.wait(timeout=10), "the server never saw the disconnect"
         shown = _assistant_text(page)
@@ -385,9 +399,13 @@ def save_chat_model(folder: Path) -> Path:
 def real_server(
     tmp_path: Path, *, api_key: str | None = None, store: bool = True, delay: float = 0.0
 ) -> Iterator[tuple[str, Any, Any]]:
-    """(URL, ServeState, ConversationStore or None) of the real app serving a tiny model on a loopback port;
-    `delay`: seconds between the reply's text deltas in the conversation routes (a slow model, so Stop lands
-    mid-reply)."""
+    """(URL, ServeState, ConversationStore or None) of the real app serving a tiny model on a loopback port.
+
+    With `store`, the conversation routes are `llmlab serve --db`'s own (`ServeRequest.db`; replies capped at
+    REPLY_TOKENS by --max-tokens-cap) and the yielded store is a second connection to the same SQLite file. With
+    `delay` (seconds between text deltas: a slow model, so Stop lands mid-reply) the same router is built here
+    around a throttled `complete_text`.
+    """
     from llmlab.recipes.serve import ServeRequest, build_state
     from llmlab.serve.app import create_app
     from llmlab.serve.choices import complete_text, count_chat_tokens
@@ -395,29 +413,37 @@ def real_server(
     from llmlab.serve.memory import ConversationStore
 
     folder = save_chat_model(tmp_path / "model")
-    state = build_state(ServeRequest(model=folder, api_key=api_key, max_batch=2, max_queue=4).validate())
-    conversations = None
-    if store:
-        conversations = ConversationStore(tmp_path / "chat.sqlite")
+    db = tmp_path / "chat.sqlite"
+    built_in = store and not delay
+    request = ServeRequest(
+        model=folder,
+        api_key=api_key,
+        max_batch=2,
+        max_queue=4,
+        max_tokens_cap=REPLY_TOKENS,
+        db=db if built_in else None,
+    )
+    state = build_state(request.validate())
+    if store and delay:
 
         async def complete(messages: Any, temperature: float) -> AsyncIterator[str]:
             async for delta in complete_text(state, messages, temperature=temperature, max_tokens=REPLY_TOKENS):
                 await asyncio.sleep(delay)
                 yield delta
 
+        count = lambda messages: count_chat_tokens(state, messages)  # noqa: E731
         router = conversations_router(
-            conversations,
-            complete,
-            lambda messages: count_chat_tokens(state, messages),
-            state.max_context,
-            reply_tokens=REPLY_TOKENS,
+            ConversationStore(db), complete, count, state.max_context, reply_tokens=REPLY_TOKENS
         )
         state.extra_routers.append(router)
+    conversations = ConversationStore(db) if store else None
     try:
         with live(create_app(state)) as url:
             yield url, state, conversations
     finally:
         state.runner.close()
+        if conversations is not None:
+            conversations.close()
 
 
 def _squash(text: str) -> str:
