@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from llmlab.serve import openai_chat, openai_completions
@@ -24,10 +24,6 @@ from llmlab.serve.choices import ServeState
 from llmlab.serve.errors import APIError, install_error_handlers
 
 STATIC_DIR = Path(__file__).parent / "static"
-PLACEHOLDER = (
-    "<!doctype html><meta charset='utf-8'><title>llmlab serve</title>"
-    "<p>llmlab serve is running. The OpenAI-compatible API is at <code>/v1</code>.</p>"
-)
 
 
 def require_api_key(request: Request) -> None:
@@ -81,9 +77,7 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def index() -> Any:
-        page = STATIC_DIR / "index.html"
-        return FileResponse(page, media_type="text/html") if page.is_file() else HTMLResponse(PLACEHOLDER)
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    if STATIC_DIR.is_dir():
-        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
