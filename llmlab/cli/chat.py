@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -39,6 +40,18 @@ def register(app: typer.Typer) -> None:
         ] = True,
         dtype: Annotated[str, typer.Option("--dtype", help=f"Model dtype: {', '.join(INFERENCE_DTYPES)}.")] = "float32",
         device: DeviceOption = "cpu",
+        session: Annotated[
+            str | None,
+            typer.Option(
+                "--session",
+                help="Keep the conversation under this name in --db and continue it next time; "
+                "the oldest turns are summarised by the model when the context is full.",
+            ),
+        ] = None,
+        db: Annotated[
+            Path | None,
+            typer.Option("--db", help="The conversation store of --session (default conversations.sqlite)."),
+        ] = None,
         sampling_given: dict[str, Any] | None = None,
     ) -> None:
         """Chat with a model: system prompt, multi-turn history, streamed replies.
@@ -49,6 +62,9 @@ def register(app: typer.Typer) -> None:
         (not UTF-8, too long for the context), each failure reported on stderr:
 
             printf 'Hi\\nWhat is 2+2?\\n' | llmlab chat --temperature 0
+
+        With --session NAME the conversation is stored in --db (the SQLite file `llmlab serve --db` uses) and
+        the next `llmlab chat --session NAME` continues it.
         """
         from llmlab.recipes.chat import chat  # torch and the model code load only when the command runs
 
@@ -61,6 +77,8 @@ def register(app: typer.Typer) -> None:
             reuse_cache=reuse_cache,
             dtype=dtype,
             device=device,
+            session_name=session,
+            db=db,
         )
         if status:
             raise typer.Exit(status)

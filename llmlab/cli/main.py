@@ -30,6 +30,7 @@ from llmlab.cli import (
     peft_compare,
     pretrain,
     quickstart,
+    serve,
     tokenizer,
 )
 
@@ -43,6 +44,7 @@ app = typer.Typer(
 for module in (quickstart, tokenizer, data, pretrain, finetune, peft_compare, generate, chat, evaluate, convert):
     module.register(app)
 average.register(app)
+serve.register(app)
 
 USER_ERRORS = (ValueError, KeyError, OSError)  # OSError covers FileNotFoundError, PermissionError, ...
 DEBUG_HINT = "set LLMLAB_DEBUG=1 for the traceback"

@@ -29,7 +29,7 @@ RNG, shared with every other request, so it is not reproducible). A request ends
 its newest token would pass `max_len` cached tokens, where `generate` would go on (cropping the context).
 
 Not here yet: batched prefill (one forward per admitted prompt), prefix (system prompt) reuse across
-requests, one vectorised sampling call for all greedy rows, a thread-safe/async front for a server.
+requests, one vectorised sampling call for all greedy rows. The thread-safe/async front is `llmlab.serve.runner`.
 """
 
 from __future__ import annotations
@@ -60,11 +60,18 @@ from llmlab.serve.slots import SlotCache
 
 
 class TokenEvent(NamedTuple):
-    """One generated token of one request; `finish_reason` is "stop" or "length" on its last token, else None."""
+    """One generated token of one request; `finish_reason` is "stop" or "length" on its last token, else None.
+
+    `logprob` / `top_logprobs` (only when the request asked for logprobs): the log-softmax of the model's raw
+    logits (before penalties, temperature, filtering and structured-output masks, as OpenAI reports them) at
+    the chosen token, and the `logprobs` most likely (token id, logprob) pairs, most likely first.
+    """
 
     request_id: int
     token_id: int
     finish_reason: str | None
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] | None = None
 
 
 @dataclass
@@ -81,6 +88,8 @@ class _Request:
     criteria: list[StoppingCriteria] = field(default_factory=list)
     length: int = 0  # tokens in `tokens` so far
     slot: int | None = None
+    extra: tuple[LogitsProcessor, ...] = ()  # per-request processors (structured output), before `processors`
+    logprobs: int | None = None  # report logprobs with this many alternatives (None: none)
 
     @property
     def newest(self) -> int:
@@ -105,6 +114,15 @@ def check_engine_model(model: Any) -> None:
         raise ValueError("the engine serves decoder-only models; this one cross-attends to encoder_hidden_states")
     if getattr(config, "n_global_tokens", 0):
         raise ValueError("the engine cannot serve local attention with global tokens (they sit at fixed columns)")
+
+
+def _logprobs(logits: torch.Tensor, token: int, top: int | None) -> tuple[float | None, list[tuple[int, float]] | None]:
+    """(logprob of `token`, the `top` most likely (id, logprob)) from raw logits (1, V); (None, None) if top is None."""
+    if top is None:
+        return None, None
+    logprobs = torch.log_softmax(logits[0].float(), dim=-1)  # (V,)
+    values, ids = torch.topk(logprobs, top) if top else (logprobs[:0], logprobs[:0].long())
+    return float(logprobs[token]), [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
 
 
 class Engine:
@@ -144,6 +162,8 @@ class Engine:
         prompt_ids: Sequence[int] | torch.Tensor,
         sampling: SamplingConfig | None = None,
         eos_ids: Sequence[int] = (),
+        processors: Sequence[LogitsProcessor] = (),
+        logprobs: int | None = None,
     ) -> int:
         """Queue a request; it joins the batch at the next `step()` with a free slot. Returns its id.
 
@@ -151,6 +171,11 @@ class Engine:
             prompt_ids: the prompt's token ids (1 <= length <= max_len).
             sampling: temperature, top-k/p, min-p, penalties, stop strings, seed, max_new_tokens (>= 1).
             eos_ids: ids that end the reply (EOS, end-of-turn, stop tokens); the id is emitted as the last token.
+            processors: extra per-request logits processors `(input_ids (1, T), logits (1, V)) -> logits`, called
+                once per generated token, in order, with the prompt and the tokens generated so far. They run
+                BEFORE the sampling ones (penalties, temperature, top-k/p, min-p), so a mask (structured output)
+                is never undone and top-k picks among the allowed tokens only.
+            logprobs: None, or 0..20: every TokenEvent carries the chosen token's logprob and this many top ones.
         """
         config = (sampling or SamplingConfig()).validate()
         prompt = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().cpu()
@@ -163,9 +188,12 @@ class Engine:
             raise ValueError(
                 "the engine samples >= 1 new token without beam search: set max_new_tokens >= 1, num_beams=1"
             )
+        if logprobs is not None and not 0 <= logprobs <= 20:
+            raise ValueError(f"logprobs must be in 0..20 (got {logprobs})")
         if config.stop and self.tokenizer is None:
             raise ValueError("stop strings are matched on decoded text: create the Engine with a tokenizer")
         request = self._new_request(prompt, config, eos_ids)
+        request.extra, request.logprobs = tuple(processors), logprobs
         self._waiting.append(request)
         return request.request_id
 
@@ -279,11 +307,16 @@ class Engine:
     def _sample(self, request: _Request, logits: torch.Tensor) -> TokenEvent:
         """Choose `request`'s next token from its logits (1, V) and say whether the request is finished."""
         n = request.length
-        scores = request.processors(request.tokens[:, :n], logits.float())
+        so_far = request.tokens[:, :n]  # (1, n)
+        scores = logits.float()
+        for processor in request.extra:
+            scores = processor(so_far, scores)
+        scores = request.processors(so_far, scores)
         token = int(request.sampler(scores)[0])
         request.tokens[0, n] = token
         request.length = n + 1
-        return TokenEvent(request.request_id, token, self._finish_reason(request))
+        chosen, top = _logprobs(logits, token, request.logprobs)
+        return TokenEvent(request.request_id, token, self._finish_reason(request), chosen, top)
 
     def _finish_reason(self, request: _Request) -> str | None:
         """Why `request` ends after its newest token: "stop" (an EOS/stop id or a stop string), "length"

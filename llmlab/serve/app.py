@@ -1,0 +1,87 @@
+"""`create_app(state)`: the FastAPI app of `llmlab serve` — OpenAI's routes, health, the web chat page.
+
+Routes: GET /health (503 until the model is loaded), GET /v1/models, POST /v1/chat/completions, POST
+/v1/completions (`llmlab.serve.openai_chat`, `openai_completions`), the routers in `state.extra_routers` (the
+conversation store's /api routes) and the static web chat at / (`llmlab/serve/static/index.html`).
+
+Security: with an API key, every /v1 and /api route requires `Authorization: Bearer <key>`, compared in
+constant time (`hmac.compare_digest`); the key is never logged nor echoed. No CORS headers unless
+`state.cors_origin` names the one allowed origin. Request bodies are JSON only (nothing is unpickled).
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from llmlab.serve import openai_chat, openai_completions
+from llmlab.serve.choices import ServeState
+from llmlab.serve.errors import APIError, install_error_handlers
+
+STATIC_DIR = Path(__file__).parent / "static"
+PLACEHOLDER = (
+    "<!doctype html><meta charset='utf-8'><title>llmlab serve</title>"
+    "<p>llmlab serve is running. The OpenAI-compatible API is at <code>/v1</code>.</p>"
+)
+
+
+def require_api_key(request: Request) -> None:
+    """401 unless the request carries the server's key as a Bearer token (no key set: every request passes)."""
+    key: str | None = request.app.state.serve.api_key
+    if not key:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+        raise APIError(
+            401,
+            "invalid or missing API key: send it as 'Authorization: Bearer <key>'",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def create_app(state: ServeState) -> FastAPI:
+    """The app serving `state` (see the module docstring)."""
+    app = FastAPI(title="llmlab serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.serve = state
+    install_error_handlers(app)
+    if state.cors_origin:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[state.cors_origin],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    auth = [Depends(require_api_key)]
+    app.include_router(openai_chat.router, dependencies=auth)
+    app.include_router(openai_completions.router, dependencies=auth)
+    for router in state.extra_routers:
+        app.include_router(router, dependencies=auth)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if not state.ready or state.runner is None:
+            raise APIError(503, "the model is loading", type="server_error", headers={"Retry-After": "5"})
+        return JSONResponse({"status": "ok", "model": state.model_name})
+
+    @app.get("/v1/models", dependencies=auth)
+    async def models() -> dict[str, Any]:
+        entry = {"id": state.model_name, "object": "model", "created": 0, "owned_by": "llmlab"}
+        return {"object": "list", "data": [entry]}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Any:
+        page = STATIC_DIR / "index.html"
+        return FileResponse(page, media_type="text/html") if page.is_file() else HTMLResponse(PLACEHOLDER)
+
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
