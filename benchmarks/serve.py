@@ -335,6 +335,8 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
         str(args.serve_batch),
         "--max-queue",
         str(max(args.clients, 64)),
+        "--max-context",
+        str(args.serve_context),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     env.pop("LLMLAB_API_KEY", None)
@@ -381,7 +383,8 @@ def bench_structured(args: argparse.Namespace) -> dict[str, Any]:
     script = ROOT / "benchmarks" / "structured_overhead.py"
     if not script.exists():
         return {"measured": False, "reason": "benchmarks/structured_overhead.py does not exist in this checkout"}
-    cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else [])
+    cmd = [sys.executable, str(script), "--threads", str(args.threads)]
+    cmd += ["--repeats", "1", "--max-tokens", "32"] if args.quick else []
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -432,6 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--clients", type=int, default=100, help="concurrent streaming HTTP clients")
     p.add_argument("--http-tokens", type=int, default=32, help="max_tokens per HTTP request")
     p.add_argument("--serve-batch", type=int, default=16, help="`llmlab serve --max-batch`")
+    p.add_argument("--serve-context", type=int, default=512, help="`llmlab serve --max-context` (KV slot length)")
     p.add_argument("--client-timeout", type=float, default=600.0, help="seconds before a client gives up")
     p.add_argument("--server-start-timeout", type=float, default=180.0)
     args = p.parse_args(argv)
