@@ -96,12 +96,13 @@ def _chat_ids(tokenizer: Any, chat_template: str | None, text: str) -> list[int]
     return render_prompt(tokenizer, chat_template, None, [{"role": "user", "content": text}])
 
 
-def run_engine(model: Any, requests: list[tuple[list[int], int]], max_batch: int) -> tuple[float, list[list[int]]]:
-    """(seconds, generated ids per request) with continuous batching: every request submitted at t=0."""
-    from llmlab.config.sampling import SamplingConfig
-    from llmlab.serve.engine import Engine
+def run_engine(engine: Any, requests: list[tuple[list[int], int]]) -> tuple[float, list[list[int]]]:
+    """(seconds, generated ids per request) with continuous batching: every request submitted at t=0.
 
-    engine = Engine(model, None, max_batch=max_batch)
+    The engine (and its slot cache) is created once and reused across runs, as a server does.
+    """
+    from llmlab.config.sampling import SamplingConfig
+
     t0 = time.perf_counter()
     ids = [engine.submit(p, SamplingConfig(max_new_tokens=n, temperature=0.0), eos_ids=()) for p, n in requests]
     outputs = engine.run_until_done()
@@ -164,6 +165,7 @@ Runner = Callable[[list[tuple[list[int], int]]], tuple[float, list[list[int]]]]
 def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     """Part 1: continuous batching vs one at a time vs transformers on the same requests (see the docstring)."""
     from llmlab.hub import load_for_inference
+    from llmlab.serve.engine import Engine
 
     t = time.perf_counter()
     loaded = load_for_inference(None)
@@ -171,8 +173,10 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
     log(f"llmlab SmolLM2 loaded in {time.perf_counter() - t:.1f}s")
     requests = make_requests(loaded.tokenizer, loaded.chat_template, args.requests, args.new_tokens)
     runners: dict[str, Runner] = {}
+    max_len = max(len(p) + n for p, n in requests)  # the slot length a server would set with --max-context
     for b in args.batch_sizes:
-        runners[f"engine_b{b}"] = lambda reqs, b=b: run_engine(model, reqs, b)
+        engine = Engine(model, None, max_batch=b, max_len=max_len)
+        runners[f"engine_b{b}"] = lambda reqs, engine=engine: run_engine(engine, reqs)
     runners["one_at_a_time"] = lambda reqs: run_sequential(model, reqs)
     with tempfile.TemporaryDirectory(prefix="llmlab-bench-hf-") as tmp:
         if not args.no_transformers:
