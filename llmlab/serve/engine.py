@@ -291,6 +291,7 @@ class Engine:
     def _decode(self, events: list[TokenEvent]) -> None:
         """One forward over the slots up to the last running one (each feeds its newest token at the head), then
         sample each running request."""
+        self.cache.trim()  # a long-lived engine does not attend over the columns of finished requests
         self.cache.make_room(1)
         running = [(slot, r) for slot, r in enumerate(self._slots) if r is not None]
         n_rows = running[-1][0] + 1  # slots after the last running one sit this forward out

@@ -75,6 +75,14 @@ class SlotCache:
                 f"a slot holds {int(self.lengths.max())} tokens and {n_new} more do not fit max_len={self.max_len}"
             )
 
+    def trim(self) -> None:
+        """Drop stale columns when they outnumber the live ones: with every live sequence (of at most `longest`
+        tokens) ending at the head, columns before `head - longest` are attended by no slot yet cost every decode
+        forward; shift left so the longest sequence starts at column 0 (an empty batch resets the head to 0)."""
+        longest = int(self.lengths.max())
+        if self.head - longest > max(longest, 16):
+            self.align(longest)
+
     def place(self, slot: int, prefill: KVCache) -> None:
         """Copy the `prefill.seq_len` tokens of a one-row cache into `slot`, ending at the head (shift right first
         when the head is shorter than the prompt)."""

@@ -259,3 +259,25 @@ def test_requests_done_at_prefill_never_take_a_slot() -> None:
         TokenEvent(filled, alone(model, full, greedy(1))[0], "length"),
     ]
     assert not engine.has_work and engine.cache.head == 0
+
+
+def test_stale_columns_are_trimmed_so_a_long_lived_engine_does_not_slow_down():
+    """After requests finish, the shared head moves back: the next decode attends over live columns only."""
+    from tiny_models import tiny_llama
+
+    from llmlab.config.sampling import SamplingConfig
+    from llmlab.generate import generate
+    from llmlab.serve import Engine
+
+    model = tiny_llama(0).eval()
+    engine = Engine(model, max_batch=2, max_len=model.config.max_position_embeddings)
+    greedy = SamplingConfig(max_new_tokens=40, temperature=0.0)
+    engine.submit(list(range(5, 30)), greedy)
+    engine.run_until_done()
+    stale_head = engine.cache.head
+    prompt = [7, 8, 9]
+    rid = engine.submit(prompt, SamplingConfig(max_new_tokens=3, temperature=0.0))
+    out = engine.run_until_done()[rid]
+    assert stale_head >= 60 and engine.cache.head <= len(prompt) + 3  # trimmed back to the live sequence
+    alone = generate(model, torch.tensor([prompt]), 3, sampling=SamplingConfig(temperature=0.0))[0, 3:].tolist()
+    assert list(out) == alone
