@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import sqlite3
-import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmlab.io import file_mode
+from llmlab.io.sqlite import LockedSQLite
 
 SCHEMA_VERSION = 1
 ROLES = ("user", "assistant")
@@ -79,7 +78,7 @@ class Summary:
     upto_message_id: int
 
 
-class ConversationStore:
+class ConversationStore(LockedSQLite):
     """An open conversation file (thread-safe: one connection, one lock). Creates the file when it is missing.
 
     Raises:
@@ -98,14 +97,10 @@ class ConversationStore:
             with open(path, "rb") as f:
                 if f.read(16) != b"SQLite format 3\x00":
                     raise ValueError(f"{path} is not a SQLite file; llmlab never replaces it — choose another --db")
-        self.path = path
         created = not path.exists()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
+        super().__init__(path)
         if created:
             os.chmod(path, file_mode())
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
         self._check_schema()
 
     def _check_schema(self) -> None:
@@ -128,19 +123,6 @@ class ConversationStore:
                 f"{self.path} has conversation schema version {version}, this llmlab reads {SCHEMA_VERSION}; "
                 "upgrade llmlab or choose another --db"
             )
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> ConversationStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------------ conversations
     def create(self, title: str | None = None, system: str | None = None, name: str | None = None) -> dict[str, Any]:

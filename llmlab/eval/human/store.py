@@ -26,13 +26,13 @@ import itertools
 import os
 import random
 import sqlite3
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmlab.io import file_mode, make_temp_dir, read_jsonl_records, replace_path
+from llmlab.io.sqlite import LockedSQLite
 
 FORMAT = 1
 CREATED_BY = "llmlab eval human"
@@ -210,32 +210,15 @@ class Vote:
     prompt_id: int = -1  # the prompt the pair belongs to (an output = a model's answer to one prompt)
 
 
-class Study:
+class Study(LockedSQLite):
     """An open study file: serving pairs to raters and recording votes (thread-safe: one lock, one writer)."""
 
     def __init__(self, path: str | os.PathLike, *, seed: int | None = None) -> None:
         path = Path(path)
         if not is_study(path):
             raise FileNotFoundError(f"{path} is not an llmlab study; create one with --outputs or --model/--prompts")
-        self.path = path
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._lock = threading.Lock()
+        super().__init__(path)
         self._rng = random.Random(seed)
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> Study:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
 
     def models(self) -> list[str]:
         """Model names in study order."""
