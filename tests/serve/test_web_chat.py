@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 fastapi = pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -33,15 +33,6 @@ from fastapi import Depends, FastAPI, Request  # noqa: E402
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse  # noqa: E402
 
 PAGE = Path(__file__).resolve().parents[2] / "llmlab" / "serve" / "static" / "index.html"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 KEY = "sk-test-web"
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 MARKDOWN_REPLY = (
@@ -51,15 +42,6 @@ MARKDOWN_REPLY = (
 LONG_CHUNKS = 400  # the "long" reply: one word every 25 ms (10 s), so Stop always lands mid-stream
 
 pytestmark = pytest.mark.slow
-
-
-def _require_chromium() -> None:
-    """Skip without Debian's chromium, naming the apt command; fail instead under CI (the env var CI is set)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing; install it with: sudo apt-get install -y chromium"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
@@ -221,7 +203,7 @@ def live(app: FastAPI) -> Iterator[str]:
 @contextmanager
 def browser_page(url: str) -> Iterator[Any]:
     """A Chromium page at `url` that accepts confirm() dialogs and fails on requests to any other origin."""
-    _require_chromium()
+    require_chromium()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:

@@ -4,7 +4,6 @@ models with Bradley-Terry. Run with `-s` to see the recorded session's report.""
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import sqlite3
@@ -16,20 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from cli_helpers import run_cli
 from human_helpers import OUTPUTS, PROMPTS, write_outputs
 
 from llmlab.eval.human.store import CRITERIA
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # What each rater prefers per prompt ("tie" or a model) and the scores given to the preferred/other output.
 PLAN = {
     "ann": ({PROMPTS[0]: "alpha", PROMPTS[1]: "alpha", PROMPTS[2]: "beta"}, (5, 2)),
@@ -39,19 +30,10 @@ PLAN = {
 pytestmark = pytest.mark.slow
 
 
-def _require_chromium(chromium: Path = CHROMIUM) -> None:
-    """Skip without Debian's chromium, naming the apt command; fail instead under CI (the env var CI is set)."""
-    if not chromium.exists():
-        reason = f"{chromium} is missing; install it with: sudo apt-get install -y chromium"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture
 def served(tmp_path: Path, capsys: pytest.CaptureFixture) -> Iterator[tuple[str, Path]]:
     """(URL, study path): a study created by the CLI and served by `llmlab eval human` in a subprocess."""
-    _require_chromium()
+    require_chromium()
     study = tmp_path / "study.sqlite"
     outputs = [a for value in write_outputs(tmp_path) for a in ("--outputs", value)]
     assert run_cli(["eval", "human", "--study", str(study), *outputs], capsys)[0] == 0
@@ -147,10 +129,10 @@ def test_two_raters_in_chromium_then_the_report(
 def test_missing_chromium_skips_locally_and_fails_under_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium"):
-        _require_chromium(tmp_path / "chromium")
+        require_chromium(tmp_path / "chromium")
     monkeypatch.setenv("CI", "1")
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
-        _require_chromium(tmp_path / "chromium")
+        require_chromium(tmp_path / "chromium")
 
 
 def test_a_port_in_use_is_a_one_line_error(study_path: Path, capsys: pytest.CaptureFixture) -> None:
