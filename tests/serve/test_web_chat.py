@@ -39,7 +39,7 @@ MARKDOWN_REPLY = (
     "Echo: **bold** and `inline`, [bad](javascript:alert(1)) [docs](https://example.org/x)\n\n"
     f"- one\n- two\n\n```python\nprint('hi')\n```\n{HOSTILE}"
 )
-LONG_CHUNKS = 400  # the "long" reply: one word every 25 ms (10 s), so Stop always lands mid-stream
+LONG_CHUNKS = 4800  # the "long" reply: one word every 25 ms (2 min), so Stop lands mid-stream even on a loaded CI
 
 pytestmark = pytest.mark.slow
 
@@ -227,6 +227,17 @@ def _send(page: Any, text: str) -> None:
     page.press("#input", "Enter")
 
 
+def _enter_key(page: Any) -> None:
+    """Type the API key once the first, keyless listing has failed; wait until the page lists conversations."""
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('API key')")
+    page.fill("#api-key", KEY)
+    page.dispatch_event("#api-key", "change")
+    page.wait_for_function(
+        "() => document.getElementById('mode').textContent !== ''"
+        " && document.getElementById('error').textContent === ''"
+    )
+
+
 def _wait_reply_done(page: Any) -> None:
     page.wait_for_function(
         "() => !document.getElementById('send').disabled && "
@@ -244,10 +255,7 @@ def store_server() -> Iterator[tuple[FakeServer, str]]:
 def test_chat_streams_renders_markdown_safely_and_keeps_conversations(store_server: tuple[FakeServer, str]) -> None:
     fake, url = store_server
     with browser_page(url) as page:
-        page.wait_for_function("() => document.getElementById('error').textContent.includes('API key')")
-        page.fill("#api-key", KEY)
-        page.dispatch_event("#api-key", "change")
-        page.wait_for_function("() => document.getElementById('error').textContent === ''")
+        _enter_key(page)
         page.fill("#system", "Be brief.")
         page.fill("#temperature", "0.2")
         _send(page, "hello <b>there</b>")
@@ -299,8 +307,7 @@ def test_chat_streams_renders_markdown_safely_and_keeps_conversations(store_serv
 def test_stop_cancels_the_stream_on_the_server(store_server: tuple[FakeServer, str]) -> None:
     fake, url = store_server
     with browser_page(url) as page:
-        page.fill("#api-key", KEY)
-        page.dispatch_event("#api-key", "change")
+        _enter_key(page)
         _send(page, "long")
         # streamed text arrives while the reply is still running (Stop enabled, Send disabled)
         page.wait_for_function(
@@ -435,10 +442,8 @@ def _squash(text: str) -> str:
 
 def test_real_app_streams_stores_and_summarises_in_the_page(tmp_path: Path) -> None:
     with real_server(tmp_path, api_key=KEY) as (url, _, store), browser_page(url) as page:
-        page.wait_for_function("() => document.getElementById('error').textContent.includes('API key')")
-        page.fill("#api-key", KEY)
-        page.dispatch_event("#api-key", "change")
-        page.wait_for_function("() => document.getElementById('mode').textContent.includes('server')")
+        _enter_key(page)
+        assert "server" in page.text_content("#mode")
         page.fill("#temperature", "0")
         _send(page, "Hello there, how are you?")
         _wait_reply_done(page)
