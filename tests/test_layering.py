@@ -26,6 +26,7 @@ LAYERS = {
     "nn": 2,
     "models": 3,
     "peft": 4,
+    "compress": 4,
     "tokenizers": 5,
     "data": 5,
     "generate": 5,
