@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from llmlab.compress.prune.masks import apply_mask, effective_weight, magnitude_prune, nm_mask, target_linears
-from llmlab.compress.prune.structured import IMPORTANCE, StructuredReport, counts_for_sparsity, prune_structured
+from llmlab.compress.prune.structured import (
+    IMPORTANCE,
+    StructuredReport,
+    counts_for_sparsity,
+    prune_structured,
+    valid_head_counts,
+)
 from llmlab.compress.prune.wanda import wanda_prune, wanda_scores
 
 METHODS = ("magnitude", "global-magnitude", "2:4", "wanda", "structured")
@@ -137,7 +143,9 @@ def stage_specs(model: nn.Module, spec: PruneSpec, steps: int) -> list[PruneSpec
     if heads is None and neurons is None:
         heads, neurons = counts_for_sparsity(model, spec.sparsity)
     heads, neurons = heads or 0, neurons or 0
-    share = [(heads * k // steps, neurons * k // steps) for k in range(steps + 1)]
+    unit = min((h for h in valid_head_counts(model) if h > 0), default=1)  # heads go in valid multiples
+    share = [(unit * (heads // unit * k // steps), neurons * k // steps) for k in range(steps + 1)]
+    share[-1] = (heads, neurons)
     return [
         dataclasses.replace(spec, heads=share[k][0] - share[k - 1][0], neurons=share[k][1] - share[k - 1][1])
         for k in range(1, steps + 1)

@@ -89,11 +89,18 @@ def plan_structured(model: nn.Module, heads: int = 0, neurons: int = 0) -> Struc
         return StructuredPlan((n_head, n_head - heads), (n_kv, n_kv), (hidden, hidden - neurons), True)
     if heads % group == 0 and heads // group < n_kv:
         return StructuredPlan((n_head, n_head - heads), (n_kv, n_kv - heads // group), (hidden, hidden - neurons), False)
-    valid = sorted({k * n_kv for k in range(group)} | {k * group for k in range(n_kv)})
+    valid = valid_head_counts(model)
     raise ValueError(
         f"--heads {heads} cannot be removed evenly from {n_head} query heads in {n_kv} key/value groups; "
         f"choose one of {valid}"
     )
+
+
+def valid_head_counts(model: nn.Module) -> list[int]:
+    """The numbers of query heads that can be removed from every layer: k per KV group, or k whole groups."""
+    attn, _ = _attention_and_mlp(model.layers[0])
+    n_kv, group = attn.n_kv_head, attn.n_head // attn.n_kv_head
+    return sorted({k * n_kv for k in range(group)} | {k * group for k in range(n_kv)})
 
 
 def counts_for_sparsity(model: nn.Module, sparsity: float) -> tuple[int, int]:
@@ -103,8 +110,7 @@ def counts_for_sparsity(model: nn.Module, sparsity: float) -> tuple[int, int]:
     neurons = min(round(sparsity * hidden), hidden - 1)
     if getattr(model, "family_name", "") != "llama" or attn.fused_qkv:
         return 0, neurons
-    group = attn.n_head // attn.n_kv_head
-    valid = sorted({k * attn.n_kv_head for k in range(group)} | {k * group for k in range(attn.n_kv_head)})
+    valid = valid_head_counts(model)
     return min(valid, key=lambda h: abs(h - sparsity * attn.n_head)), neurons
 
 
