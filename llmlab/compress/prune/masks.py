@@ -75,7 +75,7 @@ def keep_smallest_removed(scores: torch.Tensor, n_remove: int) -> torch.Tensor:
     """Boolean keep-mask of `scores`' shape with exactly the `n_remove` lowest-scoring entries False."""
     keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
     if n_remove > 0:
-        keep[torch.topk(scores.flatten().float(), n_remove, largest=False).indices] = False
+        keep[torch.argsort(scores.flatten().float(), stable=True)[:n_remove]] = False  # argsort: topk is slow for large k
     return keep.view(scores.shape)
 
 
@@ -84,7 +84,7 @@ def row_masks(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     n_remove = round(sparsity * scores.shape[1])
     keep = torch.ones_like(scores, dtype=torch.bool)
     if n_remove > 0:
-        keep.scatter_(1, torch.topk(scores.float(), n_remove, dim=1, largest=False).indices, False)
+        keep.scatter_(1, torch.argsort(scores.float(), dim=1, stable=True)[:, :n_remove], False)
     return keep
 
 
