@@ -231,14 +231,19 @@ def prune(
         stage_rows.append(row)
     make_permanent(net)
     layers = sparsity_report(net)
+    notes = [source.note] if source.note else []
     if structured is not None:
         structured.update(_final_dims(net))
+        c = net.config
+        if getattr(c, "hidden_size", 0) % getattr(c, "num_attention_heads", 1):
+            notes.append(f"{c.num_attention_heads} heads do not divide hidden_size {c.hidden_size}: llmlab loads "
+                         "this model, but transformers refuses it (llmlab convert --format hf)")  # fmt: skip
     result = PruneReport(
         model=loaded.source, method=spec.method, output=str(out), params_before=params_before,
         params_after=_count(net), sparsity=overall_sparsity(layers),
         layers=[{"name": r.name, "shape": list(r.shape), "sparsity": r.sparsity} for r in layers],
         stages=stage_rows, structured=structured,
-        notes=[source.note] if source.note else [],
+        notes=notes,
     )  # fmt: skip
     _write(net, loaded, Path(out), result, spec)
     return result
