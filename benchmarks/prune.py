@@ -49,7 +49,9 @@ def perplexity(model: Any, tokenizer: Any, text: str, block: int) -> float:
     from llmlab.eval import evaluate_perplexity
 
     with torch.no_grad():
-        return float(evaluate_perplexity(model, tokenizer, text, block_size=block, stride=block, batch_size=4)["perplexity"])
+        return float(
+            evaluate_perplexity(model, tokenizer, text, block_size=block, stride=block, batch_size=4)["perplexity"]
+        )
 
 
 def zero_fraction(model: Any, dense_linear_weights: int) -> float:
@@ -88,7 +90,7 @@ def time_model(model: Any, prompt: torch.Tensor, new_tokens: int) -> tuple[float
 def speedup(dense: Any, small: Any, rounds: int, new_tokens: int = 32) -> dict[str, Any]:
     prompt = torch.randint(100, 10000, (1, 256), generator=torch.Generator().manual_seed(0))
     times: dict[str, list[tuple[float, float]]] = {"dense": [], "structured": []}
-    for name, m in (("dense", dense), ("structured", small)):
+    for m in (dense, small):
         time_model(m, prompt[:, :32], 4)  # warm-up
     for r in range(rounds):
         order = [("dense", dense), ("structured", small)][:: 1 if r % 2 == 0 else -1]
@@ -167,8 +169,11 @@ def main() -> None:
         for method in args.methods.split(","):
             t0 = time.perf_counter()
             model = pruned(method, dense, s, norms)
-            row = {"method": method, "sparsity": s, "zero_fraction": zero_fraction(model, dense_linear),
-                   "params": sum(q.numel() for q in model.parameters()), "perplexity": perplexity(model, tok, text, args.block)}  # fmt: skip
+            row = {
+                "method": method, "sparsity": s, "zero_fraction": zero_fraction(model, dense_linear),
+                "params": sum(q.numel() for q in model.parameters()),
+                "perplexity": perplexity(model, tok, text, args.block),
+            }  # fmt: skip
             if method == "structured":
                 c = model.config
                 row.update(heads=c.num_attention_heads, kv_heads=c.kv_heads, intermediate_size=c.intermediate_size)
@@ -187,7 +192,8 @@ def main() -> None:
     print(f"{'dense':>10} {0:5.2f} {0:8.1%} {dense_ppl:11.3f}")
     for r in rows:
         print(f"{r['method']:>10} {r['sparsity']:5.2f} {r['zero_fraction']:8.1%} {r['perplexity']:11.3f}")
-    print(f"structured S={args.speed_sparsity}: prefill x{speed['prefill_speedup']:.2f}, decode x{speed['decode_speedup']:.2f}")
+    s = args.speed_sparsity
+    print(f"structured S={s}: prefill x{speed['prefill_speedup']:.2f}, decode x{speed['decode_speedup']:.2f}")
     summary = {
         "model": "SmolLM2-135M-Instruct", "eval_text": "hamlet_gut.txt", "eval_tokens": n_tokens,
         "block": args.block, "calibration": f"macbeth_gut.txt, {len(windows)} x 256 tokens",

@@ -86,8 +86,7 @@ def check_calibration(source: str, samples: int, length: int) -> None:
         raise ValueError(f"--calibration-samples {samples} / --calibration-length {length} must be >= 1 / >= 2")
     if source not in BUILTIN_CORPORA and not Path(source).exists():
         raise FileNotFoundError(
-            f"--calibration {source}: no such file or folder, and not a built-in corpus "
-            f"({', '.join(BUILTIN_CORPORA)})"
+            f"--calibration {source}: no such file or folder, and not a built-in corpus ({', '.join(BUILTIN_CORPORA)})"
         )
 
 

@@ -44,8 +44,10 @@ class PruneSpec:
     @property
     def needs_calibration(self) -> bool:
         """Wanda scores, N:M with Wanda scores and activation-based structured importance read activations."""
-        return self.method == "wanda" or (self.nm is not None and self.score == "wanda") or (
-            self.method == "structured" and self.importance == "activation"
+        return (
+            self.method == "wanda"
+            or (self.nm is not None and self.score == "wanda")
+            or (self.method == "structured" and self.importance == "activation")
         )
 
 

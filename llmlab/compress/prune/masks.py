@@ -75,7 +75,9 @@ def keep_smallest_removed(scores: torch.Tensor, n_remove: int) -> torch.Tensor:
     """Boolean keep-mask of `scores`' shape with exactly the `n_remove` lowest-scoring entries False."""
     keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
     if n_remove > 0:
-        keep[torch.argsort(scores.flatten().float(), stable=True)[:n_remove]] = False  # argsort: topk is slow for large k
+        keep[torch.argsort(scores.flatten().float(), stable=True)[:n_remove]] = (
+            False  # argsort: topk is slow for large k
+        )
     return keep.view(scores.shape)
 
 

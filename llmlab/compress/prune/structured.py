@@ -88,7 +88,9 @@ def plan_structured(model: nn.Module, heads: int = 0, neurons: int = 0) -> Struc
     if heads % n_kv == 0 and heads // n_kv < group:
         return StructuredPlan((n_head, n_head - heads), (n_kv, n_kv), (hidden, hidden - neurons), True)
     if heads % group == 0 and heads // group < n_kv:
-        return StructuredPlan((n_head, n_head - heads), (n_kv, n_kv - heads // group), (hidden, hidden - neurons), False)
+        return StructuredPlan(
+            (n_head, n_head - heads), (n_kv, n_kv - heads // group), (hidden, hidden - neurons), False
+        )
     valid = valid_head_counts(model)
     raise ValueError(
         f"--heads {heads} cannot be removed evenly from {n_head} query heads in {n_kv} key/value groups; "
@@ -121,7 +123,9 @@ def _head_scores(attn: Attention, norms: torch.Tensor | None) -> torch.Tensor:
     if norms is not None:
         return (norms.float().to(wo.device) * wo.norm(dim=0)).view(attn.n_head, hs).sum(1)
     wq = attn.q_proj.weight.detach().float().view(attn.n_head, hs, -1)  # (nh, hs, C)
-    return wq.flatten(1).norm(dim=1) * wo.view(wo.shape[0], attn.n_head, hs).transpose(0, 1).reshape(attn.n_head, -1).norm(dim=1)
+    return wq.flatten(1).norm(dim=1) * wo.view(wo.shape[0], attn.n_head, hs).transpose(0, 1).reshape(
+        attn.n_head, -1
+    ).norm(dim=1)
 
 
 def _neuron_scores(mlp: nn.Module, norms: torch.Tensor | None) -> torch.Tensor:

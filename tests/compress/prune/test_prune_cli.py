@@ -81,7 +81,10 @@ def test_structured_shrinks_the_saved_model(model_dir: Path, tmp_path: Path, cap
         (["--method", "magnitude", "--sparsity", "1.5"], "--sparsity 1.5 must be a fraction in [0, 1)"),
         (["--method", "2:4", "--steps", "2"], "--steps 1"),
         (["--method", "magnitude", "--sparsity", "0.5", "--recover-steps", "3"], "--recover-steps needs --data"),
-        (["--method", "magnitude", "--sparsity", "0.5", "--recover-steps", "3", "--data", "nope.txt"], "--data nope.txt"),
+        (
+            ["--method", "magnitude", "--sparsity", "0.5", "--recover-steps", "3", "--data", "nope.txt"],
+            "--data nope.txt",
+        ),
         (["--method", "wanda", "--sparsity", "0.5", "--calibration", "nope"], "--calibration nope: no such file"),
         (["--method", "structured", "--heads", "1"], "choose one of [0, 2]"),
         (["--method", "magnitude", "--sparsity", "0.5", "--device", "tpu"], "tpu"),

@@ -54,7 +54,9 @@ def test_masks_persist_through_optimizer_steps_and_make_permanent() -> None:
         assert bool((lin.weight[masks[name] == 1] != 0).all()), name
     assert make_permanent(model) == len(masks)
     names = [n for n, _ in model.named_parameters()]
-    assert not any(n.endswith("_orig") for n in names) and not any(n.endswith("_mask") for n, _ in model.named_buffers())
+    assert not any(n.endswith("_orig") for n in names) and not any(
+        n.endswith("_mask") for n, _ in model.named_buffers()
+    )
     for name, lin in target_linears(model).items():
         assert bool((lin.weight[masks[name] == 0] == 0).all()) and isinstance(lin.weight, nn.Parameter)
     assert overall_sparsity(sparsity_report(model)) == pytest.approx(0.5, abs=1e-3)
@@ -99,7 +101,9 @@ def test_nm_mask_on_hand_cases() -> None:
     scores = torch.tensor([[1.0, 4.0, 2.0, 3.0, 0.1, 0.2, 0.3, 0.4], [-0.0, 9.0, 9.0, 1.0, 5.0, 1.0, 1.0, 5.0]])
     expected = torch.tensor([[0, 1, 0, 1, 0, 0, 1, 1], [0, 1, 1, 0, 1, 0, 0, 1]], dtype=torch.bool)
     assert torch.equal(nm_mask(scores, 2, 4), expected)
-    assert torch.equal(nm_mask(torch.tensor([[3.0, 1.0, 2.0, 5.0, 4.0, 6.0]]), 1, 3), torch.tensor([[1, 0, 0, 0, 0, 1]]).bool())
+    assert torch.equal(
+        nm_mask(torch.tensor([[3.0, 1.0, 2.0, 5.0, 4.0, 6.0]]), 1, 3), torch.tensor([[1, 0, 0, 0, 0, 1]]).bool()
+    )
     with pytest.raises(ValueError, match="divisible by 4"):
         nm_mask(torch.ones(2, 6))
 
