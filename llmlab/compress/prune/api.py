@@ -82,7 +82,10 @@ def check_prune_args(
         if value is not None and (method != "structured" or value < 0):
             raise ValueError(f"{flag} {value}: only for --method structured, and >= 0")
     if nm is not None:
-        return PruneSpec(method, nm[0] / nm[1], score=score, nm=nm)
+        implied = 1.0 - nm[0] / nm[1]  # N:M keeps N of every M weights
+        if sparsity is not None and abs(sparsity - implied) > 1e-9:
+            raise ValueError(f"--method {method} fixes the sparsity at {implied:g}; drop --sparsity {sparsity}")
+        return PruneSpec(method, implied, score=score, nm=nm)
     if method == "structured" and (heads is not None or neurons is not None):
         if sparsity is not None:
             raise ValueError("give either --sparsity or --heads/--neurons for --method structured, not both")

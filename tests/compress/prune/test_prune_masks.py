@@ -145,6 +145,7 @@ def test_wanda_prunes_every_output_row_to_the_sparsity() -> None:
         (("magnitude", 1.0), "--sparsity 1.0 must be a fraction in"),
         (("wanda", None), "needs --sparsity"),
         (("4:2", None), "0 < N < M"),
+        (("1:4", 0.5), "fixes the sparsity at 0.75"),
         (("magnitude", 0.5, 2), "--heads 2: only for --method structured"),
         (("structured", 0.5, 3), "either --sparsity or --heads/--neurons"),
     ],
