@@ -266,7 +266,8 @@ def _final_dims(model: torch.nn.Module) -> dict[str, Any]:
 def _stage_line(row: dict[str, Any], n: int) -> str:
     line = f"stage {row['stage']}/{n}: sparsity {100 * row['sparsity']:.1f}% of the decoder Linears"
     if "heads_removed" in row:
-        line += f", removed {row['heads_removed']} head(s) and {row['neurons_removed']} neuron(s) per layer"
+        removed = f"{row['heads_removed']} head(s) and {row['neurons_removed']} neuron(s) per layer"
+        line = f"stage {row['stage']}/{n}: removed {removed}"
     if row.get("final_loss") is not None:
         line += f"; recovery loss {row['first_loss']:.4f} -> {row['final_loss']:.4f}"
     return line
@@ -291,11 +292,10 @@ def describe(report: PruneReport) -> str:
     for layer in report.layers:
         kinds.setdefault(layer["name"].rsplit(".", 1)[-1], []).append(layer["sparsity"])
     per_kind = ", ".join(f"{k} {100 * sum(v) / len(v):.1f}%" for k, v in kinds.items())
-    lines = [
-        f"pruned {report.model} ({report.method}); wrote {report.output}",
-        f"parameters: {report.params_before:,d} -> {report.params_after:,d}; decoder Linears "
-        f"{100 * report.sparsity:.1f}% zero ({per_kind}; per layer in pruning.json)",
-    ]
+    params = f"parameters: {report.params_before:,d} -> {report.params_after:,d}"
+    if report.sparsity > 0 or not report.structured:
+        params += f"; decoder Linears {100 * report.sparsity:.1f}% zero ({per_kind}; per layer in pruning.json)"
+    lines = [f"pruned {report.model} ({report.method}); wrote {report.output}", params]
     if report.structured:
         s = report.structured
         lines.append(f"structured: heads {s['heads'][0]} -> {s['heads'][1]}, key/value heads {s['kv_heads'][0]} -> "

@@ -69,7 +69,7 @@ def test_structured_shrinks_the_saved_model(model_dir: Path, tmp_path: Path, cap
             "--out", str(out)]  # fmt: skip
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
-    assert "heads 4 -> 2, key/value heads 2 -> 2, MLP neurons 64 -> 48" in stdout
+    assert "heads 4 -> 2, key/value heads 2 -> 2, MLP neurons 64 -> 48" in stdout and "removed 2 head(s)" in stdout
     config = load_for_inference(out).model.config
     assert (config.num_attention_heads, config.intermediate_size, config.head_dim) == (2, 48, 8)
 
