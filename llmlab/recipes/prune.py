@@ -238,7 +238,7 @@ def prune(
             notes.append(f"{c.num_attention_heads} heads do not divide hidden_size {c.hidden_size}: llmlab loads "
                          "this model, but transformers refuses it (llmlab convert --format hf)")  # fmt: skip
     result = PruneReport(
-        model=loaded.source, method=spec.method, output=str(out), params_before=params_before,
+        model=loaded.source, method=_method_name(spec), output=str(out), params_before=params_before,
         params_after=_count(net), sparsity=overall_sparsity(layers),
         layers=[{"name": r.name, "shape": list(r.shape), "sparsity": r.sparsity} for r in layers],
         stages=stage_rows, structured=structured,
@@ -246,6 +246,13 @@ def prune(
     )  # fmt: skip
     _write(net, loaded, Path(out), result, spec)
     return result
+
+
+def _method_name(spec: PruneSpec) -> str:
+    """The method with the score it used where there is a choice (N:M by magnitude or Wanda, structured)."""
+    if spec.nm is not None:
+        return f"{spec.method}, {spec.score} scores"
+    return f"{spec.method}, {spec.importance} importance" if spec.method == "structured" else spec.method
 
 
 def _join(first: Any, last: Any) -> Any:
