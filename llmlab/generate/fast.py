@@ -8,9 +8,10 @@ that stream fp32 weights at ~10 GB/s. `FastDecoder` removes both:
 - a static KV cache (`StaticCache`): (layers, B, kv heads, max_len, head dim) tensors allocated once; a step
   writes its keys/values at its slot (`index_copy_`) and attends over the WHOLE cache with a boolean mask
   (key slot <= query slot, and not padding), so every step has the same shapes;
-- the whole forward (embedding, 30 layers, norm, LM head) compiled by `torch.compile` (Inductor's C++ backend)
-  with `dynamic=False`: one graph per (batch, tokens-per-call, max_len) shape. Prompts are left-padded to a
-  power-of-two bucket and max_len rounded up to `CACHE_BUCKET`, so a new prompt rarely recompiles;
+- the whole one-token step (embedding, 30 layers, norm, LM head) compiled by `torch.compile` (Inductor's C++
+  backend) with `dynamic=False`: one graph per (batch, max_len) shape, max_len rounded up to `CACHE_BUCKET`.
+  The prompt runs the same static-cache code eagerly (its matmuls are GEMMs, where MKL is already fast, and
+  a second compiled graph would double the warm-up); prompts are left-padded to a power-of-two bucket;
 - matmuls with few rows (a decode step) as multiply-and-sum loops that Inductor vectorises over the packed
   weights (`llmlab.compress.kernels`), prompt-sized ones as MKL GEMMs.
 
@@ -113,8 +114,9 @@ class FastDecoder:
     def step(self, ids: torch.Tensor, slot: int, cache: StaticCache) -> torch.Tensor:
         """Feed ids (B, T) at slots slot..slot+T-1: last-position logits (B, V) (float32)."""
         slots = torch.arange(slot, slot + ids.shape[1])  # (T,) a tensor: no recompile per position
+        forward = self._forward if ids.shape[1] == 1 else self.net.forward  # the prompt runs eagerly
         with torch.inference_mode():
-            logits = self._forward(ids, slots, cache.keys, cache.values, cache.valid, cache.offset)
+            logits = forward(ids, slots, cache.keys, cache.values, cache.valid, cache.offset)
         return logits.float()
 
     @torch.inference_mode()
@@ -156,7 +158,9 @@ class FastRun:
         """Next-token logits (B, V) after buf[:, :length]: the prefill on the first call, then one token each."""
         if self.cache is None:
             prompt = self.buf[:, : self.prompt_len]
-            logits, self.cache, self.slot = self.decoder.prefill(prompt, self.buf.shape[1] - self.prompt_len, self.attention_mask)
+            logits, self.cache, self.slot = self.decoder.prefill(
+                prompt, self.buf.shape[1] - self.prompt_len, self.attention_mask
+            )
             return logits
         logits = self.decoder.step(self.buf[:, length - 1 : length], self.slot, self.cache)
         self.slot += 1

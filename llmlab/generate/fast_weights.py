@@ -69,8 +69,6 @@ def fuse_linears(modules: Sequence[nn.Module]) -> nn.Module | None:
     kind = kinds.pop()
     names = ("weight",) if kind == "float" else _LAYOUTS[kind]
     parts = {n: [getattr(m, n).detach() for m in modules] for n in names}
-    if len({p.shape[1:] for group in parts.values() for p in group if p.dim() > 1 and p is group[0]}) == 0:
-        return None
     if any(len({p.shape[1:] for p in group}) != 1 for group in parts.values()):  # e.g. different group sizes
         return None
     biases = [getattr(m, "bias", None) for m in modules]
@@ -85,7 +83,7 @@ class _Projection(nn.Module):
 
     def __init__(self, modules: Sequence[nn.Module], fuse: bool) -> None:
         super().__init__()
-        self.sizes = [int(getattr(m, "out_features")) for m in modules]
+        self.sizes = [int(m.out_features) for m in modules]
         fused = fuse_linears(modules) if fuse else None
         self.parts = nn.ModuleList([fused] if fused is not None else modules)
 
@@ -168,7 +166,9 @@ def check_supported(model: nn.Module) -> None:
     """ValueError unless `model` is an llmlab Llama the fast path implements (RoPE default/linear/llama3)."""
     config = getattr(model, "config", None)
     if getattr(model, "family_name", None) != "llama" or config is None:
-        raise ValueError(f"the compiled decoder supports llmlab Llama models, not {type(model).__name__}; use compile=False")
+        raise ValueError(
+            f"the compiled decoder supports llmlab Llama models, not {type(model).__name__}; use compile=False"
+        )
     if config.rope_type == "dynamic":
         raise ValueError("the compiled decoder does not implement dynamic NTK RoPE; use compile=False")
     if config.attention_dropout and model.training:

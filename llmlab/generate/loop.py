@@ -262,6 +262,7 @@ def stream_generate(
     logits_processors: Iterable[LogitsProcessor] = (),
     sampler: Sampler | None = None,
     kv_cache: KVCache | None = None,
+    compile: bool = False,
     **options: Any,
 ) -> Iterator[torch.Tensor]:
     """Generate tokens one step at a time, yielding each step's new tokens as a LongTensor of shape (B,).
@@ -282,6 +283,8 @@ def stream_generate(
         sampler: overrides the default sampler (argmax when temperature == 0, else multinomial).
         kv_cache: holds the first `kv_cache.seq_len` prompt tokens (a chat's earlier turns): only the rest is
             prefilled; see `_check_given_cache`. Each new token is added to it when the next is asked for.
+        compile: decode with `llmlab.generate.fast` (Llama only: static KV cache, fused projections, the
+            one-token step compiled by torch.compile; the first call per model and shape compiles, minutes).
         **options: `SamplingConfig` fields, overriding those of `sampling` (e.g. `temperature=0`).
 
     Yields:
@@ -295,6 +298,11 @@ def stream_generate(
     total_len = prompt_len + config.max_new_tokens
     cache, cache_capacity, fed, block_size = _first_cache(model, config, kv_cache, tokens, total_len)  # fed: cached
     run = _decoding(model, tokens, total_len, attention_mask)
+    if compile and config.max_new_tokens > 0:
+        from llmlab.generate.fast import compiled_decoding  # torch.compile machinery: imported only when asked
+
+        run = compiled_decoding(model, run.buf, prompt_len, attention_mask, kv_cache)  # type: ignore[assignment]
+        cache, cache_capacity = run, total_len  # its own static cache, sized for the whole call
     buf = run.buf  # (B, T + N)
     # `finished` can only change with EOS ids or stopping criteria; without them no per-step sync is needed.
     can_finish = eos is not None or bool(criteria)
