@@ -21,9 +21,15 @@ _LAYOUTS = {"int8": ("qweight", "scale"), "int4": ("packed", "scale", "zero")}
 
 
 def layout_of(module: nn.Module) -> str | None:
-    """'float' (nn.Linear), 'int8', 'int4' (by their buffers), or None (a module `apply_linear` just calls)."""
+    """'float' (nn.Linear), 'int8', 'int4' (by their buffers), or None (a module `apply_linear` just calls).
+
+    Dynamic int8 layers (int8 activations too: `scheme == "dynamic-int8"`) hold int8 buffers but compute
+    differently, so they keep their own forward.
+    """
     if isinstance(module, nn.Linear):
         return "float"
+    if getattr(module, "scheme", None) == "dynamic-int8":
+        return None
     for name, tensors in _LAYOUTS.items():
         if all(isinstance(getattr(module, t, None), torch.Tensor) for t in tensors):
             return name
