@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.compress.kernels import float_linear, int4_linear, int8_linear
+from llmlab.compress.kernels import float_linear, int4_codes_linear, int4_linear, int8_linear, unpack_int4
 
 _LAYOUTS = {"int8": ("qweight", "scale"), "int4": ("packed", "scale", "zero")}
 
@@ -50,7 +50,11 @@ def apply_linear(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
 
 
 class FusedLinear(nn.Module):
-    """Several projections of one input as one: their weight tensors concatenated along the output rows."""
+    """Several projections of one input as one: their weight tensors concatenated along the output rows.
+
+    int4 layers are stored unpacked here (`codes`, one 0..15 code per byte: twice the packed bytes), because
+    the compiled decode loop over packed nibbles runs ~4x slower than over bytes (see `llmlab.compress.kernels`).
+    """
 
     def __init__(self, kind: str, tensors: dict[str, torch.Tensor], bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -64,7 +68,7 @@ class FusedLinear(nn.Module):
             return float_linear(x, self.weight, self.bias)
         if self.kind == "int8":
             return int8_linear(x, self.qweight, self.scale, self.bias)
-        return int4_linear(x, self.packed, self.scale, self.zero, self.bias)
+        return int4_codes_linear(x, self.codes, self.scale, self.zero, self.bias)
 
 
 def fuse_linears(modules: Sequence[nn.Module]) -> nn.Module | None:
@@ -81,7 +85,17 @@ def fuse_linears(modules: Sequence[nn.Module]) -> nn.Module | None:
     if any(b is None for b in biases) and not all(b is None for b in biases):
         return None
     bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
-    return FusedLinear(kind, {n: torch.cat(group) for n, group in parts.items()}, bias)
+    tensors = {n: torch.cat(group) for n, group in parts.items()}
+    if kind == "int4":
+        tensors["codes"] = unpack_int4(tensors.pop("packed"))
+    return FusedLinear(kind, tensors, bias)
+
+
+def prepare_linear(module: nn.Module) -> nn.Module:
+    """The module the fast path runs for one projection: int4 layers unpacked (a `FusedLinear` of one), else itself."""
+    if layout_of(module) == "int4":
+        return fuse_linears([module]) or module
+    return module
 
 
 class _Projection(nn.Module):
@@ -114,7 +128,7 @@ class FastLayer(nn.Module):
         self.n_head, self.n_kv_head, self.head_dim = attn.n_head, attn.n_kv_head, attn.head_dim
         self.input_layernorm, self.post_attention_layernorm = layer.input_layernorm, layer.post_attention_layernorm
         self.qkv = _Projection([attn.q_proj, attn.k_proj, attn.v_proj], fuse)
-        self.o_proj, self.down_proj = attn.o_proj, mlp.down_proj
+        self.o_proj, self.down_proj = prepare_linear(attn.o_proj), prepare_linear(mlp.down_proj)
         self.gate_up = _Projection([mlp.gate_proj, mlp.up_proj], fuse)
 
     def forward(
@@ -144,7 +158,7 @@ class FastLlama(nn.Module):
 
     def __init__(self, model: nn.Module, fuse: bool = True) -> None:
         super().__init__()
-        self.embed_tokens, self.norm, self.lm_head = model.embed_tokens, model.final_norm, model.lm_head
+        self.embed_tokens, self.norm, self.lm_head = model.embed_tokens, model.final_norm, prepare_linear(model.lm_head)
         self.layers = nn.ModuleList(FastLayer(layer, fuse) for layer in model.layers)
         self.register_buffer("inv_freq", model.inv_freq.detach().clone(), persistent=False)
         self.dtype = model.final_norm.weight.dtype

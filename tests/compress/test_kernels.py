@@ -10,6 +10,7 @@ from llmlab.compress.kernels import (
     dequantize_int4,
     dequantize_int8,
     float_linear,
+    int4_codes_linear,
     int4_linear,
     int8_linear,
     pack_int4,
@@ -45,6 +46,7 @@ def test_eager_kernels_equal_reference(rows, n, k, group):
     torch.testing.assert_close(int8_linear(x, q, s, bias), F.linear(x, dequantize_int8(q, s), bias))
     p, s4, z4 = _int4(n, k, group)
     torch.testing.assert_close(int4_linear(x, p, s4, z4), F.linear(x, dequantize_int4(p, s4, z4)))
+    torch.testing.assert_close(int4_codes_linear(x, unpack_int4(p), s4, z4), F.linear(x, dequantize_int4(p, s4, z4)))
 
 
 def test_compiled_multiply_sum_kernels_equal_reference():
@@ -54,13 +56,17 @@ def test_compiled_multiply_sum_kernels_equal_reference():
     p, s4, z4 = _int4(n, k, 16, seed=1)
     w, bias = torch.randn(n, k), torch.randn(n)
 
-    def all_three(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return int8_linear(x, q, s, bias), int4_linear(x, p, s4, z4, bias), float_linear(x, w, bias)
+    codes = unpack_int4(p)
+
+    def all_four(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        int4 = int4_linear(x, p, s4, z4, bias)
+        return int8_linear(x, q, s, bias), int4, int4_codes_linear(x, codes, s4, z4, bias), float_linear(x, w, bias)
 
     x = torch.randn(2, 3, k)  # (B, T, K): 6 rows
-    got = torch.compile(all_three, dynamic=False)(x)
+    got = torch.compile(all_four, dynamic=False)(x)
     want = (
         F.linear(x, dequantize_int8(q, s), bias),
+        F.linear(x, dequantize_int4(p, s4, z4), bias),
         F.linear(x, dequantize_int4(p, s4, z4), bias),
         F.linear(x, w, bias),
     )
