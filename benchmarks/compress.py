@@ -70,7 +70,10 @@ def convert_gguf(dtype: str, work: Path) -> Path:
     """SmolLM2 as a GGUF file of `dtype` (f32 | q8_0), written once by `llmlab convert` into `work`."""
     path = work / f"smollm2-{dtype}.gguf"
     if not path.exists():
-        cmd = [sys.executable, "-m", "llmlab", "convert", "--to", str(path), "--dtype", dtype]
+        from llmlab.models.smollm2 import smollm2_gguf_path
+
+        cmd = [sys.executable, "-m", "llmlab", "convert", "--from", str(smollm2_gguf_path()), "--to", str(path)]
+        cmd += ["--dtype", dtype]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
     return path
 
