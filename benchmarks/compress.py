@@ -8,7 +8,8 @@ loaded quantized), in one process:
 - memory: bytes of the parameters and buffers (tensors shared by tied layers counted once) and the RSS
   growth while the model was built;
 - speed (`--parts speed`): llmlab's compiled decoder (`llmlab.generate.fast.FastDecoder`: static KV cache,
-  fused projections, torch.compile'd step) at batch 1 and 8: decode tokens/s over `--new-tokens` steps and
+  fused projections, torch.compile'd step; its fused/unpacked weight copies: `fast_path_extra_bytes`) at
+  batch 1 and 8: decode tokens/s over `--new-tokens` steps and
   prompt tokens/s of a `--prompt-tokens` prompt; the warm-up (compile) time is reported separately; the eager
   `stream_generate` loop at batch 1 for reference;
 - llama.cpp (`--parts llama_cpp`): `llama-bench -t THREADS -p 64 -n 64` on the same weights in GGUF: F32 and
@@ -126,7 +127,9 @@ def speed(model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
     from llmlab.generate.fast import FastDecoder
 
     decoder = FastDecoder(model)
-    out: dict[str, Any] = {}
+    own = {t.data_ptr() for t in (*model.parameters(), *model.buffers())}
+    extra = [t for t in (*decoder.net.parameters(), *decoder.net.buffers()) if t.data_ptr() not in own]
+    out: dict[str, Any] = {"fast_path_extra_bytes": sum(t.numel() * t.element_size() for t in extra)}  # fused copies
     n, p = args.new_tokens, args.prompt_tokens
     for b in args.batch_sizes:
         ids = torch.randint(3, model.config.vocab_size, (b, p), generator=torch.Generator().manual_seed(b))
