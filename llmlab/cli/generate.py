@@ -55,6 +55,10 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--template", help="Chat template with --chat: auto, chatml, llama3, llama2, zh.")
         ] = "auto",
         device: DeviceOption = "cpu",
+        compile: Annotated[
+            bool,
+            typer.Option("--compile", help="Llama only: static KV cache + torch.compile'd step (slow first call)."),
+        ] = False,
         sampling_given: dict[str, Any] | None = None,
     ) -> None:
         """Generate text from a trained model.

@@ -247,6 +247,30 @@ def _first_cache(
     return None, 0, 0, block_size
 
 
+def _start(
+    model: nn.Module,
+    config: SamplingConfig,
+    kv_cache: KVCache | None,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    compile: bool,
+) -> tuple[Any, Any, int, int, int]:
+    """(decoding state, cache, its capacity, tokens it holds (fed), context length) for one call.
+
+    With `compile` the state is `llmlab.generate.fast`'s (its own static cache, sized for the whole call).
+    """
+    prompt_len = tokens.shape[1]
+    total_len = prompt_len + config.max_new_tokens
+    cache, cache_capacity, fed, block_size = _first_cache(model, config, kv_cache, tokens, total_len)  # fed: cached
+    run: Any = _decoding(model, tokens, total_len, attention_mask)
+    if compile and config.max_new_tokens > 0:
+        from llmlab.generate.fast import compiled_decoding  # torch.compile machinery: imported only when asked
+
+        run = compiled_decoding(model, run.buf, prompt_len, attention_mask, kv_cache)
+        cache, cache_capacity = run, total_len
+    return run, cache, cache_capacity, fed, block_size
+
+
 def stream_generate(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -262,6 +286,7 @@ def stream_generate(
     logits_processors: Iterable[LogitsProcessor] = (),
     sampler: Sampler | None = None,
     kv_cache: KVCache | None = None,
+    compile: bool = False,
     **options: Any,
 ) -> Iterator[torch.Tensor]:
     """Generate tokens one step at a time, yielding each step's new tokens as a LongTensor of shape (B,).
@@ -282,6 +307,7 @@ def stream_generate(
         sampler: overrides the default sampler (argmax when temperature == 0, else multinomial).
         kv_cache: holds the first `kv_cache.seq_len` prompt tokens (a chat's earlier turns): only the rest is
             prefilled; see `_check_given_cache`. Each new token is added to it when the next is asked for.
+        compile: decode with `llmlab.generate.fast` (Llama: static cache, torch.compile'd step; slow 1st call).
         **options: `SamplingConfig` fields, overriding those of `sampling` (e.g. `temperature=0`).
 
     Yields:
@@ -292,9 +318,7 @@ def stream_generate(
     batch_size, prompt_len = tokens.shape
     processors, sampler = _processing(config, prompt_len, logits_processors, sampler, generator, tokens.device)
     criteria, eos, pad = _stopping(config, tokenizer, stopping_criteria, eos_token_id, pad_token_id, tokens)
-    total_len = prompt_len + config.max_new_tokens
-    cache, cache_capacity, fed, block_size = _first_cache(model, config, kv_cache, tokens, total_len)  # fed: cached
-    run = _decoding(model, tokens, total_len, attention_mask)
+    run, cache, cache_capacity, fed, block_size = _start(model, config, kv_cache, tokens, attention_mask, compile)
     buf = run.buf  # (B, T + N)
     # `finished` can only change with EOS ids or stopping criteria; without them no per-step sync is needed.
     can_finish = eos is not None or bool(criteria)

@@ -43,6 +43,7 @@ class GenerateRequest:
     system: str | None = None
     template: str = "auto"
     device: str = "cpu"
+    compile: bool = False
 
 
 def warn(message: str, err: TextIO | None = None) -> None:
@@ -101,6 +102,10 @@ def choose_decoder(given: Mapping[str, Any], request: GenerateRequest) -> str:
         raise ValueError("--length-penalty and --early-stopping are beam-search options; add --num-beams N (N > 1)")
     if request.draft_tokens is not None and request.draft is None:
         raise ValueError("--draft-tokens sets how many tokens --draft guesses per step; add --draft MODEL")
+    if request.compile and (beams or speculative):
+        raise ValueError(
+            "--compile speeds up sampling/greedy decoding only; drop it with --num-beams/--draft/--prompt-lookup"
+        )
     if not (beams or speculative):
         return "sample"
     flag = "--num-beams" if beams else ("--draft" if request.draft is not None else "--prompt-lookup")
@@ -175,6 +180,10 @@ def run_generate(request: GenerateRequest, given: Mapping[str, Any], out: TextIO
 
     loaded = load_for_inference(request.checkpoint, device=device)
     model, tokenizer = loaded.model, loaded.tokenizer
+    if request.compile:
+        from llmlab.generate.fast_weights import check_supported
+
+        check_supported(model)
     ids, shown_prompt, stops = _prompt(request, loaded, sampling)
     context = context_length(model)  # prompt/prefix tuning take P positions
     if len(ids) > context and mode == "sample":
@@ -193,7 +202,12 @@ def run_generate(request: GenerateRequest, given: Mapping[str, Any], out: TextIO
         out.flush()
         if mode == "sample":
             steps = stream_generate(
-                model, input_ids, sampling=sampling.replace(stop=()), eos_token_id=eos or None, generator=generator
+                model,
+                input_ids,
+                sampling=sampling.replace(stop=()),
+                eos_token_id=eos or None,
+                generator=generator,
+                compile=request.compile,
             )
             tokens: Iterable[int] = (int(step[0]) for step in steps)
         else:
