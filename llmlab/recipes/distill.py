@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
     from llmlab.compress.distill import TopKCache
     from llmlab.data.loader import TokenDataset
-    from llmlab.train.run_dir import RunDir
 
 __all__ = ["DistillConfig", "distill", "load_distill_config"]
 
@@ -253,20 +252,8 @@ def distill(cfg: DistillConfig, resume: bool = False) -> dict[str, Any]:
             run.path, cache=cache, tokenizer_file=train_ds.tokenizer_path if train_ds.tokenizer_path.is_file() else None,
             device=device, resume_state=run.resume_state, run_info=_identity(cfg),
         )  # fmt: skip
-        _load_projection(trainer, run)
         summary = trainer.fit()
     run.write_summary(summary)
     print(format_summary(summary), flush=True)
     return summary
 
-
-def _load_projection(trainer: Any, run: RunDir) -> None:
-    """On resume, the hidden-state projection W_h saved beside the student."""
-    from safetensors.torch import load_file
-
-    from llmlab.train.distill_loop import PROJECTION_FILE
-
-    path = run.last / PROJECTION_FILE
-    hidden_loss = trainer.raw_model.hidden_loss
-    if run.resume_state is not None and hidden_loss is not None and path.is_file():
-        hidden_loss.load_state_dict(load_file(str(path)))

@@ -9,8 +9,9 @@ Per micro-batch (random token windows, as pretraining draws them)::
          + kd.hidden_weight * MSE(W_h h_s, h_t) + kd.attention_weight * MSE(A_s, A_t)
 
 The trained module is a `DistillStudent` (the student plus, when widths differ, the hidden-state projection W_h),
-so the optimizer, checkpoints and exact resume cover W_h too; a checkpoint holds the student as a loadable model
-(``model.safetensors`` + ``model_config.json`` + ``tokenizer.json``) and W_h as ``distill_projection.safetensors``.
+so the optimizer, checkpoints and exact resume cover W_h too (its weights ride in ``trainer_state.pt``); a
+checkpoint holds the student as a loadable model (``model.safetensors`` + ``model_config.json`` +
+``tokenizer.json``) and W_h also as ``distill_projection.safetensors``.
 Evaluation is the student's plain next-token CE on held-out windows (``val_loss``), so runs with and without KD
 compare directly.
 """
@@ -212,6 +213,20 @@ class DistillTrainer(Trainer):
         if hidden_loss is not None and any(True for _ in hidden_loss.parameters()):
             state = {k: v.detach().cpu().contiguous() for k, v in hidden_loss.state_dict().items()}
             save_file(state, str(directory / PROJECTION_FILE))
+
+    def trainer_state(self) -> dict[str, Any]:
+        """The base state plus W_h's weights (so a resume needs only the student folder and this state)."""
+        state = super().trainer_state()
+        hidden_loss = self.raw_model.hidden_loss
+        if hidden_loss is not None:
+            state["hidden_projection"] = {k: v.detach().cpu().clone() for k, v in hidden_loss.state_dict().items()}
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        hidden_loss = self.raw_model.hidden_loss
+        if hidden_loss is not None and state.get("hidden_projection"):
+            hidden_loss.load_state_dict(state["hidden_projection"])
+        super().load_state(state)
 
     def data_state(self) -> dict[str, Any]:
         return {"loader": self.train_loader.state_dict(), "batches_drawn": self.batches_drawn}
