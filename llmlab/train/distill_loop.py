@@ -92,6 +92,8 @@ class DistillTrainer(Trainer):
         **kwargs: `Trainer`'s keyword arguments (ctx, device, resume_state, run_info, say).
     """
 
+    fit_warmup_to_run = True  # a short run still reaches the peak lr (as fine-tuning)
+
     def __init__(
         self,
         student: nn.Module,
