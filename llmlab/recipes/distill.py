@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmlab.recipes.distill_config import DistillConfig, load_distill_config
+from llmlab.recipes.distill_config import DistillConfig, load_distill_config, student_model_config
 
 if TYPE_CHECKING:
     import torch
@@ -66,15 +66,8 @@ def build_student(cfg: DistillConfig, teacher_vocab: int, device: str) -> nn.Mod
         from llmlab.hub import load_for_inference
 
         return load_for_inference(cfg.student.checkpoint, device, require_tokenizer=False).model
-    family = get_family(cfg.student.family)
-    fields = {"vocab_size": teacher_vocab, **dict(cfg.student.model)}
-    if cfg.student.preset:
-        config = family.presets.get(cfg.student.preset, **fields)
-    else:
-        from llmlab.models.registry import replace_checked
-
-        config = replace_checked(family.config_class(), fields, kind=f"student.model ({cfg.student.family})")
-    return family.model_class(config)
+    config = student_model_config(cfg.student, teacher_vocab)
+    return get_family(cfg.student.family).model_class(config)
 
 
 def _check_models(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, meta: dict[str, Any]) -> None:
@@ -244,16 +237,16 @@ def distill(cfg: DistillConfig, resume: bool = False) -> dict[str, Any]:
 
         needs_teacher = (kd.alpha > 0 and cache is None) or kd.hidden_weight > 0 or kd.attention_weight > 0
         seed_everything(tc.seed)
+        tokenizer = train_ds.tokenizer_path if train_ds.tokenizer_path.is_file() else None
         settings = KDSettings(kd.temperature, kd.alpha, kd.hidden_weight, kd.attention_weight,
                               kd.hidden_layers, list(kd.attention_layers))  # fmt: skip
         trainer = DistillTrainer(
             student, teacher if needs_teacher else None,
             settings, tc, cfg.optim, cfg.schedule, make_loader(), val_batches if tc.eval_iters > 0 else None,
-            run.path, cache=cache, tokenizer_file=train_ds.tokenizer_path if train_ds.tokenizer_path.is_file() else None,
+            run.path, cache=cache, tokenizer_file=tokenizer,
             device=device, resume_state=run.resume_state, run_info=_identity(cfg),
         )  # fmt: skip
         summary = trainer.fit()
     run.write_summary(summary)
-    print(format_summary(summary), flush=True)
+    print(format_summary(summary, title="distillation"), flush=True)
     return summary
-

@@ -92,6 +92,19 @@ class SequenceKDConfig:
     batch_size: int = 16
 
 
+def student_model_config(student: StudentConfig, vocab_size: int | None) -> Any:
+    """The config of a fresh student: the family's ``preset`` (or defaults) with ``student.model`` applied and
+    ``vocab_size`` (the teacher's) unless ``student.model`` sets it. Raises a one-line ValueError for an unknown
+    family, preset or field."""
+    from llmlab.models.registry import get_family, replace_checked
+
+    family = get_family(student.family)
+    fields = {**({"vocab_size": vocab_size} if vocab_size is not None else {}), **dict(student.model)}
+    if student.preset:
+        return family.presets.get(student.preset, **fields)
+    return replace_checked(family.config_class(), fields, kind=f"student.model ({student.family})")
+
+
 def distill_train_defaults() -> TrainConfig:
     """`TrainConfig` with distillation's defaults."""
     return TrainConfig(batch_size=8, max_iters=500, eval_interval=100, eval_iters=20, save_interval=0)
@@ -139,19 +152,21 @@ class DistillConfig:
         if self.student.checkpoint and (self.student.preset or self.student.model):
             raise ValueError("set either student.checkpoint or student.preset/student.model, not both")
         if not self.student.checkpoint:
-            from llmlab.models.registry import get_family
-
-            get_family(self.student.family)  # one line listing the families
+            student_model_config(self.student, None)  # an unknown family or field: one line naming it
         s = self.sequence
         for key in ("samples", "prompt_tokens", "new_tokens", "batch_size"):
             if getattr(s, key) < (0 if key == "samples" else 1):
                 raise ValueError(f"sequence.{key} must be >= {0 if key == 'samples' else 1}, got {getattr(s, key)}")
         if s.samples and self.kd.cache_topk:
-            raise ValueError("sequence-level KD trains on fresh teacher text: set kd.cache_topk=0 with sequence.samples")
+            raise ValueError(
+                "sequence-level KD trains on fresh teacher text: set kd.cache_topk=0 with sequence.samples"
+            )
         validate_training(self.train, self.optim, self.schedule)
         check_choice("train.distributed", self.train.distributed, DISTILL_DISTRIBUTED)
         if self.train.compile and (self.kd.hidden_weight or self.kd.attention_weight):
-            raise ValueError("train.compile does not work with hidden/attention losses (hooks); set train.compile=false")
+            raise ValueError(
+                "train.compile does not work with hidden/attention losses (hooks); set train.compile=false"
+            )
 
 
 def load_distill_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> DistillConfig:

@@ -264,7 +264,10 @@ class DistillTrainer(Trainer):
         return msg + (f" ({parts})" if parts else "")
 
     def start_message(self, start: int) -> str:
-        source = f"cached top-{self.cache.k} logits" if self.cache is not None else "the teacher on the fly"
+        if self.cache is not None:
+            source = f"cached top-{self.cache.k} logits"
+        else:
+            source = "the teacher on the fly" if self.teacher is not None else "the labels only (alpha=0, no teacher)"
         return (
             f"distilling into {self.n_params:,} parameters on {self.device} ({self.precision.name}) from {source}; "
             f"T={self.kd.temperature}, alpha={self.kd.alpha}" + (f"; resuming at iteration {start}" if start else "")

@@ -49,7 +49,9 @@ def test_cli_end_to_end_and_generate_loads_the_run(setup, tmp_path: Path, capsys
         assert (out / name).is_file(), name
     row = read_metrics(out / "metrics.jsonl")[-1]
     assert {"loss_kd", "loss_ce", "loss_hidden", "loss_attention", "val_loss"} <= set(row)
-    code, stdout, err = run_cli(["generate", "--checkpoint", str(out), "--max-new-tokens", "5", "--prompt", "the"], capsys)
+    code, stdout, err = run_cli(
+        ["generate", "--checkpoint", str(out), "--max-new-tokens", "5", "--prompt", "the"], capsys
+    )
     assert code == 0, err
     assert stdout.strip()
 
@@ -76,6 +78,10 @@ def test_cached_topk_and_sequence_level_kd(setup, tmp_path: Path) -> None:
         (["kd.alpha=2"], "kd.alpha must be in [0, 1]"),
         (["data.block_size=200"], "exceeds the teacher's context"),
         (["student.family=bert"], "bert"),
+        (["student.model={hidden_sizee: 8}"], "unknown LlamaConfig field 'hidden_sizee'"),
+        (["student.preset=null", "student.checkpoint=/nonexistent/model"], "/nonexistent/model"),
+        (["student.checkpoint=/nonexistent/model"], "set either student.checkpoint or student.preset"),
+        (["kd.cache_topk=-1"], "kd.cache_topk must be 0"),
     ],
 )
 def test_errors_are_one_line_and_nothing_is_written(setup, tmp_path: Path, capsys, extra, message) -> None:

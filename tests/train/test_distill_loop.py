@@ -98,7 +98,7 @@ def test_cached_topk_reads_the_batches_it_was_made_for_and_alpha_zero_needs_no_t
     cache = TopKCache.write(tmp_path / "cache", iter(batches), k=VOCAB, vocab_size=VOCAB, shard_batches=4)
     kd = KDSettings(temperature=2.0, alpha=0.7)
     cached = _train(tmp_path / "cached", kd, 3, cache=cache, teacher=False)
-    on_the_fly = _train(tmp_path / "fly", kd, 3)
+    _train(tmp_path / "fly", kd, 3)
     a, b = (read_metrics(p / "metrics.jsonl") for p in (tmp_path / "cached", tmp_path / "fly"))
     for r1, r2 in zip(a, b, strict=True):  # k = vocab: the same loss up to the fp16 rounding of the cache
         assert r1["loss"] == pytest.approx(r2["loss"], rel=2e-3)
