@@ -19,7 +19,7 @@ compare directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -263,15 +263,23 @@ class DistillTrainer(Trainer):
                           if k in row)  # fmt: skip
         return msg + (f" ({parts})" if parts else "")
 
-    def start_message(self, start: int) -> str:
+    @property
+    def teacher_source(self) -> str:
+        """Where the soft targets come from, in words."""
         if self.cache is not None:
-            source = f"cached top-{self.cache.k} logits"
-        else:
-            source = "the teacher on the fly" if self.teacher is not None else "the labels only (alpha=0, no teacher)"
+            return f"cached top-{self.cache.k} logits"
+        return "the teacher on the fly" if self.teacher is not None else "the labels only (alpha=0, no teacher)"
+
+    def start_message(self, start: int) -> str:
+        source = self.teacher_source
         return (
             f"distilling into {self.n_params:,} parameters on {self.device} ({self.precision.name}) from {source}; "
             f"T={self.kd.temperature}, alpha={self.kd.alpha}" + (f"; resuming at iteration {start}" if start else "")
         )
 
     def summary(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.out_dir / "checkpoints" / "last"), "out_dir": str(self.out_dir)}
+        return {
+            "checkpoint": str(self.out_dir / "checkpoints" / "last"),
+            "out_dir": str(self.out_dir),
+            "kd": {**asdict(self.kd), "soft_targets": self.teacher_source},
+        }
