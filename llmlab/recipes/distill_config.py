@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmlab.config import load_config
-from llmlab.config.checks import check_choice
 from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig, check_renamed_keys, validate_training
 
-DISTILL_DISTRIBUTED = ("auto", "none", "ddp")
+DISTILL_DISTRIBUTED = ("auto", "none")  # one process (DDP/FSDP not wired into the recipe yet)
 
 
 @dataclass
@@ -162,7 +161,11 @@ class DistillConfig:
                 "sequence-level KD trains on fresh teacher text: set kd.cache_topk=0 with sequence.samples"
             )
         validate_training(self.train, self.optim, self.schedule)
-        check_choice("train.distributed", self.train.distributed, DISTILL_DISTRIBUTED)
+        if self.train.distributed not in DISTILL_DISTRIBUTED:
+            raise ValueError(
+                f"train.distributed={self.train.distributed} is not supported by distill yet (one process); "
+                "set train.distributed=none"
+            )
         if self.train.compile and (self.kd.hidden_weight or self.kd.attention_weight):
             raise ValueError(
                 "train.compile does not work with hidden/attention losses (hooks); set train.compile=false"

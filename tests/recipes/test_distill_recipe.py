@@ -82,6 +82,7 @@ def test_cached_topk_and_sequence_level_kd(setup, tmp_path: Path) -> None:
         (["student.preset=null", "student.checkpoint=/nonexistent/model"], "/nonexistent/model"),
         (["student.checkpoint=/nonexistent/model"], "set either student.checkpoint or student.preset"),
         (["kd.cache_topk=-1"], "kd.cache_topk must be 0"),
+        (["train.distributed=ddp"], "not supported by distill yet"),
     ],
 )
 def test_errors_are_one_line_and_nothing_is_written(setup, tmp_path: Path, capsys, extra, message) -> None:
