@@ -192,6 +192,9 @@ def _prepare(cfg: DistillConfig, resume: bool) -> tuple[Any, ...]:
     )  # fmt: skip
     teacher_loaded = load_for_inference(cfg.teacher, str(device), require_tokenizer=False)
     teacher = teacher_loaded.model
+    from llmlab.train.trainer import seed_everything
+
+    seed_everything(cfg.train.seed)  # the student's init depends on train.seed only (same start with and without KD)
     student = build_student(cfg, int(teacher.lm_head.weight.shape[0]), str(device))
     _check_models(cfg, teacher, student, meta)
     if run.resume_state is not None:

@@ -93,3 +93,19 @@ def test_errors_are_one_line_and_nothing_is_written(setup, tmp_path: Path, capsy
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("llmlab: error:") and message in lines[0], err
     assert not out.exists()
+
+
+def test_the_student_starts_from_the_same_weights_with_and_without_kd(setup, tmp_path: Path) -> None:
+    """Only train.seed decides the fresh student's init, whatever ran before (the benchmark runs rows in turn)."""
+    import torch
+
+    from llmlab.recipes.distill import _prepare
+
+    corpus, teacher, _ = setup
+    students = []
+    for i, alpha in enumerate(("0.5", "0")):
+        torch.manual_seed(100 + i)  # a different global RNG state before each
+        cfg = load_distill_config(None, _args(corpus, teacher, tmp_path / f"run{i}", f"kd.alpha={alpha}"))
+        students.append(_prepare(cfg, resume=False)[3])
+    for (name, a), b in zip(students[0].state_dict().items(), students[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
