@@ -260,8 +260,8 @@ def _fmt(key: str, value: Any) -> str:
     return str(value)
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The end-of-run summary as an aligned block of ``name: value`` lines."""
+def format_summary(summary: dict[str, Any], title: str = "pretraining") -> str:
+    """The end-of-run summary as an aligned block of ``name: value`` lines under ``── <title> summary``."""
     labels = {
         "params": "parameters",
         "iters": "iterations",
@@ -279,7 +279,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         "out_dir": "run folder",
     }
     width = max(len(v) for v in labels.values())
-    lines = ["── pretraining summary " + "─" * 40]
+    lines = [f"── {title} summary " + "─" * 40]
     for key, label in labels.items():
         if key in summary:
             lines.append(f"  {label:<{width}}  {_fmt(key, summary[key])}")
