@@ -1,0 +1,3 @@
+"""placeholder"""
+def load_gguf_quantized(*a, **k):
+    raise NotImplementedError

@@ -1,0 +1,141 @@
+"""`quantize(model, scheme, ...)`: swap a model's linear layers (and its embedding / LM head) for quantized ones.
+
+| scheme         | linear layers                         | embedding and LM head                 |
+|----------------|---------------------------------------|---------------------------------------|
+| `int8`         | `Int8Linear`, per channel (or groups) | int8, per row                         |
+| `int4`         | `Int4Linear`, groups of 32/64/128     | int4, same groups                     |
+| `nf4`          | `NF4Linear`, blocks of 32/64/128      | int8, per row (no NF4 embedding kernel)|
+| `dynamic-int8` | `DynamicInt8Linear` (int8 x int8)     | head: `DynamicInt8Linear`; embedding int8 rows |
+| `gptq-int4`    | `Int4Linear` from GPTQ (calibration)  | int4 round-to-nearest, same groups    |
+
+A tied embedding (SmolLM2) becomes a `QuantEmbedding` holding the very tensors of the quantized LM head, so the
+model keeps one quantized copy. Norms, biases and everything else stay float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from llmlab.compress.quant.gptq import gptq_quantize_layers
+from llmlab.compress.quant.linear import (
+    DynamicInt8Linear,
+    Int4Linear,
+    Int8Linear,
+    NF4Linear,
+    QuantEmbedding,
+    check_group_size,
+)
+
+SCHEMES: tuple[str, ...] = ("int8", "int4", "nf4", "dynamic-int8", "gptq-int4")
+DEFAULT_GROUP_SIZE = 64  # int4, nf4, gptq-int4
+
+
+def check_scheme(scheme: str, group_size: int | None, calibration: object = None) -> int | None:
+    """Validate the scheme options (one-line ValueError) and return the group size to use (None: per channel)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
+    if group_size is not None and group_size <= 0:
+        raise ValueError(f"the group size must be a positive integer (32, 64 or 128), got {group_size}")
+    if scheme == "dynamic-int8" and group_size is not None:
+        raise ValueError("dynamic-int8 quantizes weights per output channel; drop the group size")
+    if scheme == "gptq-int4" and not calibration:
+        raise ValueError("gptq-int4 needs calibration data (a corpus or a text file); pass --calibration")
+    if scheme in ("int4", "nf4", "gptq-int4"):
+        return group_size or DEFAULT_GROUP_SIZE
+    return group_size
+
+
+def _quantize_linear(lin: nn.Linear, scheme: str, group_size: int | None, symmetric: bool, name: str) -> nn.Module:
+    """One linear layer in `scheme` (round to nearest)."""
+    if scheme == "int8":
+        return Int8Linear.from_linear(lin, group_size, name)
+    if scheme == "dynamic-int8":
+        return DynamicInt8Linear.from_linear(lin, None, name)
+    if scheme == "nf4":
+        return NF4Linear.from_linear(lin, group_size or DEFAULT_GROUP_SIZE, name)
+    return Int4Linear.from_linear(lin, group_size or DEFAULT_GROUP_SIZE, symmetric, name)
+
+
+def _head_scheme(scheme: str) -> str:
+    """The scheme of the LM head and embedding (see the module table)."""
+    return {"nf4": "int8", "gptq-int4": "int4"}.get(scheme, scheme)
+
+
+def _module_paths(model: nn.Module) -> tuple[str, str]:
+    """(embedding path, LM head path) of an llmlab decoder."""
+    return getattr(model, "module_paths", {}).get("embed_tokens", "embed_tokens"), "lm_head"
+
+
+@torch.no_grad()
+def quantize(
+    model: nn.Module,
+    scheme: str,
+    *,
+    group_size: int | None = None,
+    symmetric: bool = True,
+    calibration: Sequence[torch.Tensor] | None = None,
+    skip: Sequence[str] = (),
+    act_order: bool = False,
+) -> nn.Module:
+    """Quantize `model` in place (module swap) and return it in eval mode.
+
+    Args:
+        model: an llmlab `GPT` or `Llama` (float weights).
+        scheme: one of `SCHEMES`.
+        group_size: int8: None = per channel, else groups of this many inputs; int4/nf4/gptq-int4: 32/64/128
+            (default 64). Must divide the input features of every quantized layer (ValueError naming the layer).
+        symmetric: int4 / gptq-int4 only: symmetric groups (zero = -8 * scale) or min/max (asymmetric).
+        calibration: gptq-int4 only: a list of (1, T) LongTensors (token windows of a corpus).
+        skip: qualified module names to leave in float (e.g. "lm_head").
+        act_order: gptq-int4 only: quantize columns in order of decreasing Hessian diagonal.
+    """
+    group_size = check_scheme(scheme, group_size, calibration)
+    skip = tuple(skip)
+    embed_path, head_path = _module_paths(model)
+    targets = {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and name not in skip and name != head_path
+    }
+    for name, lin in targets.items():  # every problem before any change
+        if scheme != "dynamic-int8":
+            check_group_size(lin.in_features, group_size or lin.in_features, name)
+    model.eval()
+    if scheme == "gptq-int4":
+        done = gptq_quantize_layers(
+            model, list(calibration or []), int(group_size or DEFAULT_GROUP_SIZE), symmetric,
+            skip=skip, act_order=act_order,
+        )  # fmt: skip
+        targets = {name: mod for name, mod in targets.items() if name not in done}
+    for name, lin in targets.items():
+        model.set_submodule(name, _quantize_linear(lin, scheme, group_size, symmetric, name))
+    _quantize_embedding_and_head(model, _head_scheme(scheme), group_size, symmetric, skip, embed_path, head_path)
+    return model
+
+
+def _quantize_embedding_and_head(
+    model: nn.Module, scheme: str, group_size: int | None, symmetric: bool, skip: tuple[str, ...],
+    embed_path: str, head_path: str,
+) -> None:  # fmt: skip
+    """The LM head in `scheme` (int8 per row / int4 groups / dynamic-int8); the embedding shares it when tied."""
+    head, embed = model.get_submodule(head_path), model.get_submodule(embed_path)
+    tied = isinstance(head, nn.Linear) and isinstance(embed, nn.Embedding) and head.weight is embed.weight
+    row_group = group_size if scheme == "int4" else None  # int8 embedding / head: one scale per row
+    if isinstance(head, nn.Linear) and head_path not in skip:
+        new_head = _quantize_linear(head, scheme, row_group, symmetric, head_path)
+        model.set_submodule(head_path, new_head)
+        if tied and embed_path not in skip:
+            model.set_submodule(embed_path, QuantEmbedding.from_linear(new_head))  # type: ignore[arg-type]
+            return
+    if isinstance(embed, nn.Embedding) and embed_path not in skip:
+        kind = "int4" if scheme == "int4" else "int8"
+        model.set_submodule(embed_path, QuantEmbedding.from_embedding(embed, kind, row_group, symmetric))
+
+
+def quantized_modules(model: nn.Module) -> dict[str, str]:
+    """Qualified name -> class name of every quantized module of `model` (what `quantization.json` records)."""
+    kinds = (Int8Linear, Int4Linear, NF4Linear, QuantEmbedding)
+    return {name: type(mod).__name__ for name, mod in model.named_modules() if isinstance(mod, kinds)}
