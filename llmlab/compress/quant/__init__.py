@@ -17,7 +17,7 @@ from llmlab.compress.quant.linear import (
     NF4Linear,
     QuantEmbedding,
 )
-from llmlab.compress.quant.quantize import SCHEMES, check_scheme, quantize, quantized_modules
+from llmlab.compress.quant.quantize import SCHEMES, check_scheme, model_bytes, quantize, quantized_modules
 from llmlab.compress.quant.serialize import is_quantized_folder, load_quantized, read_quantization, save_quantized
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "is_quantized_folder",
     "load_gguf_quantized",
     "load_quantized",
+    "model_bytes",
     "quantize",
     "quantized_modules",
     "read_quantization",

@@ -139,3 +139,11 @@ def quantized_modules(model: nn.Module) -> dict[str, str]:
     """Qualified name -> class name of every quantized module of `model` (what `quantization.json` records)."""
     kinds = (Int8Linear, Int4Linear, NF4Linear, QuantEmbedding)
     return {name: type(mod).__name__ for name, mod in model.named_modules() if isinstance(mod, kinds)}
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer of `model`, tensors shared by several modules counted once."""
+    seen: dict[tuple[int, int], int] = {}
+    for t in (*model.parameters(), *model.buffers()):
+        seen[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
+    return sum(seen.values())

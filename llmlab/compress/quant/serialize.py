@@ -146,11 +146,11 @@ def load_quantized(folder: str | os.PathLike, device: torch.device | str = "cpu"
         if cls_name == "QuantEmbedding":
             head = model.lm_head if quant.get("tied_embedding") and name == embed_path else None
             model.set_submodule(name, _build_embedding(name, sd, w_path, head))
-    _load_float_tensors(model, sd, tuple(modules), w_path, config.tie_embeddings)
+    load_float_tensors(model, sd, tuple(modules), w_path, config.tie_embeddings)
     return model.to(device).eval()
 
 
-def _load_float_tensors(model: nn.Module, sd: dict, quantized: tuple[str, ...], path: Path, tied: bool) -> None:
+def load_float_tensors(model: nn.Module, sd: dict, quantized: tuple[str, ...], path: Path, tied: bool) -> None:
     """Load the tensors left in `sd` (norms, float layers) strictly into everything that is not quantized."""
     expected = {
         k: v for k, v in model.state_dict().items() if not any(k.startswith(name + ".") for name in quantized)
