@@ -115,7 +115,7 @@ def quantize_model(
 
     loaded = load_for_inference(source)
     bytes_before = model_bytes(loaded.model)
-    windows = calibration_windows(files, loaded.tokenizer, calibration_samples, calibration_tokens, seed)
+    windows = calibration_windows(files, loaded.tokenizer, calibration_samples, calibration_tokens, seed) if files else []
     quantized = quantize(
         loaded.model, scheme, group_size=group_size, symmetric=symmetric, calibration=windows or None
     )
