@@ -1,0 +1,94 @@
+"""`llmlab quantize` end to end on a tiny checkpoint, and its one-line refusals (exit 2) before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import run_cli
+from tiny_models import tiny_llama
+
+import llmlab.cli.main
+from llmlab.cli import quantize as quantize_cli
+from llmlab.compress.quant import Int4Linear, QuantEmbedding, is_quantized_folder
+from llmlab.hub import load_for_inference, save_tokenizer
+from llmlab.io import is_llmlab_output
+from llmlab.models import save_llmlab
+from llmlab.tokenizers import train_tokenizer_from_iterator
+from llmlab.tokenizers.chat import CHATML
+
+SPECIALS = {"pad": "<|pad|>", "unk": "<|unk|>", "bos": "<|im_start|>", "eos": "<|im_end|>"}
+TEXT = "the quick brown fox jumps over the lazy dog, and the dog sleeps in the sun.\n" * 40
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered() -> None:
+    """`quantize` on the real `llmlab` app (a no-op once cli/main.py registers it itself)."""
+    if not any(c.name == "quantize" for c in llmlab.cli.main.app.registered_commands):
+        quantize_cli.register(llmlab.cli.main.app)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tokenizer = train_tokenizer_from_iterator("bpe", [TEXT], 300, SPECIALS)
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    save_llmlab(tiny_llama(0, vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128), folder)
+    save_tokenizer(tokenizer, folder, CHATML)
+    return folder
+
+
+def test_quantize_writes_a_folder_every_verb_loads(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    corpus = tmp_path / "calib.txt"
+    corpus.write_text(TEXT)
+    out = tmp_path / "q"
+    args = ["quantize", "--model", str(checkpoint), "--scheme", "gptq-int4", "--group-size", "32", "--asymmetric",
+            "--calibration", str(corpus), "--calibration-samples", "4", "--calibration-tokens", "16", "--out", str(out)]  # fmt: skip
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "to gptq-int4 (group 32, asymmetric, calibrated on 4 x 16 tokens" in stdout and str(out) in stdout
+    assert is_quantized_folder(out) and is_llmlab_output(out) and (out / "tokenizer.json").is_file()
+    loaded = load_for_inference(out)  # what generate / chat / serve / eval call
+    assert isinstance(loaded.model.layers[0].mlp.up_proj, Int4Linear)
+    assert isinstance(loaded.model.embed_tokens, QuantEmbedding) and loaded.tokenizer is not None
+    assert loaded.chat_template == CHATML
+    reference = load_for_inference(checkpoint).model
+    ids = torch.tensor([loaded.tokenizer.encode("the lazy dog")])
+    with torch.no_grad():
+        err_rel = (loaded.model(ids).logits - reference(ids).logits).norm() / reference(ids).logits.norm()
+    assert err_rel < 0.3
+    code, stdout, err = run_cli(["generate", "--checkpoint", str(out), "--prompt", "the", "--max-new-tokens", "3"],
+                                capsys)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(args, capsys)  # an existing output needs --overwrite
+    assert code == 2 and "--overwrite" in err
+    code, _, err = run_cli([*args, "--overwrite"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--scheme", "int3"], "unknown quantization scheme 'int3'"),
+        (["--scheme", "gptq-int4"], "gptq-int4 needs calibration data"),
+        (["--scheme", "int4", "--group-size", "0"], "the group size must be a positive integer"),
+        (["--scheme", "int4", "--group-size", "48"], "group size 48 does not divide the 64 input features of model."),
+        (["--scheme", "int8", "--asymmetric"], "--asymmetric applies to int4 and gptq-int4 only"),
+        (["--scheme", "gptq-int4", "--calibration", "no/such/file.txt"], "source not found: no/such/file.txt"),
+        (["--scheme", "int8", "--model", "no/such/model"], "checkpoint not found: no/such/model"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors_and_write_nothing(
+    tmp_path: Path, checkpoint: Path, capsys, extra: list[str], message: str
+) -> None:
+    out = tmp_path / "q"
+    code, _, err = run_cli(["quantize", "--model", str(checkpoint), "--out", str(out), *extra], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_a_quantized_folder_is_not_quantized_again(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    first = tmp_path / "q8"
+    assert run_cli(["quantize", "--model", str(checkpoint), "--scheme", "int8", "--out", str(first)], capsys)[0] == 0
+    code, _, err = run_cli(["quantize", "--model", str(first), "--scheme", "int4", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "is already quantized" in err
