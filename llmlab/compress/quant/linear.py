@@ -22,6 +22,8 @@ computes with) and a `forward` through `llmlab.compress.kernels`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,6 +95,21 @@ def quantize_int4(
     return pack_int4(q), scale, zero
 
 
+def apply_keeping_layout(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], layout: tuple[str, ...]) -> None:
+    """`Module._apply` for the packed buffers named `layout`: they follow device moves, never dtype casts.
+
+    `model.to(torch.bfloat16)` must not turn float16 scales into bfloat16 (or float32) copies; the other tensors
+    (the float `bias`) are converted as usual by the caller.
+    """
+    for name in layout:
+        buf = module._buffers.get(name)
+        if buf is None:
+            continue
+        device = fn(torch.empty(0, dtype=torch.float16, device=buf.device)).device  # where `fn` sends tensors
+        if device != buf.device:
+            module._buffers[name] = buf.to(device)
+
+
 class _QuantLinear(nn.Module):
     """Shared parts: sizes, the float bias buffer, the repr."""
 
@@ -103,9 +120,18 @@ class _QuantLinear(nn.Module):
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
+    layout: tuple[str, ...] = ()  # the packed buffers (kept in their dtypes by `.to(dtype)`)
+
     def dequantize(self) -> torch.Tensor:
         """The (N, K) float32 weight this layer computes with."""
         raise NotImplementedError
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> nn.Module:
+        kept = {name: self._buffers.pop(name) for name in self.layout if name in self._buffers}
+        super()._apply(fn, recurse)  # the bias
+        self._buffers.update(kept)
+        apply_keeping_layout(self, fn, self.layout)
+        return self
 
     def extra_repr(self) -> str:
         return (
@@ -118,6 +144,7 @@ class Int8Linear(_QuantLinear):
     """Weight-only int8 linear layer: buffers `qweight` (N, K) int8, `scale` (N, G) float16, `bias`."""
 
     scheme = "int8"
+    layout = ("qweight", "scale")
 
     def __init__(
         self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
@@ -147,6 +174,7 @@ class Int4Linear(_QuantLinear):
     """Weight-only int4 group-wise linear layer: buffers `packed` (N, K // 2) uint8, `scale`, `zero` (N, G) f16."""
 
     scheme = "int4"
+    layout = ("packed", "scale", "zero")
 
     def __init__(
         self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None = None
@@ -178,6 +206,7 @@ class NF4Linear(_QuantLinear):
     """QLoRA's NF4 weight (no adapter): buffers `packed` (N * K // 2,) uint8, `absmax` (N * K // g,) float32."""
 
     scheme = "nf4"
+    layout = ("packed", "absmax")
 
     def __init__(
         self, packed: torch.Tensor, absmax: torch.Tensor, in_features: int, out_features: int,
@@ -251,8 +280,8 @@ class QuantEmbedding(nn.Module):
         self.num_embeddings, self.embedding_dim = source.out_features, source.in_features
         self.kind = "int4" if isinstance(source, Int4Linear) else "int8"
         self.group_size, self.tied = source.group_size, tied
-        names = ("packed", "scale", "zero") if self.kind == "int4" else ("qweight", "scale")
-        for name in names:
+        self.layout = ("packed", "scale", "zero") if self.kind == "int4" else ("qweight", "scale")
+        for name in self.layout:
             self.register_buffer(name, getattr(source, name))
 
     @classmethod
@@ -270,6 +299,10 @@ class QuantEmbedding(nn.Module):
         if kind == "int4":
             return cls(Int4Linear.from_linear(as_linear, group_size or 64, symmetric, "the embedding"), tied=False)
         return cls(Int8Linear.from_linear(as_linear, group_size, "the embedding"), tied=False)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> nn.Module:
+        apply_keeping_layout(self, fn, self.layout)
+        return self
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (...) -> (..., C) float32."""

@@ -110,3 +110,13 @@ def test_load_quantized_refuses_an_incomplete_folder(tmp_path: Path) -> None:
     (tmp_path / "quantization.json").write_text('{"format": "other"}')
     with pytest.raises(ValueError, match="not an llmlab quantization file"):
         load_quantized(tmp_path)
+
+
+def test_dtype_casts_keep_the_packed_layout_and_the_sharing() -> None:
+    model = quantize(tiny_llama(), "int4", group_size=16)
+    before = _logits(model)
+    model.to(torch.float32).to("cpu")
+    head, embed = model.lm_head, model.embed_tokens
+    assert head.scale.dtype == torch.float16 and head.packed.dtype == torch.uint8
+    assert embed.scale is head.scale and embed.packed is head.packed
+    assert torch.equal(_logits(model), before)
