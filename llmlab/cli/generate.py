@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmlab.cli.options import DeviceOption, ModelOption, sampling_options
+from llmlab.cli.options import DeviceOption, KeepQuantizedOption, ModelOption, sampling_options
 from llmlab.config.sampling import DEFAULT_DRAFT_TOKENS, GENERATE_OPTIONS, GENERATE_SAMPLING
 
 
@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--template", help="Chat template with --chat: auto, chatml, llama3, llama2, zh.")
         ] = "auto",
         device: DeviceOption = "cpu",
+        keep_quantized: KeepQuantizedOption = False,
         sampling_given: dict[str, Any] | None = None,
     ) -> None:
         """Generate text from a trained model.

@@ -16,11 +16,15 @@ def quantize_cmd(
     scheme: Annotated[str, typer.Option("--scheme", help="int8 | int4 | nf4 | dynamic-int8 | gptq-int4")],
     model: Annotated[
         Path | None,
-        typer.Option("--model", help="a .gguf file, checkpoint/run folder or HF folder (default: SmolLM2-135M-Instruct)"),
+        typer.Option(
+            "--model", help="a .gguf file, checkpoint/run folder or HF folder (default: SmolLM2-135M-Instruct)"
+        ),
     ] = None,
     group_size: Annotated[
         int | None,
-        typer.Option("--group-size", help="inputs per scale: 32/64/128 for int4/nf4/gptq-int4 (default 64); int8: per channel"),
+        typer.Option(
+            "--group-size", help="inputs per scale: 32/64/128 for int4/nf4/gptq-int4 (default 64); int8: per channel"
+        ),
     ] = None,
     asymmetric: Annotated[
         bool, typer.Option("--asymmetric", help="int4/gptq-int4: min/max groups with a zero point")

@@ -113,7 +113,7 @@ def _load_weights(source: Source, device: str, with_tokenizer: bool, quantized: 
 
 
 def _load_gguf(path: Path, device: str, with_tokenizer: bool, quantized: bool = False) -> LoadedModel:
-    """Model (dequantised, or `quantized`: its blocks kept), tokenizer and chat template from one read of a GGUF file."""
+    """Model (dequantised; `quantized`: blocks kept), tokenizer and chat template from one read of a GGUF file."""
     from llmlab.compress.quant import load_gguf_quantized
     from llmlab.io.gguf import read_gguf
     from llmlab.models import load_gguf_model

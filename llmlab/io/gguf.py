@@ -98,7 +98,9 @@ class GGUFFile:
         """
         qtype = self.tensor_types[name]
         if qtype not in BLOCK_BYTES or len(self.tensor_shapes[name]) != 2:
-            raise ValueError(f"tensor {name!r} in {self.path} is {qtype}; raw blocks exist for {', '.join(BLOCK_BYTES)}")
+            raise ValueError(
+                f"tensor {name!r} in {self.path} is {qtype}; raw blocks exist for {', '.join(BLOCK_BYTES)}"
+            )
         data = self.tensors.raw(name)  # type: ignore[attr-defined]
         rows, cols = self.tensor_shapes[name]
         with warnings.catch_warnings():  # the memmap is read-only: torch warns that writes would be undefined

@@ -43,6 +43,7 @@ class GenerateRequest:
     system: str | None = None
     template: str = "auto"
     device: str = "cpu"
+    keep_quantized: bool = False
 
 
 def warn(message: str, err: TextIO | None = None) -> None:
@@ -173,7 +174,7 @@ def run_generate(request: GenerateRequest, given: Mapping[str, Any], out: TextIO
         check_template_name(request.template)
     from llmlab.hub import load_for_inference  # looked up per call (tests patch it)
 
-    loaded = load_for_inference(request.checkpoint, device=device)
+    loaded = load_for_inference(request.checkpoint, device=device, quantized=request.keep_quantized)
     model, tokenizer = loaded.model, loaded.tokenizer
     ids, shown_prompt, stops = _prompt(request, loaded, sampling)
     context = context_length(model)  # prompt/prefix tuning take P positions

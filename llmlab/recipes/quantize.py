@@ -115,10 +115,10 @@ def quantize_model(
 
     loaded = load_for_inference(source)
     bytes_before = model_bytes(loaded.model)
-    windows = calibration_windows(files, loaded.tokenizer, calibration_samples, calibration_tokens, seed) if files else []
-    quantized = quantize(
-        loaded.model, scheme, group_size=group_size, symmetric=symmetric, calibration=windows or None
+    windows = (
+        calibration_windows(files, loaded.tokenizer, calibration_samples, calibration_tokens, seed) if files else []
     )
+    quantized = quantize(loaded.model, scheme, group_size=group_size, symmetric=symmetric, calibration=windows or None)
     with building_output(Path(out), "quantize") as tmp:
         save_quantized(quantized, tmp, scheme=scheme, group_size=group_size, symmetric=symmetric)
         save_tokenizer(loaded.tokenizer, tmp, loaded.chat_template)

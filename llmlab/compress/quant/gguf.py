@@ -105,4 +105,3 @@ def load_gguf_quantized(source: str | os.PathLike | GGUFFile, device: torch.devi
         names = (*names, embed_path)
     load_float_tensors(model, floats, names, f.path, tied)
     return model.to(device).eval()
-

@@ -95,7 +95,9 @@ def quantize_int4(
     return pack_int4(q), scale, zero
 
 
-def apply_keeping_layout(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], layout: tuple[str, ...]) -> None:
+def apply_keeping_layout(
+    module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], layout: tuple[str, ...]
+) -> None:
     """`Module._apply` for the packed buffers named `layout`: they follow device moves, never dtype casts.
 
     `model.to(torch.bfloat16)` must not turn float16 scales into bfloat16 (or float32) copies; the other tensors
@@ -146,9 +148,7 @@ class Int8Linear(_QuantLinear):
     scheme = "int8"
     layout = ("qweight", "scale")
 
-    def __init__(
-        self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> None:
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         n, k = qweight.shape
         super().__init__(k, n, k // scale.shape[1], bias)
         self.register_buffer("qweight", qweight)

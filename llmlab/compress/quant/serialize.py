@@ -152,15 +152,15 @@ def load_quantized(folder: str | os.PathLike, device: torch.device | str = "cpu"
 
 def load_float_tensors(model: nn.Module, sd: dict, quantized: tuple[str, ...], path: Path, tied: bool) -> None:
     """Load the tensors left in `sd` (norms, float layers) strictly into everything that is not quantized."""
-    expected = {
-        k: v for k, v in model.state_dict().items() if not any(k.startswith(name + ".") for name in quantized)
-    }
+    expected = {k: v for k, v in model.state_dict().items() if not any(k.startswith(name + ".") for name in quantized)}
     if tied:
         expected.pop("lm_head.weight", None)
         sd.pop("lm_head.weight", None)
     missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"weights in {path} do not match quantization.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"weights in {path} do not match quantization.json: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     for k, v in sd.items():
         if v.shape != expected[k].shape:
             raise ValueError(f"weights in {path}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")

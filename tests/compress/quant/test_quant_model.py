@@ -8,6 +8,7 @@ import pytest
 import torch
 from tiny_models import tiny_gpt, tiny_llama
 
+from llmlab.compress.kernels import dequantize_int4
 from llmlab.compress.quant import (
     SCHEMES,
     Int4Linear,
@@ -20,7 +21,6 @@ from llmlab.compress.quant import (
     save_quantized,
 )
 from llmlab.compress.quant.linear import quantize_int4
-from llmlab.compress.kernels import dequantize_int4
 
 IDS = torch.tensor([[1, 5, 9, 2, 33, 60, 4, 7, 7, 12, 50, 3]])
 
@@ -90,7 +90,9 @@ def test_gptq_needs_calibration_and_group_sizes_must_divide() -> None:
     assert isinstance(model.layers[0].self_attn.q_proj, torch.nn.Linear)  # nothing was swapped
 
 
-@pytest.mark.parametrize(("scheme", "symmetric"), [("int8", True), ("int4", False), ("nf4", True), ("dynamic-int8", True)])
+@pytest.mark.parametrize(
+    ("scheme", "symmetric"), [("int8", True), ("int4", False), ("nf4", True), ("dynamic-int8", True)]
+)
 def test_save_load_round_trip_gives_the_same_model(tmp_path: Path, scheme: str, symmetric: bool) -> None:
     for family, build in (("llama", tiny_llama), ("gpt", lambda: tiny_gpt(tie_embeddings=False))):
         model = quantize(build(), scheme, group_size=None if "int8" in scheme else 16, symmetric=symmetric)

@@ -42,8 +42,9 @@ def test_quantize_writes_a_folder_every_verb_loads(tmp_path: Path, checkpoint: P
     corpus = tmp_path / "calib.txt"
     corpus.write_text(TEXT)
     out = tmp_path / "q"
-    args = ["quantize", "--model", str(checkpoint), "--scheme", "gptq-int4", "--group-size", "32", "--asymmetric",
-            "--calibration", str(corpus), "--calibration-samples", "4", "--calibration-tokens", "16", "--out", str(out)]  # fmt: skip
+    options = {"--model": checkpoint, "--scheme": "gptq-int4", "--group-size": 32, "--calibration": corpus,
+               "--calibration-samples": 4, "--calibration-tokens": 16, "--out": out}  # fmt: skip
+    args = ["quantize", "--asymmetric", *(str(x) for pair in options.items() for x in pair)]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert "to gptq-int4 (group 32, asymmetric, calibrated on 4 x 16 tokens" in stdout and str(out) in stdout
@@ -90,5 +91,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
 def test_a_quantized_folder_is_not_quantized_again(tmp_path: Path, checkpoint: Path, capsys) -> None:
     first = tmp_path / "q8"
     assert run_cli(["quantize", "--model", str(checkpoint), "--scheme", "int8", "--out", str(first)], capsys)[0] == 0
-    code, _, err = run_cli(["quantize", "--model", str(first), "--scheme", "int4", "--out", str(tmp_path / "x")], capsys)
+    code, _, err = run_cli(
+        ["quantize", "--model", str(first), "--scheme", "int4", "--out", str(tmp_path / "x")], capsys
+    )
     assert code == 2 and "is already quantized" in err
