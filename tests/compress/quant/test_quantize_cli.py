@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,26 @@ def test_a_quantized_folder_is_not_quantized_again(tmp_path: Path, checkpoint: P
         ["quantize", "--model", str(first), "--scheme", "int4", "--out", str(tmp_path / "x")], capsys
     )
     assert code == 2 and "is already quantized" in err
+
+
+def test_keep_quantized_runs_a_q8_0_gguf_on_its_blocks(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    from llmlab.compress.quant import Int8Linear
+    from llmlab.recipes.convert import convert
+
+    gguf = tmp_path / "tiny-q8.gguf"
+    convert(checkpoint, gguf, dtype="q8_0")
+    loaded = load_for_inference(gguf, quantized=True)
+    assert isinstance(loaded.model.layers[0].self_attn.q_proj, Int8Linear) and loaded.tokenizer is not None
+    text = tmp_path / "held-out.txt"
+    text.write_text(TEXT[:400])
+    outputs = []
+    for extra in ([], ["--keep-quantized"]):
+        code, out, err = run_cli(["eval", "perplexity", "-c", str(gguf), "-f", str(text), "--json", *extra], capsys)
+        assert code == 0, err
+        outputs.append(out)
+        code, out, err = run_cli(["generate", "-c", str(gguf), "-p", "the", "-n", "4", "--temperature", "0", *extra],
+                                 capsys)  # fmt: skip
+        assert code == 0, err
+        outputs.append(out)
+    ppl_float, ppl_quantized = (json.loads(out)["perplexity"] for out in outputs[0::2])
+    assert ppl_quantized == pytest.approx(ppl_float, rel=1e-5) and outputs[1] == outputs[3]  # as dequantised
