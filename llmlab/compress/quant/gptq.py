@@ -43,20 +43,20 @@ def gptq_quantize_weight(
     dead = torch.diag(h) == 0  # inputs that were always zero: their columns do not matter
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    groups = k // group_size
-    scale = torch.empty(n, groups, dtype=torch.float16)
-    zero = torch.empty(n, groups, dtype=torch.float16)
-    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(k)
+    groups, dev = k // group_size, w.device
+    scale = torch.empty(n, groups, dtype=torch.float16, device=dev)
+    zero = torch.empty(n, groups, dtype=torch.float16, device=dev)
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(k, device=dev)
     if act_order:  # static groups: fixed from the original weights, in the original column order
         scale[:], zero[:] = int4_params(w.view(n, groups, group_size), symmetric)
     w, h = w[:, perm], h[perm][:, perm]
-    h += damp * torch.mean(torch.diag(h)) * torch.eye(k)
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(k, device=dev)
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)  # chol(H^-1)
-    codes = torch.empty(n, k)
+    codes = torch.empty(n, k, device=dev)
     block = group_size * max(1, 128 // group_size)  # whole groups per block
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
-        w1, err1, u1 = w[:, i1:i2].clone(), torch.zeros(n, i2 - i1), u[i1:i2, i1:i2]
+        w1, err1, u1 = w[:, i1:i2].clone(), torch.zeros(n, i2 - i1, device=dev), u[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = int(perm[i1 + i])
             g = col // group_size
@@ -99,7 +99,9 @@ def _first_layer_inputs(model: nn.Module, calibration: list[torch.Tensor]) -> li
 
 def _hessians(layer: nn.Module, linears: dict[str, nn.Linear], inputs: list[tuple[torch.Tensor, dict]]) -> dict:
     """H = 2 X^T X / n (K, K) of every linear in `layer`, over all calibration inputs."""
-    sums = {name: torch.zeros(lin.in_features, lin.in_features) for name, lin in linears.items()}
+    sums = {
+        name: torch.zeros(lin.in_features, lin.in_features, device=lin.weight.device) for name, lin in linears.items()
+    }
     counts = dict.fromkeys(linears, 0)
 
     def make_hook(name: str) -> Any:
@@ -161,7 +163,7 @@ def gptq_quantize_layers(
             packed, scale, zero = gptq_quantize_weight(
                 lin.weight, hessians[name], group_size, symmetric, damp=damp, act_order=act_order
             )
-            layer.set_submodule(name, Int4Linear(packed, scale, zero, lin.bias).to(device))
+            layer.set_submodule(name, Int4Linear(packed, scale, zero, lin.bias))
             done.append(f"{prefix}.{index}.{name}")
         inputs = [(layer(x, **kwargs)[0], kwargs) for x, kwargs in inputs]  # the quantized layer's outputs
     return done
