@@ -17,7 +17,14 @@ from llmlab.compress.quant.linear import (
     NF4Linear,
     QuantEmbedding,
 )
-from llmlab.compress.quant.quantize import SCHEMES, check_scheme, model_bytes, quantize, quantized_modules
+from llmlab.compress.quant.quantize import (
+    SCHEMES,
+    check_scheme,
+    dequantize_model,
+    model_bytes,
+    quantize,
+    quantized_modules,
+)
 from llmlab.compress.quant.serialize import is_quantized_folder, load_quantized, read_quantization, save_quantized
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "NF4Linear",
     "QuantEmbedding",
     "check_scheme",
+    "dequantize_model",
     "gptq_quantize_layers",
     "gptq_quantize_weight",
     "is_quantized_folder",

@@ -141,6 +141,29 @@ def quantized_modules(model: nn.Module) -> dict[str, str]:
     return {name: type(mod).__name__ for name, mod in model.named_modules() if isinstance(mod, kinds)}
 
 
+@torch.no_grad()
+def dequantize_model(model: nn.Module) -> nn.Module:
+    """The inverse swap, in place: every quantized layer back to `nn.Linear` / `nn.Embedding` holding the float32
+    weight it computes with (e.g. to export a quantized model to another format). A tied embedding stays tied."""
+    embeddings = []
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, QuantEmbedding):
+            embeddings.append((name, mod))
+        elif isinstance(mod, (Int8Linear, Int4Linear, NF4Linear)):
+            lin = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None, device="meta")
+            lin.weight = nn.Parameter(mod.dequantize(), requires_grad=False)
+            lin.bias = None if mod.bias is None else nn.Parameter(mod.bias.clone(), requires_grad=False)
+            model.set_submodule(name, lin)
+    for name, emb in embeddings:
+        table = nn.Embedding(emb.num_embeddings, emb.embedding_dim, device="meta")
+        head = getattr(model, "lm_head", None)
+        tied = emb.tied and isinstance(head, nn.Linear)
+        ids = torch.arange(emb.num_embeddings, device=emb.scale.device)
+        table.weight = head.weight if tied else nn.Parameter(emb(ids), requires_grad=False)  # type: ignore[union-attr]
+        model.set_submodule(name, table)
+    return model
+
+
 def model_bytes(model: nn.Module) -> int:
     """Bytes of every parameter and buffer of `model`, tensors shared by several modules counted once."""
     seen: dict[tuple[int, int], int] = {}

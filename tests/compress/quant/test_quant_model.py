@@ -122,3 +122,17 @@ def test_dtype_casts_keep_the_packed_layout_and_the_sharing() -> None:
     assert head.scale.dtype == torch.float16 and head.packed.dtype == torch.uint8
     assert embed.scale is head.scale and embed.packed is head.packed
     assert torch.equal(_logits(model), before)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4", "nf4"])
+def test_dequantize_model_restores_float_layers_with_the_same_logits(scheme: str) -> None:
+    from llmlab.compress.quant import dequantize_model
+
+    model = quantize(tiny_llama(), scheme, group_size=None if scheme == "int8" else 16)
+    before = _logits(model)
+    dequantize_model(model)
+    assert not any(
+        type(m).__name__ in ("Int8Linear", "Int4Linear", "NF4Linear", "QuantEmbedding") for m in model.modules()
+    )
+    assert model.lm_head.weight is model.embed_tokens.weight  # still tied
+    torch.testing.assert_close(_logits(model), before, rtol=1e-5, atol=1e-5)

@@ -119,3 +119,16 @@ def test_keep_quantized_runs_a_q8_0_gguf_on_its_blocks(tmp_path: Path, checkpoin
         outputs.append(out)
     ppl_float, ppl_quantized = (json.loads(out)["perplexity"] for out in outputs[0::2])
     assert ppl_quantized == pytest.approx(ppl_float, rel=1e-5) and outputs[1] == outputs[3]  # as dequantised
+
+
+def test_convert_writes_a_quantized_folder_in_float(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    quantized = tmp_path / "q4"
+    args = ["quantize", "--model", str(checkpoint), "--scheme", "int4", "--group-size", "32", "--out", str(quantized)]
+    assert run_cli(args, capsys)[0] == 0
+    code, _, err = run_cli(["convert", "--from", str(quantized), "--to", str(tmp_path / "f32")], capsys)
+    assert code == 0, err
+    q, f = load_for_inference(quantized), load_for_inference(tmp_path / "f32")
+    assert not is_quantized_folder(tmp_path / "f32") and isinstance(f.model.lm_head, torch.nn.Linear)
+    ids = torch.tensor([q.tokenizer.encode("the lazy dog")])
+    with torch.no_grad():
+        torch.testing.assert_close(f.model(ids).logits, q.model(ids).logits, rtol=1e-5, atol=1e-5)
