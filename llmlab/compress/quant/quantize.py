@@ -1,12 +1,15 @@
 """`quantize(model, scheme, ...)`: swap a model's linear layers (and its embedding / LM head) for quantized ones.
 
-| scheme         | linear layers                         | embedding and LM head                 |
-|----------------|---------------------------------------|---------------------------------------|
-| `int8`         | `Int8Linear`, per channel (or groups) | int8, per row                         |
-| `int4`         | `Int4Linear`, groups of 32/64/128     | int4, same groups                     |
-| `nf4`          | `NF4Linear`, blocks of 32/64/128      | int8, per row (no NF4 embedding kernel)|
+| scheme         | linear layers                         | embedding and LM head                  |
+|----------------|---------------------------------------|----------------------------------------|
+| `int8`         | `Int8Linear`, per channel (or groups) | int8, per row                          |
+| `int4`         | `Int4Linear`, groups of 32/64/128     | int8, per row (1)                      |
+| `nf4`          | `NF4Linear`, blocks of 32/64/128      | int8, per row (1)                      |
 | `dynamic-int8` | `DynamicInt8Linear` (int8 x int8)     | head: `DynamicInt8Linear`; embedding int8 rows |
-| `gptq-int4`    | `Int4Linear` from GPTQ (calibration)  | int4 round-to-nearest, same groups    |
+| `gptq-int4`    | `Int4Linear` from GPTQ (calibration)  | int8, per row (1)                      |
+
+(1) As llama.cpp's 4-bit presets keep `token_embd`/`output` in 6-8 bits: on SmolLM2 an int4 embedding/head
+alone raised held-out perplexity by ~8%, for 12 MB saved (docs/compression.md has the figures).
 
 A tied embedding (SmolLM2) becomes a `QuantEmbedding` holding the very tensors of the quantized LM head, so the
 model keeps one quantized copy. Norms, biases and everything else stay float.
@@ -61,7 +64,7 @@ def _quantize_linear(lin: nn.Linear, scheme: str, group_size: int | None, symmet
 
 def _head_scheme(scheme: str) -> str:
     """The scheme of the LM head and embedding (see the module table)."""
-    return {"nf4": "int8", "gptq-int4": "int4"}.get(scheme, scheme)
+    return "dynamic-int8" if scheme == "dynamic-int8" else "int8"
 
 
 def _module_paths(model: nn.Module) -> tuple[str, str]:
@@ -112,27 +115,24 @@ def quantize(
         targets = {name: mod for name, mod in targets.items() if name not in done}
     for name, lin in targets.items():
         model.set_submodule(name, _quantize_linear(lin, scheme, group_size, symmetric, name))
-    _quantize_embedding_and_head(model, _head_scheme(scheme), group_size, symmetric, skip, embed_path, head_path)
+    _quantize_embedding_and_head(model, _head_scheme(scheme), skip, embed_path, head_path)
     return model
 
 
 def _quantize_embedding_and_head(
-    model: nn.Module, scheme: str, group_size: int | None, symmetric: bool, skip: tuple[str, ...],
-    embed_path: str, head_path: str,
-) -> None:  # fmt: skip
-    """The LM head in `scheme` (int8 per row / int4 groups / dynamic-int8); the embedding shares it when tied."""
+    model: nn.Module, scheme: str, skip: tuple[str, ...], embed_path: str, head_path: str
+) -> None:
+    """The LM head in `scheme` (int8 / dynamic-int8, one scale per row); the embedding shares it when tied."""
     head, embed = model.get_submodule(head_path), model.get_submodule(embed_path)
     tied = isinstance(head, nn.Linear) and isinstance(embed, nn.Embedding) and head.weight is embed.weight
-    row_group = group_size if scheme == "int4" else None  # int8 embedding / head: one scale per row
     if isinstance(head, nn.Linear) and head_path not in skip:
-        new_head = _quantize_linear(head, scheme, row_group, symmetric, head_path)
+        new_head = _quantize_linear(head, scheme, None, True, head_path)
         model.set_submodule(head_path, new_head)
         if tied and embed_path not in skip:
             model.set_submodule(embed_path, QuantEmbedding.from_linear(new_head))  # type: ignore[arg-type]
             return
     if isinstance(embed, nn.Embedding) and embed_path not in skip:
-        kind = "int4" if scheme == "int4" else "int8"
-        model.set_submodule(embed_path, QuantEmbedding.from_embedding(embed, kind, row_group, symmetric))
+        model.set_submodule(embed_path, QuantEmbedding.from_embedding(embed, "int8", None))
 
 
 def quantized_modules(model: nn.Module) -> dict[str, str]:

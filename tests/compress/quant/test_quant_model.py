@@ -118,9 +118,10 @@ def test_dtype_casts_keep_the_packed_layout_and_the_sharing() -> None:
     model = quantize(tiny_llama(), "int4", group_size=16)
     before = _logits(model)
     model.to(torch.float32).to("cpu")
-    head, embed = model.lm_head, model.embed_tokens
-    assert head.scale.dtype == torch.float16 and head.packed.dtype == torch.uint8
-    assert embed.scale is head.scale and embed.packed is head.packed
+    layer, head, embed = model.layers[0].mlp.up_proj, model.lm_head, model.embed_tokens
+    assert layer.scale.dtype == layer.zero.dtype == torch.float16 and layer.packed.dtype == torch.uint8
+    assert head.scale.dtype == torch.float16 and head.qweight.dtype == torch.int8  # int4 schemes: int8 head
+    assert embed.scale is head.scale and embed.qweight is head.qweight
     assert torch.equal(_logits(model), before)
 
 
