@@ -87,7 +87,6 @@ def build(scheme: str, base: torch.nn.Module, tokenizer: Any, work: Path) -> tor
         return copy.deepcopy(base).to(torch.bfloat16)
     if scheme.startswith("gguf-"):
         from llmlab.compress.quant.gguf import load_gguf_quantized
-
         from llmlab.models.smollm2 import smollm2_gguf_path
 
         path = smollm2_gguf_path() if scheme == "gguf-q4_1" else convert_gguf("q8_0", work)

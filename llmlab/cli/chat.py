@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmlab.cli.options import DeviceOption, ModelOption, sampling_options
+from llmlab.cli.options import DeviceOption, KeepQuantizedOption, ModelOption, sampling_options
 from llmlab.config.sampling import CHAT_OPTIONS, CHAT_SAMPLING, INFERENCE_DTYPES
 
 
@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
         ] = True,
         dtype: Annotated[str, typer.Option("--dtype", help=f"Model dtype: {', '.join(INFERENCE_DTYPES)}.")] = "float32",
         device: DeviceOption = "cpu",
+        keep_quantized: KeepQuantizedOption = False,
         session: Annotated[
             str | None,
             typer.Option(
@@ -79,6 +80,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             session_name=session,
             db=db,
+            keep_quantized=keep_quantized,
         )
         if status:
             raise typer.Exit(status)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from llmlab.cli import eval_human, eval_metrics
+from llmlab.cli.options import KeepQuantizedOption
 
 eval_app = typer.Typer(
     name="eval",
@@ -34,11 +35,21 @@ def perplexity_cmd(
     ] = False,
     device: Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object.")] = False,
+    keep_quantized: KeepQuantizedOption = False,
 ) -> None:
     """Sliding-window perplexity, bits per character and bits per byte of a text file."""
     from llmlab.recipes.evaluate import perplexity
 
-    perplexity(checkpoint, file, stride=stride, batch_size=batch_size, add_bos=add_bos, device=device, as_json=as_json)
+    perplexity(
+        checkpoint,
+        file,
+        stride=stride,
+        batch_size=batch_size,
+        add_bos=add_bos,
+        device=device,
+        as_json=as_json,
+        keep_quantized=keep_quantized,
+    )
 
 
 @eval_app.command("run")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmlab.cli.options import DeviceOption, ModelOption, sampling_options
+from llmlab.cli.options import DeviceOption, KeepQuantizedOption, ModelOption, sampling_options
 from llmlab.config.sampling import DEFAULT_DRAFT_TOKENS, GENERATE_OPTIONS, GENERATE_SAMPLING
 
 
@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--compile", help="Llama only: static KV cache + torch.compile'd step (slow first call)."),
         ] = False,
+        keep_quantized: KeepQuantizedOption = False,
         sampling_given: dict[str, Any] | None = None,
     ) -> None:
         """Generate text from a trained model.

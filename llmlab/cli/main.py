@@ -24,11 +24,14 @@ from llmlab.cli import (
     chat,
     convert,
     data,
+    distill,
     evaluate,
     finetune,
     generate,
     peft_compare,
     pretrain,
+    prune,
+    quantize,
     quickstart,
     serve,
     tokenizer,
@@ -45,6 +48,8 @@ for module in (quickstart, tokenizer, data, pretrain, finetune, peft_compare, ge
     module.register(app)
 average.register(app)
 serve.register(app)
+for module in (quantize, prune, distill):
+    module.register(app)
 
 USER_ERRORS = (ValueError, KeyError, OSError)  # OSError covers FileNotFoundError, PermissionError, ...
 DEBUG_HINT = "set LLMLAB_DEBUG=1 for the traceback"

@@ -28,6 +28,13 @@ ModelOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")]
+KeepQuantizedOption = Annotated[
+    bool,
+    typer.Option(
+        "--keep-quantized",
+        help="Run a Q8_0/Q4_0/Q4_1 .gguf on its int8/int4 weights instead of dequantising them to float32.",
+    ),
+]
 PrintConfigOption = Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")]
 CONFIG_COMMAND = {"allow_extra_args": True, "ignore_unknown_options": True}  # context of config-driven commands
 

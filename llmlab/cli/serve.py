@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from llmlab.cli.options import DeviceOption
+from llmlab.cli.options import DeviceOption, KeepQuantizedOption
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--db", help="SQLite file of the web chat's conversations (default: none).")
         ] = None,
         device: DeviceOption = "cpu",
+        keep_quantized: KeepQuantizedOption = False,
     ) -> None:
         """Serve a model over HTTP: an OpenAI-compatible API (/v1) with continuous batching, and a web chat (/).
 
@@ -78,5 +79,6 @@ def register(app: typer.Typer) -> None:
                 cors_origin=cors_origin,
                 db=db,
                 device=device,
+                keep_quantized=keep_quantized,
             )
         )

@@ -53,6 +53,7 @@ def load_for_inference(
     base: str | Path | None = None,
     require_tokenizer: bool = True,
     with_tokenizer: bool = True,
+    quantized: bool = False,
 ) -> LoadedModel:
     """Load model, tokenizer and chat template from any source (None: SmolLM2-135M-Instruct).
 
@@ -63,6 +64,9 @@ def load_for_inference(
         base: for an adapter: this base model instead of the one its `adapter_config.json` records.
         require_tokenizer: False: a source without a tokenizer loads with `tokenizer=None` (weights only).
         with_tokenizer: False: do not load a tokenizer at all (`tokenizer=None`, no chat template).
+        quantized: a Q8_0/Q4_0/Q4_1 GGUF file keeps its quantized matrices (`Int8Linear`/`Int4Linear` layers,
+            `llmlab.compress.quant.load_gguf_quantized`) instead of being dequantised to float32. Folders written
+            by `llmlab quantize` always load quantized.
 
     Raises:
         FileNotFoundError: nothing at `path`, no tokenizer for it, or SmolLM2's package is not installed.
@@ -76,7 +80,7 @@ def load_for_inference(
     if source.adapter_dir is not None:
         loaded = _load_adapter_source(source, device, with_tokenizer)
     else:
-        loaded = _load_weights(source, device, with_tokenizer)
+        loaded = _load_weights(source, device, with_tokenizer, quantized)
     if loaded.tokenizer is None and with_tokenizer and require_tokenizer:
         raise FileNotFoundError(missing_tokenizer_message(source.weights, source.format))
     _check_vocab(loaded, source.path or source.weights)
@@ -89,31 +93,34 @@ def load_model_and_tokenizer(path: str | Path | None = None, device: str = "cpu"
     return loaded.model, loaded.tokenizer
 
 
-def _load_weights(source: Source, device: str, with_tokenizer: bool) -> LoadedModel:
+def _load_weights(source: Source, device: str, with_tokenizer: bool, quantized: bool = False) -> LoadedModel:
     """A source that is not an adapter: its model, and its tokenizer when asked for and present."""
+    from llmlab.compress.quant import is_quantized_folder, load_quantized
     from llmlab.models import load_model, model_family
     from llmlab.tokenizers import load_tokenizer
 
     if source.format == "gguf":
-        loaded = _load_gguf(source.weights, device, with_tokenizer)
+        loaded = _load_gguf(source.weights, device, with_tokenizer, quantized)
     else:
         tokenizer = template = None
         if with_tokenizer and source.tokenizer_file is not None:
             tokenizer = load_tokenizer(source.tokenizer_file)
             template = folder_chat_template(source.tokenizer_file.parent)
-        loaded = LoadedModel(load_model(source.weights, device=device), tokenizer, template, "")
+        load = load_quantized if is_quantized_folder(source.weights) else load_model
+        loaded = LoadedModel(load(source.weights, device=device), tokenizer, template, "")
     loaded.source, loaded.info, loaded.family = source.label, source, model_family(loaded.model)
     return loaded
 
 
-def _load_gguf(path: Path, device: str, with_tokenizer: bool) -> LoadedModel:
-    """Model, tokenizer and chat template from one read of a GGUF file."""
+def _load_gguf(path: Path, device: str, with_tokenizer: bool, quantized: bool = False) -> LoadedModel:
+    """Model (dequantised; `quantized`: blocks kept), tokenizer and chat template from one read of a GGUF file."""
+    from llmlab.compress.quant import load_gguf_quantized
     from llmlab.io.gguf import read_gguf
     from llmlab.models import load_gguf_model
     from llmlab.tokenizers.gguf import load_gguf_tokenizer
 
     f = read_gguf(path)
-    model = load_gguf_model(f).to(device).eval()
+    model = (load_gguf_quantized(f) if quantized else load_gguf_model(f)).to(device).eval()
     md = f.metadata
     if not with_tokenizer or "tokenizer.ggml.tokens" not in md:
         return LoadedModel(model, None, None, str(path))

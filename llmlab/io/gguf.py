@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,25 @@ class GGUFFile:
         """`general.architecture`, e.g. `"llama"`."""
         return str(self.metadata.get("general.architecture", ""))
 
+    def raw_blocks(self, name: str) -> torch.Tensor:
+        """The stored blocks of a Q8_0 / Q4_0 / Q4_1 matrix, not dequantised and not copied.
+
+        Returns:
+            (rows, blocks per row, block bytes) uint8: a read-only view of the memory-mapped file (write nothing
+            into it). Block layouts: see `BLOCK_BYTES` below.
+        """
+        qtype = self.tensor_types[name]
+        if qtype not in BLOCK_BYTES or len(self.tensor_shapes[name]) != 2:
+            raise ValueError(
+                f"tensor {name!r} in {self.path} is {qtype}; raw blocks exist for {', '.join(BLOCK_BYTES)}"
+            )
+        data = self.tensors.raw(name)  # type: ignore[attr-defined]
+        rows, cols = self.tensor_shapes[name]
+        with warnings.catch_warnings():  # the memmap is read-only: torch warns that writes would be undefined
+            warnings.simplefilter("ignore", UserWarning)
+            blocks = torch.from_numpy(np.asarray(data, dtype=np.uint8))
+        return blocks.reshape(rows, cols // 32, BLOCK_BYTES[qtype])
+
 
 class _LazyTensors(Mapping):
     """name -> float32 tensor, dequantised from the memory-mapped file on first access."""
@@ -106,6 +126,10 @@ class _LazyTensors(Mapping):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)
+
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor's bytes as stored (a numpy view of the memory-mapped file)."""
+        return self._raw[name].data
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -211,7 +235,7 @@ def _dequantize(path: Path, t: Any) -> torch.Tensor:
         )
     shape = tuple(int(d) for d in reversed(t.shape.tolist()))
     if qtype in _TORCH_DEQUANT:  # the common llama.cpp presets, vectorised in torch (several times faster)
-        blocks = torch.from_numpy(np.asarray(t.data, dtype=np.uint8).reshape(-1, _BLOCK_BYTES[qtype]).copy())
+        blocks = torch.from_numpy(np.asarray(t.data, dtype=np.uint8).reshape(-1, BLOCK_BYTES[qtype]).copy())
         return _TORCH_DEQUANT[qtype](blocks).reshape(shape)
     values = quants.dequantize(t.data, t.tensor_type)  # (..., ne0) float32 (F32: a view into the file)
     return torch.from_numpy(np.array(values, dtype=np.float32).reshape(shape))
@@ -220,7 +244,7 @@ def _dequantize(path: Path, t: Any) -> torch.Tensor:
 # Block layouts of ggml-quants.h (32 values per block): Q8_0 = {f16 d; int8 q[32]}: x = d * q.
 # Q4_0 = {f16 d; uint8 qs[16]}: x = d * (nibble - 8). Q4_1 = {f16 d; f16 m; uint8 qs[16]}: x = d * nibble + m.
 # Byte j of qs holds value j in its low nibble and value j + 16 in its high nibble.
-_BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}
+BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}
 
 
 def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:

@@ -84,7 +84,8 @@ class DecoderLM(nn.Module):
     def make_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """A preallocated `KVCache` sized for this model (max_len defaults to the context window)."""
         c = self.config
-        p = self.lm_head.weight
+        # The LM head's weight; a quantized head (llmlab.compress) has none: the first float parameter (a norm).
+        p = next(t for t in (*self.lm_head.parameters(), *self.parameters()) if t.is_floating_point())
         head_dim = c.resolved().head_dim
         return KVCache(c.n_layer, batch_size, max_len or c.block_size, c.kv_heads, head_dim, dtype or p.dtype, p.device)
 

@@ -242,6 +242,7 @@ def chat(
     device: str = "cpu",
     session_name: str | None = None,
     db: Path | None = None,
+    keep_quantized: bool = False,
 ) -> int:
     """`llmlab chat`: check every option, load the model, chat on the terminal or over piped stdin.
 
@@ -263,7 +264,7 @@ def chat(
         print(f"loading {checkpoint or DEFAULT_MODEL_NAME} ...", file=sys.stderr, flush=True)
     from llmlab.hub import load_for_inference  # looked up per call (tests patch it)
 
-    loaded = load_for_inference(checkpoint, device=torch_device)
+    loaded = load_for_inference(checkpoint, device=torch_device, quantized=keep_quantized)
     model = loaded.model.to(getattr(torch, dtype))
     template_source, template_label = resolve_template(template, loaded.chat_template)
     session = ChatSession(

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from llmlab.compress.quant import dequantize_model
 from llmlab.hub import LoadedModel, Source, fold_adapter, load_for_inference, require_mergeable, resolve_source
 from llmlab.hub import save_tokenizer as save_tokenizer_files
 from llmlab.io import atomic_write, building_output, check_output_dir, check_output_file
@@ -151,7 +152,7 @@ def write_model(loaded: LoadedModel, dst: Path, out_format: str, dtype: str, ver
     Call `check_output` first. A folder is built beside `dst` and published with `verb`'s output marker; a
     `.gguf` file is written atomically. On any error nothing is left behind.
     """
-    model = loaded.model
+    model = dequantize_model(loaded.model)  # a quantized model (llmlab quantize) is written in float
     if out_format == "gguf":
         extra, types = ({}, {})
         if loaded.tokenizer is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.eval import evaluate_perplexity
-from llmlab.hub import load_model_and_tokenizer
+from llmlab.hub import load_for_inference
 from llmlab.nn.device import resolve_device
 from llmlab.nn.virtual import context_length
 
@@ -31,11 +31,13 @@ def perplexity(
     add_bos: bool = False,
     device: str = "cpu",
     as_json: bool = False,
+    keep_quantized: bool = False,
 ) -> dict[str, Any]:
     """Sliding-window perplexity, bits per character and bits per byte of `file`, printed; returns the figures."""
     torch_device = resolve_device(device)
     text = read_text_file(file)
-    model, tokenizer = load_model_and_tokenizer(checkpoint, device=torch_device)
+    loaded = load_for_inference(checkpoint, device=torch_device, quantized=keep_quantized)
+    model, tokenizer = loaded.model, loaded.tokenizer
     context = context_length(model)
     if stride is not None and stride > context:
         raise ValueError(f"--stride {stride} is larger than the model's context {context}; lower it")

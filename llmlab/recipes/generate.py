@@ -44,6 +44,7 @@ class GenerateRequest:
     template: str = "auto"
     device: str = "cpu"
     compile: bool = False
+    keep_quantized: bool = False
 
 
 def warn(message: str, err: TextIO | None = None) -> None:
@@ -178,7 +179,7 @@ def run_generate(request: GenerateRequest, given: Mapping[str, Any], out: TextIO
         check_template_name(request.template)
     from llmlab.hub import load_for_inference  # looked up per call (tests patch it)
 
-    loaded = load_for_inference(request.checkpoint, device=device)
+    loaded = load_for_inference(request.checkpoint, device=device, quantized=request.keep_quantized)
     model, tokenizer = loaded.model, loaded.tokenizer
     if request.compile:
         from llmlab.generate.fast_weights import check_supported

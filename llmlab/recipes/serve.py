@@ -37,6 +37,7 @@ class ServeRequest:
     cors_origin: str | None = None
     db: Path | None = None
     device: str = "cpu"
+    keep_quantized: bool = False
     model_name: str | None = None
 
     def validate(self) -> ServeRequest:
@@ -66,7 +67,9 @@ def build_state(request: ServeRequest, loaded: Any | None = None) -> Any:
     from llmlab.serve.runner import EngineRunner
     from llmlab.tokenizers.chat import resolve_template
 
-    loaded = loaded or load_for_inference(request.model, device=resolve_device(request.device))
+    loaded = loaded or load_for_inference(
+        request.model, device=resolve_device(request.device), quantized=request.keep_quantized
+    )
     check_engine_model(loaded.model)
     template = None
     if request.template != "auto" or loaded.chat_template:

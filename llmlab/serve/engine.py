@@ -150,7 +150,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.max_len = max_len
-        self.device = model.lm_head.weight.device
+        self.device = next(model.parameters()).device  # (a quantized LM head has buffers, no weight)
         self.cache = SlotCache(model, max_batch, max_len)
         self._slots: list[_Request | None] = [None] * max_batch
         self._waiting: deque[_Request] = deque()
@@ -180,7 +180,7 @@ class Engine:
         """
         config = (sampling or SamplingConfig()).validate()
         prompt = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().cpu()
-        vocab = self.model.lm_head.weight.shape[0]
+        vocab = self.model.lm_head.out_features
         if not 1 <= prompt.numel() <= self.max_len:
             raise ValueError(f"the prompt has {prompt.numel()} tokens; the engine takes 1..{self.max_len} (max_len)")
         if int(prompt.min()) < 0 or int(prompt.max()) >= vocab:

@@ -175,8 +175,8 @@ def test_generate_defaults_to_smollm2_and_chat_mode(tiny_default, capsys) -> Non
     # (all-zero logits -> argmax id 0) gives an empty answer instead of n copies of the marker.
     original = llmlab.hub.load_for_inference
 
-    def patched(path=None, device="cpu"):
-        result = original(path, device)
+    def patched(path=None, device="cpu", **options):
+        result = original(path, device, **options)
         with torch.no_grad():
             result.model.lm_head.weight.zero_()
         return result

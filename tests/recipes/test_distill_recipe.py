@@ -9,18 +9,8 @@ import pytest
 from cli_helpers import run_cli
 from distill_helpers import make_char_corpus, make_teacher
 
-from llmlab.cli import main as cli_main
 from llmlab.recipes.distill import distill, load_distill_config
 from llmlab.train.logging import read_metrics
-
-
-@pytest.fixture(autouse=True)
-def distill_verb() -> None:
-    """Register the verb when cli/main.py does not list it yet (the lead adds it at merge time)."""
-    if not any(c.name == "distill" for c in cli_main.app.registered_commands):
-        from llmlab.cli import distill as distill_cli
-
-        distill_cli.register(cli_main.app)
 
 
 @pytest.fixture

@@ -18,16 +18,6 @@ TEXT = "The quick brown fox jumps over the lazy dog. To be, or not to be, that i
 SPECIALS = {"pad": "<|im_end|>", "unk": "<|unk|>", "bos": "<|im_start|>", "eos": "<|endoftext|>"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prune_verb() -> None:
-    """Register the verb on the CLI app when cli/main.py does not list it (yet)."""
-    from llmlab.cli import main as cli_main
-    from llmlab.cli import prune
-
-    if not any(c.name == "prune" for c in cli_main.app.registered_commands):
-        prune.register(cli_main.app)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from llmlab.tokenizers import train_tokenizer_from_iterator
