@@ -120,6 +120,17 @@ def quality(model: torch.nn.Module, tokenizer: Any, args: argparse.Namespace) ->
     return out
 
 
+def _decode_round(decoder: Any, ids: torch.Tensor, n: int) -> tuple[float, float]:
+    """(prompt seconds, seconds of the n - 1 one-token steps) of one greedy run of `n` new tokens."""
+    t = time.perf_counter()
+    logits, cache, slot = decoder.prefill(ids, n)
+    prompt_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(n - 1):
+        logits = decoder.step(logits.argmax(-1, keepdim=True), slot + i, cache)
+    return prompt_s, time.perf_counter() - t
+
+
 def speed(model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
     """Compiled decoder: warm-up seconds, decode and prompt tokens/s per batch size; eager decode at batch 1."""
     from llmlab.generate import stream_generate
@@ -133,17 +144,9 @@ def speed(model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
     for b in args.batch_sizes:
         ids = torch.randint(3, model.config.vocab_size, (b, p), generator=torch.Generator().manual_seed(b))
         t = time.perf_counter()
-        decoder.generate(ids, 3)  # compiles the (batch, max_len) step
+        _decode_round(decoder, ids, n)  # untimed: compiles the (batch, max_len) step on exactly the timed path
         out[f"warmup_s_b{b}"] = round(time.perf_counter() - t, 1)
-        prompt_s, decode_s = [], []
-        for _ in range(args.rounds):
-            t = time.perf_counter()
-            logits, cache, slot = decoder.prefill(ids, n)
-            prompt_s.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            for i in range(n - 1):
-                logits = decoder.step(logits.argmax(-1, keepdim=True), slot + i, cache)
-            decode_s.append(time.perf_counter() - t)
+        prompt_s, decode_s = zip(*(_decode_round(decoder, ids, n) for _ in range(args.rounds)), strict=True)
         out[f"decode_tok_s_b{b}"] = b * (n - 1) / statistics.median(decode_s)
         out[f"prompt_tok_s_b{b}"] = b * p / statistics.median(prompt_s)
     if args.eager:
@@ -240,6 +243,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if bad:
         p.error(f"unknown scheme/part: {', '.join(bad)}")
     torch.set_num_threads(args.threads)
+    # one compiled graph per (scheme, batch size) of the same FastLlama.forward: above Dynamo's default limit of 8
+    # recompilations it would silently fall back to eager for the later schemes
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(args.batch_sizes) * 12)
     work = args.work or Path(tempfile.mkdtemp(prefix="llmlab-compress-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()

@@ -1,8 +1,9 @@
 """llama.cpp as a benchmark oracle: run `llama-bench` / `llama-perplexity` and parse their figures.
 
-llama.cpp is never a dependency of llmlab: it is built from the llama-cpp-python sdist (see ../shared/RESOURCES.md)
-and only measured against. The binary comes from `--llama-bench PATH`, else `$LLAMA_BENCH`, else the lead's build
-under /work/llamacpp; when none exists the callers record "skipped" instead of a figure.
+llama.cpp is never a dependency of llmlab: `bash benchmarks/build_llama_cpp.sh` builds it from the llama-cpp-python
+0.3.9 sdist into ~/.cache/llmlab/llama.cpp/bin, and it is only measured against. The binary comes from
+`--llama-bench PATH`, else `$LLAMA_BENCH`, else that build, else PATH; when none exists the callers record
+"skipped" instead of a figure.
 
     python benchmarks/llama_cpp.py model.gguf --threads 2 -p 64 -n 64       # prints one JSON object
 """
@@ -18,7 +19,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-DEFAULT_BUILD = Path("/work/llamacpp/llama_cpp_python-0.3.9/vendor/llama.cpp/build/bin")
+DEFAULT_BUILD = Path(os.environ.get("LLMLAB_CACHE") or Path.home() / ".cache" / "llmlab") / "llama.cpp" / "bin"
+"""Where benchmarks/build_llama_cpp.sh puts the binaries."""
 
 
 def find_binary(name: str, given: str | None = None, env: str | None = None) -> Path | None:

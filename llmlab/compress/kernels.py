@@ -12,12 +12,12 @@ Per-channel int8 is g = K (G = 1). Scales are stored in float16 (as llama.cpp do
 Two paths, one result (tests/compress/test_kernels.py compares both with `dequantize_*` + `F.linear`):
 
 - eager (and prompt-sized inputs, more than `SMALL_ROWS` rows): dequantise, then `F.linear` (an MKL GEMM);
-- under `torch.compile` with at most `SMALL_ROWS` rows (one decode step): the product written as
+- under `torch.compile` with at most `SMALL_ROWS` rows (a batch-1 decode step): the product written as
   dequantise-multiply-sum, `(x[..., None, :] * (q * scale + zero)).sum(-1)`, which Inductor turns into ONE
   vectorised C++ loop reading the packed bytes (never an (N, K) float copy). Measured on 2 threads, the
   49152x576 LM head at batch 1: fp32 `F.linear` ~10 ms, compiled fp32 multiply-sum ~4 ms, compiled int8
   ~1.2 ms (see /work docs/compression.md, "fast decoding"). `float_linear` is the same rule for float weights.
-  Batch-8 decode keeps the same loop (still a matrix-vector product per row, weights read once per row).
+  Batch-8 decode uses `F.linear` (see `SMALL_ROWS`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SMALL_ROWS = 8
-"""Inputs with at most this many rows (tokens x batch) take the compiled multiply-sum path under torch.compile."""
+SMALL_ROWS = 1
+"""Inputs with at most this many rows (tokens x batch) take the compiled multiply-sum path under torch.compile.
+
+One row only: Inductor's multiply-sum loop does not reuse a weight across rows, so at batch 8 it read the
+weights 8 times (SmolLM2 fp32 batch-8 step 729 ms); `F.linear` (MKL) at 8 rows took 190 ms (2 threads)."""
 
 
 def _small(x: torch.Tensor) -> bool:

@@ -38,6 +38,11 @@ from llmlab.nn.virtual import reserved_positions
 CACHE_BUCKET = 128
 """max_len (prompt bucket + new tokens) is rounded up to a multiple of this: fewer distinct compiled shapes."""
 MIN_PROMPT_BUCKET = 16
+INDUCTOR_OPTIONS = {"realize_opcount_threshold": 0}
+"""Inductor settings of the compiled step. By default Inductor inlines cheap element-wise producers (RMSNorm,
+SiLU(gate) * up, the residual add) into the matrix-vector reduction that consumes them, recomputing them for
+every output row: the LM head then reads its 576 inputs 49,152 times through the norm. Realising every
+element-wise result as a small buffer first halved the int8 step on SmolLM2 (23.7 -> 13.7 ms, 2 threads)."""
 
 
 def prompt_bucket(prompt_len: int) -> int:
@@ -76,7 +81,9 @@ class FastDecoder:
         self.config = model.config
         self.net = FastLlama(model, fuse=fuse).eval()
         self.compiled = compile
-        self._forward = torch.compile(self.net.forward, dynamic=False) if compile else self.net.forward
+        self._forward = (
+            torch.compile(self.net.forward, dynamic=False, options=INDUCTOR_OPTIONS) if compile else self.net.forward
+        )
 
     def new_cache(self, batch_size: int, max_len: int) -> StaticCache:
         """An empty cache for `batch_size` rows of up to `max_len` slots (prompt bucket + new tokens)."""

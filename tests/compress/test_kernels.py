@@ -49,8 +49,10 @@ def test_eager_kernels_equal_reference(rows, n, k, group):
     torch.testing.assert_close(int4_codes_linear(x, unpack_int4(p), s4, z4), F.linear(x, dequantize_int4(p, s4, z4)))
 
 
-def test_compiled_multiply_sum_kernels_equal_reference():
-    """Decode-sized inputs (<= 8 rows) take the multiply-sum form under torch.compile: same results."""
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3)])
+def test_compiled_multiply_sum_kernels_equal_reference(shape: tuple[int, int]):
+    """A batch-1 decode input (one row) takes the multiply-sum form under torch.compile, more rows `F.linear`:
+    both give the reference's results."""
     n, k = 40, 64
     q, s = _int8(n, k, 32)
     p, s4, z4 = _int4(n, k, 16, seed=1)
@@ -62,7 +64,7 @@ def test_compiled_multiply_sum_kernels_equal_reference():
         int4 = int4_linear(x, p, s4, z4, bias)
         return int8_linear(x, q, s, bias), int4, int4_codes_linear(x, codes, s4, z4, bias), float_linear(x, w, bias)
 
-    x = torch.randn(2, 3, k)  # (B, T, K): 6 rows
+    x = torch.randn(*shape, k)  # (B, T, K)
     got = torch.compile(all_four, dynamic=False)(x)
     want = (
         F.linear(x, dequantize_int8(q, s), bias),
@@ -71,5 +73,5 @@ def test_compiled_multiply_sum_kernels_equal_reference():
         F.linear(x, w, bias),
     )
     for a, b in zip(got, want, strict=True):
-        assert a.shape == b.shape == (2, 3, n)
+        assert a.shape == b.shape == (*shape, n)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
