@@ -27,7 +27,6 @@ request, the per-layer sparsity, the structured plan, the recovery losses).
 from __future__ import annotations
 
 import dataclasses
-import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,8 @@ from llmlab.compress.prune import (
     sparsity_report,
     stage_specs,
 )
+from llmlab.data.calibration import calibration_windows
+from llmlab.data.sources import resolve_sources
 
 VERB = "prune"
 DEFAULT_CALIBRATION = "shakespeare"
@@ -88,32 +89,6 @@ def check_calibration(source: str, samples: int, length: int) -> None:
         raise FileNotFoundError(
             f"--calibration {source}: no such file or folder, and not a built-in corpus ({', '.join(BUILTIN_CORPORA)})"
         )
-
-
-def calibration_windows(
-    source: str, tokenizer: Any, samples: int, length: int, seed: int = 0, max_chars: int = 2_000_000
-) -> list[torch.Tensor]:
-    """`samples` random (1, `length`) token windows from the first `max_chars` characters of a corpus."""
-    from llmlab.data.sources import resolve_sources
-
-    texts, size = [], 0
-    for file in resolve_sources([source]):
-        if size >= max_chars:
-            break
-        text = file.path.read_text(encoding="utf-8", errors="replace")
-        if file.jsonl:
-            import json
-
-            text = "\n".join(str(json.loads(line).get("text", "")) for line in text.splitlines() if line.strip())
-        texts.append(text[: max_chars - size])
-        size += len(texts[-1])
-    needed = samples * length
-    ids = list(tokenizer.encode("\n".join(texts)[: max(needed * 8, 20_000)]))
-    if len(ids) < length + 1:
-        raise ValueError(f"--calibration {source} has {len(ids)} tokens; it needs at least {length + 1}")
-    rng = random.Random(seed)
-    starts = [rng.randrange(0, len(ids) - length) for _ in range(samples)]
-    return [torch.tensor([ids[s : s + length]], dtype=torch.long) for s in starts]
 
 
 def _recovery_examples(path: str, tokenizer: Any, chat_template: str | None, max_length: int) -> list[Any]:
@@ -210,7 +185,7 @@ def prune(
     stages = stage_specs(net, spec, steps)
     examples = _recovery_examples(rc.data, loaded.tokenizer, loaded.chat_template, rc.max_length) if rc.steps else []
     windows = (
-        calibration_windows(calibration, loaded.tokenizer, calibration_samples, calibration_length)
+        calibration_windows(resolve_sources([calibration]), loaded.tokenizer, calibration_samples, calibration_length)
         if spec.needs_calibration else []
     )  # fmt: skip
     pad_id = next((i for i in (loaded.tokenizer.pad_id, loaded.tokenizer.eos_id) if i is not None), 0)
@@ -310,4 +285,4 @@ def describe(report: PruneReport) -> str:
     return "\n".join(lines + [f"note: {n}" for n in report.notes])
 
 
-__all__ = ["PruneReport", "RecoveryConfig", "calibration_windows", "describe", "prune", "recover"]
+__all__ = ["PruneReport", "RecoveryConfig", "describe", "prune", "recover"]

@@ -18,11 +18,8 @@ and chat template) is built beside `--out` and published with its `.llmlab-outpu
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from llmlab.compress.quant import (
     check_scheme,
@@ -32,7 +29,8 @@ from llmlab.compress.quant import (
     quantized_modules,
     save_quantized,
 )
-from llmlab.data.sources import SourceFile, iter_jsonl, resolve_sources
+from llmlab.data.calibration import calibration_windows
+from llmlab.data.sources import resolve_sources
 from llmlab.hub import load_for_inference, resolve_source, save_tokenizer
 from llmlab.io import building_output, check_output_dir
 
@@ -50,36 +48,6 @@ class QuantizeReport:
     bytes_after: int
     calibration: str | None
     output: str
-
-
-def _read_calibration_text(files: list[SourceFile], max_chars: int) -> str:
-    """Up to `max_chars` characters of the calibration files, in order."""
-    parts: list[str] = []
-    total = 0
-    for f in files:
-        texts = iter_jsonl(f.path, "text") if f.jsonl else [f.path.read_text(encoding="utf-8", errors="replace")]
-        for text in texts:
-            parts.append(text)
-            total += len(text)
-            if total >= max_chars:
-                return "\n".join(parts)[:max_chars]
-    return "\n".join(parts)
-
-
-def calibration_windows(
-    files: list[SourceFile], tokenizer: object, samples: int, tokens: int, seed: int = 0
-) -> list[torch.Tensor]:
-    """`samples` windows of `tokens` token ids, each (1, T), at random offsets of the calibration text."""
-    text = _read_calibration_text(files, max_chars=samples * tokens * 16)  # ~4 chars per token, 4x to draw from
-    ids = list(tokenizer.encode(text))  # type: ignore[attr-defined]
-    if len(ids) < tokens + 1:
-        raise ValueError(
-            f"the calibration text has {len(ids)} tokens, fewer than one window of {tokens}; "
-            "pass a longer --calibration file or a smaller --calibration-tokens"
-        )
-    rng = random.Random(seed)
-    starts = [rng.randrange(0, len(ids) - tokens) for _ in range(samples)]
-    return [torch.tensor([ids[s : s + tokens]]) for s in starts]
 
 
 def quantize_model(
