@@ -1,8 +1,8 @@
 """The inference view `FastDecoder` compiles: a Llama forward over a static KV cache with fused projections.
 
-Projections are applied by `apply_linear`, which reads whatever the layer holds: a float `nn.Linear`, an
-int8 layer (`qweight`, `scale`, `bias` buffers) or an int4 layer (`packed`, `scale`, `zero`, `bias`), in the
-layouts of `llmlab.compress.kernels`; any other module (NF4, dynamic int8) is called as it is. Fusing q/k/v
+Projections are fused by what the layer holds: a float `nn.Linear`, an int8 layer (`qweight`, `scale`, `bias`
+buffers) or an int4 layer (`packed`, `scale`, `zero`, `bias`), in the layouts of `llmlab.compress.kernels`; any
+other module (NF4, dynamic int8) is called as it is. Fusing q/k/v
 (and gate/up) concatenates those tensors along the output rows, so one matmul reads them all: Ainslie et al.'s
 GQA projections (https://arxiv.org/abs/2305.13245) stay separate heads after the split.
 """
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.compress.kernels import float_linear, int4_codes_linear, int4_linear, int8_linear, unpack_int4
+from llmlab.compress.kernels import float_linear, int4_codes_linear, int8_linear, unpack_int4
 
 _LAYOUTS = {"int8": ("qweight", "scale"), "int4": ("packed", "scale", "zero")}
 
@@ -37,15 +37,12 @@ def layout_of(module: nn.Module) -> str | None:
 
 
 def apply_linear(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """module(x) through the fast kernels of `llmlab.compress.kernels` when its layout is known."""
-    kind = layout_of(module)
-    bias = getattr(module, "bias", None)
-    if kind == "float":
-        return float_linear(x, module.weight, bias)
-    if kind == "int8":
-        return int8_linear(x, module.qweight, module.scale, bias)
-    if kind == "int4":
-        return int4_linear(x, module.packed, module.scale, module.zero, bias)
+    """module(x), with a float `nn.Linear` through `float_linear` (the compiled multiply-sum for one row).
+
+    Quantized layers already call their `llmlab.compress.kernels` function in their own forward.
+    """
+    if isinstance(module, nn.Linear):
+        return float_linear(x, module.weight, module.bias)
     return module(x)
 
 
