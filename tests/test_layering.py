@@ -33,6 +33,7 @@ LAYERS = {
     "eval": 5,
     "hub": 5,
     "train": 6,
+    "align": 6,
     "recipes": 7,
     "serve": 7,
     "cli": 8,

@@ -20,6 +20,7 @@ from types import TracebackType
 import typer
 
 from llmlab.cli import (
+    align,
     average,
     chat,
     convert,
@@ -48,7 +49,7 @@ for module in (quickstart, tokenizer, data, pretrain, finetune, peft_compare, ge
     module.register(app)
 average.register(app)
 serve.register(app)
-for module in (quantize, prune, distill):
+for module in (quantize, prune, distill, align):
     module.register(app)
 
 USER_ERRORS = (ValueError, KeyError, OSError)  # OSError covers FileNotFoundError, PermissionError, ...

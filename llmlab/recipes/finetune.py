@@ -117,7 +117,7 @@ def _run_identity(cfg: FinetuneConfig) -> dict[str, Any]:
     return {k: d[k] for k in ("base", "method", "peft", "partial", "data")} | {"train": {"seed": d["train"]["seed"]}}
 
 
-def _write_outputs(model: Any, tokenizer: Any, cfg: FinetuneConfig, base_name: str, chat_template: Any) -> str:
+def write_outputs(model: Any, tokenizer: Any, cfg: FinetuneConfig, base_name: str, chat_template: Any) -> str:
     """The run's results, each written atomically: tokenizer files and `adapter/` or `model/`. Returns its path."""
     from llmlab.hub import save_tokenizer
     from llmlab.io import make_temp_dir, replace_path
@@ -281,7 +281,7 @@ def _finetune(cfg: FinetuneConfig, ctx: Any, run: Any, tasks: list[TaskConfig], 
         summary = trainer.fit()
         if ctx.is_main:
             model.to("cpu")
-            summary["adapter" if cfg.method in PEFT_METHODS else "model"] = _write_outputs(
+            summary["adapter" if cfg.method in PEFT_METHODS else "model"] = write_outputs(
                 model, tokenizer, cfg, base_name, chat_template
             )
             summary.update(
