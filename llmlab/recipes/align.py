@@ -70,6 +70,8 @@ def align(cfg: AlignConfig, say: Any = print) -> dict[str, Any]:
     ctx = init_distributed(cfg.train.distributed, device.type)
     try:
         summary = runner.run(cfg, ctx, run, say if ctx.is_main else (lambda _msg: None))
+        if ctx.is_main:
+            summary["report"] = str(write_run_report(run.path, cfg.objective, summary))
         barrier(ctx)
         return summary
     finally:
@@ -155,6 +157,55 @@ def write_policy_outputs(model: Any, tokenizer: Any, cfg: AlignConfig, base_name
     from llmlab.recipes.finetune import write_outputs
 
     return write_outputs(model, tokenizer, cfg, base_name, chat_template)
+
+
+CURVES = {  # what report.md plots per objective (metric names of metrics.jsonl), besides the loss
+    "rm": ("accuracy", "val_accuracy"),
+    "dpo": ("rewards_accuracy", "rewards_margin", "val_rewards_accuracy"),
+    "ppo": ("reward", "kl", "response_length"),
+    "grpo": ("reward", "kl", "response_length"),
+}
+
+
+def write_run_report(run_dir: Path, objective: str, summary: dict[str, Any]) -> Path:
+    """``report.md`` in the run folder: the summary's facts, the loss curve, the objective's curves
+    (`CURVES`, one PNG) and the samples the runner put in ``summary["samples"]`` (prompt, completion) pairs."""
+    from llmlab.recipes.report import plot_loss_curve, write_report
+
+    run_dir = Path(run_dir)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    plot_loss_curve(rows, run_dir / "loss_curve.png", title=f"llmlab align {objective}")
+    _plot_curves(rows, [k for k in CURVES[objective] if any(k in r for r in rows)], run_dir / "curves.png")
+    facts = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in summary.items()
+             if isinstance(v, (int, float, str)) and k != "report"}  # fmt: skip
+    samples = [(str(p), str(c)) for p, c in summary.get("samples", [])][:5]
+    path = write_report(run_dir, f"llmlab align {objective}", facts, samples)
+    with path.open("a", encoding="utf-8") as f:  # the report is ours; append the second figure
+        f.write("\n![objective curves](curves.png)\n")
+    return path
+
+
+def _plot_curves(rows: list[dict[str, Any]], keys: list[str], png: Path) -> None:
+    """One panel per metric in `keys` against the iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llmlab.io import atomic_write
+
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.2 * max(1, len(keys)), 3), dpi=110, squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=False):
+        points = [(r["iter"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        ax.plot([i for i, _ in points], [v for _, v in points], "o-" if key.startswith("val_") else "-", ms=3)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def describe(summary: dict[str, Any]) -> str:

@@ -78,3 +78,16 @@ def test_align_config_names_the_bad_setting():
             None, ["data.train=x.jsonl", "reward.functions=[arithmetic]", "ppo.prompts_per_rollout=6",
                    "ppo.minibatch_size=4"], "ppo")  # fmt: skip
         cfg.validate()
+
+
+def test_run_report_has_facts_curves_and_samples(tmp_path):
+    import json
+
+    from llmlab.recipes.align import write_run_report
+
+    rows = [{"iter": i, "loss": 1.0 / i, "reward": 0.1 * i, "kl": 0.01 * i} for i in range(1, 6)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    path = write_run_report(tmp_path, "ppo", {"final_train_loss": 0.2, "samples": [("The film", " was great")]})
+    text = path.read_text(encoding="utf-8")
+    assert "| final_train_loss | 0.2000 |" in text and "was great" in text and "curves.png" in text
+    assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "loss_curve.png").is_file()
