@@ -28,8 +28,9 @@ trl's too: ``β · (log π - log π_ref)`` for the reference-based losses and ``
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -135,25 +136,39 @@ def precompute_ref_logprobs(
     *,
     batch_size: int = 16,
     device: torch.device | str = "cpu",
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> torch.Tensor:
     """The reference's summed log-probabilities of every pair, computed once before training.
 
     Args:
-        reference: a `llmlab.align.reference.ReferencePolicy` (already on `device`).
+        reference: a `llmlab.align.reference.ReferencePolicy`, or a model that is the reference as it is (the
+            policy before training: then no frozen copy is ever made); on `device`.
         pairs: `llmlab.data.preference.PreferencePair`s.
         pad_id: the padding id.
         batch_size: pairs per forward.
+        autocast: the training precision's autocast (so that the values match a per-step reference).
 
     Returns:
         (N, 2) float32 on the CPU: column 0 the chosen response, column 1 the rejected one, row i = pairs[i].
     """
+    from llmlab.align.logprobs import token_logprobs
     from llmlab.data.preference import collate_pairs
 
+    score = getattr(reference, "token_logprobs", None)
+    was_training = None if score is not None else reference.training
+    if score is None:  # a plain model: the reference as it stands
+        reference.eval()
+        score = lambda *rows: token_logprobs(reference, *rows)  # noqa: E731
     out = torch.zeros(len(pairs), 2, dtype=torch.float32)
-    for start in range(0, len(pairs), batch_size):
-        batch = collate_pairs(list(pairs[start : start + batch_size]), pad_id)
-        ids, attn, resp = (batch[k].to(device) for k in ("input_ids", "attention_mask", "response_mask"))
-        sums = reference.token_logprobs(ids, attn, resp).logprobs.sum(-1).cpu()  # (2b,)
-        chosen, rejected = split_pairs(sums)
-        out[start : start + len(chosen), 0], out[start : start + len(chosen), 1] = chosen, rejected
+    try:
+        for start in range(0, len(pairs), batch_size):
+            batch = collate_pairs(list(pairs[start : start + batch_size]), pad_id)
+            rows = [batch[k].to(device) for k in ("input_ids", "attention_mask", "response_mask")]
+            with autocast():
+                sums = score(*rows).logprobs.sum(-1).cpu()  # (2b,)
+            chosen, rejected = split_pairs(sums)
+            out[start : start + len(chosen), 0], out[start : start + len(chosen), 1] = chosen, rejected
+    finally:
+        if was_training is not None:
+            reference.train(was_training)
     return out
