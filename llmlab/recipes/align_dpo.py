@@ -28,8 +28,10 @@ def _load_pairs(cfg: AlignConfig, tokenizer: Any, chat_template: str, max_length
     from llmlab.data.preference import load_preference_pairs, split_held_out
 
     d = cfg.data
-    kw = dict(template=d.template, chat_template=chat_template, max_length=max_length,
-              max_prompt_length=min(d.max_prompt_length, max_length - 1), add_bos=d.add_bos, add_eos=d.add_eos)  # fmt: skip
+    kw = dict(
+        template=d.template, chat_template=chat_template, max_length=max_length,
+        max_prompt_length=min(d.max_prompt_length, max_length - 1), add_bos=d.add_bos, add_eos=d.add_eos,
+    )  # fmt: skip
     train = load_preference_pairs(d.train, tokenizer, **kw)
     if d.val:
         val = load_preference_pairs(d.val, tokenizer, **kw)
