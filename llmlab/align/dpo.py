@@ -151,24 +151,30 @@ def precompute_ref_logprobs(
     Returns:
         (N, 2) float32 on the CPU: column 0 the chosen response, column 1 the rejected one, row i = pairs[i].
     """
-    from llmlab.align.logprobs import token_logprobs
+    from llmlab.align.packing import can_pack, response_logprob_sums, score_rows
+    from llmlab.align.reference import ReferencePolicy
     from llmlab.data.preference import collate_pairs
 
-    score = getattr(reference, "token_logprobs", None)
-    was_training = None if score is not None else reference.training
-    if score is None:  # a plain model: the reference as it stands
-        reference.eval()
-        score = lambda *rows: token_logprobs(reference, *rows)  # noqa: E731
     out = torch.zeros(len(pairs), 2, dtype=torch.float32)
-    try:
+    context = reference.model() if isinstance(reference, ReferencePolicy) else _eval_mode(reference)
+    with context as model:
+        pack = can_pack(model)
         for start in range(0, len(pairs), batch_size):
             batch = collate_pairs(list(pairs[start : start + batch_size]), pad_id)
             rows = [batch[k].to(device) for k in ("input_ids", "attention_mask", "response_mask")]
             with autocast():
-                sums = score(*rows).logprobs.sum(-1).cpu()  # (2b,)
+                sums = response_logprob_sums(model, score_rows(*rows, pack=pack)).cpu()  # (2b,)
             chosen, rejected = split_pairs(sums)
             out[start : start + len(chosen), 0], out[start : start + len(chosen), 1] = chosen, rejected
-    finally:
-        if was_training is not None:
-            reference.train(was_training)
     return out
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Any:
+    """``with _eval_mode(model) as m:`` the model in eval mode (its training flag restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -2,8 +2,8 @@
 
 (a) A batch is B preference pairs from `llmlab.data.preference.PairStream`, collated into 2B right-padded rows
 (the B chosen rows first, then the B rejected rows: `collate_pairs`), so the policy runs ONE forward over
-chosen and rejected together, and only the response positions go through the LM head
-(`llmlab.align.logprobs.token_logprobs`). (b) The loss is the mean over the pairs of
+chosen and rejected together; the rows are packed without padding (`llmlab.align.packing`, when the model
+allows it) and only the response positions go through the LM head. (b) The loss is the mean over the pairs of
 `llmlab.align.dpo.preference_loss`; the reference's summed log-probabilities come either from
 `llmlab.align.reference.ReferencePolicy` each step under ``no_grad`` (for a PEFT policy the same model with its
 adapters disabled: no second copy in memory), or were computed once before training
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from llmlab.align.dpo import needs_reference, preference_loss, split_pairs
-from llmlab.align.logprobs import token_logprobs
+from llmlab.align.packing import can_pack, response_logprob_sums, score_rows
 from llmlab.data.preference import PairStream, PreferencePair, collate_pairs
 from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig
 from llmlab.train.distributed import all_reduce_sum
@@ -55,6 +55,7 @@ class DPOTrainer(Trainer):
         sft_weight: weight of the chosen response's NLL (added to 1 for ORPO).
         val_pairs: held-out pairs (None or empty = no evaluation).
         eval_batch_size: pairs per evaluation forward.
+        pack: score packed rows without padding (None: whenever `llmlab.align.packing.can_pack(model)`).
         **kwargs: `Trainer`'s keyword arguments (ctx, device, resume_state, run_info, save_checkpoints, say).
     """
 
@@ -76,6 +77,7 @@ class DPOTrainer(Trainer):
         sft_weight: float = 0.0,
         val_pairs: Sequence[PreferencePair] | None = None,
         eval_batch_size: int = 16,
+        pack: bool | None = None,
         **kwargs: Any,
     ) -> None:
         self.stream, self.loss_kwargs, self.pad_id = stream, dict(loss), pad_id
@@ -85,42 +87,46 @@ class DPOTrainer(Trainer):
         self.reference, self.ref_logps = reference, ref_logps
         self.nll_weight = sft_weight + (1.0 if self.loss_kwargs["loss"] == "orpo" else 0.0)
         self.val_pairs, self.eval_batch_size = list(val_pairs or []), eval_batch_size
+        self.pack = can_pack(model) if pack is None else pack
         self._row_of = {id(p): i for i, p in enumerate(stream.items)}  # pair -> row of ref_logps["train"]
         self._sums: torch.Tensor | None = None  # this step, this rank, on the device (no sync): metrics + pairs
         super().__init__(model, train, optim, schedule, out_dir, **kwargs)
         if self.reference is not None:
             self.reference.to(self.device)
 
-    # (a) a batch: B pairs as 2B rows (+ their precomputed reference log-probs)
-    def next_batch(self) -> dict[str, torch.Tensor]:
+    # (a) a batch: B pairs as 2B rows, packed (+ their precomputed reference log-probs)
+    def collate(self, pairs: Sequence[PreferencePair]) -> dict[str, Any]:
+        """B pairs as a batch: the 2B rows (padded, or ``packed``), ``response_lengths`` (2B,), ``margin`` (B,)."""
+        padded = collate_pairs(pairs, self.pad_id)
+        rows = (padded["input_ids"], padded["attention_mask"], padded["response_mask"])
+        return {"margin": padded["margin"], **score_rows(*rows, pack=self.pack)}
+
+    def next_batch(self) -> dict[str, Any]:
         pairs = self.stream.next_batch()
-        batch = collate_pairs(pairs, self.pad_id)
+        batch = self.collate(pairs)
         if self.ref_logps is not None:
             rows = torch.tensor([self._row_of[id(p)] for p in pairs])
             batch["ref_logps"] = self.ref_logps["train"][rows]  # (B, 2)
         return batch
 
-    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+    def loss_units(self, batch: dict[str, Any]) -> int:
         return int(batch["margin"].shape[0])  # pairs: a step is the mean over its pairs
 
-    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
-        return int(batch["attention_mask"].sum())
+    def batch_tokens(self, batch: dict[str, Any]) -> int:
+        return int(batch.get("packed", batch)["attention_mask"].sum())  # real tokens
 
     # (b) its loss
-    def pair_losses(self, batch: dict[str, torch.Tensor], model: nn.Module, call: Any = None) -> dict[str, Any]:
+    def pair_losses(self, batch: dict[str, Any], model: nn.Module, call: Any = None) -> dict[str, Any]:
         """Per-pair losses, rewards and log-probs of a batch (the policy's forward with gradients if enabled)."""
-        ids, attn, resp = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-        logps = token_logprobs(model, ids, attn, resp, call=call).logprobs  # (2B, T) f32
-        sums, lengths = logps.sum(-1), resp.sum(-1)  # (2B,)
-        chosen, rejected = split_pairs(sums)
+        chosen, rejected = split_pairs(response_logprob_sums(model, batch, call=call))  # (B,) each
         ref_chosen = ref_rejected = None
         if self.uses_reference:
             if "ref_logps" in batch:
                 ref_chosen, ref_rejected = batch["ref_logps"][:, 0], batch["ref_logps"][:, 1]
             else:
-                ref_sums = self.reference.token_logprobs(ids, attn, resp).logprobs.sum(-1)  # (2B,) no grad
-                ref_chosen, ref_rejected = split_pairs(ref_sums)
-        chosen_len, rejected_len = split_pairs(lengths)
+                with torch.no_grad(), self.reference.model() as reference:  # adapters off / the frozen copy
+                    ref_chosen, ref_rejected = split_pairs(response_logprob_sums(reference, batch))
+        chosen_len, rejected_len = split_pairs(batch["response_lengths"])
         losses, chosen_r, rejected_r = preference_loss(
             chosen, rejected, ref_chosen, ref_rejected, chosen_lengths=chosen_len, rejected_lengths=rejected_len,
             **self.loss_kwargs,
@@ -171,7 +177,7 @@ class DPOTrainer(Trainer):
         starts = range(0, len(self.val_pairs), self.eval_batch_size)
         for start in itertools.islice(starts, self.ctx.rank, None, self.ctx.world_size):
             pairs = self.val_pairs[start : start + self.eval_batch_size]
-            batch = collate_pairs(pairs, self.pad_id)
+            batch = self.collate(pairs)
             if self.ref_logps is not None and self.ref_logps.get("val") is not None:
                 batch["ref_logps"] = self.ref_logps["val"][start : start + len(pairs)]
             with self.precision.autocast():

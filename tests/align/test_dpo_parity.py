@@ -12,7 +12,7 @@ import torch
 from align_helpers import toy_pairs, write_jsonl
 
 from llmlab.align.dpo_trainer import DPOTrainer
-from llmlab.data.preference import PairStream, collate_pairs, load_preference_pairs
+from llmlab.data.preference import PairStream, load_preference_pairs
 from llmlab.peft import LoraConfig, get_peft_model, save_adapter
 from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig
 
@@ -30,8 +30,9 @@ def _hf_tokenizer(tokenizer, tmp_path: Path):  # noqa: ANN001, ANN202
                                    pad_token="<|pad|>")  # fmt: skip
 
 
+@pytest.mark.parametrize("pack", [True, False])
 @pytest.mark.parametrize(("loss", "beta"), [("sigmoid", 0.1), ("ipo", 0.5), ("hinge", 0.3)])
-def test_dpo_loss_and_lora_gradient_equal_trl_dpo_trainer(tmp_path, tokenizer, loss: str, beta: float) -> None:
+def test_dpo_loss_and_lora_gradient_equal_trl_dpo_trainer(tmp_path, tokenizer, loss: str, beta: float, pack) -> None:
     from align_helpers import tiny_llama
     from peft import PeftModel
     from transformers import LlamaForCausalLM
@@ -63,9 +64,11 @@ def test_dpo_loss_and_lora_gradient_equal_trl_dpo_trainer(tmp_path, tokenizer, l
     trainer = DPOTrainer(
         model, PairStream(pairs, 6), TrainConfig(device="cpu", progress=False, tensorboard=False),
         OptimConfig(lr=1e-3), ScheduleConfig(), tmp_path / "run", loss={"loss": loss, "beta": beta}, pad_id=pad,
-        reference=ref, save_checkpoints=False,
+        reference=ref, save_checkpoints=False, pack=pack,
     )  # fmt: skip
-    ours = trainer.batch_loss(collate_pairs(pairs, pad))
+    batch = trainer.collate(pairs)
+    assert ("packed" in batch) == pack
+    ours = trainer.batch_loss(batch)
     ours.backward()
     our_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
