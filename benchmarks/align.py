@@ -121,7 +121,7 @@ def _sync(device: torch.device) -> None:
 
 def _timed(step: Any, n_warmup: int, n_steps: int, device: torch.device) -> dict[str, Any]:
     """Run `step()` -> (loss, tokens) warm-up + timed; losses, tokens/s, peak RSS / CUDA memory while training."""
-    losses, times, tokens = [], [], 0
+    losses, times, cpu_times, tokens = [], [], [], 0
     for _ in range(n_warmup):
         losses.append(step()[0])
     if device.type == "cuda":
@@ -129,15 +129,18 @@ def _timed(step: Any, n_warmup: int, n_steps: int, device: torch.device) -> dict
     with PeakRSS() as mem:
         for _ in range(n_steps):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loss, n = step()
             _sync(device)
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
             losses.append(loss)
             tokens += n
-    out = {"losses": losses, "step_s": [round(t, 4) for t in times], "tokens": tokens,
-           "tokens_per_s": tokens / sum(times), "peak_rss_mb": round(mem.peak / 2**20, 1),
-           "step_rss_delta_mb": round(mem.delta_mb, 1)}  # fmt: skip
+    out = {
+        "losses": losses, "step_s": [round(t, 4) for t in times], "tokens": tokens,
+        "tokens_per_s": tokens / sum(times), "tokens_per_cpu_s": tokens / sum(cpu_times),
+        "peak_rss_mb": round(mem.peak / 2**20, 1), "step_rss_delta_mb": round(mem.delta_mb, 1),
+    }  # fmt: skip
     if device.type == "cuda":
         out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
@@ -308,8 +311,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for impl in ["llmlab", "trl"] if r % 2 == 0 else ["trl", "llmlab"]:
                 res = run_worker(impl, workdir, args)
                 results[impl].append(res)
-                log(f"round {r + 1} {impl:7s} {res['tokens_per_s']:9.1f} tok/s  peak RSS {res['peak_rss_mb']:.0f} MB  "
-                    f"losses {[round(x, 4) for x in res['losses'][:4]]}")  # fmt: skip
+                log(f"round {r + 1} {impl:7s} {res['tokens_per_s']:9.1f} tok/s {res['tokens_per_cpu_s']:9.1f} "
+                    f"tok/cpu-s peak RSS {res['peak_rss_mb']:.0f} MB losses {res['losses'][:3]}")  # fmt: skip
     ll, tr = results["llmlab"][0]["losses"], results["trl"][0]["losses"]
     diffs = [abs(a - b) for a, b in zip(ll, tr, strict=True)]
     tol = args.tolerance if args.precision == "fp32" else max(args.tolerance, 5e-2)
@@ -320,11 +323,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return statistics.median(r[key] for r in results[impl])
 
     speed = {i: round(med(i, "tokens_per_s"), 1) for i in results}
+    cpu_speed = {i: round(med(i, "tokens_per_cpu_s"), 1) for i in results}
     rss = {i: med(i, "peak_rss_mb") for i in results}
     proc_rss = {i: med(i, "process_peak_rss_mb") for i in results}
-    print(f"{'':8s} {'tok/s':>9} {'peak RSS training MB':>21} {'peak RSS process MB':>20}")
+    print(f"{'':8s} {'tok/s':>9} {'tok/cpu-s':>10} {'peak RSS training MB':>21} {'peak RSS process MB':>20}")
     for i in results:
-        print(f"{i:8s} {speed[i]:9.1f} {rss[i]:21.0f} {proc_rss[i]:20.0f}")
+        print(f"{i:8s} {speed[i]:9.1f} {cpu_speed[i]:10.1f} {rss[i]:21.0f} {proc_rss[i]:20.0f}")
     print(f"llmlab / trl: {speed['llmlab'] / speed['trl']:.3f}x speed, {rss['llmlab'] / rss['trl']:.3f}x peak RSS; "
           f"loss |diff| max {max(diffs):.2e}")  # fmt: skip
     import peft
@@ -341,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "trl": trl.__version__, "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "tokens_per_s": speed, "speed_ratio_llmlab_vs_trl": round(speed["llmlab"] / speed["trl"], 3),
+        "tokens_per_cpu_s": cpu_speed, "cpu_time_ratio_llmlab_vs_trl": round(cpu_speed["llmlab"] / cpu_speed["trl"], 3),
         "peak_rss_training_mb": rss, "peak_rss_process_mb": proc_rss,
         "rss_ratio_llmlab_vs_trl": round(rss["llmlab"] / rss["trl"], 3),
         "loss_max_abs_diff": max(diffs), "losses": {"llmlab": ll, "trl": tr},

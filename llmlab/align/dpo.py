@@ -151,19 +151,18 @@ def precompute_ref_logprobs(
     Returns:
         (N, 2) float32 on the CPU: column 0 the chosen response, column 1 the rejected one, row i = pairs[i].
     """
-    from llmlab.align.packing import can_pack, response_logprob_sums, score_rows
+    from llmlab.align.packing import can_pack, pair_rows, response_logprob_sums
     from llmlab.align.reference import ReferencePolicy
-    from llmlab.data.preference import collate_pairs
+    from llmlab.train.trainer import to_device
 
     out = torch.zeros(len(pairs), 2, dtype=torch.float32)
     context = reference.model() if isinstance(reference, ReferencePolicy) else _eval_mode(reference)
     with context as model:
         pack = can_pack(model)
         for start in range(0, len(pairs), batch_size):
-            batch = collate_pairs(list(pairs[start : start + batch_size]), pad_id)
-            rows = [batch[k].to(device) for k in ("input_ids", "attention_mask", "response_mask")]
+            rows = to_device(pair_rows(pairs[start : start + batch_size], pad_id, pack=pack), device)
             with autocast():
-                sums = response_logprob_sums(model, score_rows(*rows, pack=pack)).cpu()  # (2b,)
+                sums = response_logprob_sums(model, rows).cpu()  # (2b,)
             chosen, rejected = split_pairs(sums)
             out[start : start + len(chosen), 0], out[start : start + len(chosen), 1] = chosen, rejected
     return out

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from llmlab.align.dpo import needs_reference, preference_loss, split_pairs
-from llmlab.align.packing import can_pack, response_logprob_sums, score_rows
-from llmlab.data.preference import PairStream, PreferencePair, collate_pairs
+from llmlab.align.packing import can_pack, pair_rows, response_logprob_sums
+from llmlab.data.preference import PairStream, PreferencePair
 from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig
 from llmlab.train.distributed import all_reduce_sum
 from llmlab.train.sft_loop import save_trainable
@@ -96,10 +96,8 @@ class DPOTrainer(Trainer):
 
     # (a) a batch: B pairs as 2B rows, packed (+ their precomputed reference log-probs)
     def collate(self, pairs: Sequence[PreferencePair]) -> dict[str, Any]:
-        """B pairs as a batch: the 2B rows (padded, or ``packed``), ``response_lengths`` (2B,), ``margin`` (B,)."""
-        padded = collate_pairs(pairs, self.pad_id)
-        rows = (padded["input_ids"], padded["attention_mask"], padded["response_mask"])
-        return {"margin": padded["margin"], **score_rows(*rows, pack=self.pack)}
+        """B pairs as a batch (`llmlab.align.packing.pair_rows`: packed, or 2B padded rows)."""
+        return pair_rows(pairs, self.pad_id, pack=self.pack)
 
     def next_batch(self) -> dict[str, Any]:
         pairs = self.stream.next_batch()
@@ -113,7 +111,7 @@ class DPOTrainer(Trainer):
         return int(batch["margin"].shape[0])  # pairs: a step is the mean over its pairs
 
     def batch_tokens(self, batch: dict[str, Any]) -> int:
-        return int(batch.get("packed", batch)["attention_mask"].sum())  # real tokens
+        return int(batch["tokens"])  # the tokens of the 2B sequences (a shared prompt counts twice)
 
     # (b) its loss
     def pair_losses(self, batch: dict[str, Any], model: nn.Module, call: Any = None) -> dict[str, Any]:
