@@ -1,9 +1,10 @@
 """DPO (and IPO, cDPO, hinge, SimPO, ORPO) as a specialisation of the one `llmlab.train.Trainer`.
 
-(a) A batch is B preference pairs from `llmlab.data.preference.PairStream`, collated into 2B right-padded rows
-(the B chosen rows first, then the B rejected rows: `collate_pairs`), so the policy runs ONE forward over
-chosen and rejected together; the rows are packed without padding (`llmlab.align.packing`, when the model
-allows it) and only the response positions go through the LM head. (b) The loss is the mean over the pairs of
+(a) A batch is B preference pairs from `llmlab.data.preference.PairStream`, laid out by
+`llmlab.align.packing.pair_rows`: each pair once as ``prompt | chosen | rejected`` in packed rows (the prompt
+computed once, no padding; whenever `can_pack(model)`), else 2B right-padded rows (the B chosen rows first:
+`collate_pairs`). Either way the policy runs ONE forward over chosen and rejected together, and only the
+positions that predict response tokens go through the LM head. (b) The loss is the mean over the pairs of
 `llmlab.align.dpo.preference_loss`; the reference's summed log-probabilities come either from
 `llmlab.align.reference.ReferencePolicy` each step under ``no_grad`` (for a PEFT policy the same model with its
 adapters disabled: no second copy in memory), or were computed once before training
