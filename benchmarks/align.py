@@ -9,19 +9,22 @@ Same work for both, each in its OWN subprocess (so each peak RSS is that library
 - data: preference pairs from English reviews (`llmlab.data.sentiment`): prompt "Write a short movie review.",
   chosen a positive review, rejected a negative one, rendered with SmolLM2's chat template and tokenized by
   `llmlab.data.preference.load_preference_pairs` (truncated to --max-length); the SAME token ids, in the same
-  batches and order, go to llmlab's `collate_pairs` and trl's `DataCollatorForPreference`;
+  batches and order, go to llmlab's `pair_rows` and trl's `DataCollatorForPreference`;
 - loss: sigmoid DPO, beta 0.1; AdamW (lr 1e-4, no weight decay), gradient clipping at 1.0 in both;
-- one step: llmlab = `DPOTrainer.train_step()` (what ``llmlab align dpo`` runs: one concatenated forward over
-  chosen + rejected, the LM head on response positions only, the reference under no_grad with adapters off);
-  trl = `DPOTrainer.compute_loss` (trl 1.16's own loss path, its fused LM head, the reference with
-  `use_adapter`) + backward + clip + AdamW step. trl's default `gradient_checkpointing=True` is turned OFF
-  (llmlab does not recompute activations either); ``--trl-gradient-checkpointing`` measures trl's default.
+- one step: llmlab = `DPOTrainer.train_step()` (what ``llmlab align dpo`` runs: each pair packed once as
+  prompt | chosen | rejected, so the prompt is computed once and no padding (`llmlab.align.packing`), one
+  forward over all pairs, the LM head only where a response token is predicted, the reference under no_grad
+  with adapters off); trl = `DPOTrainer.compute_loss` (trl 1.16's own loss path: 2B padded rows, its fused LM
+  head, the reference with `use_adapter`) + backward + clip + AdamW step. trl's default
+  `gradient_checkpointing=True` is turned OFF (llmlab does not recompute activations either);
+  ``--trl-gradient-checkpointing`` measures trl's default.
 
 "Same work" evidence: the per-step losses of both runs are compared (step 1 is log 2 in both: policy ==
 reference; later steps must agree within --tolerance) and the script exits with an error otherwise.
 
 Method: every worker loads, runs --warmup untimed steps, then --steps timed steps (device synchronised per
-step); tokens/s = real (non-padding) tokens of the 2B rows per second, the same count for both. Peak RSS: the
+step); tokens/s = the tokens of the 2B prompt + response sequences per second (a prompt counts twice, padding
+never), the same count for both; tokens per CPU-second too (robust to other load on the machine). Peak RSS: the
 highest resident memory of the worker while it trains (weights + activations + optimizer state: psutil sampler,
 `bench_utils.PeakRSS`), and the whole worker's peak including loading; on CUDA also
 `torch.cuda.max_memory_allocated` over the training steps. --rounds repeats both workers alternately (medians).
