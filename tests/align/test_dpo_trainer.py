@@ -141,3 +141,38 @@ def test_bad_data_fails_before_writing(tmp_path, llama_dir, capsys) -> None:
     code, _, err = run_cli(dpo_args(llama_dir, bad, f"out_dir={out}"), capsys)
     assert code == 2 and "line 2" in err and "rejected" in err
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")  # never two 2-rank jobs at once on 2 cores
+def test_ddp_two_ranks_match_single_process(tmp_path, llama_dir, pairs_file) -> None:
+    """torchrun with 2 CPU ranks (each 2 pairs of every global 4) trains like one process with 4 pairs."""
+    import os
+    import subprocess
+    import sys
+
+    from llmlab.cli.main import main
+
+    common = dpo_args(llama_dir, pairs_file, "train.max_iters=3", "train.grad_accum=2", "train.eval_interval=3",
+                      "train.eval_batch_size=3", "peft.lora_dropout=0.0")  # fmt: skip
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main([*[a for a in common if a != "train.batch_size=8"], "train.batch_size=4",
+                  f"out_dir={tmp_path / 'single'}"])  # fmt: skip
+    finally:
+        torch.set_num_threads(n)
+    assert exc.value.code == 0
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "llmlab"]
+    args = [*[a for a in common if a != "train.batch_size=8"], "train.batch_size=2", f"out_dir={tmp_path / 'ddp'}"]
+    proc = subprocess.run([*cmd, *args], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300, cwd=root)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got, want = curve(tmp_path / "ddp"), curve(tmp_path / "single")
+    assert [r["iter"] for r in got] == [r["iter"] for r in want] == [1, 2, 3]
+    for key in ("loss", "grad_norm", "rewards_accuracy", "rewards_margin", "logps_chosen", "val_loss"):
+        a, b = ([r[key] for r in rows if key in r] for rows in (got, want))
+        assert len(a) == len(b) > 0, key
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-5, atol=1e-6, msg=key)
