@@ -176,3 +176,24 @@ def test_ddp_two_ranks_match_single_process(tmp_path, llama_dir, pairs_file) -> 
         a, b = ([r[key] for r in rows if key in r] for rows in (got, want))
         assert len(a) == len(b) > 0, key
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_gpt_full_fine_tuning_with_a_frozen_copy(tmp_path, gpt_dir, pairs_file, capsys) -> None:
+    out = tmp_path / "gpt"
+    args = [a for a in dpo_args(gpt_dir, pairs_file, "method=full", "optim.lr=1e-3", "train.max_iters=10",
+                                "train.eval_interval=10", f"out_dir={out}") if a != "peft.r=4"]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    rows = read_metrics(out / "metrics.jsonl")
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3) and rows[-1]["loss"] < rows[0]["loss"]
+    assert json.loads((out / "summary.json").read_text())["reference"] == "frozen copy"
+    assert (out / "model").is_dir()
+
+
+def test_the_shipped_config_validates() -> None:
+    from llmlab.recipes.align_config import load_align_config
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_align_config(root / "configs" / "align" / "dpo-lora.yaml", [], "dpo")
+    cfg.validate()
+    assert cfg.objective == "dpo" and cfg.method == "lora" and cfg.dpo.loss == "sigmoid"
