@@ -17,7 +17,8 @@ hinge      ``max(0, 1 - βΔ)`` — SLiC-HF, Zhao et al. 2023, https://arxiv.org
 simpo      ``-logσ(β(ℓ̄_w - ℓ̄_l) - γ)`` with ℓ̄ the length-averaged log-probability (+ cDPO's ε) —            no
            SimPO, Meng et al. 2024, https://arxiv.org/abs/2405.14734
 orpo       ``-β·logσ(log odds(ℓ̄_w) - log odds(ℓ̄_l))``, odds(p) = p / (1 - p) — ORPO, Hong et al. 2024,     no
-           https://arxiv.org/abs/2403.07691; the trainer adds the chosen response's NLL (the SFT term)
+           https://arxiv.org/abs/2403.07691; the trainer adds the chosen response's token-mean NLL (the
+           paper's SFT term over the response; trl's ORPOTrainer also counts the prompt tokens)
 =========  ===========================================================================================  =========
 
 The formulas are trl 1.16's (``DPOTrainer._compute_loss`` for sigmoid/ipo/hinge, including IPO's
