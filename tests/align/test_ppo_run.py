@@ -186,7 +186,7 @@ def test_ddp_two_ranks_smoke(tmp_path, llama_dir):
     args = ppo_args(llama_dir, prompts, out, "method=lora", "ppo.prompts_per_rollout=4", "ppo.minibatch_size=2",
                     "ppo.ppo_epochs=1", "train.max_iters=3", "train.save_interval=2", "optim.lr=1e-2")  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "llmlab"]
-    path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join([str(Path(__file__).parent), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -196,3 +196,20 @@ def test_ddp_two_ranks_smoke(tmp_path, llama_dir):
     state = torch.load(out / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["data"]["ranks"]) == 2
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_the_sentiment_config_runs_with_a_tiny_model(tmp_path, llama_dir, prompts_file, capsys):
+    from llmlab.recipes.align import load_align_config
+
+    config = ROOT / "configs" / "align" / "ppo-sentiment.yaml"
+    cfg = load_align_config(config, [], "ppo")
+    cfg.validate()
+    assert cfg.method == "lora" and cfg.reward.model and cfg.ppo.prompts_per_rollout % cfg.ppo.minibatch_size == 0
+    out = tmp_path / "run"
+    args = ["align", "ppo", "--config", str(config), f"base={llama_dir}", f"data.train={prompts_file}",
+            "reward.model=null", REWARD, f"out_dir={out}", "peft.target_modules=[q_proj,v_proj]",
+            "train.max_iters=2", "train.eval_interval=2", "ppo.prompts_per_rollout=4", "ppo.minibatch_size=2",
+            "ppo.ppo_epochs=1", "rollout.max_new_tokens=3", *FAST]  # fmt: skip
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "val_reward" in stdout and (out / "adapter" / "adapter_model.safetensors").is_file()
