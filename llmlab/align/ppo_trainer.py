@@ -12,9 +12,9 @@ PPO loss of a micro-batch (a mean over its response tokens; `loss_units` = their
 is the token-mean over its minibatch of ``ppo.minibatch_size`` rows per rank, ``train.grad_accum`` micro-batches).
 Like ``train.batch_size`` both sizes are per process: N ranks roll out and learn from N times the rows. One
 optimizer step per minibatch; ``train.max_iters`` counts optimizer steps (``ppo_epochs * prompts_per_rollout /
-minibatch_size`` per rollout). (c) A checkpoint holds the trainable weights of `PolicyWithValue` (the policy's adapter or
-weights and the value head) and, in ``trainer_state.pt``, the prompt stream, the KL controller and the
-partly consumed rollout buffer of every rank, so a resumed run continues exactly.
+minibatch_size`` per rollout). (c) A checkpoint holds the trainable weights of `PolicyWithValue` (the policy's
+adapter or weights and the value head) and, in ``trainer_state.pt``, the prompt stream, the KL controller and
+the partly consumed rollout buffer of every rank, so a resumed run continues exactly.
 
 Logged per step: ``reward`` (the rollout's mean score), ``kl`` (its mean sequence KL to the reference),
 ``kl_coef``, ``response_length``, and over the step's minibatch ``policy_loss``, ``value_loss``, ``entropy``,
@@ -121,7 +121,9 @@ class PPOTrainer(Trainer):
             eos_ids=self.eos_ids, pad_id=self.pad_id, batch_size=self.score_batch_size or None,
         ).to(self.device)  # fmt: skip
         completions = completion_texts(rollout, self.tokenizer, self.eos_ids)
-        scores = self.reward_fn([r.text for r in records], completions, [r.record for r in records], ended=rollout.ended)
+        scores = self.reward_fn(
+            [r.text for r in records], completions, [r.record for r in records], ended=rollout.ended
+        )
         scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1).to(self.device)  # (N,)
         ids, attn, resp = rollout.input_ids, rollout.attention_mask, rollout.response_mask
         rows = {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
@@ -265,4 +267,3 @@ class PPOTrainer(Trainer):
             "rollouts": self.rollouts, "final_reward": stats.get("reward"), "final_kl": stats.get("kl"),
             "final_kl_coef": self.kl_ctl.value, "final_response_length": stats.get("response_length"),
         }  # fmt: skip
-

@@ -61,8 +61,14 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
     from llmlab.data.preference import PromptStream
     from llmlab.peft import PEFT_METHODS
     from llmlab.recipes.align import (
-        load_policy, pad_id, run_identity, sampling_config, start_run, stop_ids, write_policy_outputs,
-    )  # fmt: skip
+        load_policy,
+        pad_id,
+        run_identity,
+        sampling_config,
+        start_run,
+        stop_ids,
+        write_policy_outputs,
+    )
     from llmlab.train.distributed import barrier
     from llmlab.train.precision import rank_device
     from llmlab.train.sft_loop import load_trainable
