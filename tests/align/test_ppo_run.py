@@ -180,22 +180,31 @@ def test_errors_before_anything_is_written(tmp_path, llama_dir, prompts_file, ca
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("torchrun")  # never two 2-rank jobs at once on 2 cores
-def test_ddp_two_ranks_smoke(tmp_path, llama_dir):
+def test_ddp_two_ranks_resume_mid_rollout_is_exact(tmp_path, llama_dir):
+    """Two ranks: 4 steps straight == 2 steps (half of each rank's first rollout) + --resume to 4."""
     prompts = write_jsonl(tmp_path / "prompts.jsonl", toy_prompts(32))
-    out = tmp_path / "ddp"
-    args = ppo_args(llama_dir, prompts, out, "method=lora", "ppo.prompts_per_rollout=4", "ppo.minibatch_size=2",
-                    "ppo.ppo_epochs=1", "train.max_iters=3", "train.save_interval=2", "optim.lr=1e-2")  # fmt: skip
+    common = ["method=lora", "ppo.prompts_per_rollout=4", "ppo.minibatch_size=2", "ppo.ppo_epochs=2",
+              "optim.lr=1e-2", "schedule.name=constant", "schedule.warmup_iters=0"]  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "llmlab"]
     path = os.pathsep.join([str(Path(__file__).parent), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    proc = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("saved:") == 1  # rank 0 only
-    rows = read_metrics(out / "metrics.jsonl")
-    assert [r["iter"] for r in rows] == [1, 2, 3]
-    state = torch.load(out / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
-    assert state["world_size"] == 2 and len(state["data"]["ranks"]) == 2
-    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+    def torchrun(out: Path, *extra: str) -> str:
+        args = ppo_args(llama_dir, prompts, out, *common, *extra)
+        proc = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    stdout = torchrun(tmp_path / "straight", "train.max_iters=4")
+    assert stdout.count("saved:") == 1  # rank 0 only
+    torchrun(tmp_path / "resumed", "train.max_iters=2")
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["world_size"] == 2 and [len(r["queue"]) for r in state["data"]["ranks"]] == [2, 2]
+    torchrun(tmp_path / "resumed", "train.max_iters=4", "resume=true")
+    got, want = curve(tmp_path / "resumed"), curve(tmp_path / "straight")
+    assert [r["iter"] for r in want] == [1, 2, 3, 4] and got == want
+    w, w_ref = (load_file(str(tmp_path / d / "adapter" / "adapter_model.safetensors")) for d in ("resumed", "straight"))
+    assert w.keys() == w_ref.keys() and all(torch.equal(w[k], w_ref[k]) for k in w)
 
 
 def test_the_sentiment_config_runs_with_a_tiny_model(tmp_path, llama_dir, prompts_file, capsys):
