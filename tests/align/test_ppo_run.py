@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REWARD = f"reward.functions=[{Path(__file__).stem}:digit_reward]"
 COMPARED = (
     "iter", "loss", "lr", "grad_norm", "reward", "kl", "kl_coef", "entropy", "clip_frac", "value_loss",
-    "policy_loss", "response_length", "approx_kl", "value_clip_frac", "rollout",
+    "policy_loss", "response_length", "approx_kl", "value_clip_frac", "rollout", "val_reward", "val_kl",
 )  # fmt: skip
 
 
@@ -74,7 +74,8 @@ def test_resume_with_a_partly_consumed_rollout_is_exact(tmp_path, llama_dir, pro
     common = [
         "method=lora", "peft.r=4", "optim.lr=1e-2", "ppo.prompts_per_rollout=8", "ppo.minibatch_size=4",
         "ppo.ppo_epochs=2", "train.max_iters=7", "train.grad_accum=2", "ppo.adaptive_kl=true",
-        "ppo.target_kl=0.0001", "ppo.kl_horizon=20", "ppo.kl_coef=0.2",
+        "ppo.target_kl=0.0001", "ppo.kl_horizon=20", "ppo.kl_coef=0.2", "data.val_fraction=0.1",
+        "train.eval_interval=2",
     ]  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     code, _, err = run_cli(ppo_args(llama_dir, prompts_file, straight, *common), capsys)
@@ -99,6 +100,7 @@ def test_resume_with_a_partly_consumed_rollout_is_exact(tmp_path, llama_dir, pro
     assert code == 0, err
     got, want = curve(resumed), curve(straight)
     assert [r["iter"] for r in want] == list(range(1, 8))
+    assert [r["iter"] for r in want if r["val_reward"] is not None] == [2, 4, 6, 7]  # evaluation draws no randomness
     assert got == want
     w, w_ref = (load_file(str(d / "checkpoints" / "last" / "trainable.safetensors")) for d in (resumed, straight))
     assert w.keys() == w_ref.keys() and all(torch.equal(w[k], w_ref[k]) for k in w)
