@@ -64,15 +64,13 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
     from llmlab.align.rewards import RewardSources
     from llmlab.data.preference import PromptStream
     from llmlab.peft import PEFT_METHODS
-    from llmlab.recipes.align import (
-        describe, load_policy, pad_id, run_identity, sampling_config, start_run, stop_ids, write_policy_outputs,
-    )  # fmt: skip
+    from llmlab.recipes import align as shared
     from llmlab.train.distributed import barrier
     from llmlab.train.precision import rank_device
     from llmlab.train.sft_loop import load_trainable
 
     torch.manual_seed(cfg.train.seed)
-    model, tokenizer, chat_template, base_name, report = load_policy(cfg, say)
+    model, tokenizer, chat_template, base_name, report = shared.load_policy(cfg, say)
     check_context(model, cfg)
     train, val = load_prompts(cfg, tokenizer, chat_template)
     device = rank_device(cfg.train.device, ctx.local_rank)
@@ -81,29 +79,30 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
     if run.resume_state is not None:
         load_trainable(model, run.last)
     stream = PromptStream(train, cfg.grpo.prompts_per_step, cfg.train.data_order_seed, ctx.rank, ctx.world_size)
-    eos_ids = stop_ids(tokenizer, chat_template)
+    eos_ids = shared.stop_ids(tokenizer, chat_template)
     say(
         f"GRPO: {len(train)} training prompts, {len(val)} held out; {cfg.grpo.prompts_per_step} prompts x "
         f"{cfg.grpo.num_generations} completions per rollout; rewards: {', '.join(rewards.names)}; "
         f"reference: {reference.mode if reference else 'none (beta=0)'}"
     )
-    start_run(run, cfg, ctx)
+    shared.start_run(run, cfg, ctx)
     with run.guard(enabled=ctx.is_main):
         trainer = GRPOTrainer(
-            model, cfg, stream, rewards, tokenizer, reference, sampling_config(cfg), eos_ids, pad_id(tokenizer),
+            model, cfg, stream, rewards, tokenizer, reference, shared.sampling_config(cfg), eos_ids,
+            shared.pad_id(tokenizer),
             out_dir=run.path, val_prompts=val, ctx=ctx, device=device, resume_state=run.resume_state,
-            run_info=run_identity(cfg), say=say,
+            run_info=shared.run_identity(cfg), say=say,
         )  # fmt: skip
         summary = trainer.fit()
         if ctx.is_main:
             model.to("cpu")
             key = "adapter" if cfg.method in PEFT_METHODS else "model"
-            summary[key] = write_policy_outputs(model, tokenizer, cfg, base_name, chat_template)
+            summary[key] = shared.write_policy_outputs(model, tokenizer, cfg, base_name, chat_template)
             summary.update(
                 objective="grpo", method=cfg.method, base=base_name, trainable=report, rewards=rewards.names,
                 train_prompts=len(train), val_prompts=len(val), checkpoint=str(run.last), out_dir=str(run.path),
             )  # fmt: skip
             run.write_summary(summary)
-            say(describe(summary))
+            say(shared.describe(summary))
         barrier(ctx)
     return summary
