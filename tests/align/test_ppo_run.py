@@ -224,3 +224,68 @@ def test_the_sentiment_config_runs_with_a_tiny_model(tmp_path, llama_dir, prompt
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert "val_reward" in stdout and (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_reward_model_from_llmlab_align_rm_is_the_reward(tmp_path, llama_dir, capsys, monkeypatch):
+    from align_helpers import toy_pairs
+
+    from llmlab.align.reward_model import load_reward_model
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", toy_pairs(64))
+    rm = tmp_path / "rm"
+    code, _, err = run_cli(["align", "rm", f"base={llama_dir}", f"data.train={pairs}", f"out_dir={rm}",
+                            "data.template=plain", "method=full", "train.max_iters=4", "train.eval_interval=0",
+                            "data.val_fraction=0", *FAST], capsys)  # fmt: skip
+    assert code == 0, err
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p["prompt"]} for p in toy_pairs(16)])
+    seen: list[PPOTrainer] = []
+    real = PPOTrainer.collect_rollout
+
+    def collect(self: PPOTrainer) -> None:
+        real(self)
+        seen.append(self)
+
+    monkeypatch.setattr(PPOTrainer, "collect_rollout", collect)
+    out = tmp_path / "ppo"
+    args = [
+        "align",
+        "ppo",
+        f"base={llama_dir}",
+        f"data.train={prompts}",
+        "data.template=plain",
+        f"reward.model={rm}",
+        f"out_dir={out}",
+        "method=lora",
+        "ppo.prompts_per_rollout=4",
+        "ppo.minibatch_size=4",
+        "ppo.ppo_epochs=1",
+        "train.max_iters=2",
+        "train.eval_interval=0",
+        "data.val_fraction=0",
+        "rollout.max_new_tokens=3",
+        *FAST,
+    ]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["rewards"] == ["model"]
+    # the logged reward of the last rollout is the reward model's mean score of its completions
+    trainer, rows = seen[-1], read_metrics(out / "metrics.jsonl")
+    from llmlab.align.evaluate import completion_texts
+    from llmlab.align.rollout import Rollout
+
+    b = trainer.buffer
+    n = b["input_ids"].shape[0]
+    rollout = Rollout(
+        b["input_ids"],
+        b["attention_mask"],
+        b["response_mask"],
+        torch.arange(n),
+        torch.zeros(n, dtype=torch.long),
+        b["response_mask"].sum(-1),
+        torch.ones(n, dtype=torch.bool),
+    )
+    texts = completion_texts(rollout, trainer.tokenizer, trainer.eos_ids)
+    prompt_texts = [trainer.tokenizer.decode(row[: int(m.argmax())].tolist())
+                    for row, m in zip(b["input_ids"], b["response_mask"], strict=True)]  # fmt: skip
+    scores = load_reward_model(rm).score(prompt_texts, texts)
+    assert rows[-1]["reward"] == pytest.approx(float(scores.mean()), abs=1e-4)
