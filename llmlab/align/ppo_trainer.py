@@ -19,6 +19,7 @@ the partly consumed rollout buffer of every rank, so a resumed run continues exa
 Logged per step: ``reward`` (the rollout's mean score), ``kl`` (its mean sequence KL to the reference),
 ``kl_coef``, ``response_length``, and over the step's minibatch ``policy_loss``, ``value_loss``, ``entropy``,
 ``approx_kl``, ``clip_frac``, ``value_clip_frac``; per-source rewards (``reward_<name>``) when there are several.
+Under DDP the statistics are over all ranks; rewards and advantages are whitened per rank (as trl).
 """
 
 from __future__ import annotations
@@ -99,9 +100,9 @@ class PPOTrainer(Trainer):
         self.rollout_stats: dict[str, float] = {}
         self._sums = dict.fromkeys(LOSS_STATS, 0.0)
         self._tokens = 0
+        self.temperature = sampling.temperature  # log-probabilities are scored at the sampling temperature
         super().__init__(model, **kwargs)
         self.reference.to(self.device)
-        self.temperature = sampling.temperature
 
     # ------------------------------------------------------------------ (a) batches from the rollout buffer
     def next_batch(self) -> dict[str, torch.Tensor]:
