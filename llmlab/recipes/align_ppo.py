@@ -19,37 +19,6 @@ from typing import Any
 from llmlab.recipes.align_config import AlignConfig
 
 
-def load_prompts(cfg: AlignConfig, tokenizer: Any, chat_template: str) -> tuple[list[Any], list[Any]]:
-    """(train, val) prompt records: ``data.val``, else ``data.val_fraction`` of ``data.train`` held out
-    (at most ``train.max_eval_examples`` held out)."""
-    from llmlab.data.preference import load_prompt_records, split_held_out
-
-    d = cfg.data
-
-    def load(path: str) -> list[Any]:
-        return load_prompt_records(
-            path, tokenizer, template=d.template, chat_template=chat_template,
-            max_prompt_length=d.max_prompt_length, add_bos=d.add_bos,
-        )  # fmt: skip
-
-    assert d.train is not None  # validate() checked it
-    train = load(d.train)
-    train, val = (train, load(d.val)) if d.val else split_held_out(train, d.val_fraction, cfg.train.seed)
-    return train, val[: cfg.train.max_eval_examples] if cfg.train.max_eval_examples else val
-
-
-def check_context(model: Any, cfg: AlignConfig) -> None:
-    """The longest prompt plus the longest completion fit the model's context (one-line ValueError)."""
-    from llmlab.nn.virtual import context_length
-
-    room, need = context_length(model), cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
-    if need > room:
-        raise ValueError(
-            f"data.max_prompt_length + rollout.max_new_tokens = {need} exceeds the model's context of {room} "
-            "tokens; lower one of them"
-        )
-
-
 def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
     """Train PPO as configured (called by `llmlab.recipes.align.align`); returns the summary."""
     import torch
@@ -69,6 +38,7 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
         stop_ids,
         write_policy_outputs,
     )
+    from llmlab.recipes.align_grpo import check_context, load_prompts  # shared prompt loading and context check
     from llmlab.train.distributed import barrier
     from llmlab.train.precision import rank_device
     from llmlab.train.sft_loop import load_trainable
