@@ -44,9 +44,13 @@ def _command(objective: str) -> None:
         if print_config:
             echo_config(cfg)
             return
+        import os
+
         from llmlab.recipes.align import align, describe
 
-        typer.echo(describe(align(cfg, say=typer.echo)))
+        summary = align(cfg, say=typer.echo)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 prints the result lines
+            typer.echo(describe(summary))
 
 
 for _objective in ("rm", "dpo", "ppo", "grpo"):

@@ -161,6 +161,28 @@ def _encode_response(tokenizer: Any, text: str, room: int, add_eos: bool) -> lis
     return ids[:room]
 
 
+def encode_pair(
+    tokenizer: Any,
+    prompt: str | list[dict[str, str]],
+    response: str | list[dict[str, str]],
+    *,
+    template: str = "chat",
+    chat_template: str | None = None,
+    max_length: int = 256,
+    max_prompt_length: int = 128,
+    add_bos: bool = False,
+    add_eos: bool = True,
+) -> tuple[list[int], list[int]]:
+    """(prompt_ids, response_ids) of one prompt and response, rendered and truncated as in training.
+
+    The one tokenization of a (prompt, response): `load_preference_pairs` builds pairs with it and
+    `llmlab.align.reward_model.RewardScorer.score` scores sampled completions with it.
+    """
+    prompt_ids = _encode_prompt(tokenizer, render_prompt(prompt, template, chat_template), max_prompt_length, add_bos)
+    text = render_response(prompt, response, template, chat_template)
+    return prompt_ids, _encode_response(tokenizer, text, max_length - len(prompt_ids), add_eos)
+
+
 def load_preference_pairs(
     path: str | Path,
     tokenizer: Any,
@@ -183,6 +205,8 @@ def load_preference_pairs(
     _check_template(template)
     if not 1 <= max_prompt_length < max_length:
         raise ValueError(f"need 1 <= max_prompt_length < max_length, got {max_prompt_length} and {max_length}")
+    opts = dict(template=template, chat_template=chat_template, max_length=max_length,
+                max_prompt_length=max_prompt_length, add_bos=add_bos, add_eos=add_eos)  # fmt: skip
     pairs, same = [], 0
     fix = "each line must be a JSON object with 'prompt', 'chosen' and 'rejected'"
     for lineno, record in read_jsonl_records(path, fix):
@@ -195,23 +219,12 @@ def load_preference_pairs(
             margin = record.get("margin", 0.0)
             if isinstance(margin, bool) or not isinstance(margin, (int, float)):
                 raise ValueError(f"'margin' must be a number, got {type(margin).__name__}")
-            prompt_ids = _encode_prompt(tokenizer, render_prompt(prompt, template, chat_template), max_prompt_length,
-                                        add_bos)  # fmt: skip
-            room = max_length - len(prompt_ids)
-            chosen_text = render_response(prompt, chosen, template, chat_template)
-            rejected_text = render_response(prompt, rejected, template, chat_template)
+            chosen_pair = encode_pair(tokenizer, prompt, chosen, **opts)
+            rejected_pair = encode_pair(tokenizer, prompt, rejected, **opts)
         except ValueError as e:
             raise ValueError(f"{path} line {lineno}: {e}") from None
-        same += chosen_text == rejected_text
-        pairs.append(
-            PreferencePair(
-                prompt_ids,
-                _encode_response(tokenizer, chosen_text, room, add_eos),
-                _encode_response(tokenizer, rejected_text, room, add_eos),
-                float(margin),
-                lineno,
-            )
-        )
+        same += chosen_pair[1] == rejected_pair[1]
+        pairs.append(PreferencePair(chosen_pair[0], chosen_pair[1], rejected_pair[1], float(margin), lineno))
     if not pairs:
         raise ValueError(f"{path} holds no pairs; add JSONL lines such as {{'prompt', 'chosen', 'rejected'}}")
     if same:

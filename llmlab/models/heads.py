@@ -105,14 +105,14 @@ class SequenceClassifier(nn.Module):
 
     Args:
         base: an llmlab `GPT` or `Llama` (kept as `self.base`; its LM head is computed but unused).
-        num_labels: number of classes.
+        num_labels: number of classes (1: a scalar score, e.g. a reward model, `llmlab.align.reward_model`).
         pad_id: padding id, used to find the last real token when no attention_mask is given.
     """
 
     def __init__(self, base: nn.Module, num_labels: int, pad_id: int | None = None) -> None:
         super().__init__()
-        if num_labels < 2:
-            raise ValueError(f"num_labels must be >= 2, got {num_labels}")
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         self.base = base
         self.config = base.config
         self.num_labels = num_labels

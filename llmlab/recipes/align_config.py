@@ -145,9 +145,10 @@ class PPOConfig:
     2019, https://arxiv.org/abs/1909.08593; Ouyang et al. 2022).
 
     Attributes:
-        prompts_per_rollout: prompts sampled per rollout.
+        prompts_per_rollout: prompts sampled per rollout (per process, like train.batch_size; one completion each).
         ppo_epochs: passes over each rollout.
-        minibatch_size: rows per optimizer step (the rollout is split into prompts_per_rollout / minibatch_size).
+        minibatch_size: rows per optimizer step per process (the rollout is split into prompts_per_rollout /
+            minibatch_size minibatches, each into train.grad_accum micro-batches).
         clip_range: policy ratio clip epsilon.
         clip_range_value: value prediction clip.
         vf_coef: value loss weight.
@@ -299,6 +300,11 @@ class AlignConfig:
             raise ValueError(
                 f"ppo.prompts_per_rollout ({ppo.prompts_per_rollout}) must be a multiple of ppo.minibatch_size "
                 f"({ppo.minibatch_size})"
+            )
+        if self.objective == "ppo" and ppo.minibatch_size % self.train.grad_accum:
+            raise ValueError(
+                f"ppo.minibatch_size ({ppo.minibatch_size}) must be a multiple of train.grad_accum "
+                f"({self.train.grad_accum}): each optimizer step splits its minibatch into grad_accum micro-batches"
             )
         check_minimum("grpo", grpo, ("prompts_per_step", "num_iterations"), 1)
         check_minimum("grpo", grpo, ("num_generations",), 2)

@@ -1,0 +1,36 @@
+"""`llmlab.data.arithmetic`: seeded word problems with exact answers and disjoint splits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmlab.align.rewards import arithmetic_reward
+from llmlab.data.arithmetic import arithmetic_splits, main
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_splits_are_seeded_disjoint_and_correct(lang):
+    train, test = arithmetic_splits(400, 100, seed=3, lang=lang)
+    assert (train, test) == arithmetic_splits(400, 100, seed=3, lang=lang)
+    assert train != arithmetic_splits(400, 100, seed=4, lang=lang)[0]
+    assert len(train) == 400 and len(test) == 100
+    key = lambda r: (r["op"], r["a"], r["b"])  # noqa: E731
+    assert not {key(r) for r in train} & {key(r) for r in test}
+    assert len({key(r) for r in train}) == 400
+    for r in train + test:
+        assert 10 <= r["a"] <= 99 and 10 <= r["b"] <= 99 and r["answer"] >= 0
+        assert r["answer"] == (r["a"] + r["b"] if r["op"] == "+" else r["a"] - r["b"])
+        assert str(r["a"]) in r["prompt"] and str(r["b"]) in r["prompt"]
+    ops = [r["op"] for r in train + test]
+    assert ops.count("+") == ops.count("-") == 250
+    assert arithmetic_reward([], [str(r["answer"]) for r in test], test) == [1.0] * 100
+
+
+def test_cli_writes_jsonl(tmp_path, capsys):
+    main(["--out", str(tmp_path), "--train", "10", "--test", "5"])
+    rows = [json.loads(x) for x in (tmp_path / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and {"prompt", "answer"} <= set(rows[0])
+    with pytest.raises(ValueError, match="distinct problems"):
+        arithmetic_splits(20000, 1)
