@@ -241,7 +241,7 @@ def build_dpo_pairs(args: argparse.Namespace, rm_dir: Path, path: Path) -> int:
     pairs = build_pairs_by_sampling(
         loaded.model.eval(), tokenizer, prompts, reward_fn, sampling=sampling_config(cfg),
         eos_ids=stop_ids(tokenizer, chat_template), pad_id=pad_id(tokenizer), n_samples=args.dpo_samples,
-        seed=args.seed,
+        seed=args.seed, batch_size=32,
     )  # fmt: skip
     write_jsonl(path, [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     log(f"DPO pairs: {len(pairs)} from {len(prompts)} prompts x {args.dpo_samples} samples -> {path}")
@@ -288,7 +288,7 @@ def evaluate_runs(args: argparse.Namespace, rm_dir: Path, runs: list[dict[str, A
     prompts = load_prompt_records(args.data_dir / "prompts_eval.jsonl", tokenizer, template="plain",
                                   max_prompt_length=cfg.data.max_prompt_length)  # fmt: skip
     reward_fn = RewardSources(cfg.reward, tokenizer, args.device)
-    opts = dict(sampling=sampling_config(cfg), eos_ids=stop_ids(tokenizer, chat_template), pad_id=pad_id(tokenizer),
+    opts = dict(tokenizer=tokenizer, sampling=sampling_config(cfg), eos_ids=stop_ids(tokenizer, chat_template), pad_id=pad_id(tokenizer),
                 samples_per_prompt=args.eval_samples, batch_size=16, seed=args.seed + 1)  # fmt: skip
     rows = []
     jobs = [{"method": "reference", "knob": None, "strength": None, "run": None}, *runs]
@@ -301,7 +301,7 @@ def evaluate_runs(args: argparse.Namespace, rm_dir: Path, runs: list[dict[str, A
             reference = ReferencePolicy(policy, mode="auto")
         with torch.no_grad():
             result = evaluate_policy(policy, reference, prompts, reward_fn, **opts)
-        samples = [dict(s, length=len(tokenizer.encode(s["completion"]))) for s in result.samples]
+        samples = result.samples  # prompt, completion, reward, kl, length (response tokens)
         rows.append({
             **job, "reward": result.reward_mean, "reward_stderr": result.reward_stderr, "kl": result.kl_mean,
             "kl_stderr": result.kl_stderr, "length": result.length_mean, "samples": samples,
