@@ -288,8 +288,9 @@ def evaluate_runs(args: argparse.Namespace, rm_dir: Path, runs: list[dict[str, A
     prompts = load_prompt_records(args.data_dir / "prompts_eval.jsonl", tokenizer, template="plain",
                                   max_prompt_length=cfg.data.max_prompt_length)  # fmt: skip
     reward_fn = RewardSources(cfg.reward, tokenizer, args.device)
-    opts = dict(tokenizer=tokenizer, sampling=sampling_config(cfg), eos_ids=stop_ids(tokenizer, chat_template), pad_id=pad_id(tokenizer),
-                samples_per_prompt=args.eval_samples, batch_size=16, seed=args.seed + 1)  # fmt: skip
+    opts = dict(tokenizer=tokenizer, sampling=sampling_config(cfg), eos_ids=stop_ids(tokenizer, chat_template),
+                pad_id=pad_id(tokenizer), samples_per_prompt=args.eval_samples, batch_size=16,
+                seed=args.seed + 1)  # fmt: skip
     rows = []
     jobs = [{"method": "reference", "knob": None, "strength": None, "run": None}, *runs]
     for job in jobs:
