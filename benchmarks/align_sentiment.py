@@ -52,6 +52,9 @@ STRENGTHS: dict[str, tuple[str, tuple[float, ...]]] = {
     "grpo": ("grpo.beta", (0.01, 0.05, 0.2)),
 }
 FAST = ["train.progress=false", "train.tensorboard=false"]
+# The reward model's measured setting (English: held-out pairwise accuracy 0.89 after 80 steps, ~5 minutes on
+# 2 shared CPU cores): full fine-tuning of SmolLM2's first 4 layers; applied before any --rm-override.
+RM_OVERRIDES = ["optim.lr=2e-4", "schedule.min_lr=2e-5", "train.eval_interval=40", "train.log_interval=10"]
 
 
 def log(msg: str) -> None:
@@ -158,7 +161,7 @@ def train_reward_model(args: argparse.Namespace, data_dir: Path, rm_dir: Path) -
     overrides = [
         f"data.train={data_dir / 'rm_train.jsonl'}", f"data.val={data_dir / 'rm_val.jsonl'}", f"out_dir={rm_dir}",
         f"train.max_iters={args.rm_steps}", f"train.device={args.device}", f"method={args.rm_method}",
-        f"train.seed={args.seed}", "overwrite=true", *FAST, *args.rm_override,
+        f"train.seed={args.seed}", "overwrite=true", *FAST, *RM_OVERRIDES, *args.rm_override,
     ]  # fmt: skip
     if base:
         overrides.append(f"base={base}")
@@ -445,9 +448,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--lr", type=float, default=2e-4, help="policy learning rate (LoRA)")
     p.add_argument("--dpo-samples", type=int, default=4, help="completions sampled per prompt to build DPO pairs")
-    p.add_argument("--rm-pairs", type=int, default=800, help="reward-model training pairs")
+    p.add_argument("--rm-pairs", type=int, default=640, help="reward-model training pairs")
     p.add_argument("--rm-val-pairs", type=int, default=200, help="reward-model held-out pairs")
-    p.add_argument("--rm-steps", type=int, default=150, help="reward-model optimizer steps")
+    p.add_argument("--rm-steps", type=int, default=80, help="reward-model optimizer steps")
     p.add_argument("--rm-base", default=None, help="reward-model backbone (default SmolLM2-135M-Instruct)")
     p.add_argument("--rm-layers", type=int, default=4, help="keep the backbone's first N layers (0 = all)")
     p.add_argument("--rm-method", default="full", help="full, lora, qlora or ia3")
