@@ -380,7 +380,7 @@ def write_report(args: argparse.Namespace, rm: dict[str, Any], rows: list[dict[s
             ax.annotate(f"{strength:g}", (kl, reward), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel("KL(policy || reference), nats per completion (held-out prompts)")
     ax.set_ylabel("mean reward (sentiment reward model)")
-    ax.set_title(f"Controlled sentiment ({args.lang}): reward vs KL, SmolLM2-135M-Instruct + LoRA")
+    ax.set_title(f"Controlled sentiment ({args.lang}): reward vs KL to the reference", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
