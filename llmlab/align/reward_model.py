@@ -19,6 +19,7 @@ exactly as the pairs were (`llmlab.data.preference.encode_pair`).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -123,10 +124,7 @@ def save_reward_model(model: RewardModel, tokenizer: Any, directory: str | Path,
         atomic_write_text(tmp / REWARD_MODEL_JSON, json.dumps(asdict(info), indent=2, ensure_ascii=False) + "\n")
         replace_path(tmp, directory)
     finally:
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after the exchange
     return directory
 
 

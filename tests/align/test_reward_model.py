@@ -165,3 +165,43 @@ def test_rm_rejects_unmergeable_method(tmp_path, llama_dir, pairs_file, capsys):
 def test_load_reward_model_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no reward model"):
         load_reward_model(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")  # never two 2-rank jobs at once on 2 cores
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_ddp_two_ranks_match_single_process(tmp_path, llama_dir, method, capsys):
+    """`torchrun --nproc_per_node=2 -m llmlab align rm` (gloo) trains like one process with the global batch:
+    the same losses, accuracies, val figures and weights (grad_accum 2 exercises no_sync)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", toy_pairs(64))
+    common = [f"method={method}", *(["peft.r=4"] if method == "lora" else []), "train.max_iters=3",
+              "train.grad_accum=2", "train.eval_interval=3", "train.eval_batch_size=5"]  # fmt: skip
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = _rm_args(llama_dir, pairs, tmp_path / "single", *common, "train.batch_size=4")
+        assert run_cli(single, capsys)[0] == 0
+    finally:
+        torch.set_num_threads(n)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "llmlab"]
+    ddp = [*_rm_args(llama_dir, pairs, tmp_path / "ddp", *common, "train.batch_size=2"), "train.distributed=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*cmd, *ddp], env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r: [json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+            for r in ("single", "ddp")}  # fmt: skip
+    for key in ("loss", "grad_norm", "accuracy", "margin", "val_loss", "val_accuracy"):
+        got, want = ([row[key] for row in rows[r] if key in row] for r in ("ddp", "single"))
+        assert len(got) == len(want) > 0, key
+        torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-5, atol=1e-6, msg=key)
+    w = load_file(str(tmp_path / "ddp" / "checkpoints" / "last" / "trainable.safetensors"))
+    w_ref = load_file(str(tmp_path / "single" / "checkpoints" / "last" / "trainable.safetensors"))
+    assert w.keys() == w_ref.keys()
+    for k in w:
+        torch.testing.assert_close(w[k], w_ref[k], rtol=1e-4, atol=1e-6, msg=k)
