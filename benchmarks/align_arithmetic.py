@@ -116,6 +116,7 @@ def train(data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         f"train.device={args.device}", "train.eval_interval=0", "train.max_eval_examples=1", "train.save_interval=0",
         f"train.log_interval={max(1, args.steps // 20)}", "train.progress=false", f"train.seed={args.seed}",
         f"peft.r={args.lora_r}", f"peft.lora_alpha={2 * args.lora_r}",
+        f"schedule.warmup_iters={max(1, args.steps // 10)}",
     ]  # fmt: skip
     cfg = load_align_config(ROOT / "configs/align/grpo-arithmetic.yaml", overrides, "grpo")
     t0 = time.perf_counter()
