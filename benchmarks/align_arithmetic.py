@@ -65,12 +65,18 @@ def last_number_correct(completion: str, answer: Any) -> int:
     return int(bool(nums) and int(nums[-1]) == int(answer))
 
 
+def reward_name(args: argparse.Namespace) -> str:
+    """The reward (and accuracy check) of the prompt style: the answer's first number, or with ``equation`` the
+    last number of the answer's first line."""
+    return "arithmetic_final" if args.style == "equation" else "arithmetic"
+
+
 def accuracy(model_path: str | None, test_file: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Greedy answers of the model at `model_path` (None = the base) on the test problems, scored."""
     import torch
 
     from llmlab.align.evaluate import evaluate_policy
-    from llmlab.align.rewards import arithmetic_reward, first_number
+    from llmlab.align.rewards import REWARD_FUNCTIONS, first_number
     from llmlab.config.sampling import SamplingConfig
     from llmlab.data.preference import load_prompt_records
     from llmlab.hub import load_for_inference
@@ -79,12 +85,12 @@ def accuracy(model_path: str | None, test_file: Path, args: argparse.Namespace) 
     loaded = load_for_inference(model_path, device=args.device)
     model, tok = loaded.model.eval(), loaded.tokenizer
     chat = loaded.chat_template or "chatml"
-    template = "plain" if args.style == "fewshot" else "chat"
+    template = "chat" if args.style == "instruct" else "plain"
     records = load_prompt_records(test_file, tok, template=template, chat_template=chat, max_prompt_length=128)
     t0 = time.perf_counter()
     with torch.inference_mode():
         res = evaluate_policy(
-            model, None, records, arithmetic_reward, tokenizer=tok,
+            model, None, records, REWARD_FUNCTIONS[reward_name(args)], tokenizer=tok,
             sampling=SamplingConfig(temperature=0, max_new_tokens=args.max_new_tokens), eos_ids=stop_ids(tok, chat),
             pad_id=pad_id(tok), batch_size=args.eval_batch,
         )  # fmt: skip
@@ -105,7 +111,7 @@ def accuracy(model_path: str | None, test_file: Path, args: argparse.Namespace) 
 def train(data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     from llmlab.recipes.align import align, load_align_config
 
-    template = "plain" if args.style == "fewshot" else "chat"
+    template = "chat" if args.style == "instruct" else "plain"
     overrides = [
         f"data.train={data_dir / 'train.jsonl'}", f"data.val={data_dir / 'test.jsonl'}", f"out_dir={args.run_dir}",
         "overwrite=true", f"data.template={template}", "data.max_prompt_length=128", "data.max_length=192",
@@ -116,7 +122,7 @@ def train(data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         f"train.device={args.device}", "train.eval_interval=0", "train.max_eval_examples=1", "train.save_interval=0",
         f"train.log_interval={max(1, args.steps // 20)}", "train.progress=false", f"train.seed={args.seed}",
         f"peft.r={args.lora_r}", f"peft.lora_alpha={2 * args.lora_r}",
-        f"schedule.warmup_iters={max(1, args.steps // 10)}",
+        f"schedule.warmup_iters={max(1, args.steps // 10)}", f"reward.functions=[{reward_name(args)}]",
     ]  # fmt: skip
     cfg = load_align_config(ROOT / "configs/align/grpo-arithmetic.yaml", overrides, "grpo")
     t0 = time.perf_counter()
@@ -170,6 +176,7 @@ def main() -> None:
     c = sum(1 for x, y in zip(before["correct"], after["correct"], strict=True) if y and not x)
     result = {
         "model": "SmolLM2-135M-Instruct", "method": f"lora r={args.lora_r}", "lang": args.lang, "style": args.style,
+        "check": reward_name(args),
         "train_problems": args.train, "test_problems": args.test,
         "grpo": {"steps": args.steps, "lr": args.lr, "beta": args.beta, "group": args.group,
                  "prompts_per_step": args.prompts, "temperature": args.temperature,

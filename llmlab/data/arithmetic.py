@@ -44,7 +44,7 @@ TEMPLATES = {
                   "盒子里原来有{a}{unit}{item}，{name}拿走了{b}{unit}。盒子里还有多少{unit}{item}？"],
 }  # fmt: skip
 LANGS = ("en", "zh")
-STYLES = ("instruct", "fewshot")
+STYLES = ("instruct", "fewshot", "equation")
 EXEMPLARS = {("+", 23, 14), ("-", 58, 25)}
 # Two solved problems shown before the question in the ``fewshot`` style (a small model needs them to answer
 # with the number first); their (op, a, b) never appear as problems.
@@ -60,8 +60,9 @@ FEWSHOT = {
 def make_problem(op: str, a: int, b: int, rng: random.Random, lang: str = "en", style: str = "instruct") -> dict:
     """One word problem ``{"prompt", "answer", "a", "b", "op"}`` for ``a op b`` in a random wording.
 
-    `style`: ``instruct`` (the question and "Answer with the number only.": for a chat template) or ``fewshot``
-    (two solved problems, then ``Question: ...\\nAnswer:``: for ``data.template=plain``).
+    `style`: ``instruct`` (the question and "Answer with the number only.": for a chat template), ``fewshot``
+    (two solved problems, then ``Question: ...\\nAnswer:``: for ``data.template=plain``) or ``equation`` (the
+    same, with the solved answers written as ``23 + 14 = 37``: score with the ``arithmetic_final`` reward).
     """
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
@@ -78,6 +79,9 @@ def make_problem(op: str, a: int, b: int, rng: random.Random, lang: str = "en", 
         text += (" " if lang == "en" else "") + INSTRUCTIONS[lang]
     else:
         text = FEWSHOT[lang].format(question=text)
+    if style == "equation":  # the solved examples show the calculation: "Answer: 23 + 14 = 37"
+        text = text.replace(" 37\n", " 23 + 14 = 37\n").replace(" 33\n", " 58 - 25 = 33\n")
+        text = text.replace("：37\n", "：23 + 14 = 37\n").replace("：33\n", "：58 - 25 = 33\n")
     return {"prompt": text, "answer": a + b if op == "+" else a - b, "a": a, "b": b, "op": op}
 
 
