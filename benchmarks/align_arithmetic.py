@@ -149,7 +149,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lang", choices=["en", "zh"], default="en")
     p.add_argument(
-        "--style", choices=["fewshot", "instruct"], default="fewshot", help="prompt format (data.arithmetic)"
+        "--style",
+        choices=["equation", "fewshot", "instruct"],
+        default="equation",
+        help="prompt format (llmlab.data.arithmetic); equation is checked with arithmetic_final",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
