@@ -46,12 +46,35 @@ def arithmetic_reward(prompts: list[str], completions: list[str], records: list[
     return out
 
 
+def final_line_number(text: str) -> float | None:
+    """The last number on the first non-empty line of `text` (``" 45 + 59 = 104\\n\\nQuestion: ..."`` -> 104)."""
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    found = _NUMBER.findall(line.replace(",", ""))
+    return float(found[-1]) if found else None
+
+
+def arithmetic_final_reward(prompts: list[str], completions: list[str], records: list[dict[str, Any]]) -> list[float]:
+    """1.0 when the last number on the completion's first line equals ``answer`` (the model may write the
+    calculation first: ``45 + 59 = 104``), else 0.0."""
+    out = []
+    for completion, record in zip(completions, records, strict=True):
+        if "answer" not in record:
+            raise ValueError("the arithmetic_final reward needs an 'answer' field in every prompt record")
+        got, want = final_line_number(completion), first_number(str(record["answer"]))
+        out.append(1.0 if got is not None and want is not None and got == want else 0.0)
+    return out
+
+
 def length_reward(prompts: list[str], completions: list[str], records: list[dict[str, Any]]) -> list[float]:
     """The completion's length in whitespace-separated words (a toy reward for tests and length-bias checks)."""
     return [float(len(c.split())) for c in completions]
 
 
-REWARD_FUNCTIONS: dict[str, RewardFn] = {"arithmetic": arithmetic_reward, "length": length_reward}
+REWARD_FUNCTIONS: dict[str, RewardFn] = {
+    "arithmetic": arithmetic_reward,
+    "arithmetic_final": arithmetic_final_reward,
+    "length": length_reward,
+}
 
 
 def load_reward_function(spec: str) -> RewardFn:

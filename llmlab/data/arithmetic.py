@@ -10,6 +10,7 @@ Operands are 10..99; a subtraction never goes below zero. Train and test share n
 whatever the wording. ``lang="zh"`` writes the problems in Chinese.
 
     python -m llmlab.data.arithmetic --out data/arithmetic [--train 2000] [--test 300] [--lang en|zh] [--seed 0]
+        [--style instruct|fewshot]
 """
 
 from __future__ import annotations
@@ -43,10 +44,28 @@ TEMPLATES = {
                   "盒子里原来有{a}{unit}{item}，{name}拿走了{b}{unit}。盒子里还有多少{unit}{item}？"],
 }  # fmt: skip
 LANGS = ("en", "zh")
+STYLES = ("instruct", "fewshot", "equation")
+EXEMPLARS = {("+", 23, 14), ("-", 58, 25)}
+# Two solved problems shown before the question in the ``fewshot`` style (a small model needs them to answer
+# with the number first); their (op, a, b) never appear as problems.
+FEWSHOT = {
+    "en": ("Question: Ben has 23 pens. Ben gets 14 more. How many pens does Ben have now?\nAnswer: 37\n\n"
+           "Question: There were 58 eggs in a box. Ann took 25 out. How many eggs are still in the box?\n"
+           "Answer: 33\n\nQuestion: {question}\nAnswer:"),
+    "zh": ("问题：小华有23支笔，又得到了14支。小华现在有多少支笔？\n答案：37\n\n"
+           "问题：盒子里原来有58个鸡蛋，小安拿走了25个。盒子里还有多少个鸡蛋？\n答案：33\n\n问题：{question}\n答案："),
+}  # fmt: skip
 
 
-def make_problem(op: str, a: int, b: int, rng: random.Random, lang: str = "en", instruction: bool = True) -> dict:
-    """One word problem ``{"prompt", "answer", "a", "b", "op"}`` for ``a op b`` in a random wording."""
+def make_problem(op: str, a: int, b: int, rng: random.Random, lang: str = "en", style: str = "instruct") -> dict:
+    """One word problem ``{"prompt", "answer", "a", "b", "op"}`` for ``a op b`` in a random wording.
+
+    `style`: ``instruct`` (the question and "Answer with the number only.": for a chat template), ``fewshot``
+    (two solved problems, then ``Question: ...\\nAnswer:``: for ``data.template=plain``) or ``equation`` (the
+    same, with the solved answers written as ``23 + 14 = 37``: score with the ``arithmetic_final`` reward).
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
     if lang not in LANGS:
         raise ValueError(f"unknown language {lang!r}; choose one of: {', '.join(LANGS)}")
     name = rng.choice(NAMES[lang])
@@ -56,19 +75,25 @@ def make_problem(op: str, a: int, b: int, rng: random.Random, lang: str = "en", 
     else:
         item = rng.choice(ITEMS["en"])
         text = rng.choice(TEMPLATES[lang, op]).format(name=name, a=a, b=b, item=item)
-    if instruction:
+    if style == "instruct":
         text += (" " if lang == "en" else "") + INSTRUCTIONS[lang]
+    else:
+        text = FEWSHOT[lang].format(question=text)
+    if style == "equation":  # the solved examples show the calculation: "Answer: 23 + 14 = 37"
+        text = text.replace(" 37\n", " 23 + 14 = 37\n").replace(" 33\n", " 58 - 25 = 33\n")
+        text = text.replace("：37\n", "：23 + 14 = 37\n").replace("：33\n", "：58 - 25 = 33\n")
     return {"prompt": text, "answer": a + b if op == "+" else a - b, "a": a, "b": b, "op": op}
 
 
 def arithmetic_splits(
-    n_train: int, n_test: int, seed: int = 0, lang: str = "en", instruction: bool = True
+    n_train: int, n_test: int, seed: int = 0, lang: str = "en", style: str = "instruct"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, test) problems, half additions and half subtractions in random order, no (op, a, b) in both."""
     if n_train < 0 or n_test < 0:
         raise ValueError(f"problem counts must be >= 0, got train={n_train} test={n_test}")
     space = [("+", a, b) for a in range(10, 100) for b in range(10, 100)]
     space += [("-", a, b) for a in range(10, 100) for b in range(10, a + 1)]
+    space = [p for p in space if p not in EXEMPLARS]
     if n_train + n_test > len(space):
         raise ValueError(f"only {len(space)} distinct problems exist; ask for fewer than {n_train + n_test}")
     rng = random.Random(seed)
@@ -79,17 +104,22 @@ def arithmetic_splits(
     total = n_train + n_test
     picked = adds[: (total + 1) // 2] + subs[: total // 2]
     rng.shuffle(picked)
-    problems = [make_problem(op, a, b, rng, lang, instruction) for op, a, b in picked]
+    problems = [make_problem(op, a, b, rng, lang, style) for op, a, b in picked]
     return problems[n_test:], problems[:n_test]
 
 
 def write_arithmetic_splits(
-    out_dir: str | Path, n_train: int = 2000, n_test: int = 300, seed: int = 0, lang: str = "en"
+    out_dir: str | Path,
+    n_train: int = 2000,
+    n_test: int = 300,
+    seed: int = 0,
+    lang: str = "en",
+    style: str = "instruct",
 ) -> tuple[Path, Path]:
     """Write ``train.jsonl`` and ``test.jsonl`` into `out_dir`; returns their paths."""
     from llmlab.io import atomic_write_text
 
-    train, test = arithmetic_splits(n_train, n_test, seed, lang)
+    train, test = arithmetic_splits(n_train, n_test, seed, lang, style)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "train.jsonl", out / "test.jsonl"
@@ -105,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lang", choices=LANGS, default="en")
+    parser.add_argument("--style", choices=STYLES, default="instruct")
     args = parser.parse_args(argv)
-    for path in write_arithmetic_splits(args.out, args.train, args.test, args.seed, args.lang):
+    for path in write_arithmetic_splits(args.out, args.train, args.test, args.seed, args.lang, args.style):
         print(path)
 
 

@@ -34,3 +34,16 @@ def test_cli_writes_jsonl(tmp_path, capsys):
     assert len(rows) == 5 and {"prompt", "answer"} <= set(rows[0])
     with pytest.raises(ValueError, match="distinct problems"):
         arithmetic_splits(20000, 1)
+
+
+def test_fewshot_and_equation_styles():
+    from llmlab.align.rewards import arithmetic_final_reward
+
+    _, (few,) = arithmetic_splits(0, 1, seed=1, style="fewshot")
+    _, (eq,) = arithmetic_splits(0, 1, seed=1, style="equation")
+    assert few["prompt"].endswith("\nAnswer:") and "Answer: 37\n" in few["prompt"]
+    assert "Answer: 23 + 14 = 37\n" in eq["prompt"] and eq["answer"] == few["answer"]
+    calc = f" {eq['a']} {eq['op']} {eq['b']} = {eq['answer']}"
+    assert arithmetic_final_reward([], [calc], [eq]) == [1.0]
+    with pytest.raises(ValueError, match="unknown style"):
+        arithmetic_splits(0, 1, style="cot")

@@ -34,6 +34,14 @@ def test_first_number_and_arithmetic():
         arithmetic_reward([""], ["1"], [{}])
 
 
+def test_arithmetic_final_reads_the_last_number_of_the_first_line():
+    from llmlab.align.rewards import arithmetic_final_reward
+
+    comps = [" 45 + 59 = 104\n\nQuestion: 7", "\n104", " 45 + 59 = 103", "104 is wrong: 105", "none"]
+    assert arithmetic_final_reward([""] * 5, comps, [{"answer": 104}] * 5) == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert load_reward_function("arithmetic_final") is arithmetic_final_reward
+
+
 def test_load_reward_function():
     assert load_reward_function("arithmetic") is REWARD_FUNCTIONS["arithmetic"]
     assert load_reward_function(f"{__name__}:double_length") is double_length

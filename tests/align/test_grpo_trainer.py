@@ -103,3 +103,12 @@ def test_errors(llama_dir, prompts_file, tmp_path, capsys):
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "exceeds the model's context" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_shipped_config_validates():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_align_config(root / "configs/align/grpo-arithmetic.yaml", [], "grpo")
+    cfg.validate()
+    assert cfg.reward.functions == ["arithmetic"] and cfg.data.template == "plain"
