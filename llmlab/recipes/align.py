@@ -118,6 +118,42 @@ def apply_method(model: Any, cfg: AlignConfig, base_name: str, tokenizer: Any = 
     return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
 
 
+def load_prompts(cfg: AlignConfig, tokenizer: Any, chat_template: str) -> tuple[list[Any], list[Any]]:
+    """(train, val) prompt records: ``data.val``, else ``data.val_fraction`` of ``data.train`` held out."""
+    from llmlab.data.preference import load_prompt_records, split_held_out
+
+    d = cfg.data
+
+    def load(path: str) -> list[Any]:
+        return load_prompt_records(
+            path, tokenizer, template=d.template, chat_template=chat_template,
+            max_prompt_length=d.max_prompt_length, add_bos=d.add_bos,
+        )  # fmt: skip
+
+    assert d.train is not None  # validate() checked it
+    train = load(d.train)
+    if d.val:
+        val = load(d.val)
+    else:
+        train, val = split_held_out(train, d.val_fraction, cfg.train.seed)
+    if cfg.train.max_eval_examples:
+        val = val[: cfg.train.max_eval_examples]
+    return train, val
+
+
+def check_context(model: Any, cfg: AlignConfig) -> None:
+    """The longest prompt plus the longest completion fit the model's context (one-line ValueError)."""
+    from llmlab.nn.virtual import context_length
+
+    room = context_length(model)
+    need = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
+    if need > room:
+        raise ValueError(
+            f"data.max_prompt_length + rollout.max_new_tokens = {need} exceeds the model's context of {room} "
+            "tokens; lower one of them"
+        )
+
+
 def stop_ids(tokenizer: Any, chat_template: str) -> list[int]:
     """Token ids that end a sampled response: the template's end-of-turn tokens and EOS."""
     from llmlab.tokenizers.chat import turn_stops
@@ -212,8 +248,8 @@ def describe(summary: dict[str, Any]) -> str:
     """The lines ``llmlab align`` prints at the end of a run."""
     lines = []
     for key, value in summary.items():
-        if key.startswith(("final_", "val_", "first_")) and isinstance(value, (int, float)) and value is not None:
-            lines.append(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+        if key.startswith(("final_", "val_", "first_")) and isinstance(value, float):  # metrics, not counts
+            lines.append(f"{key}: {value:.4f}")
     saved = summary.get("adapter") or summary.get("model") or summary.get("reward_model")
     lines.append(f"saved: {saved} (resume state: {summary.get('checkpoint')})")
     return "\n".join(lines)

@@ -19,42 +19,6 @@ from typing import Any
 from llmlab.recipes.align_config import AlignConfig
 
 
-def load_prompts(cfg: AlignConfig, tokenizer: Any, chat_template: str) -> tuple[list[Any], list[Any]]:
-    """(train, val) prompt records: ``data.val``, else ``data.val_fraction`` of ``data.train`` held out."""
-    from llmlab.data.preference import load_prompt_records, split_held_out
-
-    d = cfg.data
-
-    def load(path: str) -> list[Any]:
-        return load_prompt_records(
-            path, tokenizer, template=d.template, chat_template=chat_template,
-            max_prompt_length=d.max_prompt_length, add_bos=d.add_bos,
-        )  # fmt: skip
-
-    assert d.train is not None  # validate() checked it
-    train = load(d.train)
-    if d.val:
-        val = load(d.val)
-    else:
-        train, val = split_held_out(train, d.val_fraction, cfg.train.seed)
-    if cfg.train.max_eval_examples:
-        val = val[: cfg.train.max_eval_examples]
-    return train, val
-
-
-def check_context(model: Any, cfg: AlignConfig) -> None:
-    """The longest prompt plus the longest completion fit the model's context (one-line ValueError)."""
-    from llmlab.nn.virtual import context_length
-
-    room = context_length(model)
-    need = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
-    if need > room:
-        raise ValueError(
-            f"data.max_prompt_length + rollout.max_new_tokens = {need} exceeds the model's context of {room} "
-            "tokens; lower one of them"
-        )
-
-
 def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
     """Train GRPO as configured (called by `llmlab.recipes.align.align`); returns the summary."""
     import torch
@@ -71,8 +35,8 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
 
     torch.manual_seed(cfg.train.seed)
     model, tokenizer, chat_template, base_name, report = shared.load_policy(cfg, say)
-    check_context(model, cfg)
-    train, val = load_prompts(cfg, tokenizer, chat_template)
+    shared.check_context(model, cfg)
+    train, val = shared.load_prompts(cfg, tokenizer, chat_template)
     device = rank_device(cfg.train.device, ctx.local_rank)
     rewards = RewardSources(cfg.reward, tokenizer, device)
     reference = ReferencePolicy(model, cfg.reference) if cfg.grpo.beta > 0 else None  # before resumed weights
@@ -103,6 +67,5 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
                 train_prompts=len(train), val_prompts=len(val), checkpoint=str(run.last), out_dir=str(run.path),
             )  # fmt: skip
             run.write_summary(summary)
-            say(shared.describe(summary))
         barrier(ctx)
     return summary

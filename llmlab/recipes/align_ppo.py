@@ -30,7 +30,9 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
     from llmlab.data.preference import PromptStream
     from llmlab.peft import PEFT_METHODS
     from llmlab.recipes.align import (
+        check_context,
         load_policy,
+        load_prompts,
         pad_id,
         run_identity,
         sampling_config,
@@ -38,7 +40,6 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
         stop_ids,
         write_policy_outputs,
     )
-    from llmlab.recipes.align_grpo import check_context, load_prompts  # shared prompt loading and context check
     from llmlab.train.distributed import barrier
     from llmlab.train.precision import rank_device
     from llmlab.train.sft_loop import load_trainable
