@@ -168,7 +168,7 @@ def main() -> None:
     work = Path(args.workdir)
     args.run_dir = str(work / "grpo")
     data_dir = work / "data"
-    write_arithmetic_splits(data_dir, args.train, args.test, args.seed, args.lang, args.style)
+    write_arithmetic_splits(data_dir, args.train, args.test, args.seed, args.lang, args.style, overwrite=True)
     log(f"data: {args.train} train / {args.test} held-out problems in {data_dir}")
     before = accuracy(None, data_dir / "test.jsonl", args)
     log(f"before: accuracy {before['accuracy']:.3f} {before['ci95']} ({before['seconds']:.0f}s)")

@@ -1,4 +1,5 @@
-"""`llmlab data prepare`: read, clean, split, tokenize and pack a corpus into token shards."""
+"""`llmlab data prepare` (read, clean, split, tokenize and pack a corpus into token shards) and `llmlab data
+arithmetic` (word problems with exact answers, for GRPO)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,25 @@ def prepare(
         config, list(overrides or []), flags, no_clean=no_clean, overwrite=overwrite, log=lambda msg: typer.echo(msg)
     )
     _print_report(report)
+
+
+@data_app.command("arithmetic")
+def arithmetic_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for train.jsonl and test.jsonl.")],
+    train: Annotated[int, typer.Option("--train", help="Training problems.")] = 2000,
+    test: Annotated[int, typer.Option("--test", help="Held-out problems (none shared with training).")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the problems and their order.")] = 0,
+    lang: Annotated[str, typer.Option("--lang", help="en | zh")] = "en",
+    style: Annotated[
+        str, typer.Option("--style", help="instruct (chat) | fewshot (two solved problems) | equation (shows a+b=c)")
+    ] = "equation",
+    overwrite: overwrite_option("Replace an earlier llmlab output at --out (never a foreign folder).") = False,
+) -> None:
+    """Write 2-digit addition/subtraction word problems with exact answers (a GRPO task: reward.functions)."""
+    from llmlab.recipes.corpus import write_arithmetic
+
+    for path in write_arithmetic(out, train, test, seed, lang, style, overwrite=overwrite):
+        typer.echo(path)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,18 +4,17 @@
     train, test = arithmetic_splits(n_train=2000, n_test=300, seed=0, lang="en")
     train[0]  # {"prompt": "Mia has 47 stickers. She gets 25 more. How many stickers does Mia have now? ...",
               #  "answer": 72, "a": 47, "b": 25, "op": "+"}
-    write_arithmetic_splits("data/arithmetic", n_train=2000, n_test=300)   # train.jsonl, test.jsonl
+    write_arithmetic_splits("data/arithmetic", n_train=2000, n_test=300)   # a new folder: train.jsonl, test.jsonl
 
 Operands are 10..99; a subtraction never goes below zero. Train and test share no (operation, a, b) problem,
 whatever the wording. ``lang="zh"`` writes the problems in Chinese.
 
-    python -m llmlab.data.arithmetic --out data/arithmetic [--train 2000] [--test 300] [--lang en|zh] [--seed 0]
-        [--style instruct|fewshot]
+    llmlab data arithmetic --out data/arithmetic [--train 2000] [--test 300] [--lang en|zh] [--seed 0]
+        [--style instruct|fewshot|equation] [--overwrite]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
@@ -115,31 +114,22 @@ def write_arithmetic_splits(
     seed: int = 0,
     lang: str = "en",
     style: str = "instruct",
+    *,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
-    """Write ``train.jsonl`` and ``test.jsonl`` into `out_dir`; returns their paths."""
-    from llmlab.io import atomic_write_text
+    """Write ``train.jsonl`` and ``test.jsonl`` as a new folder `out_dir` (published atomically, with llmlab's
+    output marker); returns their paths.
+
+    Raises:
+        ValueError: `out_dir` is a folder llmlab did not create, or an earlier output without `overwrite`
+            (`llmlab.io.check_output_dir`); impossible sizes, language or style — all before anything is written.
+    """
+    from llmlab.io import atomic_write_text, building_output, check_output_dir
 
     train, test = arithmetic_splits(n_train, n_test, seed, lang, style)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = out / "train.jsonl", out / "test.jsonl"
-    for path, rows in zip(paths, (train, test), strict=True):
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return paths
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write 2-digit arithmetic word problems (train/test JSONL).")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--train", type=int, default=2000)
-    parser.add_argument("--test", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lang", choices=LANGS, default="en")
-    parser.add_argument("--style", choices=STYLES, default="instruct")
-    args = parser.parse_args(argv)
-    for path in write_arithmetic_splits(args.out, args.train, args.test, args.seed, args.lang, args.style):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()
+    check_output_dir(out, overwrite=overwrite)
+    with building_output(out, "data arithmetic") as tmp:
+        for name, rows in (("train.jsonl", train), ("test.jsonl", test)):
+            atomic_write_text(tmp / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return out / "train.jsonl", out / "test.jsonl"

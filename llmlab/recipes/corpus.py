@@ -72,3 +72,13 @@ def encode_text(text: str, tokenizer: Path) -> dict[str, Any]:
     tok = load_tokenizer(tokenizer)
     ids = tok.encode(text)
     return {"tokens": tok.tokens(text), "ids": ids, "round_trip": tok.decode(ids) == text}
+
+
+def write_arithmetic(
+    out: Path, n_train: int, n_test: int, seed: int, lang: str, style: str, *, overwrite: bool = False
+) -> tuple[Path, Path]:
+    """`llmlab data arithmetic`: 2-digit addition/subtraction word problems (`llmlab.data.arithmetic`) as a new
+    folder with ``train.jsonl`` and ``test.jsonl`` (GRPO's verifiable task)."""
+    from llmlab.data.arithmetic import write_arithmetic_splits
+
+    return write_arithmetic_splits(out, n_train, n_test, seed, lang, style, overwrite=overwrite)

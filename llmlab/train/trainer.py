@@ -1,8 +1,8 @@
 """The one training loop: state, exact resume, atomic checkpoints, evaluation cadence, logging, progress,
 DDP/FSDP2, mixed precision, gradient accumulation, clipping and the lr schedule — for every objective.
 
-An objective (pretraining, supervised fine-tuning, and in `llmlab.align` reward models, DPO, PPO, GRPO) is a subclass that says only
-(a) how a batch is drawn, (b) the loss of a batch and (c) what a checkpoint holds::
+An objective (pretraining, supervised fine-tuning, and in `llmlab.align` reward models, DPO, PPO, GRPO) is a
+subclass that says only (a) how a batch is drawn, (b) the loss of a batch and (c) what a checkpoint holds::
 
     class MyTrainer(Trainer):
         def next_batch(self) -> Any: ...                      # (a) this rank's next micro-batch (CPU tensors)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import run_cli
 
 from llmlab.align.rewards import arithmetic_reward
-from llmlab.data.arithmetic import arithmetic_splits, main
+from llmlab.data.arithmetic import arithmetic_splits
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -28,10 +29,23 @@ def test_splits_are_seeded_disjoint_and_correct(lang):
     assert arithmetic_reward([], [str(r["answer"]) for r in test], test) == [1.0] * 100
 
 
-def test_cli_writes_jsonl(tmp_path, capsys):
-    main(["--out", str(tmp_path), "--train", "10", "--test", "5"])
-    rows = [json.loads(x) for x in (tmp_path / "test.jsonl").read_text().splitlines()]
+def test_cli_writes_jsonl_and_never_replaces_a_foreign_folder(tmp_path, capsys):
+    out = tmp_path / "arith"
+    code, _, err = run_cli(["data", "arithmetic", "--out", str(out), "--train", "10", "--test", "5"], capsys)
+    assert code == 0, err
+    rows = [json.loads(x) for x in (out / "test.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and {"prompt", "answer"} <= set(rows[0])
+    code, _, err = run_cli(["data", "arithmetic", "--out", str(out), "--train", "12", "--test", "5"], capsys)
+    assert code == 2 and "--overwrite" in err  # an earlier output: only with --overwrite
+    code, _, err = run_cli(["data", "arithmetic", "--out", str(out), "--train", "12", "--overwrite"], capsys)
+    assert code == 0 and len((out / "train.jsonl").read_text().splitlines()) == 12
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    code, _, err = run_cli(["data", "arithmetic", "--out", str(foreign), "--overwrite"], capsys)
+    assert code == 2 and "did not create" in err and (foreign / "notes.txt").read_text() == "keep me"
+    code, _, err = run_cli(["data", "arithmetic", "--out", str(tmp_path / "x"), "--style", "poem"], capsys)
+    assert code == 2 and "unknown style" in err and not (tmp_path / "x").exists()
     with pytest.raises(ValueError, match="distinct problems"):
         arithmetic_splits(20000, 1)
 
