@@ -26,7 +26,7 @@ from llmlab.align.evaluate import completion_texts, evaluate_policy
 from llmlab.align.grpo import group_advantages, grpo_loss
 from llmlab.align.logprobs import token_logprobs
 from llmlab.align.reference import ReferencePolicy
-from llmlab.align.rewards import arithmetic_reward
+from llmlab.align.rewards import REWARD_FUNCTIONS
 from llmlab.align.rollout import sample_rollout
 from llmlab.config.sampling import SamplingConfig
 from llmlab.data.preference import PromptRecord, PromptStream
@@ -34,6 +34,7 @@ from llmlab.train.distributed import all_reduce_mean
 from llmlab.train.sft_loop import save_trainable
 from llmlab.train.trainer import Trainer
 
+EXACT_ANSWER_REWARDS = ("arithmetic", "arithmetic_final")  # their mean is an accuracy (logged as such)
 ROLLOUT_STATS = ("reward", "reward_std", "response_length", "ended")
 
 
@@ -119,8 +120,9 @@ class GRPOTrainer(Trainer):
             "ended": float(rollout.ended.float().mean()),
         }  # fmt: skip
         breakdown = dict(getattr(self.reward_fn, "last_breakdown", {}))
-        if "reward_arithmetic" in breakdown:
-            breakdown["accuracy"] = breakdown["reward_arithmetic"]
+        checks = [f"reward_{name}" for name in EXACT_ANSWER_REWARDS if f"reward_{name}" in breakdown]
+        if checks:
+            breakdown["accuracy"] = breakdown[checks[0]]
         self.rollout_stats = stats | breakdown
 
     @property
@@ -182,9 +184,10 @@ class GRPOTrainer(Trainer):
             batch_size=max(1, self.tc.eval_batch_size), seed=self.tc.seed,
         )  # fmt: skip
         out = {"val_reward": result.reward_mean, "val_kl": result.kl_mean, "val_response_length": result.length_mean}
-        if "arithmetic" in getattr(self.reward_fn, "names", ()):  # the exact-answer rate alone
+        checks = [n for n in EXACT_ANSWER_REWARDS if n in getattr(self.reward_fn, "names", ())]
+        if checks:  # the exact-answer rate alone
             completions = [s["completion"] for s in result.samples]
-            correct = arithmetic_reward([], completions, [p.record for p in self.val_prompts])
+            correct = REWARD_FUNCTIONS[checks[0]]([], completions, [p.record for p in self.val_prompts])
             out["val_accuracy"] = sum(correct) / max(1, len(correct))
         return out
 
