@@ -111,4 +111,4 @@ def test_shipped_config_validates():
     root = Path(__file__).resolve().parents[2]
     cfg = load_align_config(root / "configs/align/grpo-arithmetic.yaml", [], "grpo")
     cfg.validate()
-    assert cfg.reward.functions == ["arithmetic"] and cfg.data.template == "plain"
+    assert cfg.reward.functions == ["arithmetic_final"] and cfg.data.template == "plain"
