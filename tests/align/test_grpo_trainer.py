@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from align_helpers import FAST
 from cli_helpers import run_cli
@@ -112,3 +113,27 @@ def test_shipped_config_validates():
     cfg = load_align_config(root / "configs/align/grpo-arithmetic.yaml", [], "grpo")
     cfg.validate()
     assert cfg.reward.functions == ["arithmetic_final"] and cfg.data.template == "plain"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")  # never two 2-rank jobs at once on 2 cores
+def test_torchrun_two_ranks(llama_dir, prompts_file, tmp_path):
+    """GRPO under torchrun DDP: each rank rolls out its own prompts; one process writes; the policy loads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ddp"
+    args = overrides(llama_dir, prompts_file, out, "method=lora", "train.max_iters=3", "grpo.beta=0.04")
+    args = [a.replace(f"{__name__}:", "test_grpo_trainer:") for a in args]
+    path = os.pathsep.join([str(Path(__file__).parent), str(root / "tests"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "llmlab"]
+    proc = subprocess.run([*cmd, "align", "grpo", *args], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=root)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("saved:") == 1  # rank 0 only
+    state = torch.load(out / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(rows(out)) == 3 and (out / "adapter").is_dir()
