@@ -11,7 +11,9 @@ import typer
 from llmlab.cli.options import overwrite_option
 
 data_app = typer.Typer(
-    name="data", help="Prepare corpora (clean, split, tokenize, pack into shards); write task data (arithmetic).", no_args_is_help=True
+    name="data",
+    help="Prepare corpora (clean, split, tokenize, pack into shards); write task data (arithmetic).",
+    no_args_is_help=True,
 )
 
 
