@@ -292,8 +292,10 @@ def wait_for(condition, timeout: float = 5.0) -> bool:  # noqa: ANN001
 
 def test_queue_full_answers_429_with_retry_after(model_dir: Path) -> None:
     with live_server(model_dir, max_batch=1, max_queue=1) as live:
-        slow_steps(live.state.runner.engine, 0.3)  # the first request holds its place >= 0.3 s
-        body = {"messages": USER, "max_tokens": 3, "temperature": 0, "stream": True}
+        slow_steps(live.state.runner.engine, 0.3)  # the first request holds its place >= 0.3 s a token
+        # 20 tokens: the place stays taken (>= 6 s) through both refused requests even on a loaded machine;
+        # leaving the `with` block disconnects, which cancels it
+        body = {"messages": USER, "max_tokens": 20, "temperature": 0, "stream": True}
         with httpx.stream("POST", live.url + "/v1/chat/completions", json=body) as first:
             next(first.iter_lines())  # the first request holds the only place
             busy = httpx.post(live.url + "/v1/chat/completions", json={**body, "stream": False})
