@@ -26,8 +26,10 @@ keeps its slice of each global batch of ``world_size * batch_size`` items.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import warnings
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,3 +389,14 @@ class PairStream(ItemStream[PreferencePair]):
 
 class PromptStream(ItemStream[PromptRecord]):
     """`ItemStream` of prompt records: ``next_batch() -> list[PromptRecord]``."""
+
+
+def pairs_fingerprint(pairs: Sequence[Any]) -> str:
+    """A SHA-256 of every pair's tokens and margin: tells whether the training data changed since a checkpoint."""
+    h = hashlib.sha256()
+    for p in pairs:
+        for ids in (p.prompt_ids, p.chosen_ids, p.rejected_ids):
+            h.update(array("q", ids).tobytes())
+            h.update(len(ids).to_bytes(8, "little"))
+        h.update(repr(float(p.margin)).encode())
+    return h.hexdigest()

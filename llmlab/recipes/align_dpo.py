@@ -17,7 +17,6 @@ The run ends like ``llmlab finetune``: ``adapter/`` (PEFT) or ``model/`` (full) 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from llmlab.recipes.align_config import AlignConfig
@@ -41,14 +40,6 @@ def _load_pairs(cfg: AlignConfig, tokenizer: Any, chat_template: str, max_length
         val = val[: cfg.train.max_eval_examples]
     say(f"preference pairs: {len(train)} train, {len(val)} held out")
     return train, val
-
-
-def pairs_fingerprint(pairs: list[Any]) -> str:
-    """SHA-256 of the tokenized pairs (a resumed run must train on the same data)."""
-    h = hashlib.sha256()
-    for p in pairs:
-        h.update(repr((p.prompt_ids, p.chosen_ids, p.rejected_ids, p.margin)).encode())
-    return h.hexdigest()
 
 
 def _reference(cfg: AlignConfig, model: Any, resume_state: dict | None, pairs: dict[str, list], pad: int,
@@ -82,7 +73,7 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
 
     from llmlab.align.dpo import loss_from_config
     from llmlab.align.dpo_trainer import DPOTrainer
-    from llmlab.data.preference import PairStream
+    from llmlab.data.preference import PairStream, pairs_fingerprint
     from llmlab.nn.virtual import context_length
     from llmlab.recipes.align import load_policy, pad_id, run_identity, start_run, write_policy_outputs
     from llmlab.train.precision import check_runtime, rank_device

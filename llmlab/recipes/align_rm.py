@@ -11,9 +11,6 @@ tokenizer and how text is rendered), loaded by ``llmlab.align.load_reward_model(
 
 from __future__ import annotations
 
-import hashlib
-from array import array
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +18,6 @@ from llmlab.recipes.align import apply_method, load_policy, pad_id, run_identity
 from llmlab.recipes.align_config import AlignConfig
 
 MERGEABLE_METHODS = ("full", "lora", "qlora", "ia3")  # save_reward_model folds these into the backbone
-
-
-def pairs_fingerprint(pairs: Sequence[Any]) -> str:
-    """A SHA-256 of every pair's tokens and margin: tells whether the training data changed since a checkpoint."""
-    h = hashlib.sha256()
-    for p in pairs:
-        for ids in (p.prompt_ids, p.chosen_ids, p.rejected_ids):
-            h.update(array("q", ids).tobytes())
-            h.update(len(ids).to_bytes(8, "little"))
-        h.update(repr(float(p.margin)).encode())
-    return h.hexdigest()
 
 
 def encoding(cfg: AlignConfig, chat_template: str, max_length: int) -> dict[str, Any]:
@@ -69,7 +55,7 @@ def run(cfg: AlignConfig, ctx: Any, run: Any, say: Any) -> dict[str, Any]:
 
     from llmlab.align.reward_model import REWARD_MODEL_DIR, RewardModel, RewardModelInfo, save_reward_model
     from llmlab.align.rm_trainer import RewardTrainer
-    from llmlab.data.preference import PairStream
+    from llmlab.data.preference import PairStream, pairs_fingerprint
     from llmlab.nn.virtual import context_length
     from llmlab.train.distributed import barrier
     from llmlab.train.run_dir import check_resume
