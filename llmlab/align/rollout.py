@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from llmlab.config.sampling import SamplingConfig
+from llmlab.data.preference import pad_right
 from llmlab.generate.batch import generate_batch
 
 
@@ -60,19 +61,12 @@ def right_pad_rows(
     """(input_ids, attention_mask, response_mask), each (N, T_max): row i = prompts[i] + responses[i], right-padded."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    width = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
-    n = len(prompts)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((n, width), dtype=torch.long)
-    resp = torch.zeros((n, width), dtype=torch.long)
-    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+    for i, p in enumerate(prompts):
         if not p:
             raise ValueError(f"prompt {i} is empty; every row needs at least one prompt token (e.g. BOS)")
-        row = list(p) + list(r)
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        attn[i, : len(row)] = 1
-        resp[i, len(p) : len(row)] = 1
-    return ids, attn, resp
+    rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
+    batch = pad_right(rows, [len(p) for p in prompts], pad_id)
+    return batch["input_ids"], batch["attention_mask"], batch["response_mask"]
 
 
 @torch.no_grad()
