@@ -35,15 +35,20 @@ def first_number(text: str) -> float | None:
     return float(match.group()) if match else None
 
 
-def arithmetic_reward(prompts: list[str], completions: list[str], records: list[dict[str, Any]]) -> list[float]:
-    """1.0 when the first number in the completion equals the record's ``answer``, else 0.0 (exact checking)."""
+def _exact_answers(name: str, completions: list[str], records: list[dict[str, Any]], pick: Any) -> list[float]:
+    """1.0 where ``pick(completion)`` equals the record's ``answer`` (as a number), else 0.0."""
     out = []
     for completion, record in zip(completions, records, strict=True):
         if "answer" not in record:
-            raise ValueError("the arithmetic reward needs an 'answer' field in every prompt record")
-        got, want = first_number(completion), first_number(str(record["answer"]))
+            raise ValueError(f"the {name} reward needs an 'answer' field in every prompt record")
+        got, want = pick(completion), first_number(str(record["answer"]))
         out.append(1.0 if got is not None and want is not None and got == want else 0.0)
     return out
+
+
+def arithmetic_reward(prompts: list[str], completions: list[str], records: list[dict[str, Any]]) -> list[float]:
+    """1.0 when the first number in the completion equals the record's ``answer``, else 0.0 (exact checking)."""
+    return _exact_answers("arithmetic", completions, records, first_number)
 
 
 def final_line_number(text: str) -> float | None:
@@ -56,13 +61,7 @@ def final_line_number(text: str) -> float | None:
 def arithmetic_final_reward(prompts: list[str], completions: list[str], records: list[dict[str, Any]]) -> list[float]:
     """1.0 when the last number on the completion's first line equals ``answer`` (the model may write the
     calculation first: ``45 + 59 = 104``), else 0.0."""
-    out = []
-    for completion, record in zip(completions, records, strict=True):
-        if "answer" not in record:
-            raise ValueError("the arithmetic_final reward needs an 'answer' field in every prompt record")
-        got, want = final_line_number(completion), first_number(str(record["answer"]))
-        out.append(1.0 if got is not None and want is not None and got == want else 0.0)
-    return out
+    return _exact_answers("arithmetic_final", completions, records, final_line_number)
 
 
 def length_reward(prompts: list[str], completions: list[str], records: list[dict[str, Any]]) -> list[float]:
