@@ -21,11 +21,13 @@ import typer
 
 from llmlab.cli import (
     align,
+    app as app_cmd,
     average,
     chat,
     convert,
     data,
     distill,
+    embed,
     evaluate,
     finetune,
     generate,
@@ -49,7 +51,7 @@ for module in (quickstart, tokenizer, data, pretrain, finetune, peft_compare, ge
     module.register(app)
 average.register(app)
 serve.register(app)
-for module in (quantize, prune, distill, align):
+for module in (quantize, prune, distill, align, embed, app_cmd):
     module.register(app)
 
 USER_ERRORS = (ValueError, KeyError, OSError)  # OSError covers FileNotFoundError, PermissionError, ...
