@@ -30,7 +30,7 @@ def config_from_hf(hf: dict[str, Any]) -> BartConfig:
     n_embd, n_head = int(hf["d_model"]), int(hf["encoder_attention_heads"])
     return BartConfig(
         vocab_size=int(hf["vocab_size"]), n_embd=n_embd, n_head=n_head, head_dim=n_embd // n_head,
-        d_ff=int(hf["encoder_ffn_dim"]), n_layer=int(hf["encoder_layers"]), n_decoder_layer=int(hf["decoder_layers"]),
+        d_ff=int(hf["encoder_ffn_dim"]), n_layer=int(hf["encoder_layers"]), n_decoder_layer=None if hf["decoder_layers"] == hf["encoder_layers"] else int(hf["decoder_layers"]),
         block_size=int(hf["max_position_embeddings"]), dropout=float(hf.get("dropout", 0.1)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", True)), pad_token_id=int(hf.get("pad_token_id", 1)),
         eos_token_id=int(hf.get("eos_token_id", 2)), bos_token_id=int(hf.get("bos_token_id", 0)),

@@ -30,13 +30,18 @@ def config_from_hf(hf: dict[str, Any]) -> T5Config:
     return T5Config(
         vocab_size=int(hf["vocab_size"]), n_embd=int(hf["d_model"]), n_head=int(hf["num_heads"]),
         head_dim=int(hf["d_kv"]), d_ff=int(hf["d_ff"]), n_layer=int(hf["num_layers"]),
-        n_decoder_layer=int(hf.get("num_decoder_layers") or hf["num_layers"]),
+        n_decoder_layer=_decoder_layers(hf.get("num_decoder_layers"), int(hf["num_layers"])),
         dropout=float(hf.get("dropout_rate", 0.1)), norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)),
         tie_embeddings=tied, pad_token_id=int(hf.get("pad_token_id", 0)), eos_token_id=int(hf.get("eos_token_id", 1)),
         decoder_start_token_id=int(hf.get("decoder_start_token_id", hf.get("pad_token_id", 0))), mlp=proj,
         relative_attention_num_buckets=int(hf.get("relative_attention_num_buckets", 32)),
         relative_attention_max_distance=int(hf.get("relative_attention_max_distance", 128)),
     )  # fmt: skip
+
+
+def _decoder_layers(n: Any, n_encoder: int) -> int | None:
+    """llmlab's n_decoder_layer: None when the decoder has as many layers as the encoder."""
+    return None if n is None or int(n) == n_encoder else int(n)
 
 
 def config_to_hf(c: T5Config) -> dict[str, Any]:
