@@ -94,8 +94,15 @@ def test_mlps():
     exact = build_mlp("gelu_exact", 8, 32)
     exact.load_state_dict(gelu.state_dict())
     torch.testing.assert_close(exact(x), gelu.c_proj(torch.nn.functional.gelu(gelu.c_fc(x))))
-    with pytest.raises(ValueError, match="gelu, gelu_exact, swiglu"):
-        build_mlp("relu", 8, 8)
+    relu = build_mlp("relu", 8, 32)  # T5 v1.0
+    relu.load_state_dict(gelu.state_dict())
+    torch.testing.assert_close(relu(x), gelu.c_proj(torch.relu(gelu.c_fc(x))))
+    geglu = build_mlp("gated-gelu", 8, 24, bias=False)  # T5 v1.1
+    geglu.load_state_dict(sw.state_dict())
+    h = torch.nn.functional.gelu(sw.gate_proj(x), approximate="tanh") * sw.up_proj(x)
+    torch.testing.assert_close(geglu(x), sw.down_proj(h))
+    with pytest.raises(ValueError, match="gelu, gelu_exact, swiglu, relu, gated-gelu"):
+        build_mlp("tanh", 8, 8)
 
 
 def test_moe_top_k_routing_and_output():
