@@ -58,7 +58,7 @@ def read_seq2seq_jsonl(path: str | os.PathLike) -> list[dict[str, str]]:
                 raise ValueError(f'{p}:{n}: expected {{"source": "...", "target": "..."}} with non-empty strings')
             records.append(rec)
     if not records:
-        raise ValueError(f"{p} holds no records; write one {{\"source\", \"target\"}} object per line")
+        raise ValueError(f'{p} holds no records; write one {{"source", "target"}} object per line')
     return records
 
 
@@ -115,7 +115,13 @@ class Seq2SeqBatchStream:
     """
 
     def __init__(
-        self, examples: Sequence[Seq2SeqExample], batch_size: int, pad_id: int, seed: int, rank: int = 0, world_size: int = 1
+        self,
+        examples: Sequence[Seq2SeqExample],
+        batch_size: int,
+        pad_id: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not examples:
             raise ValueError("no training examples; check data.train")

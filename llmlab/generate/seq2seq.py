@@ -28,7 +28,9 @@ from llmlab.generate.processors import LogitsProcessorList, build_processors
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, make_generator
 
 
-def _resolve(sampling: SamplingConfig | None, max_new_tokens: int, num_beams: int, length_penalty: float) -> SamplingConfig:
+def _resolve(
+    sampling: SamplingConfig | None, max_new_tokens: int, num_beams: int, length_penalty: float
+) -> SamplingConfig:
     """The call's `SamplingConfig`: greedy by default; explicit non-default num_beams/length_penalty win."""
     config = sampling if sampling is not None else SamplingConfig(temperature=0.0)
     changes: dict[str, Any] = {"max_new_tokens": max_new_tokens}
@@ -52,7 +54,9 @@ def _check(model: nn.Module, input_ids: torch.Tensor, config: SamplingConfig) ->
     if not getattr(model, "is_encoder_decoder", False):
         raise ValueError(f"{type(model).__name__} is not an encoder-decoder; use llmlab.generate.generate for decoders")
     if input_ids.dim() != 2 or input_ids.size(1) == 0:
-        raise ValueError(f"input_ids must be (batch, source length) with at least one token (got {tuple(input_ids.shape)})")
+        raise ValueError(
+            f"input_ids must be (batch, source length) with at least one token (got {tuple(input_ids.shape)})"
+        )
     if config.max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1 (got {config.max_new_tokens})")
     if 1 + config.max_new_tokens > model.config.block_size:
@@ -68,7 +72,9 @@ def _sample(
     """Greedy or sampled decoding; (B, 1 + n) decoder tokens (start token first, pad after a row's EOS)."""
     b, c = h.shape[0], model.config
     penalties = build_penalties(config.repetition_penalty, config.frequency_penalty, config.presence_penalty, 1)
-    processors = build_processors(config.temperature, config.top_k or None, config.top_p, extra=penalties, min_p=config.min_p)
+    processors = build_processors(
+        config.temperature, config.top_k or None, config.top_p, extra=penalties, min_p=config.min_p
+    )
     greedy = config.temperature == 0
     sampler = GreedySampler() if greedy else MultinomialSampler(make_generator(config.seed, h.device))
     tokens = torch.full((b, 1), c.decoder_start_token_id, dtype=torch.long, device=h.device)

@@ -94,7 +94,9 @@ class Seq2SeqConfig:
             raise ValueError(f"{name}.mlp must be one of {', '.join(MLPS)} (got {self.mlp!r})")
         for field in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
             if not 0 <= getattr(self, field) < self.vocab_size:
-                raise ValueError(f"{name}.{field}={getattr(self, field)} is outside the vocabulary (0..{self.vocab_size - 1})")
+                raise ValueError(
+                    f"{name}.{field}={getattr(self, field)} is outside the vocabulary (0..{self.vocab_size - 1})"
+                )
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,9 @@ def padding_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> tor
 def causal_bias(t: int, past: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Additive (1, 1, T, past + T) mask: query i (at position past + i) sees keys 0 .. past + i."""
     allowed = torch.ones(t, past + t, dtype=torch.bool, device=device).tril(diagonal=past)
-    return torch.zeros(t, past + t, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+    return torch.zeros(t, past + t, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[
+        None, None
+    ]
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
@@ -180,7 +184,9 @@ class Seq2SeqCache:
     def reorder(self, rows: torch.Tensor) -> None:
         """Row i takes the entries of row `rows[i]` (beam search), in both caches."""
         self.self_attn.reorder(rows)
-        self.cross = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows)) for kv in self.cross]
+        self.cross = [
+            None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows)) for kv in self.cross
+        ]
 
 
 class Seq2SeqAttention(nn.Module):
@@ -277,7 +283,9 @@ class Seq2SeqStack(nn.Module):
     """An encoder or a decoder: `positions` (T5 bias table / BART learned positions), `embed_norm` (BART's
     layernorm_embedding, else Identity), `layers`, `final_norm` (T5's, else Identity)."""
 
-    def __init__(self, layers: list[Seq2SeqLayer], positions: nn.Embedding, embed_norm: nn.Module, final_norm: nn.Module) -> None:
+    def __init__(
+        self, layers: list[Seq2SeqLayer], positions: nn.Embedding, embed_norm: nn.Module, final_norm: nn.Module
+    ) -> None:
         super().__init__()
         self.positions = positions
         self.embed_norm = embed_norm
@@ -391,5 +399,7 @@ class Seq2SeqLM(DecoderLM):
     ) -> Seq2SeqCache:
         """An empty decoder cache for `batch_size` rows of up to `max_len` target tokens (default block_size)."""
         c, p = self.config, self.shared.weight
-        kv = KVCache(c.decoder_layers, batch_size, max_len or c.block_size, c.n_head, c.head_dim, dtype or p.dtype, p.device)
+        kv = KVCache(
+            c.decoder_layers, batch_size, max_len or c.block_size, c.n_head, c.head_dim, dtype or p.dtype, p.device
+        )
         return Seq2SeqCache(kv, c.decoder_layers)

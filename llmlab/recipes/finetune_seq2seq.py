@@ -97,7 +97,9 @@ def _load(cfg: Seq2SeqFinetuneConfig, records: list[dict[str, str]], run: Any, s
     return loaded.model, tok
 
 
-def _test_report(cfg: Seq2SeqFinetuneConfig, model: Any, tok: Any, records: list[dict[str, str]], say: Any) -> dict[str, Any]:
+def _test_report(
+    cfg: Seq2SeqFinetuneConfig, model: Any, tok: Any, records: list[dict[str, str]], say: Any
+) -> dict[str, Any]:
     """Test loss, and ROUGE-L/BLEU/chrF of greedy and beam outputs, plus a few example outputs."""
     from llmlab.data.seq2seq import encode_seq2seq, eval_batches
     from llmlab.train.seq2seq_loop import generate_texts, seq2seq_val_loss, text_metrics
@@ -111,7 +113,9 @@ def _test_report(cfg: Seq2SeqFinetuneConfig, model: Any, tok: Any, records: list
     refs = [r["target"] for r in records]
     outputs = {}
     for name, beams in (("greedy", 1), (f"beam{e.num_beams}", e.num_beams)) if e.num_beams > 1 else (("greedy", 1),):
-        hyps = generate_texts(model, tok, examples, num_beams=beams, length_penalty=e.length_penalty, max_new_tokens=e.max_new_tokens)
+        hyps = generate_texts(
+            model, tok, examples, num_beams=beams, length_penalty=e.length_penalty, max_new_tokens=e.max_new_tokens
+        )
         outputs[name] = hyps
         report[name] = text_metrics(hyps, refs, e.lang)
         say(f"test {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in report[name].items()))
@@ -166,7 +170,9 @@ def finetune_seq2seq(cfg: Seq2SeqFinetuneConfig, say: Any = print) -> dict[str, 
     torch.manual_seed(cfg.train.seed)
     model, tok = _load(cfg, train_records, run, say)
     c = model.config
-    encode = lambda recs: encode_seq2seq(recs, tok, d.max_source_length, d.max_target_length, c.eos_token_id, d.source_prefix)  # noqa: E731
+    encode = lambda recs: encode_seq2seq(
+        recs, tok, d.max_source_length, d.max_target_length, c.eos_token_id, d.source_prefix
+    )  # noqa: E731
     train_examples, val_examples = encode(train_records), encode(val_records)
     run_info = {**_run_identity(cfg), "data_sha256": examples_fingerprint(train_examples)}
     if run.resume_state is not None:

@@ -129,7 +129,9 @@ class Seq2SeqFinetuneConfig:
         if self.task != "seq2seq":
             raise ValueError(f"task={self.task!r} is not the seq2seq runner's; use task=seq2seq")
         if self.method not in SEQ2SEQ_METHODS:
-            raise ValueError(f"method {self.method!r} is not available for task=seq2seq; use: {', '.join(SEQ2SEQ_METHODS)}")
+            raise ValueError(
+                f"method {self.method!r} is not available for task=seq2seq; use: {', '.join(SEQ2SEQ_METHODS)}"
+            )
         if (self.base is None) == (self.model.family is None):
             raise ValueError("set exactly one of base=<T5/BART folder> and model.family=t5|bart (train from scratch)")
         if self.model.family is not None and self.model.family not in SEQ2SEQ_FAMILIES:
@@ -138,7 +140,7 @@ class Seq2SeqFinetuneConfig:
             raise ValueError(f"tokenizer.kind must be one of {', '.join(TOKENIZER_KINDS)}, got {self.tokenizer.kind!r}")
         d, e = self.data, self.eval
         if not d.train:
-            raise ValueError("no training data: set data.train=<file.jsonl> of {\"source\", \"target\"} records")
+            raise ValueError('no training data: set data.train=<file.jsonl> of {"source", "target"} records')
         if d.max_source_length < 2 or d.max_target_length < 2:
             raise ValueError("data.max_source_length and data.max_target_length must be >= 2 (EOS is one token)")
         if d.max_train_examples < 0 or e.max_examples < 0 or e.samples < 0:

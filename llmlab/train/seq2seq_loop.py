@@ -142,7 +142,10 @@ class Seq2SeqTrainer(Trainer):
         row: dict[str, float] = {}
         if self.val_examples:
             size = self.tc.eval_batch_size
-            batches = (collate_seq2seq(self.val_examples[i : i + size], self.pad_id) for i in range(0, len(self.val_examples), size))
+            batches = (
+                collate_seq2seq(self.val_examples[i : i + size], self.pad_id)
+                for i in range(0, len(self.val_examples), size)
+            )
             row["val_loss"] = seq2seq_val_loss(self.raw_model, batches, self.device)
         if self.extra_eval is not None and self.ctx.is_main:
             row.update(self.extra_eval(self.raw_model))

@@ -134,6 +134,8 @@ def test_a_decoder_base_is_refused(tmp_path):
     gpt.save_pretrained(tmp_path / "gpt")
     tok = train_tokenizer_from_iterator("char", WORDS, 0)
     tok.save(tmp_path / "gpt")
-    cfg = load_seq2seq_config(None, [f"base={tmp_path / 'gpt'}", f"data.train={data['train']}", f"out_dir={tmp_path / 'o'}"])
+    cfg = load_seq2seq_config(
+        None, [f"base={tmp_path / 'gpt'}", f"data.train={data['train']}", f"out_dir={tmp_path / 'o'}"]
+    )
     with pytest.raises(ValueError, match="not a T5/BART encoder-decoder"):
         finetune_seq2seq(cfg, say=lambda _m: None)

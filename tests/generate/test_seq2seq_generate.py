@@ -85,7 +85,14 @@ def test_no_cache_gives_the_same_tokens(pair, num_beams):
     _, model = pair
     ids, mask = sources()
     cached = seq2seq_generate(model, ids, mask, max_new_tokens=10, num_beams=num_beams)
-    plain = seq2seq_generate(model, ids, mask, max_new_tokens=10, num_beams=num_beams, sampling=SamplingConfig(temperature=0.0, use_cache=False))
+    plain = seq2seq_generate(
+        model,
+        ids,
+        mask,
+        max_new_tokens=10,
+        num_beams=num_beams,
+        sampling=SamplingConfig(temperature=0.0, use_cache=False),
+    )
     assert cached == plain
 
 
@@ -97,7 +104,9 @@ def test_sampling_is_seeded_and_uses_the_processors(pair):
     assert a == seq2seq_generate(model, ids, mask, max_new_tokens=10, sampling=hot)
     assert a != seq2seq_generate(model, ids, mask, max_new_tokens=10, sampling=hot.replace(seed=8))
     top1 = SamplingConfig(temperature=1.5, top_k=1, seed=7)  # top-k 1 = greedy, whatever the seed
-    assert seq2seq_generate(model, ids, mask, max_new_tokens=10, sampling=top1) == seq2seq_generate(model, ids, mask, max_new_tokens=10)
+    assert seq2seq_generate(model, ids, mask, max_new_tokens=10, sampling=top1) == seq2seq_generate(
+        model, ids, mask, max_new_tokens=10
+    )
 
 
 def test_argument_errors():

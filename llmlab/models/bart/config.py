@@ -36,7 +36,9 @@ class BartConfig(Seq2SeqConfig):
     def validate(self) -> None:
         super().validate()
         if self.mlp not in ("gelu_exact", "gelu", "relu"):
-            raise ValueError(f"BartConfig.mlp must be 'gelu_exact' (HF gelu), 'gelu' (gelu_new) or 'relu', got {self.mlp!r}")
+            raise ValueError(
+                f"BartConfig.mlp must be 'gelu_exact' (HF gelu), 'gelu' (gelu_new) or 'relu', got {self.mlp!r}"
+            )
 
     def layer_spec(self) -> LayerSpec:
         """Post-LN LayerNorm layers with biases; scores scaled by 1/sqrt(head_dim)."""

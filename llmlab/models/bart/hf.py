@@ -1,4 +1,5 @@
-"""Hugging Face `BartForConditionalGeneration` checkpoints <-> llmlab `Bart` (tensor/JSON mapping, no `transformers`)."""
+"""Hugging Face `BartForConditionalGeneration` checkpoints <-> llmlab `Bart` (tensor/JSON mapping, no
+`transformers`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ _LAYER = {
 }  # fmt: skip
 
 
+def _decoder_layers(hf: dict[str, Any]) -> int | None:
+    """llmlab's n_decoder_layer: None when the decoder has as many layers as the encoder."""
+    return None if hf["decoder_layers"] == hf["encoder_layers"] else int(hf["decoder_layers"])
+
+
 def config_from_hf(hf: dict[str, Any]) -> BartConfig:
     """A `BartConfig` from a HF BART `config.json` dict (ValueError for variants llmlab does not implement)."""
     act = hf.get("activation_function", "gelu")
@@ -30,7 +36,7 @@ def config_from_hf(hf: dict[str, Any]) -> BartConfig:
     n_embd, n_head = int(hf["d_model"]), int(hf["encoder_attention_heads"])
     return BartConfig(
         vocab_size=int(hf["vocab_size"]), n_embd=n_embd, n_head=n_head, head_dim=n_embd // n_head,
-        d_ff=int(hf["encoder_ffn_dim"]), n_layer=int(hf["encoder_layers"]), n_decoder_layer=None if hf["decoder_layers"] == hf["encoder_layers"] else int(hf["decoder_layers"]),
+        d_ff=int(hf["encoder_ffn_dim"]), n_layer=int(hf["encoder_layers"]), n_decoder_layer=_decoder_layers(hf),
         block_size=int(hf["max_position_embeddings"]), dropout=float(hf.get("dropout", 0.1)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", True)), pad_token_id=int(hf.get("pad_token_id", 1)),
         eos_token_id=int(hf.get("eos_token_id", 2)), bos_token_id=int(hf.get("bos_token_id", 0)),
@@ -88,7 +94,9 @@ def load_hf_bart(model_dir: str | os.PathLike) -> Bart:
     return Bart.from_state_dict(config, {k: hf_sd[_hf_name(k)] for k in names}, str(model_dir))
 
 
-def save_hf_bart(model: Bart, directory: str | os.PathLike, dtype: torch.dtype = torch.float32, token_ids: TokenIds | None = None) -> None:
+def save_hf_bart(
+    model: Bart, directory: str | os.PathLike, dtype: torch.dtype = torch.float32, token_ids: TokenIds | None = None
+) -> None:
     """Write `model` as a HF BartForConditionalGeneration folder."""
     sd = model.export_state_dict(dtype)
     write_hf_folder(directory, {_hf_name(k): v for k, v in sd.items()}, config_to_hf(model.config), token_ids)

@@ -40,7 +40,9 @@ class Bart(Seq2SeqLM):
     def _embed(self, input_ids: torch.Tensor, stack: Seq2SeqStack, past: int) -> torch.Tensor:
         t = input_ids.shape[1]
         if past + t > self.config.block_size:
-            raise ValueError(f"{past + t} positions exceed BART's block_size={self.config.block_size}; shorten the input")
+            raise ValueError(
+                f"{past + t} positions exceed BART's block_size={self.config.block_size}; shorten the input"
+            )
         scale = math.sqrt(self.config.n_embd) if self.config.scale_embedding else 1.0
         positions = torch.arange(past, past + t, device=input_ids.device) + POSITION_OFFSET  # (T,)
         return self.shared(input_ids) * scale + stack.positions(positions)  # (B, T, C)

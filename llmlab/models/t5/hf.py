@@ -53,13 +53,18 @@ def config_to_hf(c: T5Config) -> dict[str, Any]:
         "feed_forward_proj": c.mlp, "tie_word_embeddings": c.tie_embeddings, "scale_decoder_outputs": c.tie_embeddings,
         "relative_attention_num_buckets": c.relative_attention_num_buckets,
         "relative_attention_max_distance": c.relative_attention_max_distance, "is_encoder_decoder": True,
-        "pad_token_id": c.pad_token_id, "eos_token_id": c.eos_token_id, "decoder_start_token_id": c.decoder_start_token_id,
+        "pad_token_id": c.pad_token_id, "eos_token_id": c.eos_token_id,
+        "decoder_start_token_id": c.decoder_start_token_id,
     }  # fmt: skip
 
 
 def hf_names(c: T5Config) -> dict[str, str]:
     """llmlab parameter name -> HF name, for every llmlab parameter (the head only when untied)."""
-    mlp = {"c_fc": "wi", "c_proj": "wo"} if c.mlp == "relu" else {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}
+    mlp = (
+        {"c_fc": "wi", "c_proj": "wo"}
+        if c.mlp == "relu"
+        else {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}
+    )
     names = {"shared.weight": "shared.weight"}
     for stack, n_layer in (("encoder", c.n_layer), ("decoder", c.decoder_layers)):
         names[f"{stack}.positions.weight"] = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
@@ -69,7 +74,9 @@ def hf_names(c: T5Config) -> dict[str, str]:
             subs = [("self_attn", "0.SelfAttention", "0")]
             subs += [("cross_attn", "1.EncDecAttention", "1")] if stack == "decoder" else []
             for part, hf_part, idx in subs:
-                names.update({f"{ours}.{part}.{a}.weight": f"{hf}.{hf_part}.{b}.weight" for a, b in _SUBLAYER_ATTN.items()})
+                names.update(
+                    {f"{ours}.{part}.{a}.weight": f"{hf}.{hf_part}.{b}.weight" for a, b in _SUBLAYER_ATTN.items()}
+                )
                 names[f"{ours}.{part}_norm.weight"] = f"{hf}.{idx}.layer_norm.weight"
             ff = "2" if stack == "decoder" else "1"
             names.update({f"{ours}.mlp.{a}.weight": f"{hf}.{ff}.DenseReluDense.{b}.weight" for a, b in mlp.items()})
@@ -100,7 +107,9 @@ def load_hf_t5(model_dir: str | os.PathLike) -> T5:
     return T5.from_state_dict(config, {ours: hf_sd[hf] for ours, hf in names.items()}, str(model_dir))
 
 
-def save_hf_t5(model: T5, directory: str | os.PathLike, dtype: torch.dtype = torch.float32, token_ids: TokenIds | None = None) -> None:
+def save_hf_t5(
+    model: T5, directory: str | os.PathLike, dtype: torch.dtype = torch.float32, token_ids: TokenIds | None = None
+) -> None:
     """Write `model` as a HF T5ForConditionalGeneration folder."""
     sd = model.export_state_dict(dtype)
     hf_sd = {hf: sd[ours] for ours, hf in hf_names(model.config).items()}

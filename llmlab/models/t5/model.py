@@ -53,7 +53,11 @@ class T5(Seq2SeqLM):
         return self.lm_head(x)
 
     def init_weights(self) -> None:
-        """HF/Mesh-TF T5 init: embeddings N(0, 1), projections N(0, fan_in**-0.5) (queries also / head_dim)."""
+        """HF/Mesh-TF T5 init: embeddings N(0, 1), projections N(0, fan_in**-0.5) (queries also / head_dim).
+
+        An untied head gets N(0, n_embd**-0.5) (HF draws N(0, 1), which starts a small model at a loss of ~40:
+        logits of std sqrt(n_embd) on unit-RMS states), so the first logits have unit scale like the tied head's.
+        """
         c = self.config
         inner = c.n_head * c.head_dim
         for name, module in self.named_modules():
@@ -68,4 +72,4 @@ class T5(Seq2SeqLM):
                     std = inner**-0.5
                 nn.init.normal_(module.weight, std=std)
         if not c.tie_embeddings:
-            nn.init.normal_(self.lm_head.weight, std=1.0)
+            nn.init.normal_(self.lm_head.weight, std=c.n_embd**-0.5)

@@ -76,7 +76,9 @@ def test_llmlab_folder_round_trip(tmp_path):
     back = load_model(tmp_path)
     ids = torch.randint(0, 256, (2, 7))
     with torch.no_grad():
-        assert torch.equal(back(ids, decoder_input_ids=ids[:, :3]).logits, model(ids, decoder_input_ids=ids[:, :3]).logits)
+        assert torch.equal(
+            back(ids, decoder_input_ids=ids[:, :3]).logits, model(ids, decoder_input_ids=ids[:, :3]).logits
+        )
 
 
 def test_config_errors_are_one_line():
@@ -87,4 +89,14 @@ def test_config_errors_are_one_line():
     with pytest.raises(ValueError, match="feed_forward_proj"):
         from llmlab.models.t5 import config_from_hf
 
-        config_from_hf({"feed_forward_proj": "gated-silu", "vocab_size": 8, "d_model": 4, "num_heads": 1, "d_kv": 4, "d_ff": 4, "num_layers": 1})
+        config_from_hf(
+            {
+                "feed_forward_proj": "gated-silu",
+                "vocab_size": 8,
+                "d_model": 4,
+                "num_heads": 1,
+                "d_kv": 4,
+                "d_ff": 4,
+                "num_layers": 1,
+            }
+        )
