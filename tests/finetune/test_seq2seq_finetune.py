@@ -139,3 +139,25 @@ def test_a_decoder_base_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="not a T5/BART encoder-decoder"):
         finetune_seq2seq(cfg, say=lambda _m: None)
+
+
+def test_a_hugging_face_t5_folder_is_a_base(tmp_path):
+    """base = a `transformers` T5 folder (+ tokenizer.json): fine-tuned, saved as an llmlab model."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from llmlab.recipes.finetune_seq2seq import SPECIALS
+    from llmlab.tokenizers.train import train_tokenizer_from_iterator
+
+    data = _write_task(tmp_path)
+    tok = train_tokenizer_from_iterator("char", WORDS, 0, SPECIALS["t5"])  # pad 0, unk 1, eos 2
+    hf_config = T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+                         eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, decoder_start_token_id=tok.pad_id)  # fmt: skip
+    T5ForConditionalGeneration(hf_config).save_pretrained(tmp_path / "hf")
+    tok.save(tmp_path / "hf")
+    cfg = load_seq2seq_config(None, [
+        f"base={tmp_path / 'hf'}", f"data.train={data['train']}", f"data.test={data['test']}", "train.max_iters=4",
+        "train.progress=false", "eval.num_beams=2", "eval.max_new_tokens=6", f"out_dir={tmp_path / 'run'}",
+    ])  # fmt: skip
+    summary = finetune_seq2seq(cfg, say=lambda _m: None)
+    assert summary["family"] == "t5" and summary["iters"] == 4 and "beam2" in summary
+    assert load_for_inference(tmp_path / "run" / "model").model.config.vocab_size == tok.vocab_size
