@@ -150,8 +150,8 @@ def test_a_hugging_face_t5_folder_is_a_base(tmp_path):
 
     data = _write_task(tmp_path)
     tok = train_tokenizer_from_iterator("char", WORDS, 0, SPECIALS["t5"])  # pad 0, unk 1, eos 2
-    hf_config = T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
-                         eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, decoder_start_token_id=tok.pad_id)  # fmt: skip
+    ids = dict(eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, decoder_start_token_id=tok.pad_id)
+    hf_config = T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2, **ids)
     T5ForConditionalGeneration(hf_config).save_pretrained(tmp_path / "hf")
     tok.save(tmp_path / "hf")
     cfg = load_seq2seq_config(None, [
