@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None, config: Path = CONFIG, title: str = "cod
     ap.add_argument("--iters", type=int, default=None, help="train.max_iters (default: the config's)")
     ap.add_argument("--test-examples", type=int, default=None, help="eval.max_examples (default: the config's)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--figure", default=None, help="also plot the train/val loss curves into this .png")
     ap.add_argument("overrides", nargs="*", help="more key=value config overrides")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -58,8 +59,29 @@ def main(argv: list[str] | None = None, config: Path = CONFIG, title: str = "cod
         "test_loss": summary.get("test_loss"), **{name: summary[name] for name in decodings},
         "samples": summary.get("samples", []), "train_time_s": summary["train_time_s"],
     }  # fmt: skip
+    if args.figure:
+        plot_losses(Path(summary["out_dir"]) / "metrics.jsonl", Path(args.figure), title)
     print(json.dumps(result, ensure_ascii=False))
     return result
+
+
+def plot_losses(metrics: Path, figure: Path, title: str) -> None:
+    """Train loss (every logged step) and val loss (every evaluation) against the step, as a png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["iter"] for r in rows], [r["loss"] for r in rows], label="train loss", lw=1)
+    val = [r for r in rows if r.get("val_loss") is not None]
+    ax.plot([r["iter"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss (held-out)")
+    ax.set(xlabel="step", ylabel="cross-entropy per target token", title=title)
+    ax.legend()
+    fig.tight_layout()
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figure, dpi=120)
 
 
 if __name__ == "__main__":
