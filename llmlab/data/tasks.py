@@ -202,6 +202,7 @@ class TaskExample:
         marker_positions: relation classification: positions of [E1] and [E2].
         record: index of the source record (QA: several windows share it).
         offsets: QA: each token's (start, end) characters in the context, None outside it.
+        word_ids: token classification: each token's word index (None for special tokens).
     """
 
     input_ids: list[Any]
@@ -210,6 +211,7 @@ class TaskExample:
     marker_positions: tuple[int, int] | None = None
     record: int = 0
     offsets: list[tuple[int, int] | None] | None = field(default=None, repr=False)
+    word_ids: list[int | None] | None = field(default=None, repr=False)
 
 
 def encode_records(
@@ -241,6 +243,8 @@ def encode_records(
             raise ValueError(f"record {i}: label {value!r} is not one of the labels {list(labels)}; add it to labels")
         return index[str(value)]
 
+    if task == "multiple_choice" and len({len(r["choices"]) for r in records}) > 1:
+        raise ValueError("multiple-choice records must all have the same number of choices")
     examples, dropped = [], 0
     for i, rec in enumerate(records):
         label: Any = None
@@ -248,7 +252,7 @@ def encode_records(
             enc = encoder.encode_words(rec["tokens"])
             if with_labels:
                 label = align_labels(enc.word_ids, [class_id(t, i) for t in rec["tags"]])
-            examples.append(TaskExample(enc.ids, enc.type_ids, label, record=i))
+            examples.append(TaskExample(enc.ids, enc.type_ids, label, record=i, word_ids=list(enc.word_ids)))
         elif task == "multiple_choice":
             first = rec.get("context") or rec["question"]
             encs = [
@@ -270,3 +274,40 @@ def encode_records(
                 label = float(rec["label"]) if task == "regression" else class_id(rec["label"], i)
             examples.append(TaskExample(enc.ids, enc.type_ids, label, record=i))
     return examples, dropped
+
+
+def collate_examples(task: str, examples: Sequence[TaskExample], pad_id: int) -> dict[str, Any]:
+    """Right-padded tensors of a batch: input_ids, attention_mask, token_type_ids (B, T) — (B, K, T) for
+    multiple choice — and, when every example has one, labels ((B,) / (B, T) with -100 padding / (B, 2) QA
+    positions) and marker_positions (B, 2)."""
+    import torch
+
+    def rows(ex: TaskExample) -> list[list[int]]:
+        return ex.input_ids if task == "multiple_choice" else [ex.input_ids]
+
+    k = max(len(rows(ex)) for ex in examples)
+    t = max(len(r) for ex in examples for r in rows(ex))
+    ids = torch.full((len(examples), k, t), pad_id, dtype=torch.long)
+    types = torch.zeros((len(examples), k, t), dtype=torch.long)
+    mask = torch.zeros((len(examples), k, t), dtype=torch.long)
+    for b, ex in enumerate(examples):
+        type_rows = ex.token_type_ids if task == "multiple_choice" else [ex.token_type_ids]
+        for j, (r, tt) in enumerate(zip(rows(ex), type_rows, strict=True)):
+            ids[b, j, : len(r)] = torch.tensor(r)
+            types[b, j, : len(r)] = torch.tensor(tt)
+            mask[b, j, : len(r)] = 1
+    squeeze = (lambda x: x) if task == "multiple_choice" else (lambda x: x[:, 0])
+    batch: dict[str, Any] = {"input_ids": squeeze(ids), "attention_mask": squeeze(mask), "token_type_ids": squeeze(types)}
+    if all(ex.label is not None for ex in examples):
+        if task == "token_classification":
+            labels = torch.full((len(examples), t), IGNORE_INDEX, dtype=torch.long)
+            for b, ex in enumerate(examples):
+                labels[b, : len(ex.label)] = torch.tensor(ex.label)
+        elif task == "regression":
+            labels = torch.tensor([float(ex.label) for ex in examples])
+        else:
+            labels = torch.tensor([ex.label for ex in examples], dtype=torch.long)  # (B,) or (B, 2)
+        batch["labels"] = labels
+    if task == "relation_classification":
+        batch["marker_positions"] = torch.tensor([ex.marker_positions for ex in examples], dtype=torch.long)
+    return batch
