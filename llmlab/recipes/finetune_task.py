@@ -223,6 +223,16 @@ def _encode(cfg: TaskFinetuneConfig, records: list[dict], tokenizer: Any, labels
     return examples
 
 
+def _fingerprint(examples: list[Any], labels: list[str]) -> str:
+    """sha256 of the tokenized training examples and label names (a resume must train on the same data)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(labels).encode())
+    for ex in examples:
+        h.update(json.dumps([ex.input_ids, ex.token_type_ids, ex.label, ex.marker_positions]).encode())
+    return h.hexdigest()
+
+
 def _run_identity(cfg: TaskFinetuneConfig) -> dict[str, Any]:
     d = json.loads(json.dumps(dataclasses.asdict(cfg)))
     keep = ("task", "base", "method", "peft", "labels", "dropout", "data")
@@ -297,7 +307,7 @@ def _finetune(cfg: TaskFinetuneConfig, run: Any, records: dict[str, list], base:
     examples = {k: _encode(cfg, v, tokenizer, labels) for k, v in records.items()}
     if not examples["train"]:
         raise ValueError(f"{cfg.data.train}: no example left after tokenisation (max_length={cfg.data.max_length})")
-    run_info = {**_run_identity(cfg), "labels_used": labels, "train_examples": len(examples["train"])}
+    run_info = {**_run_identity(cfg), "data_sha256": _fingerprint(examples["train"], labels)}
     if run.resume_state is not None:
         check_resume(run.resume_state.get("run", {}), run_info, run.path)
         load_trainable(model, run.last)
