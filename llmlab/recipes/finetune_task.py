@@ -267,8 +267,8 @@ def finetune_task(cfg: TaskFinetuneConfig, say: Any = print) -> dict[str, Any]:
     return _finetune(cfg, run, records, base, say)
 
 
-def _build(cfg: TaskFinetuneConfig, base: str, records: dict[str, list]) -> tuple[Any, Any, list[str], str]:
-    """(task model with the method applied, tokenizer, label names, trainable-parameter report)."""
+def _build(cfg: TaskFinetuneConfig, base: str, records: dict[str, list]) -> tuple[Any, Any, list[str], tuple[int, int]]:
+    """(task model with the method applied, tokenizer, label names, (trainable, total) parameters)."""
     import torch
 
     from llmlab.data.tasks import add_entity_markers, label_names
@@ -291,9 +291,7 @@ def _build(cfg: TaskFinetuneConfig, base: str, records: dict[str, list]) -> tupl
         for name, p in model.named_parameters():
             if name in _head_state(model):
                 p.requires_grad_(True)
-    trainable, total = count_parameters(model)
-    report = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
-    return model, tokenizer, labels, report
+    return model, tokenizer, labels, count_parameters(model)
 
 
 def _finetune(cfg: TaskFinetuneConfig, run: Any, records: dict[str, list], base: str, say: Any) -> dict[str, Any]:
@@ -302,7 +300,8 @@ def _finetune(cfg: TaskFinetuneConfig, run: Any, records: dict[str, list], base:
     from llmlab.train.sft_loop import load_trainable
     from llmlab.train.task_loop import MAIN_METRIC, TaskBatchStream, TaskTrainer, decode, run_examples, task_metrics
 
-    model, tokenizer, labels, report = _build(cfg, base, records)
+    model, tokenizer, labels, (trainable, total) = _build(cfg, base, records)
+    report = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
     say(f"{cfg.task} ({cfg.method}) on {base}: {report}")
     examples = {k: _encode(cfg, v, tokenizer, labels) for k, v in records.items()}
     if not examples["train"]:
@@ -342,7 +341,8 @@ def _finetune(cfg: TaskFinetuneConfig, run: Any, records: dict[str, list], base:
         }  # fmt: skip
         save_task_model(model, tokenizer, info, Path(run.path) / "model")
         summary.update(
-            task=cfg.task, method=cfg.method, base=base, labels=labels, trainable=report,
+            task=cfg.task, method=cfg.method, base=base, labels=labels, trainable=report, trainable_params=trainable,
+            total_params=total,
             train_examples=len(records["train"]), val_examples=len(records["val"]),
             test_examples=len(records["test"]), model=str(Path(run.path) / "model"),
             checkpoint=str(run.last), out_dir=str(run.path),
