@@ -99,7 +99,8 @@ def run_one(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
         "task": task, "data": dataset, "method": cfg.method, "steps": cfg.train.max_iters,
         "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr, "max_length": cfg.data.max_length,
         "train_examples": summary["train_examples"], "test_examples": summary["test_examples"],
-        "trainable_params": summary["trainable_params"], "total_params": summary["total_params"], "wall_time_s": round(summary["wall_time_s"], 1),
+        "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
+        "wall_time_s": round(summary["wall_time_s"], 1),
         "command": "llmlab finetune " + " ".join(overrides),
         **{k: round(summary[k], 4) for k in METRICS[task]},
     }  # fmt: skip
@@ -132,7 +133,9 @@ def main() -> None:
     for name in names:
         r = results[name]
         scores = ", ".join(f"{k[5:]} {r[k]:.3f}" for k in METRICS[r["task"]])
-        print(f"{name:24s} {r['method']:5s} trainable {r['trainable_params']:>11,d}  {r['wall_time_s']:7.1f} s  {scores}")
+        print(
+            f"{name:24s} {r['method']:5s} trainable {r['trainable_params']:>11,d}  {r['wall_time_s']:7.1f} s  {scores}"
+        )
     print(json.dumps({"threads": args.threads, "results": {n: results[n] for n in names}}, ensure_ascii=False))
 
 

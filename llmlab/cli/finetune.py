@@ -17,26 +17,6 @@ from llmlab.cli.options import (
 )
 
 
-def peek_task(config: Path | None, overrides: list[str]) -> str | None:
-    """The `task` key of the overrides (last wins) or else of the YAML file: which fine-tuning runs
-    (None: supervised fine-tuning of a chat model; "seq2seq": `llmlab.recipes.finetune_seq2seq`; any other
-    task: `llmlab.recipes.finetune_task`). A file that cannot be read is left to the config loader to report."""
-    for item in reversed(overrides):
-        key, sep, value = item.partition("=")
-        if sep and key.strip() == "task":
-            return value.strip() or None
-    if config is None or not Path(config).is_file():
-        return None
-    import yaml
-
-    try:
-        raw = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        return None
-    task = raw.get("task") if isinstance(raw, dict) else None
-    return str(task) if task else None
-
-
 def register(app: typer.Typer) -> None:
     """Attach `llmlab finetune` and `llmlab merge` to the root app."""
 
@@ -59,14 +39,19 @@ def register(app: typer.Typer) -> None:
 
         Also under torchrun (DDP): torchrun --nproc_per_node=2 -m llmlab finetune --config ...
         """
+        from llmlab.recipes.task_config import peek_task
+
         all_overrides = [*(overrides or []), *(["resume=true"] if resume else [])]
         task = peek_task(config, all_overrides)
         if task is None:
-            from llmlab.recipes.finetune import finetune as run, load_finetune_config as load
+            from llmlab.recipes.finetune import finetune as run
+            from llmlab.recipes.finetune import load_finetune_config as load
         elif task == "seq2seq":
-            from llmlab.recipes.finetune_seq2seq import finetune_seq2seq as run, load_seq2seq_config as load
+            from llmlab.recipes.finetune_seq2seq import finetune_seq2seq as run
+            from llmlab.recipes.finetune_seq2seq import load_seq2seq_config as load
         else:
-            from llmlab.recipes.finetune_task import finetune_task as run, load_task_config as load
+            from llmlab.recipes.finetune_task import finetune_task as run
+            from llmlab.recipes.finetune_task import load_task_config as load
         cfg = load(config, all_overrides, method)
         if print_config:
             echo_config(cfg)

@@ -256,7 +256,8 @@ def encode_records(
         elif task == "multiple_choice":
             first = rec.get("context") or rec["question"]
             encs = [
-                encoder.encode(first, f"{rec['question']} {c}" if rec.get("context") else str(c)) for c in rec["choices"]
+                encoder.encode(first, f"{rec['question']} {c}" if rec.get("context") else str(c))
+                for c in rec["choices"]
             ]
             label = int(rec["label"]) if with_labels else None
             examples.append(TaskExample([e.ids for e in encs], [e.type_ids for e in encs], label, record=i))
@@ -297,7 +298,11 @@ def collate_examples(task: str, examples: Sequence[TaskExample], pad_id: int) ->
             types[b, j, : len(r)] = torch.tensor(tt)
             mask[b, j, : len(r)] = 1
     squeeze = (lambda x: x) if task == "multiple_choice" else (lambda x: x[:, 0])
-    batch: dict[str, Any] = {"input_ids": squeeze(ids), "attention_mask": squeeze(mask), "token_type_ids": squeeze(types)}
+    batch: dict[str, Any] = {
+        "input_ids": squeeze(ids),
+        "attention_mask": squeeze(mask),
+        "token_type_ids": squeeze(types),
+    }
     if all(ex.label is not None for ex in examples):
         if task == "token_classification":
             labels = torch.full((len(examples), t), IGNORE_INDEX, dtype=torch.long)

@@ -198,9 +198,9 @@ class TaskHeadModel(nn.Module):
         elif self.task == "question_answering":
             t = logits.shape[1]
             positions = labels.clamp(0, t)  # HF: positions past the sequence are ignored
-            loss = sum(
-                F.cross_entropy(logits[..., k].float(), positions[:, k], ignore_index=t) for k in (0, 1)
-            ) / 2
+            loss = sum(F.cross_entropy(logits[..., k].float(), positions[:, k], ignore_index=t) for k in (0, 1)) / 2
         else:
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
+            )
         return TaskOutput(logits, loss)

@@ -125,7 +125,9 @@ def _predict(tm: TaskModel, records: list[Any], batch_size: int) -> list[dict[st
     else:
         examples, _ = encode_records(tm.task, recs, tm.tokenizer, tm.labels, s["max_length"], with_labels=False)
     logits, _ = run_examples(tm.model, tm.task, examples, batch_size, _pad_id(tm.tokenizer))
-    preds = decode(tm.task, recs, examples, logits, tm.labels, n_best=s["n_best"], max_answer_length=s["max_answer_length"])
+    preds = decode(
+        tm.task, recs, examples, logits, tm.labels, n_best=s["n_best"], max_answer_length=s["max_answer_length"]
+    )
     if tm.task == "token_classification":
         for rec, pred, word_spans in zip(recs, preds, spans, strict=True):
             pred["entities"] = _entities(rec["tokens"], pred["tags"], word_spans, rec.get("text"))
@@ -188,7 +190,9 @@ def load_task_model(path: str | Path, device: str = "cpu") -> TaskModel:
 
     folder = task_model_dir(path)
     if folder is None:
-        raise FileNotFoundError(f"{path} has no {TASK_FILE}: give a `llmlab finetune task=...` run folder or its model/")
+        raise FileNotFoundError(
+            f"{path} has no {TASK_FILE}: give a `llmlab finetune task=...` run folder or its model/"
+        )
     info = json.loads((folder / TASK_FILE).read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(folder / "tokenizer.json")
     base = load_model(folder / "encoder", device)

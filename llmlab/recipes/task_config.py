@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from llmlab.config import load_config
 from llmlab.data.tasks import TASKS, check_task
@@ -88,7 +91,9 @@ class TaskFinetuneConfig:
         """Raise a one-line ValueError for impossible settings."""
         check_task(self.task)
         if self.method not in TASK_METHODS:
-            raise ValueError(f"method {self.method!r} is not available for task heads; choose one of: {', '.join(TASK_METHODS)}")
+            raise ValueError(
+                f"method {self.method!r} is not available for task heads; choose one of: {', '.join(TASK_METHODS)}"
+            )
         if self.method == "full" and self.peft:
             raise ValueError("peft settings are only for lora and ia3, not method 'full'")
         if self.method != "full":
@@ -119,6 +124,24 @@ class TaskFinetuneConfig:
             raise ValueError("train.compile is not supported for task fine-tuning; set train.compile=false")
 
 
+def peek_task(config: str | os.PathLike | None, overrides: list[str]) -> str | None:
+    """The `task` key of the overrides (last wins) or else of the YAML file: which fine-tuning runs
+    (None: supervised fine-tuning of a chat model; "seq2seq": `llmlab.recipes.finetune_seq2seq`; any other
+    task: `llmlab.recipes.finetune_task`). A file that cannot be read is left to the config loader to report."""
+    for item in reversed(overrides):
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "task":
+            return value.strip() or None
+    if config is None or not Path(config).is_file():
+        return None
+    try:
+        raw = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None
+    task = raw.get("task") if isinstance(raw, dict) else None
+    return str(task) if task else None
+
+
 def load_task_config(
     path: str | os.PathLike | None, overrides: list[str] | None = None, method: str | None = None
 ) -> TaskFinetuneConfig:
@@ -130,4 +153,12 @@ def load_task_config(
     return load_config(TaskFinetuneConfig, path, overrides)
 
 
-__all__ = ["QA_LANGS", "TASKS", "TASK_METHODS", "TaskDataConfig", "TaskFinetuneConfig", "load_task_config"]
+__all__ = [
+    "QA_LANGS",
+    "TASKS",
+    "TASK_METHODS",
+    "TaskDataConfig",
+    "TaskFinetuneConfig",
+    "load_task_config",
+    "peek_task",
+]

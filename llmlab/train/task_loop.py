@@ -124,7 +124,10 @@ def decode(
         else:
             probs = torch.softmax(lg, dim=-1)
             best = int(probs.argmax())
-            row: dict[str, Any] = {"label": best if task == "multiple_choice" else labels[best], "score": float(probs[best])}
+            row: dict[str, Any] = {
+                "label": best if task == "multiple_choice" else labels[best],
+                "score": float(probs[best]),
+            }
             if task == "multiple_choice":
                 row["choice"] = records[ex.record]["choices"][best]
                 row["scores"] = probs.tolist()

@@ -250,9 +250,8 @@ def test_run_folder_serves_generation_and_perplexity(lora_run, llama_dir, tmp_pa
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].glob("configs/finetune/*.yaml")), ids=str)
 def test_shipped_configs_load(path) -> None:
-    from llmlab.cli.finetune import peek_task
     from llmlab.recipes.finetune import METHODS, load_finetune_config
-    from llmlab.recipes.finetune_task import TASK_METHODS, load_task_config
+    from llmlab.recipes.task_config import TASK_METHODS, load_task_config, peek_task
 
     if peek_task(path, []) is not None:  # task-*.yaml: encoder task heads (`llmlab finetune task=...`)
         assert load_task_config(path).method in TASK_METHODS

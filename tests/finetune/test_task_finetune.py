@@ -54,7 +54,9 @@ def records(task: str, n: int, seed: int) -> list[dict]:
         if task == "sequence_classification":
             out.append({"text": f"the film was {word}", "label": WORDS[word]})
         elif task == "regression":
-            out.append({"text": f"the film was {word}", "label": 1.0 if WORDS[word] == "positive" else -1.0 + 0.1 * i % 3})
+            out.append(
+                {"text": f"the film was {word}", "label": 1.0 if WORDS[word] == "positive" else -1.0 + 0.1 * i % 3}
+            )
         elif task == "token_classification":
             out.append({"tokens": [name, "lives", "in", city], "tags": ["B-PER", "O", "O", "B-LOC"]})
         elif task == "question_answering":
@@ -74,8 +76,8 @@ def task_args(task: str, bert_dir: Path, tmp_path: Path, *extra: str) -> list[st
     train = write(tmp_path / f"{task}-train.jsonl", records(task, 24, 0))
     test = write(tmp_path / f"{task}-test.jsonl", records(task, 8, 1))
     return ["finetune", f"task={task}", f"base={bert_dir}", f"data.train={train}", f"data.test={test}",
-            "data.val_fraction=0.25", "data.max_length=32", "data.doc_stride=8", "train.batch_size=4", "train.max_iters=3",
-            "train.eval_interval=2", "optim.lr=1e-3", *FAST, *extra]  # fmt: skip
+            "data.val_fraction=0.25", "data.max_length=32", "data.doc_stride=8", "train.batch_size=4",
+            "train.max_iters=3", "train.eval_interval=2", "optim.lr=1e-3", *FAST, *extra]  # fmt: skip
 
 
 METRIC = {"sequence_classification": "accuracy", "regression": "pearson", "token_classification": "f1",
@@ -156,7 +158,9 @@ def test_resume_is_bit_identical(bert_dir, tmp_path, capsys, monkeypatch) -> Non
 def test_dispatch_and_errors(bert_dir, tmp_path, capsys) -> None:  # noqa: ANN001
     code, stdout, _ = run_cli(["finetune", "task=token_classification", "data.train=x.jsonl", "--print-config"], capsys)
     assert code == 0 and "task: token_classification" in stdout and "doc_stride" in stdout
-    code, stdout, _ = run_cli(["finetune", "data.train=x.jsonl", "--print-config"], capsys)  # no task: the SFT config, unchanged
+    code, stdout, _ = run_cli(
+        ["finetune", "data.train=x.jsonl", "--print-config"], capsys
+    )  # no task: the SFT config, unchanged
     assert code == 0 and "doc_stride" not in stdout and "template" in stdout
     code, _, err = run_cli(["finetune", "task=ner", "data.train=x.jsonl"], capsys)
     assert code == 2 and "unknown task 'ner'" in err

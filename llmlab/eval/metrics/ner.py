@@ -23,7 +23,9 @@ def _check(predictions: Sequence[Sequence[str]], references: Sequence[Sequence[s
     if not references:
         raise ValueError("no tag sequences to score; pass at least one")
     if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predicted sequences but {len(references)} gold ones; pass one per example")
+        raise ValueError(
+            f"{len(predictions)} predicted sequences but {len(references)} gold ones; pass one per example"
+        )
     for i, (p, r) in enumerate(zip(predictions, references, strict=True)):
         if len(p) != len(r):
             raise ValueError(f"sequence {i}: {len(p)} predicted tags but {len(r)} gold tags; tag every token once")
