@@ -114,18 +114,36 @@ def test_ner_predict_from_text_gives_char_offsets(bert_dir, tmp_path, capsys) ->
         assert "Ada lives in Paris"[ent["start"] : ent["end"]] == ent["text"]
 
 
-def test_lora_trains_the_head_and_merges(bert_dir, tmp_path, capsys) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(("method", "extra", "adapter_key"), [("lora", "peft.r=2", "lora_A"), ("ia3", None, "ia3_")])
+def test_peft_trains_the_head_and_merges(method, extra, adapter_key, bert_dir, tmp_path, capsys) -> None:  # noqa: ANN001
     out = tmp_path / "run"
-    args = task_args("sequence_classification", bert_dir, tmp_path, "--method", "lora", "peft.r=2")
+    args = task_args("sequence_classification", bert_dir, tmp_path, "--method", method, *([extra] if extra else []))
     code, stdout, err = run_cli([*args, f"out_dir={out}"], capsys)
     assert code == 0, err
     saved = load_file(str(out / "checkpoints" / "last" / "trainable.safetensors"))
-    assert "classifier.weight" in saved and any("lora_A" in k for k in saved)
+    assert "classifier.weight" in saved and any(adapter_key in k for k in saved)
     assert not any("encoder.embeddings" in k for k in saved)
     encoder_files = list((out / "model" / "encoder").iterdir())
     assert encoder_files and not (out / "model" / "adapter").exists()
     tm = load_task_model(out)
-    assert not any("lora" in n for n, _ in tm.model.named_parameters())
+    assert not any(adapter_key in n for n, _ in tm.model.named_parameters())
+    assert summary_of(out)["trainable_params"] < summary_of(out)["total_params"] / 10
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_a_decoder_base_classifies_with_its_last_token(gpt_dir, tmp_path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    code, _, err = run_cli([*task_args("sequence_classification", gpt_dir, tmp_path), f"out_dir={out}"], capsys)
+    assert code == 0, err
+    tm = load_task_model(out)
+    assert not tm.model.is_encoder and tm.model.decoder.score.weight.shape[0] == 2
+    test = records("sequence_classification", 8, 1)
+    assert task_metrics("sequence_classification", test, tm.predict(test))["accuracy"] == pytest.approx(
+        summary_of(out)["test_accuracy"]
+    )
 
 
 def test_resume_is_bit_identical(bert_dir, tmp_path, capsys, monkeypatch) -> None:  # noqa: ANN001
