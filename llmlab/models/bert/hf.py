@@ -20,6 +20,7 @@ Tensor names (HF -> llmlab), after dropping the `bert.` / `roberta.` / `albert.`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Any
@@ -261,6 +262,13 @@ def load_hf_bert(model_dir: str | os.PathLike, device: torch.device | str = "cpu
     """Build a `Bert` from a folder written by a HF BERT/RoBERTa/ALBERT `save_pretrained`."""
     config = config_from_hf(read_hf_config(model_dir))
     sd = state_dict_from_hf(read_hf_weights(model_dir), config.variant)
+    # The heads present in the weights win over the architecture name (llmlab writes a pooler it has into
+    # *ForMaskedLM folders, where transformers ignores it).
+    has = {part: any(k.startswith(f"{part}.") for k in sd) for part in ("pooler", "lm_head", "sentence_classifier")}
+    config = dataclasses.replace(
+        config, pooler=has["pooler"], mlm_head=has["lm_head"], sentence_head=has["sentence_classifier"]
+    )
+    config.validate()
     if not config.tie_word_embeddings and config.mlm_head and "lm_head.decoder.weight" not in sd:
         raise ValueError(f"{model_dir}: tie_word_embeddings is false but the checkpoint has no decoder weight")
     return Bert.from_state_dict(config, sd, str(model_dir)).to(device)
