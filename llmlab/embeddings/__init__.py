@@ -10,8 +10,8 @@
     index.search(embed_texts(loaded.model, loaded.tokenizer, ["query"]), k=5)   # [[(row, cosine), ...]]
 """
 
-from llmlab.embeddings.encode import check_embed_args, embed_texts
+from llmlab.embeddings.encode import check_embed_args, embed_rows, embed_texts, encoder_max_length
 from llmlab.embeddings.index import EmbeddingIndex
 from llmlab.embeddings.pooling import POOLINGS, check_pooling, l2_normalize, pool
 
-__all__ = ["EmbeddingIndex", "POOLINGS", "check_embed_args", "check_pooling", "embed_texts", "l2_normalize", "pool"]
+__all__ = ["EmbeddingIndex", "POOLINGS", "check_embed_args", "check_pooling", "embed_rows", "embed_texts", "encoder_max_length", "l2_normalize", "pool"]

@@ -51,11 +51,24 @@ def embed_texts(
         max_length: truncate texts to this many tokens (capped at the model's positions).
     """
     check_embed_args(batch_size, pooling, max_length)
-    texts = list(texts)
-    rows = encode_rows(tokenizer, texts, max_length=encoder_max_length(model, max_length))
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))  # longest first, as sentence-transformers
+    rows = encode_rows(tokenizer, list(texts), max_length=encoder_max_length(model, max_length))
     pad_id = special_ids(tokenizer).pad
-    pad_id = 0 if pad_id is None else pad_id
+    return embed_rows(model, rows, 0 if pad_id is None else pad_id, batch_size=batch_size, pooling=pooling, normalize=normalize)
+
+
+def embed_rows(
+    model: Any,
+    rows: list[tuple[list[int], list[int]]],
+    pad_id: int,
+    *,
+    batch_size: int = 64,
+    pooling: str = "mean",
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Sentence embeddings (N, C) float32 on the CPU of already tokenized `(ids, type ids)` rows (special tokens
+    included), in row order; batches are length-sorted (longest first, as sentence-transformers)."""
+    check_embed_args(batch_size, pooling, 2)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
     device = next(model.parameters()).device
     out = torch.empty(len(rows), model.config.hidden_size, dtype=torch.float32)
     was_training = model.training
@@ -69,7 +82,7 @@ def embed_texts(
                 vectors = pool(hidden, batch.attention_mask, pooling)  # (b, C)
                 if normalize:
                     vectors = l2_normalize(vectors)
-                out[torch.tensor(chunk)] = vectors.float().cpu()
+                out[torch.tensor(chunk, dtype=torch.long)] = vectors.float().cpu()
     finally:
         model.train(was_training)
     return out
