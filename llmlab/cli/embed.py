@@ -34,7 +34,9 @@ def build(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")] = 64,
     pooling: Annotated[str, typer.Option("--pooling", help="mean | cls | max")] = "mean",
-    no_normalize: Annotated[bool, typer.Option("--no-normalize", help="Keep raw vectors (no L2 normalisation).")] = False,
+    no_normalize: Annotated[
+        bool, typer.Option("--no-normalize", help="Keep raw vectors (no L2 normalisation).")
+    ] = False,
     max_length: Annotated[int, typer.Option("--max-length", help="Truncate texts to this many tokens.")] = 256,
     overwrite: overwrite_option("Replace --out if an earlier llmlab embed made it.") = False,
     device: DeviceOption = "cpu",
@@ -43,7 +45,17 @@ def build(
     from llmlab.recipes.embed import EmbedRequest, build_index
 
     request = EmbedRequest(
-        input_file, out, model, text_field, id_field, batch_size, pooling, not no_normalize, max_length, overwrite, device
+        input_file,
+        out,
+        model,
+        text_field,
+        id_field,
+        batch_size,
+        pooling,
+        not no_normalize,
+        max_length,
+        overwrite,
+        device,
     )
     report = build_index(request, say=lambda line: typer.echo(line, err=True))
     typer.echo(f"wrote {report.count} vectors of {report.dim} dimensions ({report.model}) to {report.out}")
@@ -62,7 +74,7 @@ def search(
     from llmlab.recipes.embed import search_index
 
     results = search_index(index, list(query), k, model, device)
-    for text, hits in zip(query, results):
+    for text, hits in zip(query, results, strict=True):
         if as_json:
             rows = [{"rank": h.rank, "score": round(h.score, 6), "id": h.id, "text": h.text} for h in hits]
             typer.echo(json.dumps({"query": text, "results": rows}, ensure_ascii=False))

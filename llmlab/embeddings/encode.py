@@ -53,7 +53,9 @@ def embed_texts(
     check_embed_args(batch_size, pooling, max_length)
     rows = encode_rows(tokenizer, list(texts), max_length=encoder_max_length(model, max_length))
     pad_id = special_ids(tokenizer).pad
-    return embed_rows(model, rows, 0 if pad_id is None else pad_id, batch_size=batch_size, pooling=pooling, normalize=normalize)
+    return embed_rows(
+        model, rows, 0 if pad_id is None else pad_id, batch_size=batch_size, pooling=pooling, normalize=normalize
+    )
 
 
 def embed_rows(

@@ -72,8 +72,8 @@ class EmbeddingIndex:
         scores = l2_normalize(q) @ l2_normalize(self.vectors.float()).T  # (Q, N) cosine similarities
         top = torch.topk(scores, min(k, len(self)), dim=1)
         return [
-            [(int(i), float(s)) for i, s in zip(row_idx.tolist(), row_scores.tolist())]
-            for row_idx, row_scores in zip(top.indices, top.values)
+            [(int(i), float(s)) for i, s in zip(row_idx.tolist(), row_scores.tolist(), strict=True)]
+            for row_idx, row_scores in zip(top.indices, top.values, strict=True)
         ]
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -84,7 +84,9 @@ class EmbeddingIndex:
         d.mkdir(parents=True, exist_ok=True)
         vectors = {"vectors": self.vectors.float().contiguous().cpu()}
         atomic_write(d / VECTORS_FILE, lambda p: save_file(vectors, str(p)))
-        lines = (json.dumps({"id": i, "text": t}, ensure_ascii=False) for i, t in zip(self.ids, self.texts))
+        lines = (
+            json.dumps({"id": i, "text": t}, ensure_ascii=False) for i, t in zip(self.ids, self.texts, strict=True)
+        )
         atomic_write_text(d / ITEMS_FILE, "".join(line + "\n" for line in lines))
         atomic_write_json(d / META_FILE, {**self.meta, "dim": self.dim, "count": len(self)})
         return d
@@ -97,7 +99,9 @@ class EmbeddingIndex:
         d = Path(folder)
         missing = [name for name in (VECTORS_FILE, ITEMS_FILE, META_FILE) if not (d / name).is_file()]
         if missing:
-            raise FileNotFoundError(f"{d} is not an embedding index (no {', '.join(missing)}); build one with `llmlab embed`")
+            raise FileNotFoundError(
+                f"{d} is not an embedding index (no {', '.join(missing)}); build one with `llmlab embed`"
+            )
         vectors = load_safetensors(d / VECTORS_FILE).get("vectors")
         if vectors is None:
             raise ValueError(f"{d / VECTORS_FILE} holds no 'vectors' tensor; rebuild the index with `llmlab embed`")
@@ -108,7 +112,9 @@ class EmbeddingIndex:
                 ids.append(str(item["id"]))
                 texts.append(str(item["text"]))
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{d / ITEMS_FILE} line {n} is not an {{'id', 'text'}} object; rebuild the index") from None
+                raise ValueError(
+                    f"{d / ITEMS_FILE} line {n} is not an {{'id', 'text'}} object; rebuild the index"
+                ) from None
         meta = read_json(d / META_FILE, "rebuild the index")
         meta = {k: v for k, v in meta.items() if k not in ("dim", "count")} if isinstance(meta, dict) else {}
         return cls(vectors, texts, ids, meta)

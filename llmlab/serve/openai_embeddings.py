@@ -148,6 +148,8 @@ def load_embedder(path: str | None, device: str = "cpu", max_length: int = 256) 
     folder = resolve_encoder_path(None if path in (None, "default") else path)
     loaded = load_for_inference(folder, device=device)
     if not getattr(loaded.model, "is_encoder", False):
-        raise ValueError(f"--embedding-model {path}: a {loaded.family} model is not an encoder; pass a BERT-family model")
+        raise ValueError(
+            f"--embedding-model {path}: a {loaded.family} model is not an encoder; pass a BERT-family model"
+        )
     name = DEFAULT_ENCODER_NAME if path in (None, "default") else Path(str(path)).name
     return Embedder(loaded.model, loaded.tokenizer, name, max_length=max_length)

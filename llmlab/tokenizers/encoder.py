@@ -149,7 +149,9 @@ def _configured_backend(tokenizer: Any, max_length: int | None, truncation: str,
     return backend
 
 
-def _check_args(texts: list[str], pairs: list[str] | None, max_length: int | None, truncation: str, stride: int) -> None:
+def _check_args(
+    texts: list[str], pairs: list[str] | None, max_length: int | None, truncation: str, stride: int
+) -> None:
     if not all(isinstance(t, str) for t in texts):
         raise ValueError("encode_texts takes a list of strings; got an element that is not a str")
     if pairs is not None and len(pairs) != len(texts):
@@ -169,13 +171,15 @@ def _encodings(
     _check_args(texts, pairs, max_length, truncation, stride)
     strategy = truncation if pairs is not None else "longest_first"
     backend = _configured_backend(tokenizer, max_length, strategy, stride)
-    inputs: list[Any] = list(zip(texts, pairs)) if pairs is not None else texts
+    inputs: list[Any] = list(zip(texts, pairs, strict=True)) if pairs is not None else texts
     try:
         return backend.encode_batch(inputs, add_special_tokens=True) if inputs else []
     except BaseException as e:  # tokenizers raises a pyo3 PanicException (a BaseException) for a too-large stride
         if type(e).__name__ != "PanicException":
             raise
-        raise ValueError(f"encode_texts: {str(e).splitlines()[0]}; use a smaller stride or a larger max_length") from None
+        raise ValueError(
+            f"encode_texts: {str(e).splitlines()[0]}; use a smaller stride or a larger max_length"
+        ) from None
 
 
 def encode_rows(
@@ -255,8 +259,12 @@ def encode_texts(
     batch = pad_rows([(r.ids, r.type_ids) for r in rows], 0 if pad_id is None else pad_id)
     detailed = return_offsets or return_word_ids or stride > 0
     pad = [batch.input_ids.shape[1] - n for n in lengths]
-    batch.offsets = [list(r.offsets) + [(0, 0)] * p for r, p in zip(rows, pad)] if return_offsets else None
-    batch.word_ids = [list(r.word_ids) + [None] * p for r, p in zip(rows, pad)] if return_word_ids else None
-    batch.sequence_ids = [list(r.sequence_ids) + [None] * p for r, p in zip(rows, pad)] if detailed else None
+    batch.offsets = [list(r.offsets) + [(0, 0)] * p for r, p in zip(rows, pad, strict=True)] if return_offsets else None
+    batch.word_ids = (
+        [list(r.word_ids) + [None] * p for r, p in zip(rows, pad, strict=True)] if return_word_ids else None
+    )
+    batch.sequence_ids = (
+        [list(r.sequence_ids) + [None] * p for r, p in zip(rows, pad, strict=True)] if detailed else None
+    )
     batch.overflow_to_sample = sample if stride > 0 else None
     return batch

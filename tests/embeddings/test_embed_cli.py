@@ -57,7 +57,9 @@ def test_build_then_search_txt(tmp_path, capsys) -> None:
 
 def test_build_jsonl_with_field_and_ids(tmp_path, capsys) -> None:
     src = tmp_path / "r.jsonl"
-    src.write_text("".join(json.dumps({"body": t, "key": f"k{i}"}) + "\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    src.write_text(
+        "".join(json.dumps({"body": t, "key": f"k{i}"}) + "\n" for i, t in enumerate(TEXTS)), encoding="utf-8"
+    )
     args = ["embed", "build", "--input", str(src), "--field", "body", "--id-field", "key", "--out", str(tmp_path / "i")]
     code, out, err = run_cli([*args, "--batch-size", "2"], capsys)
     assert code == 0, err
@@ -102,7 +104,9 @@ def test_output_may_not_be_the_input_and_model_must_be_an_encoder(tmp_path, caps
     decoder = tmp_path / "llama"
     tiny_llama(vocab_size=30522).save_pretrained(decoder)
     shutil.copy(minilm_path() / "tokenizer.json", decoder / "tokenizer.json")
-    code, _, err = run_cli(["embed", "build", "--input", str(src), "--out", str(tmp_path / "o"), "--model", str(decoder)], capsys)
+    code, _, err = run_cli(
+        ["embed", "build", "--input", str(src), "--out", str(tmp_path / "o"), "--model", str(decoder)], capsys
+    )
     assert code == 2 and "a llama model is not an encoder" in err
     assert not (tmp_path / "o").exists()
     code, _, err = run_cli(["embed", "search", "--index", str(tmp_path), "-q", "x"], capsys)

@@ -119,12 +119,16 @@ def config_from_hf(hf: dict[str, Any]) -> BertConfig:
     variant = _variant(hf)
     arch = (hf.get("architectures") or [f"{_PREFIX[variant]}Model"])[0]
     if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported; llmlab's BERT uses 'absolute'")
+        raise ValueError(
+            f"position_embedding_type {hf['position_embedding_type']!r} is not supported; llmlab's BERT uses 'absolute'"
+        )
     if int(hf.get("inner_group_num", 1)) != 1:
         raise ValueError("ALBERT inner_group_num > 1 is not supported by llmlab's BERT family")
     act = str(hf.get("hidden_act", "gelu_new" if variant == "albert" else "gelu"))
     if act not in ACTIVATIONS:
-        raise ValueError(f"hidden_act {act!r} is not supported; llmlab's BERT family implements: {', '.join(ACTIVATIONS)}")
+        raise ValueError(
+            f"hidden_act {act!r} is not supported; llmlab's BERT family implements: {', '.join(ACTIVATIONS)}"
+        )
     try:
         cfg = BertConfig(
             variant=variant,
@@ -222,7 +226,11 @@ def state_dict_to_hf(model: Bert, dtype: torch.dtype | None = None) -> dict[str,
             is_encoder_part = hf_name.startswith(("pooler", "encoder."))
             out[(prefix if is_encoder_part else "") + hf_name] = value
     if c.mlm_head:  # transformers also stores the decoder's bias (the same tensor as the head's bias)
-        bias_key = {"bert": "cls.predictions.decoder.bias", "roberta": "lm_head.decoder.bias", "albert": "predictions.decoder.bias"}
+        bias_key = {
+            "bert": "cls.predictions.decoder.bias",
+            "roberta": "lm_head.decoder.bias",
+            "albert": "predictions.decoder.bias",
+        }
         out[bias_key[variant]] = sd["lm_head.bias"]
     out = {k: v.clone() for k, v in out.items()}  # no shared storage (safetensors refuses it)
     return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out

@@ -39,13 +39,15 @@ def _compare(hf_model, ours: Bert, arch: str) -> None:
         ref = hf_model(**batch, output_hidden_states=True)
         enc = ours.encode(**batch, output_hidden_states=True)
     assert len(enc.hidden_states) == len(ref.hidden_states)
-    for got, want in zip(enc.hidden_states, ref.hidden_states):
+    for got, want in zip(enc.hidden_states, ref.hidden_states, strict=True):
         torch.testing.assert_close(got[mask], want[mask], atol=ATOL, rtol=0)
     if arch.endswith("Model"):
         torch.testing.assert_close(enc.pooler_output, ref.pooler_output, atol=ATOL, rtol=0)
         return
     with torch.no_grad():
-        out = ours(batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
+        out = ours(
+            batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch.get("token_type_ids")
+        )
     want_logits = ref.prediction_logits if arch.endswith("ForPreTraining") else ref.logits
     torch.testing.assert_close(out.logits[mask], want_logits[mask], atol=ATOL, rtol=0)
     if arch.endswith("ForPreTraining"):
@@ -65,7 +67,7 @@ def test_hf_to_llmlab_to_hf(arch: str, tmp_path) -> None:
     save_hf(ours, tmp_path / "back")
     again = getattr(transformers, arch).from_pretrained(tmp_path / "back").eval()
     _compare(again, ours, arch)
-    for (name, a), b in zip(hf_model.state_dict().items(), again.state_dict().values()):
+    for (name, a), b in zip(hf_model.state_dict().items(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
 
 
@@ -77,12 +79,14 @@ def test_llmlab_to_hf_to_llmlab(preset: str, tmp_path) -> None:
     ours = Bert.from_preset(preset, vocab_size=99, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).eval()
     save_hf(ours, tmp_path / "hf")
     arch = transformers.AutoConfig.from_pretrained(tmp_path / "hf").architectures[0]
-    assert arch == {"bert-tiny": "BertForMaskedLM", "roberta-tiny": "RobertaForMaskedLM"}.get(preset, "AlbertForPreTraining")
+    assert arch == {"bert-tiny": "BertForMaskedLM", "roberta-tiny": "RobertaForMaskedLM"}.get(
+        preset, "AlbertForPreTraining"
+    )
     hf_model = getattr(transformers, arch).from_pretrained(tmp_path / "hf").eval()
     _compare(hf_model, ours, arch)
     back = load_model(tmp_path / "hf")
     assert dataclasses.replace(back.config, extra={}).resolved() == ours.config.resolved()
-    for (name, a), b in zip(ours.state_dict().items(), back.state_dict().values()):
+    for (name, a), b in zip(ours.state_dict().items(), back.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)  # the pooler too (kept in *ForMaskedLM)
 
 

@@ -56,15 +56,19 @@ def test_hidden_states_equal_transformers(minilm) -> None:
 
     model, tokenizer = minilm
     enc = encode_texts(tokenizer, SENTENCES, max_length=256)
-    ref_batch = AutoTokenizer.from_pretrained(minilm_path())(SENTENCES, padding=True, truncation=True, max_length=256, return_tensors="pt")
-    assert torch.equal(enc.input_ids, ref_batch["input_ids"]) and torch.equal(enc.attention_mask, ref_batch["attention_mask"])
+    ref_batch = AutoTokenizer.from_pretrained(minilm_path())(
+        SENTENCES, padding=True, truncation=True, max_length=256, return_tensors="pt"
+    )
+    assert torch.equal(enc.input_ids, ref_batch["input_ids"]) and torch.equal(
+        enc.attention_mask, ref_batch["attention_mask"]
+    )
     reference = BertModel.from_pretrained(minilm_path()).eval()
     with torch.no_grad():
         want = reference(**ref_batch, output_hidden_states=True)
         got = model.encode(enc.input_ids, enc.attention_mask, enc.token_type_ids, output_hidden_states=True)
     real = enc.attention_mask.bool()
     assert len(got.hidden_states) == 7
-    for g, w in zip(got.hidden_states, want.hidden_states):
+    for g, w in zip(got.hidden_states, want.hidden_states, strict=True):
         torch.testing.assert_close(g[real], w[real], atol=1e-5, rtol=0)  # (padding positions carry no meaning)
     torch.testing.assert_close(got.pooler_output, want.pooler_output, atol=1e-5, rtol=0)
 
