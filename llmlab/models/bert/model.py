@@ -7,8 +7,8 @@ Module names (HF names in `llmlab.models.bert.hf`):
 - `embeddings.{word_embeddings, position_embeddings, token_type_embeddings, LayerNorm}` (+ `project`: ALBERT's
   E -> hidden mapping),
 - `blocks.{i}` (the `layers` accessor): `Block(pre_norm=False, causal=False, fused_qkv=False)`:
-  `attn.{q,k,v,o}_proj`, `ln_1`, `mlp.{c_fc, c_proj}`, `ln_2`. ALBERT keeps `num_hidden_groups` distinct layers and applies layer
-  `i * groups // num_hidden_layers` at depth i (cross-layer sharing),
+  `attn.{q,k,v,o}_proj`, `ln_1`, `mlp.{c_fc, c_proj}`, `ln_2`. ALBERT keeps `num_hidden_groups` distinct
+  layers and applies layer `i * groups // num_hidden_layers` at depth i (cross-layer sharing),
 - `pooler` (tanh(dense(h[:, 0]))), `lm_head` (`MLMHead`: dense, act, LayerNorm, decoder tied to the word
   embedding, bias), `sentence_classifier` (NSP / SOP two-way head on the pooled output).
 """
