@@ -1,8 +1,10 @@
 """`embed_texts`: texts -> sentence vectors with an encoder (`llmlab.models.bert.Bert`), batched for speed.
 
-All texts are tokenized in one call (parallel in `tokenizers`), sorted by length so that each batch holds rows
-of nearly one length (little padding: a batch with none runs attention without a mask), and encoded under
-`torch.inference_mode`; the vectors come back in the input order.
+All texts are tokenized in one call (parallel in `tokenizers`), sorted by their token count (not their
+character count, as sentence-transformers does: a Chinese character is about one token, an English word about
+five characters, so on mixed text character-sorted batches pad much more) so that each batch holds rows of
+nearly one length; a batch without padding runs attention without a mask. Encoding runs under
+`torch.inference_mode`, the vectors stay on the model's device until the end and come back in input order.
 """
 
 from __future__ import annotations
@@ -72,19 +74,21 @@ def embed_rows(
     check_embed_args(batch_size, pooling, 2)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
     device = next(model.parameters()).device
-    out = torch.empty(len(rows), model.config.hidden_size, dtype=torch.float32)
+    out = torch.empty(len(rows), model.config.hidden_size, dtype=torch.float32, device=device)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
+                padded = len({len(rows[i][0]) for i in chunk}) > 1  # known here: no device sync to find out
                 batch = pad_rows([rows[i] for i in chunk], pad_id).to(device)
-                hidden = model.encode(batch.input_ids, batch.attention_mask, batch.token_type_ids).last_hidden_state
+                mask = batch.attention_mask if padded else None  # no padding: attention runs without a mask
+                hidden = model.encode(batch.input_ids, mask, batch.token_type_ids).last_hidden_state
                 vectors = pool(hidden, batch.attention_mask, pooling)  # (b, C)
                 if normalize:
                     vectors = l2_normalize(vectors)
-                out[torch.tensor(chunk, dtype=torch.long)] = vectors.float().cpu()
+                out[torch.tensor(chunk, dtype=torch.long, device=device)] = vectors.float()
     finally:
         model.train(was_training)
-    return out
+    return out.cpu()
