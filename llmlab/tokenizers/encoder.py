@@ -149,7 +149,9 @@ def _configured_backend(tokenizer: Any, max_length: int | None, truncation: str,
     return backend
 
 
-def _check_args(texts: list[str], pairs: list[str] | None, max_length: int | None, truncation: str, stride: int) -> None:
+def _check_args(
+    texts: list[str], pairs: list[str] | None, max_length: int | None, truncation: str, stride: int
+) -> None:
     if not all(isinstance(t, str) for t in texts):
         raise ValueError("encode_texts takes a list of strings; got an element that is not a str")
     if pairs is not None and len(pairs) != len(texts):
@@ -160,6 +162,52 @@ def _check_args(texts: list[str], pairs: list[str] | None, max_length: int | Non
         raise ValueError(f"max_length must be at least 2 (room for the special tokens), got {max_length}")
     if stride < 0 or (max_length is not None and stride >= max_length):
         raise ValueError(f"stride must be in [0, max_length), got {stride}")
+
+
+def _encodings(
+    tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int | None, truncation: str, stride: int
+) -> list[Any]:
+    """The `tokenizers.Encoding` of every input (special tokens added, truncated, unpadded)."""
+    _check_args(texts, pairs, max_length, truncation, stride)
+    strategy = truncation if pairs is not None else "longest_first"
+    backend = _configured_backend(tokenizer, max_length, strategy, stride)
+    inputs: list[Any] = list(zip(texts, pairs, strict=True)) if pairs is not None else texts
+    try:
+        return backend.encode_batch(inputs, add_special_tokens=True) if inputs else []
+    except BaseException as e:  # tokenizers raises a pyo3 PanicException (a BaseException) for a too-large stride
+        if type(e).__name__ != "PanicException":
+            raise
+        raise ValueError(
+            f"encode_texts: {str(e).splitlines()[0]}; use a smaller stride or a larger max_length"
+        ) from None
+
+
+def encode_rows(
+    tokenizer: Any,
+    texts: list[str],
+    pairs: list[str] | None = None,
+    *,
+    max_length: int | None = 512,
+    truncation: str = "longest_first",
+) -> list[tuple[list[int], list[int]]]:
+    """Unpadded rows `(input ids, token type ids)`, one per text, with special tokens (for length-sorted
+    batching: sort these, then `pad_rows` each batch)."""
+    texts = list(texts)
+    pairs = list(pairs) if pairs is not None else None
+    return [(e.ids, e.type_ids) for e in _encodings(tokenizer, texts, pairs, max_length, truncation, 0)]
+
+
+def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int) -> EncodedBatch:
+    """Right-pad `(ids, type ids)` rows to the longest into an `EncodedBatch` (mask 0 and type 0 on padding)."""
+    width = max((len(ids) for ids, _ in rows), default=0)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (ids, type_ids) in enumerate(rows):
+        input_ids[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[r, : len(ids)] = 1
+        types[r, : len(ids)] = torch.tensor(type_ids, dtype=torch.long)
+    return EncodedBatch(input_ids, mask, types)
 
 
 def encode_texts(
@@ -198,42 +246,25 @@ def encode_texts(
     """
     texts = list(texts)
     pairs = list(pairs) if pairs is not None else None
-    _check_args(texts, pairs, max_length, truncation, stride)
-    strategy = truncation if pairs is not None else "longest_first"
-    backend = _configured_backend(tokenizer, max_length, strategy, stride)
-    inputs: list[Any] = list(zip(texts, pairs)) if pairs is not None else texts
-    try:
-        encodings = backend.encode_batch(inputs, add_special_tokens=True) if inputs else []
-    except BaseException as e:  # tokenizers raises a pyo3 PanicException (a BaseException) for a too-large stride
-        if type(e).__name__ != "PanicException":
-            raise
-        raise ValueError(f"encode_texts: {str(e).splitlines()[0]}; use a smaller stride or a larger max_length") from None
+    encodings = _encodings(tokenizer, texts, pairs, max_length, truncation, stride)
     rows, sample = [], []
     for i, e in enumerate(encodings):
         for part in (e, *(e.overflowing if stride > 0 else ())):
             rows.append(part)
             sample.append(i)
     lengths = [len(r.ids) for r in rows]
-    width = max(lengths, default=0)
     if not padding and len(set(lengths)) > 1:
         raise ValueError("encode_texts(padding=False) needs rows of one length; pass padding=True")
     pad_id = special_ids(tokenizer).pad
-    pad_id = 0 if pad_id is None else pad_id
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    types = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, (row, n) in enumerate(zip(rows, lengths)):
-        ids[r, :n] = torch.tensor(row.ids, dtype=torch.long)
-        mask[r, :n] = 1
-        types[r, :n] = torch.tensor(row.type_ids, dtype=torch.long)
+    batch = pad_rows([(r.ids, r.type_ids) for r in rows], 0 if pad_id is None else pad_id)
     detailed = return_offsets or return_word_ids or stride > 0
-    pad = [width - n for n in lengths]
-    return EncodedBatch(
-        ids,
-        mask,
-        types,
-        offsets=[list(r.offsets) + [(0, 0)] * p for r, p in zip(rows, pad)] if return_offsets else None,
-        word_ids=[list(r.word_ids) + [None] * p for r, p in zip(rows, pad)] if return_word_ids else None,
-        sequence_ids=[list(r.sequence_ids) + [None] * p for r, p in zip(rows, pad)] if detailed else None,
-        overflow_to_sample=sample if stride > 0 else None,
+    pad = [batch.input_ids.shape[1] - n for n in lengths]
+    batch.offsets = [list(r.offsets) + [(0, 0)] * p for r, p in zip(rows, pad, strict=True)] if return_offsets else None
+    batch.word_ids = (
+        [list(r.word_ids) + [None] * p for r, p in zip(rows, pad, strict=True)] if return_word_ids else None
     )
+    batch.sequence_ids = (
+        [list(r.sequence_ids) + [None] * p for r, p in zip(rows, pad, strict=True)] if detailed else None
+    )
+    batch.overflow_to_sample = sample if stride > 0 else None
+    return batch

@@ -15,7 +15,9 @@ from llmlab.models.bert.model import Bert, BertEmbeddings, EncoderOutput, MLMHea
 from llmlab.models.bert.presets import PRESETS
 from llmlab.models.registry import HFFormat, ModelFamily, register_family
 
-FAMILY = register_family(ModelFamily.of(Bert, hf=HFFormat(HF_ARCHITECTURES, HF_MODEL_TYPES, load_hf_bert, save_hf_bert)))
+FAMILY = register_family(
+    ModelFamily.of(Bert, hf=HFFormat(HF_ARCHITECTURES, HF_MODEL_TYPES, load_hf_bert, save_hf_bert))
+)
 
 __all__ = [
     "Bert",

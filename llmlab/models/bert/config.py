@@ -145,19 +145,27 @@ class BertConfig:
                 f"{self.num_attention_heads}; change one of them"
             )
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"model.hidden_act {self.hidden_act!r} is not supported; use one of: {', '.join(ACTIVATIONS)}")
+            raise ValueError(
+                f"model.hidden_act {self.hidden_act!r} is not supported; use one of: {', '.join(ACTIVATIONS)}"
+            )
         if self.attention not in ATTENTION_BACKENDS:
-            raise ValueError(f"unknown model.attention {self.attention!r}; choose one of: {', '.join(ATTENTION_BACKENDS)}")
+            raise ValueError(
+                f"unknown model.attention {self.attention!r}; choose one of: {', '.join(ATTENTION_BACKENDS)}"
+            )
         if self.type_vocab_size < 0:
             raise ValueError(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
         if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"model.pad_token_id={self.pad_token_id} is outside the vocabulary (size {self.vocab_size})")
+            raise ValueError(
+                f"model.pad_token_id={self.pad_token_id} is outside the vocabulary (size {self.vocab_size})"
+            )
         if self.block_size < 1:
             raise ValueError(
                 f"model.max_position_embeddings={self.max_position_embeddings} leaves no positions after RoBERTa's "
                 f"offset pad_token_id + 1 = {self.position_offset}; raise it"
             )
-        if self.variant != "albert" and (self.embedding_size not in (None, self.hidden_size) or self.num_hidden_groups != 1):
+        if self.variant != "albert" and (
+            self.embedding_size not in (None, self.hidden_size) or self.num_hidden_groups != 1
+        ):
             raise ValueError("model.embedding_size and num_hidden_groups are ALBERT options; set variant: albert")
         if self.num_hidden_layers % self.num_hidden_groups != 0:
             raise ValueError(

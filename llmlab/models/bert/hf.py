@@ -20,6 +20,7 @@ Tensor names (HF -> llmlab), after dropping the `bert.` / `roberta.` / `albert.`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Any
@@ -118,12 +119,16 @@ def config_from_hf(hf: dict[str, Any]) -> BertConfig:
     variant = _variant(hf)
     arch = (hf.get("architectures") or [f"{_PREFIX[variant]}Model"])[0]
     if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported; llmlab's BERT uses 'absolute'")
+        raise ValueError(
+            f"position_embedding_type {hf['position_embedding_type']!r} is not supported; llmlab's BERT uses 'absolute'"
+        )
     if int(hf.get("inner_group_num", 1)) != 1:
         raise ValueError("ALBERT inner_group_num > 1 is not supported by llmlab's BERT family")
     act = str(hf.get("hidden_act", "gelu_new" if variant == "albert" else "gelu"))
     if act not in ACTIVATIONS:
-        raise ValueError(f"hidden_act {act!r} is not supported; llmlab's BERT family implements: {', '.join(ACTIVATIONS)}")
+        raise ValueError(
+            f"hidden_act {act!r} is not supported; llmlab's BERT family implements: {', '.join(ACTIVATIONS)}"
+        )
     try:
         cfg = BertConfig(
             variant=variant,
@@ -221,7 +226,11 @@ def state_dict_to_hf(model: Bert, dtype: torch.dtype | None = None) -> dict[str,
             is_encoder_part = hf_name.startswith(("pooler", "encoder."))
             out[(prefix if is_encoder_part else "") + hf_name] = value
     if c.mlm_head:  # transformers also stores the decoder's bias (the same tensor as the head's bias)
-        bias_key = {"bert": "cls.predictions.decoder.bias", "roberta": "lm_head.decoder.bias", "albert": "predictions.decoder.bias"}
+        bias_key = {
+            "bert": "cls.predictions.decoder.bias",
+            "roberta": "lm_head.decoder.bias",
+            "albert": "predictions.decoder.bias",
+        }
         out[bias_key[variant]] = sd["lm_head.bias"]
     out = {k: v.clone() for k, v in out.items()}  # no shared storage (safetensors refuses it)
     return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out
@@ -261,6 +270,13 @@ def load_hf_bert(model_dir: str | os.PathLike, device: torch.device | str = "cpu
     """Build a `Bert` from a folder written by a HF BERT/RoBERTa/ALBERT `save_pretrained`."""
     config = config_from_hf(read_hf_config(model_dir))
     sd = state_dict_from_hf(read_hf_weights(model_dir), config.variant)
+    # The heads present in the weights win over the architecture name (llmlab writes a pooler it has into
+    # *ForMaskedLM folders, where transformers ignores it).
+    has = {part: any(k.startswith(f"{part}.") for k in sd) for part in ("pooler", "lm_head", "sentence_classifier")}
+    config = dataclasses.replace(
+        config, pooler=has["pooler"], mlm_head=has["lm_head"], sentence_head=has["sentence_classifier"]
+    )
+    config.validate()
     if not config.tie_word_embeddings and config.mlm_head and "lm_head.decoder.weight" not in sd:
         raise ValueError(f"{model_dir}: tie_word_embeddings is false but the checkpoint has no decoder weight")
     return Bert.from_state_dict(config, sd, str(model_dir)).to(device)

@@ -39,4 +39,3 @@ def resolve_encoder_path(path: str | Path | None) -> Path:
     if path is None or (str(path) == DEFAULT_ENCODER_NAME and not Path(path).exists()):
         return minilm_path()
     return Path(path)
-

@@ -6,9 +6,9 @@ https://arxiv.org/abs/1907.11692. ALBERT: Lan et al. 2020, https://arxiv.org/abs
 Module names (HF names in `llmlab.models.bert.hf`):
 - `embeddings.{word_embeddings, position_embeddings, token_type_embeddings, LayerNorm}` (+ `project`: ALBERT's
   E -> hidden mapping),
-- `blocks.{i}` (the `layers` accessor): `Block(pre_norm=False, causal=False, fused_qkv=False)`: `attn.{q,k,v,o}_proj`, `ln_1`,
-  `mlp.{c_fc, c_proj}`, `ln_2`. ALBERT keeps `num_hidden_groups` distinct layers and applies layer
-  `i * groups // num_hidden_layers` at depth i (cross-layer sharing),
+- `blocks.{i}` (the `layers` accessor): `Block(pre_norm=False, causal=False, fused_qkv=False)`:
+  `attn.{q,k,v,o}_proj`, `ln_1`, `mlp.{c_fc, c_proj}`, `ln_2`. ALBERT keeps `num_hidden_groups` distinct
+  layers and applies layer `i * groups // num_hidden_layers` at depth i (cross-layer sharing),
 - `pooler` (tanh(dense(h[:, 0]))), `lm_head` (`MLMHead`: dense, act, LayerNorm, decoder tied to the word
   embedding, bias), `sentence_classifier` (NSP / SOP two-way head on the pooled output).
 """
@@ -185,7 +185,9 @@ class Bert(DecoderLM):
         hidden: list[torch.Tensor] = [x]
         attentions: list[torch.Tensor] = []
         for depth in range(self.config.num_hidden_layers):
-            x, weights, _ = self.layer_at(depth)(x, attn_mask=mask, is_causal=False, output_attentions=output_attentions)
+            x, weights, _ = self.layer_at(depth)(
+                x, attn_mask=mask, is_causal=False, output_attentions=output_attentions
+            )
             hidden.append(x)
             if weights is not None:
                 attentions.append(weights)
@@ -225,7 +227,9 @@ class Bert(DecoderLM):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         attentions = list(out.attentions) if out.attentions is not None else None
-        return ModelOutput(logits, loss, torch.zeros((), device=h.device), attentions, h if output_hidden_states else None)
+        return ModelOutput(
+            logits, loss, torch.zeros((), device=h.device), attentions, h if output_hidden_states else None
+        )
 
     def sentence_logits(self, pooler_output: torch.Tensor) -> torch.Tensor:
         """NSP (BERT) / sentence-order (ALBERT) logits (B, 2) from the pooled output (B, C)."""
