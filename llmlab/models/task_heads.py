@@ -16,13 +16,16 @@ over one-to-one and the logits can be compared on the same weights):
                              https://arxiv.org/abs/1906.03158, "entity markers - entity start")
 
 An encoder is a model with ``is_encoder = True`` and ``encode(input_ids, attention_mask, token_type_ids)`` giving
-``last_hidden_state`` (B, T, C) and ``pooler_output`` (B, C) or None (then the [CLS] state is used, as
-sentence-transformers checkpoints without a pooler need). A decoder (GPT, Llama) supports the two sequence-level
+``last_hidden_state`` (B, T, C) and ``pooler_output`` (B, C) or None (then the [CLS] state is used). The
+sequence-level heads can read another sentence vector instead of the pooler: `sentence_pool(hidden, mask)`
+(e.g. mean pooling, what sentence-transformers models such as all-MiniLM-L6-v2 were trained with; the recipe
+passes `llmlab.embeddings.pooling.pool`). A decoder (GPT, Llama) supports the two sequence-level
 tasks through `llmlab.models.heads.SequenceClassifier` (a linear `score` on the last real token).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -106,12 +109,21 @@ class TaskHeadModel(nn.Module):
         num_labels: classes (ignored for regression, QA and multiple choice).
         dropout: dropout before the head (HF's `hidden_dropout_prob`, 0.1).
         pad_id: decoders only: the padding id (`SequenceClassifier`).
+        sentence_pool: encoders: (hidden (B, T, C), attention_mask (B, T)) -> (B, C) sentence vectors for the
+            sequence-level heads (sequence classification, regression, multiple choice) instead of the pooler.
     """
 
     def __init__(
-        self, base: nn.Module, task: str, num_labels: int = 2, dropout: float = 0.1, pad_id: int | None = None
+        self,
+        base: nn.Module,
+        task: str,
+        num_labels: int = 2,
+        dropout: float = 0.1,
+        pad_id: int | None = None,
+        sentence_pool: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        self.sentence_pool = sentence_pool
         if task not in TASK_HEADS:
             raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASK_HEADS)}")
         self.task = task
@@ -146,7 +158,11 @@ class TaskHeadModel(nn.Module):
         """The encoder or decoder under the head."""
         return self.encoder if self.is_encoder else self.decoder.base
 
-    def _pooled(self, out: object) -> torch.Tensor:
+    def _pooled(self, out: object, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.sentence_pool is not None:
+            h = out.last_hidden_state  # (B, T, C)
+            mask = attention_mask if attention_mask is not None else h.new_ones(h.shape[:2])
+            return self.sentence_pool(h, mask)  # (B, C)
         pooled = getattr(out, "pooler_output", None)
         return pooled if pooled is not None else out.last_hidden_state[:, 0]  # (B, C)
 
@@ -182,7 +198,7 @@ class TaskHeadModel(nn.Module):
             pair = h[rows, marker_positions.to(h.device)]  # (B, 2, C)
             logits = self.classifier(self.dropout(pair.reshape(h.shape[0], -1)))  # (B, L)
         else:
-            logits = self.classifier(self.dropout(self._pooled(out)))  # (B, L) or (B * K, 1)
+            logits = self.classifier(self.dropout(self._pooled(out, attention_mask)))  # (B, L) or (B * K, 1)
             if choices:
                 logits = logits.view(-1, choices)  # (B, K)
             elif self.task == "regression":

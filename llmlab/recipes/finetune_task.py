@@ -134,6 +134,18 @@ def _predict(tm: TaskModel, records: list[Any], batch_size: int) -> list[dict[st
     return preds
 
 
+def sentence_pool(pooling: str) -> Any:
+    """The `TaskHeadModel.sentence_pool` of a `pooling` setting: None for the pooler, else
+    `llmlab.embeddings.pooling.pool` with that mode."""
+    if pooling == "pooler":
+        return None
+    from functools import partial
+
+    from llmlab.embeddings.pooling import pool
+
+    return partial(pool, pooling=pooling)
+
+
 def _pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_id if tokenizer.pad_id is not None else 0
 
@@ -196,7 +208,10 @@ def load_task_model(path: str | Path, device: str = "cpu") -> TaskModel:
     info = json.loads((folder / TASK_FILE).read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(folder / "tokenizer.json")
     base = load_model(folder / "encoder", device)
-    model = TaskHeadModel(base, info["task"], max(1, len(info["labels"])), info["dropout"], _pad_id(tokenizer))
+    model = TaskHeadModel(
+        base, info["task"], max(1, len(info["labels"])), info["dropout"], _pad_id(tokenizer),
+        sentence_pool(info.get("pooling", "pooler")),
+    )  # fmt: skip
     head = load_file(str(folder / HEAD_FILE))
     missing = set(_head_state(model)) - set(head)
     if missing:
@@ -239,7 +254,7 @@ def _fingerprint(examples: list[Any], labels: list[str]) -> str:
 
 def _run_identity(cfg: TaskFinetuneConfig) -> dict[str, Any]:
     d = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    keep = ("task", "base", "method", "peft", "labels", "dropout", "data")
+    keep = ("task", "base", "method", "peft", "labels", "dropout", "pooling", "data")
     return {k: d[k] for k in keep} | {"train": {"seed": d["train"]["seed"]}}
 
 
@@ -287,7 +302,9 @@ def _build(cfg: TaskFinetuneConfig, base: str, records: dict[str, list]) -> tupl
     if cfg.task == "relation_classification":
         add_entity_markers(tokenizer)
         resize_token_embeddings(encoder, tokenizer.backend.get_vocab_size(with_added_tokens=True))
-    model = TaskHeadModel(encoder, cfg.task, max(1, len(labels)), cfg.dropout, _pad_id(tokenizer))
+    model = TaskHeadModel(
+        encoder, cfg.task, max(1, len(labels)), cfg.dropout, _pad_id(tokenizer), sentence_pool(cfg.pooling)
+    )
     if cfg.method != "full":
         config = build_peft_config(cfg.method, dict(cfg.peft))
         config.base_model_name_or_path = base
@@ -339,9 +356,9 @@ def _finetune(cfg: TaskFinetuneConfig, run: Any, records: dict[str, list], base:
         if cfg.method != "full":
             merge_and_unload(model.base)
         info = {
-            "task": cfg.task, "labels": labels, "dropout": cfg.dropout, "max_length": d.max_length,
-            "doc_stride": d.doc_stride, "max_answer_length": d.max_answer_length, "n_best": d.n_best,
-            "lang": d.lang, "base": base, "main_metric": MAIN_METRIC[cfg.task],
+            "task": cfg.task, "labels": labels, "dropout": cfg.dropout, "pooling": cfg.pooling,
+            "max_length": d.max_length, "doc_stride": d.doc_stride, "max_answer_length": d.max_answer_length,
+            "n_best": d.n_best, "lang": d.lang, "base": base, "main_metric": MAIN_METRIC[cfg.task],
         }  # fmt: skip
         save_task_model(model, tokenizer, info, Path(run.path) / "model")
         summary.update(

@@ -20,6 +20,7 @@ from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig, check_
 
 TASK_METHODS = ("full", "lora", "ia3")  # methods whose result folds into plain weights (`model/`)
 QA_LANGS = ("auto", "en", "zh")
+POOLINGS = ("pooler", "mean", "cls", "max")
 
 
 def task_train_defaults() -> TrainConfig:
@@ -66,6 +67,10 @@ class TaskFinetuneConfig:
         peft: keyword arguments of the method's `llmlab.peft` config (e.g. `{r: 8, lora_alpha: 16}`).
         labels: the class names (None/empty: the sorted labels found in the training data).
         dropout: dropout before the head.
+        pooling: the sentence vector of the sequence-level heads (sequence classification, regression, multiple
+            choice): `pooler` (HF's BertFor*: tanh(dense([CLS])), or [CLS] without a pooler), or `mean` / `cls` /
+            `max` over the last hidden states (`llmlab.embeddings.pooling`; mean is how sentence-transformers
+            models such as the default MiniLM were trained).
         data: the data files and tokenisation.
         train / optim / schedule: the loop.
         out_dir: the run folder.
@@ -79,6 +84,7 @@ class TaskFinetuneConfig:
     peft: dict[str, Any] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
     dropout: float = 0.1
+    pooling: str = "pooler"
     data: TaskDataConfig = field(default_factory=TaskDataConfig)
     train: TrainConfig = field(default_factory=task_train_defaults)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, weight_decay=0.01, betas=[0.9, 0.999]))
@@ -113,6 +119,8 @@ class TaskFinetuneConfig:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
         if d.lang not in QA_LANGS:
             raise ValueError(f"unknown data.lang {d.lang!r}; choose one of: {', '.join(QA_LANGS)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLINGS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if len(set(self.labels)) != len(self.labels):

@@ -132,3 +132,17 @@ def test_decoder_sequence_classification_and_regression() -> None:
     assert torch.allclose(out.loss, F.mse_loss(out.logits, torch.tensor([0.5, 1.5])))
     with pytest.raises(ValueError, match="needs an encoder"):
         TaskHeadModel(base, "token_classification", 3)
+
+
+def test_sentence_pool_replaces_the_pooler(tmp_path) -> None:  # noqa: ANN001
+    from llmlab.embeddings.pooling import pool
+
+    hf, _ = pair("sequence_classification", tmp_path)
+    ours = TaskHeadModel(load_model(tmp_path / "bert"), "sequence_classification", 3,
+                         sentence_pool=lambda h, m: pool(h, m, "mean")).eval()  # fmt: skip
+    b = batch((3, 12))
+    out = ours(b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
+    h = hf.bert(**b).last_hidden_state  # (B, T, C)
+    m = b["attention_mask"][..., None].float()
+    mean = (h * m).sum(1) / m.sum(1)  # (B, C): the real tokens' mean
+    assert torch.allclose(out.logits, ours.classifier(mean), atol=1e-5)
