@@ -42,6 +42,9 @@ EXPERIMENTS: dict[str, tuple[str, str, list[str]]] = {
             "lora-30": [*SENTIMENT_30, "method=lora", "peft.r=8", "peft.lora_alpha=16", "optim.lr=1e-3"],
             "full-2ep": ["train.max_iters=75", "train.batch_size=16", "schedule.warmup_iters=8",
                          "data.max_length=64", "method=full", "optim.lr=5e-5"],
+            "full-mean-30": [*SENTIMENT_30, "method=full", "optim.lr=1e-4", "pooling=mean"],
+            "full-mean-2ep": ["train.max_iters=75", "train.batch_size=16", "schedule.warmup_iters=8",
+                              "data.max_length=64", "method=full", "optim.lr=5e-5", "pooling=mean"],
         }.items()
     },
     **{
@@ -96,7 +99,7 @@ def run_one(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     cfg = load_task_config(None, overrides)
     summary = finetune_task(cfg, say=log)
     return {
-        "task": task, "data": dataset, "method": cfg.method, "steps": cfg.train.max_iters,
+        "task": task, "data": dataset, "method": cfg.method, "pooling": cfg.pooling, "steps": cfg.train.max_iters,
         "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr, "max_length": cfg.data.max_length,
         "train_examples": summary["train_examples"], "test_examples": summary["test_examples"],
         "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
@@ -106,12 +109,39 @@ def run_one(name: str, data: Path, out_dir: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def plot_losses(names: list[str], out_dir: Path, path: Path) -> None:
+    """Training loss against examples seen, one panel per task family (from each run's metrics.jsonl)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llmlab.train.logging import read_metrics
+
+    families = sorted({n.split("-")[0] for n in names})
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
+    for ax, family in zip(axes[0], families, strict=True):
+        for name in (n for n in names if n.split("-")[0] == family):
+            rows = [r for r in read_metrics(out_dir / name / "metrics.jsonl") if "loss" in r]
+            batch = EXPERIMENTS[name][2]
+            size = next(int(a.split("=")[1]) for a in batch if a.startswith("train.batch_size="))
+            ax.plot([r["iter"] * size for r in rows], [r["loss"] for r in rows], label=name[len(family) + 1 :])
+        ax.set_title(family)
+        ax.set_xlabel("training examples seen")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("/work/nlp-data"), help="`llmlab data` output folders")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/encoder-tasks"))
     parser.add_argument("--only", default="", help="comma-separated experiment names (default: all)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--plot", type=Path, default=None, help="write the training-loss curves here (png)")
     args = parser.parse_args()
     import torch
 
@@ -130,6 +160,8 @@ def main() -> None:
             result = run_one(name, args.data, args.out_dir)
             result_file.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         results[name] = json.loads(result_file.read_text(encoding="utf-8"))
+    if args.plot is not None:
+        plot_losses(names, args.out_dir, args.plot)
     for name in names:
         r = results[name]
         scores = ", ".join(f"{k[5:]} {r[k]:.3f}" for k in METRICS[r["task"]])

@@ -253,7 +253,13 @@ def test_shipped_configs_load(path) -> None:
     from llmlab.recipes.finetune import METHODS, load_finetune_config
     from llmlab.recipes.task_config import TASK_METHODS, load_task_config, peek_task
 
-    if peek_task(path, []) is not None:  # task-*.yaml: encoder task heads (`llmlab finetune task=...`)
+    task = peek_task(path, [])
+    if task == "seq2seq":  # `llmlab finetune task=seq2seq`: the seq2seq runner's config
+        from llmlab.recipes.finetune_seq2seq import load_seq2seq_config
+
+        assert load_seq2seq_config(path).task == "seq2seq"
+        return
+    if task is not None:  # task-*.yaml: encoder task heads (`llmlab finetune task=...`)
         assert load_task_config(path).method in TASK_METHODS
         return
     cfg = load_finetune_config(path)
