@@ -45,6 +45,8 @@ EXPERIMENTS: dict[str, tuple[str, str, list[str]]] = {
             "full-mean-30": [*SENTIMENT_30, "method=full", "optim.lr=1e-4", "pooling=mean"],
             "full-mean-2ep": ["train.max_iters=75", "train.batch_size=16", "schedule.warmup_iters=8",
                               "data.max_length=64", "method=full", "optim.lr=5e-5", "pooling=mean"],
+            "full-mean-5ep": ["train.max_iters=188", "train.batch_size=16", "schedule.warmup_iters=19",
+                              "data.max_length=64", "method=full", "optim.lr=5e-5", "pooling=mean"],
         }.items()
     },
     **{
