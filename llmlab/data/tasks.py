@@ -225,6 +225,9 @@ def encode_records(
 ) -> tuple[list[TaskExample], int]:
     """Tokenize the records of every task except QA (`llmlab.data.qa_features.prepare_features` does QA).
 
+    Relation classification adds the entity markers to `tokenizer` (`add_entity_markers`); the model's
+    embeddings must then cover them (`llmlab.models.task_heads.resize_token_embeddings`).
+
     Returns:
         (examples, dropped): relation records whose markers were cut off by `max_length` are dropped.
 
