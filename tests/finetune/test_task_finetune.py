@@ -186,3 +186,17 @@ def test_dispatch_and_errors(bert_dir, tmp_path, capsys) -> None:  # noqa: ANN00
     assert code == 2 and "not available for task heads" in err
     code, _, err = run_cli(["finetune", "task=regression", f"data.train={tmp_path / 'none.jsonl'}"], capsys)
     assert code == 2 and "data file not found" in err
+
+
+def test_seq2seq_goes_to_the_seq2seq_runner(monkeypatch, capsys) -> None:  # noqa: ANN001
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("llmlab.recipes.finetune_seq2seq")
+    fake.load_seq2seq_config = lambda path, overrides, method: calls.append(("load", overrides, method)) or "CFG"
+    fake.finetune_seq2seq = lambda cfg, say: calls.append(("run", cfg))
+    monkeypatch.setitem(sys.modules, "llmlab.recipes.finetune_seq2seq", fake)
+    code, _, err = run_cli(["finetune", "task=seq2seq", "data.train=x.jsonl", "--method", "full"], capsys)
+    assert code == 0, err
+    assert calls == [("load", ["task=seq2seq", "data.train=x.jsonl"], "full"), ("run", "CFG")]
