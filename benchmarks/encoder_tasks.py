@@ -120,15 +120,19 @@ def plot_losses(names: list[str], out_dir: Path, path: Path) -> None:
 
     from llmlab.train.logging import read_metrics
 
-    families = sorted({n.split("-")[0] for n in names})
-    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
-    for ax, family in zip(axes[0], families, strict=True):
-        for name in (n for n in names if n.split("-")[0] == family):
+    def family(name: str) -> str:  # sentiment runs get one panel per language
+        parts = name.split("-")
+        return "-".join(parts[:2]) if parts[0] == "sentiment" else parts[0]
+
+    families = sorted({family(n) for n in names})
+    fig, axes = plt.subplots(1, len(families), figsize=(3.8 * len(families), 3.4), squeeze=False)
+    for ax, fam in zip(axes[0], families, strict=True):
+        for name in (n for n in names if family(n) == fam):
             rows = [r for r in read_metrics(out_dir / name / "metrics.jsonl") if "loss" in r]
             batch = EXPERIMENTS[name][2]
             size = next(int(a.split("=")[1]) for a in batch if a.startswith("train.batch_size="))
-            ax.plot([r["iter"] * size for r in rows], [r["loss"] for r in rows], label=name[len(family) + 1 :])
-        ax.set_title(family)
+            ax.plot([r["iter"] * size for r in rows], [r["loss"] for r in rows], label=name[len(fam) + 1 :])
+        ax.set_title(fam)
         ax.set_xlabel("training examples seen")
         ax.set_ylabel("training loss")
         ax.legend(fontsize=7)
