@@ -160,13 +160,14 @@ def save_task_model(model: Any, tokenizer: Any, task_info: dict[str, Any], direc
     """Write `directory` (see the module docstring) atomically; adapters must be merged already."""
     from safetensors.torch import save_file
 
-    from llmlab.io import atomic_write_json, make_temp_dir, replace_path
+    from llmlab.io import atomic_write, atomic_write_json, make_temp_dir, replace_path
     from llmlab.models import save_llmlab
 
     tmp = make_temp_dir(directory)
     try:
         save_llmlab(model.base, tmp / "encoder")
-        save_file(_head_state(model), str(tmp / HEAD_FILE), metadata={"format": "pt"})
+        head = _head_state(model)
+        atomic_write(tmp / HEAD_FILE, lambda path: save_file(head, str(path), metadata={"format": "pt"}))  # file_mode()
         tokenizer.save(tmp)
         atomic_write_json(tmp / TASK_FILE, task_info)
         replace_path(tmp, directory)

@@ -94,6 +94,10 @@ def test_every_task_trains_saves_and_predicts(task: str, bert_dir, tmp_path, cap
     assert f"test_{METRIC[task]}" in stdout
     assert any("val_loss" in r for r in read_metrics(out / "metrics.jsonl"))
     assert is_task_model(out) and is_task_model(out / "model") and not is_task_model(tmp_path)
+    from llmlab.io import file_mode
+
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (out / "model").iterdir() if f.is_file()}
+    assert set(modes.values()) == {file_mode()}, modes  # the permission policy, head weights included
     tm = load_task_model(out)
     assert tm.task == task
     test = records(task, 8, 1)
