@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
+from collections import Counter
 
 import pytest
 
@@ -188,6 +189,8 @@ def test_stdlib_docstrings_split_by_module_without_docstrings_in_sources():
     assert not modules["val"] & modules["test"]
     n = sum(len(v) for v in splits.values())
     assert n > 3000 and 0.05 < len(splits["test"]) / n < 0.2
+    biggest = max(Counter(r["module"] for r in splits["test"]).values())
+    assert len(modules["test"]) >= 10 and biggest <= 0.15 * 0.1 * n  # many held-out modules, none dominant
     targets = [r["target"] for rows in splits.values() for r in rows]
     assert len({t.lower() for t in targets}) == len(targets)  # each target once: none shared between splits
     for r in splits["test"][:300]:
