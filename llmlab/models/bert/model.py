@@ -92,7 +92,9 @@ class MLMHead(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         width = config.embed_width
-        self.approximate = "none" if config.mlp_kind == "gelu_exact" else "tanh"
+        # HF's RobertaLMHead always uses the erf GELU; BERT's and ALBERT's heads use `hidden_act`.
+        exact = config.mlp_kind == "gelu_exact" or config.variant == "roberta"
+        self.approximate = "none" if exact else "tanh"
         self.dense = nn.Linear(config.hidden_size, width)
         self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(width, config.vocab_size, bias=False)
@@ -209,7 +211,6 @@ class Bert(DecoderLM):
         position_ids: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        **unused: Any,
     ) -> ModelOutput:
         """Masked-LM logits (B, T, V) at every position (no shift); loss = CE over `targets` != -100.
 
