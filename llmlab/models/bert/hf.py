@@ -183,6 +183,10 @@ def state_dict_from_hf(sd: dict[str, torch.Tensor], variant: str) -> dict[str, t
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
         name = key.removeprefix(f"{variant}.")
+        if name.endswith((".gamma", ".beta")):  # LayerNorm names of checkpoints from the TensorFlow era
+            name = (
+                name.removesuffix(".gamma") + ".weight" if name.endswith(".gamma") else name[: -len(".beta")] + ".bias"
+            )
         if name.startswith("classifier."):  # *ForSequenceClassification: the encoder is read, its head is not
             continue
         new = _to_llmlab_name(name, variant)

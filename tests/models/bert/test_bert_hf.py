@@ -103,3 +103,19 @@ def test_unsupported_variants_fail_in_one_line(tmp_path) -> None:
     hf_model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="position_embedding_type 'relative_key' is not supported"):
         load_model(tmp_path)
+
+
+def test_old_layernorm_names_are_read(tmp_path) -> None:
+    """Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta."""
+    from safetensors.torch import load_file, save_file
+
+    hf_model = tiny_hf("BertModel")
+    hf_model.save_pretrained(tmp_path)
+    sd = load_file(str(tmp_path / "model.safetensors"))
+    renamed = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in sd.items()
+    }
+    assert any(k.endswith("gamma") for k in renamed)
+    save_file(renamed, str(tmp_path / "model.safetensors"))
+    _compare(hf_model, load_model(tmp_path), "BertModel")
