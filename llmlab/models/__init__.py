@@ -1,6 +1,6 @@
 """llmlab.models: model families built from `llmlab.nn` components, and loading/saving them in every format.
 
-Each family (`gpt`, `llama`) registers itself in `llmlab.models.registry` when its package is imported (here).
+Each family (`gpt`, `llama`, `bert`) registers itself in `llmlab.models.registry` when its package is imported (here).
 The format-level API (model weights only; `llmlab.hub` adds tokenizer, chat template and adapters):
 `detect_format`, `load_model`, `load_gguf_model`, `model_family`, `save_llmlab`, `save_hf`, `save_gguf`.
 """

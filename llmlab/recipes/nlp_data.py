@@ -80,4 +80,3 @@ def write_nlp_set(
             atomic_write_text(tmp / f"{split}.jsonl", text)
         atomic_write_text(tmp / "README.md", render_readme(spec, splits, kwargs, seed))
     return [out / f"{s}.jsonl" for s in SPLITS] + [out / "README.md"]
-

@@ -92,7 +92,7 @@ def check_squad(record: dict[str, Any]) -> None:
     answers = record["answers"]
     if len(answers["text"]) != len(answers["answer_start"]) or not answers["text"]:
         raise ValueError(f"record {record['id']}: answers need one answer_start per text")
-    for text, start in zip(answers["text"], answers["answer_start"]):
+    for text, start in zip(answers["text"], answers["answer_start"], strict=True):
         if record["context"][start : start + len(text)] != text:
             raise ValueError(f"record {record['id']}: answer {text!r} is not at {start} in the context")
 

@@ -6,8 +6,10 @@ pair: the function's source with its docstring removed (dedented, trailing space
 cut to `max_source_chars`) -> the first sentence of the docstring's first paragraph. Pairs whose target is
 trivial (fewer than `min_target_words` words, or longer than `max_target_chars`) or whose body is only the
 docstring are dropped, and each target is kept once (its first occurrence in module order), so no target is
-shared between splits. The split is BY MODULE: a seeded shuffle of the module list, then whole modules go to
-test and val until each holds about `held_out_fraction` of the pairs, so val/test measure held-out modules.
+shared between splits; docstrings whose summary is a doctest (`>>>`) are dropped. The split is BY MODULE: a
+seeded shuffle of the module list, then each whole module goes to test, else val, if it still fits in that
+split's share (`held_out_fraction` of the pairs), else to train; a module larger than 15% of that share (tkinter,
+inspect ...) always goes to train — so val/test measure many held-out modules and none dominates them.
 The data depends on the Python version (recorded in `stdlib_info()`); the source is the PSF-licensed stdlib.
 """
 
@@ -108,7 +110,9 @@ def _all_pairs(root: str, max_source_chars: int) -> tuple[dict[str, Any], ...]:
 
 def _keep(target: str, min_target_words: int, max_target_chars: int) -> bool:
     words = target.split()
-    return len(words) >= min_target_words and len(target) <= max_target_chars and any(c.isalpha() for c in target)
+    if ">>>" in target or not any(c.isalpha() for c in target):
+        return False  # a doctest, not a summary
+    return len(words) >= min_target_words and len(target) <= max_target_chars
 
 
 def build_docstrings(
@@ -144,9 +148,12 @@ def build_docstrings(
     random.Random(seed).shuffle(modules)
     total = sum(len(v) for v in by_module.values())
     splits: Splits = {"test": [], "val": [], "train": []}
-    for module in modules:
-        split = next((s for s in ("test", "val") if len(splits[s]) < held_out_fraction * total), "train")
-        splits[split].extend(by_module[module])
+    target = held_out_fraction * total
+    for module in modules:  # a module is held out only if it fits, so no giant module dominates val/test
+        pairs = by_module[module]
+        fits = len(pairs) <= 0.15 * target
+        split = next((s for s in ("test", "val") if fits and len(splits[s]) + len(pairs) <= target), "train")
+        splits[split].extend(pairs)
     rng = random.Random(seed + 1)
     for split, cap in (("train", train), ("val", val), ("test", test)):
         rng.shuffle(splits[split])

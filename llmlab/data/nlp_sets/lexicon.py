@@ -25,7 +25,9 @@ ZH_SURNAMES = frozenset(
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
     "姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
 )
-ZH_NOT_NAME_END = frozenset("笑喝罢说道叹问答区城县市祠庙寺山河湖镇村省州们等人氏家府帝宗王公侯生姐师傅爷娘嫂哥弟妹叔伯矿")
+ZH_NOT_NAME_END = frozenset(
+    "笑喝罢说道叹问答区城县市祠庙寺山河湖镇村省州们等人氏家府帝宗王公侯生姐师傅爷娘嫂哥弟妹叔伯矿"
+)
 ZH_LOC_SUFFIXES = tuple("省市县区镇乡村州岛湖山江河")
 ZH_ORG_SUFFIXES = ("大学", "学院", "公司", "银行", "医院", "研究所", "研究院", "委员会", "集团", "中学", "出版社",
                    "协会", "博物馆", "图书馆", "电视台")  # fmt: skip
@@ -108,11 +110,11 @@ def name_pools(lang: str, seed: int) -> dict[str, dict[str, tuple[str, ...]]]:
         if lang == "en" and etype == "PER":
             firsts = split_pool(sorted(EN_FIRST), POOL_FRACTIONS, seed * 31 + i)
             lasts = split_pool(sorted(EN_LAST), POOL_FRACTIONS, seed * 31 + i + 7)
-            parts = [list(_people(fa, la)) for fa, la in zip(firsts, lasts)]
+            parts = [list(_people(fa, la)) for fa, la in zip(firsts, lasts, strict=True)]
         elif lang == "en" and etype == "ORG":
             parts = [list(_orgs(stems)) for stems in split_pool(sorted(EN_ORG_STEMS), POOL_FRACTIONS, seed * 31 + i)]
         else:
             parts = split_pool(values, POOL_FRACTIONS, seed * 31 + i)
-        for split, part in zip(SPLITS, parts):
+        for split, part in zip(SPLITS, parts, strict=True):
             pools[split][etype] = tuple(part)
     return pools

@@ -119,7 +119,7 @@ def build_ner(
     sizes = {"train": train, "val": val, "test": test}
     pools = name_pools(lang, seed)
     out: Splits = {}
-    for i, split in enumerate(SPLITS):
+    for split in SPLITS:
         rng = random.Random(f"ner-{lang}-{seed}-{split}")
         n = DEFAULT_SIZES[split] if sizes[split] is None else sizes[split]
         out[split] = [ner_record(t, draw_slots(t, pools[split], rng), lang)

@@ -183,6 +183,9 @@ def state_dict_from_hf(sd: dict[str, torch.Tensor], variant: str) -> dict[str, t
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
         name = key.removeprefix(f"{variant}.")
+        for tf_leaf, leaf in ((".gamma", ".weight"), (".beta", ".bias")):  # TensorFlow-era LayerNorm names
+            if name.endswith(tf_leaf):
+                name = name[: -len(tf_leaf)] + leaf
         if name.startswith("classifier."):  # *ForSequenceClassification: the encoder is read, its head is not
             continue
         new = _to_llmlab_name(name, variant)

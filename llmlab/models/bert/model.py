@@ -92,7 +92,9 @@ class MLMHead(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         width = config.embed_width
-        self.approximate = "none" if config.mlp_kind == "gelu_exact" else "tanh"
+        # HF's RobertaLMHead always uses the erf GELU; BERT's and ALBERT's heads use `hidden_act`.
+        exact = config.mlp_kind == "gelu_exact" or config.variant == "roberta"
+        self.approximate = "none" if exact else "tanh"
         self.dense = nn.Linear(config.hidden_size, width)
         self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(width, config.vocab_size, bias=False)
@@ -172,7 +174,8 @@ class Bert(DecoderLM):
 
         Args:
             input_ids: (B, T) token ids.
-            attention_mask: (B, T) 1 for real tokens, 0 for padding (None: all real). Every row needs a token.
+            attention_mask: (B, T) 1 for real tokens, 0 for padding (None: all real; every row needs a token), or
+                a (B, 1, T, T) bool mask (True = may attend), e.g. block-diagonal for packed sequences.
             token_type_ids: (B, T) segment ids (None: zeros).
             position_ids: (B, T) or (T,) (None: 0..T-1; RoBERTa: counted from pad + 1 over non-pad tokens).
             output_hidden_states: also return the embeddings and every layer's output.
@@ -180,7 +183,9 @@ class Bert(DecoderLM):
         """
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, C)
         mask = None
-        if attention_mask is not None and not bool(attention_mask.bool().all()):
+        if attention_mask is not None and attention_mask.dim() == 4:
+            mask = attention_mask.bool()  # (B, 1, T, T), e.g. block-diagonal for packed sequences
+        elif attention_mask is not None and not bool(attention_mask.bool().all()):
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): True = may attend
         hidden: list[torch.Tensor] = [x]
         attentions: list[torch.Tensor] = []
@@ -209,7 +214,6 @@ class Bert(DecoderLM):
         position_ids: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        **unused: Any,
     ) -> ModelOutput:
         """Masked-LM logits (B, T, V) at every position (no shift); loss = CE over `targets` != -100.
 

@@ -103,3 +103,37 @@ def test_unsupported_variants_fail_in_one_line(tmp_path) -> None:
     hf_model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="position_embedding_type 'relative_key' is not supported"):
         load_model(tmp_path)
+
+
+def test_old_layernorm_names_are_read(tmp_path) -> None:
+    """Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta."""
+    from safetensors.torch import load_file, save_file
+
+    hf_model = tiny_hf("BertModel")
+    hf_model.save_pretrained(tmp_path)
+    sd = load_file(str(tmp_path / "model.safetensors"))
+    renamed = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in sd.items()
+    }
+    assert any(k.endswith("gamma") for k in renamed)
+    save_file(renamed, str(tmp_path / "model.safetensors"))
+    _compare(hf_model, load_model(tmp_path), "BertModel")
+
+
+def test_bare_encoder_without_pooler_weights(tmp_path) -> None:
+    """HF's token/QA heads build their encoder with add_pooling_layer=False: the folder has no pooler."""
+    import transformers
+
+    hf_model = tiny_hf("BertForTokenClassification").bert
+    hf_model.save_pretrained(tmp_path)
+    ours = load_model(tmp_path)
+    assert not ours.config.pooler and ours.encode(torch.tensor([[1, 5, 2]])).pooler_output is None
+    batch = tiny_batch()
+    with torch.no_grad():
+        want = hf_model(**batch).last_hidden_state
+    got = ours.encode(**batch).last_hidden_state
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(got[mask], want[mask], atol=ATOL, rtol=0)
+    save_hf(ours, tmp_path / "back")
+    assert transformers.BertModel.from_pretrained(tmp_path / "back", add_pooling_layer=False) is not None

@@ -132,3 +132,15 @@ def test_presets_build() -> None:
         c = Bert.presets.get(name)
         assert (c.n_layer, c.n_embd, c.vocab_size) == (layers, width, 30522)
     assert Bert.from_preset("roberta-tiny").config.type_vocab_size == 1
+
+
+def test_block_diagonal_mask_packs_two_sequences() -> None:
+    model = tiny("bert-tiny")
+    a, b = [0, 5, 6, 2], [0, 7, 2]
+    packed = torch.tensor([a + b])
+    seg = torch.tensor([0] * 4 + [1] * 3)
+    mask = (seg[:, None] == seg[None, :])[None, None]  # (1, 1, 7, 7)
+    with torch.no_grad():
+        got = model.encode(packed, mask, position_ids=torch.tensor([0, 1, 2, 3, 0, 1, 2])).last_hidden_state
+        want_b = model.encode(torch.tensor([b])).last_hidden_state
+    torch.testing.assert_close(got[0, 4:], want_b[0], atol=1e-5, rtol=0)
