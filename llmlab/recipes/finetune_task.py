@@ -233,13 +233,15 @@ def _split(records: list[dict[str, Any]], fraction: float, seed: int) -> tuple[l
     return [records[i] for i in order[n_val:]], [records[i] for i in order[:n_val]]
 
 
-def _encode(cfg: TaskFinetuneConfig, records: list[dict], tokenizer: Any, labels: list[str]) -> list[Any]:
+def _encode(cfg: TaskFinetuneConfig, records: list[dict], tokenizer: Any, labels: list[str], say: Any) -> list[Any]:
     from llmlab.data.qa_features import prepare_features
     from llmlab.data.tasks import encode_records
 
     if cfg.task == "question_answering":
         return prepare_features(records, tokenizer, cfg.data.max_length, cfg.data.doc_stride)
-    examples, _dropped = encode_records(cfg.task, records, tokenizer, labels, cfg.data.max_length)
+    examples, dropped = encode_records(cfg.task, records, tokenizer, labels, cfg.data.max_length)
+    if dropped:
+        say(f"dropped {dropped} record(s) whose entity markers lie beyond data.max_length={cfg.data.max_length}")
     return examples
 
 
@@ -325,7 +327,7 @@ def _finetune(cfg: TaskFinetuneConfig, run: Any, records: dict[str, list], base:
     model, tokenizer, labels, (trainable, total) = _build(cfg, base, records)
     report = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
     say(f"{cfg.task} ({cfg.method}) on {base}: {report}")
-    examples = {k: _encode(cfg, v, tokenizer, labels) for k, v in records.items()}
+    examples = {k: _encode(cfg, v, tokenizer, labels, say) for k, v in records.items()}
     if not examples["train"]:
         raise ValueError(f"{cfg.data.train}: no example left after tokenisation (max_length={cfg.data.max_length})")
     run_info = {**_run_identity(cfg), "data_sha256": _fingerprint(examples["train"], labels)}
