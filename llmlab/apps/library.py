@@ -75,7 +75,7 @@ register_template(
         output="label",
         schema=LABEL_SCHEMA,
         labels="required",
-        sampling=GREEDY.replace(max_new_tokens=16),
+        sampling=GREEDY.replace(max_new_tokens=16, stop=("\n",)),
         encoder_task="sequence_classification",
     )
 )
@@ -107,7 +107,7 @@ register_template(
         schema=LABEL_SCHEMA,
         labels="default",
         default_labels={"en": INTENTS, "zh": INTENTS},
-        sampling=GREEDY.replace(max_new_tokens=16),
+        sampling=GREEDY.replace(max_new_tokens=16, stop=("\n",)),
     )
 )
 
@@ -241,7 +241,7 @@ register_template(
             ),
         },
         fields=("question",),
-        sampling=GREEDY.replace(max_new_tokens=32),
+        sampling=GREEDY.replace(max_new_tokens=32, stop=("\n",)),
         encoder_task="question_answering",
     )
 )

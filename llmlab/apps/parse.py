@@ -139,3 +139,20 @@ def parse_output(template: AppTemplate, raw: str, labels: Sequence[str] = ()) ->
     if template.name == "relation":
         return parse_triples(template.name, raw, value, labels)
     return value
+
+
+def decoding_schema(template: AppTemplate, labels: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON Schema a reply must match, for constrained decoding: the template's schema, with the label set
+    as an enum (a label task's reply is then a JSON string such as `"positive"`, which `parse_label` accepts).
+
+    Raises:
+        ValueError: for a free-text task (nothing to constrain).
+    """
+    if template.output == "label":
+        return {"type": "string", "enum": list(labels)}
+    if template.schema is None:
+        raise ValueError(f"app task {template.name!r} writes free text; there is no JSON Schema to constrain it with")
+    schema = json.loads(json.dumps(template.schema))  # a deep copy
+    if template.name == "relation" and labels:
+        schema["items"]["properties"]["relation"] = {"type": "string", "enum": list(labels)}
+    return schema

@@ -36,13 +36,18 @@ Complete = Callable[[list[dict[str, str]], SamplingConfig, Sequence[Any]], str]
 
 @dataclass
 class AppResult:
-    """One task run: the language used, the raw reply, the parsed result, or the parse error (one line)."""
+    """One task run: the language used, the raw reply, the parsed result, or the error (one line).
+
+    `error_kind` is "parse_error" (the reply does not parse) or "error" (the input could not be run, e.g. too long
+    for the context); it is the key the error is written under.
+    """
 
     task: str
     lang: str
     output: str
     result: Any = None
     error: str | None = None
+    error_kind: str = "parse_error"
 
     def to_json(self) -> dict[str, Any]:
         """The record written by `--json` and `--jsonl` (`parse_error` instead of `result` when parsing failed)."""
@@ -50,7 +55,7 @@ class AppResult:
         if self.error is None:
             record["result"] = self.result
         else:
-            record["parse_error"] = self.error
+            record[self.error_kind] = self.error
         return record
 
 
