@@ -78,7 +78,7 @@ def run_ner(runner: Any, records: list[dict[str, Any]], constrain: bool) -> tupl
     joiner = "" if lang == "zh" else " "
     predicted, samples, errors = [], [], 0
     for i, record in enumerate(records):
-        text = joiner.join(record["tokens"])
+        text = record.get("text") or joiner.join(record["tokens"])  # names are then placed in the joined tokens
         app_input = prepare_input(template, {"text": text}, lang=lang)
         processors = grammar(runner, template, app_input) if constrain else []
         result = run_task(template, app_input, runner.complete, template.sampling, processors)
@@ -116,8 +116,9 @@ def run_qa(runner: Any, records: list[dict[str, Any]]) -> tuple[dict[str, Any], 
 
 def run_head(path: Path, kind: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """The fine-tuned encoder head's scores on the same records."""
-    from llmlab.eval.metrics.qa import exact_match, token_f1
     from llmlab.recipes.finetune_task import load_task_model
+
+    from llmlab.eval.metrics.qa import exact_match, token_f1
 
     model = load_task_model(path)
     lang = lang_of(records)
@@ -175,7 +176,9 @@ def main() -> None:
             report[kind].append({"file": str(path), "system": f"minilm-head ({head})", **scores})
     for row in report["ner"] + report["qa"]:
         metric = f"F1 {row['f1']:.3f}" + (f"  EM {row['em']:.3f}" if "em" in row else "")
-        log(f"{row['system']:<40} {row['lang']}  n={row['n']}  {metric}  {row.get('parse_errors', '')}")
+        setting = " constrained" if row.get("constrained") else ""
+        errors = f"  parse errors {row['parse_errors']}" if "parse_errors" in row else ""
+        log(f"{row['system'] + setting:<40} {row['lang']}  n={row['n']}  {metric}{errors}")
     print(json.dumps(report, ensure_ascii=False))
 
 

@@ -59,7 +59,9 @@ register_template(
                 system="You classify texts. Reply with exactly one of the given labels and nothing else.",
                 user="Labels: {labels}\nText: {text}\nLabel:",
                 examples=(
-                    Example({"labels": "sports, politics, technology", "text": "The team won the final 3-1."}, "sports"),
+                    Example(
+                        {"labels": "sports, politics, technology", "text": "The team won the final 3-1."}, "sports"
+                    ),
                     Example({"labels": "positive, negative", "text": "I hated every minute of this film."}, "negative"),
                 ),
             ),
@@ -114,7 +116,7 @@ register_template(
 register_template(
     AppTemplate(
         name="ner",
-        description="Named entities (PER, LOC, ORG) as JSON: {\"PER\": [...], \"LOC\": [...], \"ORG\": [...]}.",
+        description='Named entities (PER, LOC, ORG) as JSON: {"PER": [...], "LOC": [...], "ORG": [...]}.',
         prompts={
             "en": Prompt(
                 system=(
@@ -141,7 +143,10 @@ register_template(
                 ),
                 user="文本：{text}\nJSON：",
                 examples=(
-                    Example({"text": "马云在杭州创办了阿里巴巴。"}, '{"PER": ["马云"], "LOC": ["杭州"], "ORG": ["阿里巴巴"]}'),
+                    Example(
+                        {"text": "马云在杭州创办了阿里巴巴。"},
+                        '{"PER": ["马云"], "LOC": ["杭州"], "ORG": ["阿里巴巴"]}',
+                    ),
                     Example(
                         {"text": "李华和王芳去北京大学参观，然后去了上海。"},
                         '{"PER": ["李华", "王芳"], "LOC": ["上海"], "ORG": ["北京大学"]}',
@@ -161,7 +166,7 @@ RELATIONS = ("founder_of", "works_for", "located_in", "born_in", "capital_of")
 register_template(
     AppTemplate(
         name="relation",
-        description="Relation triples as JSON: [{\"head\", \"relation\", \"tail\"}] (default types, or --labels).",
+        description='Relation triples as JSON: [{"head", "relation", "tail"}] (default types, or --labels).',
         prompts={
             "en": Prompt(
                 system=(
@@ -172,7 +177,10 @@ register_template(
                 user="Relation types: {labels}\nText: {text}\nJSON:",
                 examples=(
                     Example(
-                        {"labels": ", ".join(RELATIONS), "text": "Steve Jobs founded Apple, which is based in Cupertino."},
+                        {
+                            "labels": ", ".join(RELATIONS),
+                            "text": "Steve Jobs founded Apple, which is based in Cupertino.",
+                        },
                         '[{"head": "Steve Jobs", "relation": "founder_of", "tail": "Apple"}, '
                         '{"head": "Apple", "relation": "located_in", "tail": "Cupertino"}]',
                     ),
@@ -236,7 +244,10 @@ register_template(
                 user="短文：{text}\n问题：{question}\n答案：",
                 examples=(
                     Example({"text": "长城位于中国北方，全长两万多公里。", "question": "长城位于哪里？"}, "中国北方"),
-                    Example({"text": "张伟是一名医生，他在武汉的协和医院工作。", "question": "张伟在哪家医院工作？"}, "协和医院"),
+                    Example(
+                        {"text": "张伟是一名医生，他在武汉的协和医院工作。", "question": "张伟在哪家医院工作？"},
+                        "协和医院",
+                    ),
                 ),
             ),
         },

@@ -18,7 +18,7 @@ register_template(
         description="Rewrite a text in another style (--style formal|casual|concise|..., default formal).",
         prompts={
             "en": Prompt(
-                system="You rewrite texts in the requested style. Keep the meaning; reply with the rewritten text only.",
+                system="You rewrite texts in the requested style. Keep the meaning; reply with the rewritten text.",
                 user="Rewrite this text in a {style} style:\n\n{text}",
                 examples=(
                     Example(
@@ -30,7 +30,9 @@ register_template(
             "zh": Prompt(
                 system="你负责按要求的风格改写文字。保持原意，只回答改写后的文字。",
                 user="请用{style}的风格改写下面的文字：\n\n{text}",
-                examples=(Example({"style": "正式", "text": "明天去不了了，不好意思哈！"}, "非常抱歉，我明天无法出席。"),),
+                examples=(
+                    Example({"style": "正式", "text": "明天去不了了，不好意思哈！"}, "非常抱歉，我明天无法出席。"),
+                ),
             ),
         },
         options={"style": {"en": "formal", "zh": "正式"}},
@@ -47,7 +49,9 @@ register_template(
                 system="You are a storyteller. Write a short, complete story (one or two paragraphs).",
                 user="Write a short story about: {text}",
             ),
-            "zh": Prompt(system="你是一位讲故事的人。写一个简短完整的故事（一两段）。", user="请写一个短故事，主题是：{text}"),
+            "zh": Prompt(
+                system="你是一位讲故事的人。写一个简短完整的故事（一两段）。", user="请写一个短故事，主题是：{text}"
+            ),
         },
         sampling=CREATIVE,
     )
@@ -62,7 +66,10 @@ register_template(
                 system="You are a copywriter. Write a catchy headline and one short persuasive paragraph.",
                 user="Write advertising copy for: {text}",
             ),
-            "zh": Prompt(system="你是一名文案。写一个吸引人的标题和一段简短有说服力的文案。", user="请为以下内容写广告文案：{text}"),
+            "zh": Prompt(
+                system="你是一名文案。写一个吸引人的标题和一段简短有说服力的文案。",
+                user="请为以下内容写广告文案：{text}",
+            ),
         },
         sampling=CREATIVE.replace(max_new_tokens=160),
     )

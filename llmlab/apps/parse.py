@@ -23,6 +23,8 @@ from typing import Any
 from llmlab.apps.templates import AppTemplate
 
 RAW_SHOWN = 120  # characters of the raw reply quoted in an error
+MAX_NAME_CHARS = 40  # constrained decoding: the longest entity name / triple part
+MAX_ITEMS = 8  # constrained decoding: the most names per entity type / triples
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.DOTALL)
 _LABEL_TRIM = " \t\r\n\"'`.,;:!?。，；：！？“”‘’「」"
 ENTITY_KEYS = ("PER", "LOC", "ORG")
@@ -152,7 +154,20 @@ def decoding_schema(template: AppTemplate, labels: Sequence[str] = ()) -> dict[s
         return {"type": "string", "enum": list(labels)}
     if template.schema is None:
         raise ValueError(f"app task {template.name!r} writes free text; there is no JSON Schema to constrain it with")
-    schema = json.loads(json.dumps(template.schema))  # a deep copy
+    schema = _bounded(json.loads(json.dumps(template.schema)))  # a bounded deep copy
     if template.name == "relation" and labels:
         schema["items"]["properties"]["relation"] = {"type": "string", "enum": list(labels)}
+    return schema
+
+
+def _bounded(schema: Any) -> Any:
+    """`schema` with every string at most `MAX_NAME_CHARS` long and every list at most `MAX_ITEMS` long, so a
+    constrained reply is a complete document within a known number of tokens (a small model would otherwise
+    fill an open string until --max-new-tokens)."""
+    if isinstance(schema, dict):
+        schema = {key: _bounded(value) for key, value in schema.items()}
+        if schema.get("type") == "string" and "enum" not in schema:
+            schema.update(minLength=1, maxLength=MAX_NAME_CHARS)
+        if schema.get("type") == "array":
+            schema["maxItems"] = MAX_ITEMS
     return schema

@@ -14,7 +14,9 @@ TextOption = Annotated[str | None, typer.Option("--text", help="The input text."
 FileOption = Annotated[Path | None, typer.Option("--file", help="A UTF-8 file whose whole content is the input.")]
 JsonlOption = Annotated[
     Path | None,
-    typer.Option("--jsonl", help='A batch: one JSON object per line ({"text": ...}, + "question" for qa); needs --out.'),
+    typer.Option(
+        "--jsonl", help='A batch: one JSON object per line ({"text": ...}, + "question" for qa); needs --out.'
+    ),
 ]
 OutOption = Annotated[Path | None, typer.Option("--out", help="Where --jsonl results go (one JSON line per input).")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")]
@@ -43,7 +45,8 @@ ConstrainOption = Annotated[
     bool, typer.Option("--constrain", help="Mask decoding with the task's JSON Schema (structured tasks; xgrammar).")
 ]
 TemplateOption = Annotated[
-    str, typer.Option("--template", help="Chat template: auto (the model's own), chatml, llama3, llama2, zh, or .jinja.")
+    str,
+    typer.Option("--template", help="Chat template: auto (the model's own), chatml, llama3, llama2, zh, or .jinja."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help='Print {"task", "lang", "output", "result"} as JSON.')]
 

@@ -36,7 +36,7 @@ from llmlab.apps import (
     run_task,
     task_list,
 )
-from llmlab.apps.parse import decoding_schema
+from llmlab.apps.parse import OutputParseError, decoding_schema
 from llmlab.apps.spans import bio_tags
 from llmlab.config.sampling import SamplingConfig
 from llmlab.io import atomic_write_text
@@ -103,7 +103,9 @@ def _check_sources(request: AppRequest) -> None:
     chosen = [flag for flag, value in sources if value is not None]
     if len(chosen) != 1:
         what = "no input" if not chosen else f"{' and '.join(chosen)} together"
-        raise ValueError(f"llmlab app got {what}; give exactly one of --text TEXT, --file FILE or --jsonl FILE --out FILE")
+        raise ValueError(
+            f"llmlab app got {what}; give exactly one of --text TEXT, --file FILE or --jsonl FILE --out FILE"
+        )
     if (request.jsonl is None) != (request.out is None):
         raise ValueError("--jsonl IN and --out OUT go together (a batch reads IN and writes one line per input to OUT)")
     for path in (request.file, request.jsonl):
@@ -132,7 +134,7 @@ def prepare_jobs(request: AppRequest, template: AppTemplate) -> list[Job]:
     for lineno, record in read_jsonl_records(request.jsonl):
         where = f"{request.jsonl} line {lineno}"
         if not isinstance(record, dict):
-            raise ValueError(f"{where} is not a JSON object; write one object per line, e.g. {{\"text\": \"...\"}}")
+            raise ValueError(f'{where} is not a JSON object; write one object per line, e.g. {{"text": "..."}}')
         fields = {**options, **{k: v for k, v in record.items() if isinstance(v, str)}, "text": _record_text(record)}
         jobs.append(Job(where, record, prepare_input(template, fields, lang=request.lang, labels=labels, where=where)))
     if not jobs:
@@ -150,7 +152,9 @@ def _sampling(request: AppRequest, template: AppTemplate) -> SamplingConfig:
 
 def _check_constrain(request: AppRequest, template: AppTemplate, head: bool) -> None:
     if request.constrain and not template.structured:
-        raise ValueError(f"--constrain applies to structured tasks (ner, relation, classify, intent), not {template.name}")
+        raise ValueError(
+            f"--constrain applies to structured tasks (ner, relation, classify, intent), not {template.name}"
+        )
     if request.constrain and head:
         raise ValueError("--constrain masks a chat model's decoding; an encoder head needs none, drop it")
 
@@ -207,11 +211,17 @@ def _run_chat_model(
     for job in jobs:
         processors = _grammar(runner, template, job.app_input) if request.constrain else []
         try:
-            results.append(run_task(template, job.app_input, runner.complete, sampling, processors))
+            result = run_task(template, job.app_input, runner.complete, sampling, processors)
+            if processors and result.error is not None and not processors[0].is_complete:
+                reason = f"the reply reached --max-new-tokens {sampling.max_new_tokens} before its JSON was complete (raise it)"
+                result.error = str(OutputParseError(template.name, reason, result.output))
+            results.append(result)
         except ValueError as error:  # e.g. too long for the context
             if request.out is None:
                 raise
-            failure = AppResult(template.name, job.app_input.lang, "", error=f"{job.where}: {error}", error_kind="error")
+            failure = AppResult(
+                template.name, job.app_input.lang, "", error=f"{job.where}: {error}", error_kind="error"
+            )
             results.append(failure)
     return results
 
