@@ -213,8 +213,8 @@ def _run_chat_model(
         try:
             result = run_task(template, job.app_input, runner.complete, sampling, processors)
             if processors and result.error is not None and not processors[0].is_complete:
-                reason = f"the reply reached --max-new-tokens {sampling.max_new_tokens} before its JSON was complete (raise it)"
-                result.error = str(OutputParseError(template.name, reason, result.output))
+                reason = f"the reply reached --max-new-tokens {sampling.max_new_tokens} before its JSON was complete"
+                result.error = str(OutputParseError(template.name, reason + " (raise it)", result.output))
             results.append(result)
         except ValueError as error:  # e.g. too long for the context
             if request.out is None:
