@@ -46,7 +46,7 @@ register_template(
                 user="请用一两句话概括下面的文字：\n\n{text}",
             ),
         },
-        sampling=SamplingConfig(max_new_tokens=96, temperature=0.0, repetition_penalty=1.2),
+        sampling=SamplingConfig(max_new_tokens=96, temperature=0.0),
     )
 )
 
