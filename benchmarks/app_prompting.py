@@ -60,7 +60,8 @@ def entity_f1(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, fl
     except ImportError:
         entity_scores = None
     if entity_scores is not None:
-        return dict(entity_scores(gold, predicted))
+        scores = entity_scores(predicted, gold)
+        return {key: scores[key] for key in ("precision", "recall", "f1")}
     from seqeval.metrics import f1_score, precision_score, recall_score
 
     return {
