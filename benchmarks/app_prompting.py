@@ -117,9 +117,8 @@ def run_qa(runner: Any, records: list[dict[str, Any]]) -> tuple[dict[str, Any], 
 
 def run_head(path: Path, kind: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """The fine-tuned encoder head's scores on the same records."""
-    from llmlab.recipes.finetune_task import load_task_model
-
     from llmlab.eval.metrics.qa import exact_match, token_f1
+    from llmlab.recipes.finetune_task import load_task_model
 
     model = load_task_model(path)
     lang = lang_of(records)

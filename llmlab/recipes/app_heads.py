@@ -19,21 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.apps import AppInput, AppResult, AppTemplate, get_template, task_names
-
-TASK_FILE = "task.json"  # written by `llmlab finetune task=...` into model/ (llmlab.recipes.finetune_task)
-
-
-def task_model_folder(path: Path) -> Path | None:
-    """The folder holding `task.json` (`path` or `path/model`), or None when `path` is not a task model."""
-    for folder in (path, path / "model"):
-        if (folder / TASK_FILE).is_file():
-            return folder
-    return None
+from llmlab.recipes.finetune_task import TASK_FILE, load_task_model, task_model_dir
 
 
 def head_task(path: Path) -> str | None:
     """The `finetune task=` a task model was trained for (read from its task.json), or None for other models."""
-    folder = task_model_folder(path)
+    folder = task_model_dir(path)
     if folder is None:
         return None
     info = json.loads((folder / TASK_FILE).read_text(encoding="utf-8"))
@@ -85,8 +76,6 @@ def run_task_model(
     """Predict every input with the head at `path` (checked with `check_head` first)."""
     check_head(path, template)
     records = [_head_record(template, record, app_input) for record, app_input in jobs]
-    from llmlab.recipes.finetune_task import load_task_model
-
     predictions = load_task_model(path, device=str(device)).predict(records)
     results = []
     for (_, app_input), prediction in zip(jobs, predictions, strict=True):
