@@ -150,23 +150,28 @@ def main() -> None:
     parser.add_argument("--constrain", choices=("no", "yes", "both"), default="both")
     parser.add_argument("--head-ner", type=Path, action="append", default=[], help="a NER head per --ner file")
     parser.add_argument("--head-qa", type=Path, action="append", default=[], help="a QA head per --qa file")
+    parser.add_argument("--heads-only", action="store_true", help="score only the --head-* models (no SmolLM2)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from llmlab.apps import ChatRunner
     from llmlab.hub import load_for_inference
 
-    loaded = load_for_inference(None)
-    runner = ChatRunner(loaded.model, loaded.tokenizer, loaded.chat_template)
-    report: dict[str, Any] = {"model": loaded.source, "limit": args.limit, "ner": [], "qa": [], "samples": {}}
-    settings = {"no": [False], "yes": [True], "both": [False, True]}[args.constrain]
+    report: dict[str, Any] = {"limit": args.limit, "ner": [], "qa": [], "samples": {}}
+    if args.heads_only:
+        args.ner, args.qa = args.ner if args.head_ner else [], args.qa if args.head_qa else []
+    else:
+        loaded = load_for_inference(None)
+        runner = ChatRunner(loaded.model, loaded.tokenizer, loaded.chat_template)
+        report["model"] = loaded.source
+    settings = [] if args.heads_only else {"no": [False], "yes": [True], "both": [False, True]}[args.constrain]
     for path in args.ner:
         records = read_records(path, args.limit)
         for constrain in settings:
             scores, samples = run_ner(runner, records, constrain)
             report["ner"].append({"file": str(path), "system": "smollm2-prompt", "constrained": constrain, **scores})
             report["samples"][f"ner-{scores['lang']}{'-constrained' if constrain else ''}"] = samples
-    for path in args.qa:
+    for path in args.qa if settings else []:
         scores, samples = run_qa(runner, read_records(path, args.limit))
         report["qa"].append({"file": str(path), "system": "smollm2-prompt", **scores})
         report["samples"][f"qa-{scores['lang']}"] = samples
