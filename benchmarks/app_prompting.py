@@ -142,6 +142,36 @@ def grammar(runner: Any, template: Any, app_input: Any) -> list[Any]:
     return [build_processor(runner.tokenizer, response_format, stop_ids=runner.stop_ids)]
 
 
+def plot(results: list[Path], png: Path) -> dict[str, Any]:
+    """One bar chart from several result files: F1 per test set, the MiniLM head beside SmolLM2 prompting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for path in results for kind in ("ner", "qa") for row in json.loads(path.read_text())[kind]]
+    sets = sorted({(("NER" if "em" not in r else "QA") + " " + r["lang"], r["n"]) for r in rows})
+    systems = [("minilm-head", "MiniLM + head (fine-tuned)"), ("smollm2-prompt", "SmolLM2-135M prompted")]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for k, (key, label) in enumerate(systems):
+        values = []
+        for name, n in sets:
+            match = [r for r in rows if r["system"].startswith(key) and r["n"] == n and not r.get("constrained")
+                     and ("NER" if "em" not in r else "QA") + " " + r["lang"] == name]  # fmt: skip
+            values.append(match[0]["f1"] if match else 0.0)
+        bars = ax.bar([i + (k - 0.5) * 0.38 for i in range(len(sets))], values, 0.38, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(range(len(sets)), [f"{name} (n={n})" for name, n in sets])
+    ax.set_ylabel("F1 (NER: entity, QA: SQuAD token)")
+    ax.set_ylim(0, 1.3)
+    ax.legend(loc="upper center", ncols=2, fontsize=8)
+    ax.set_title("Same test records: fine-tuned encoder head vs prompting a 135M chat model", fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    return {"figure": str(png), "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ner", type=Path, action="append", default=[], help="NER test JSONL (tokens, tags)")
@@ -152,7 +182,12 @@ def main() -> None:
     parser.add_argument("--head-qa", type=Path, action="append", default=[], help="a QA head per --qa file")
     parser.add_argument("--heads-only", action="store_true", help="score only the --head-* models (no SmolLM2)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--plot", type=Path, help="only draw this PNG from the --results files of earlier runs")
+    parser.add_argument("--results", type=Path, action="append", default=[], help="a JSON line printed by a run")
     args = parser.parse_args()
+    if args.plot is not None:
+        print(json.dumps(plot(args.results, args.plot), ensure_ascii=False))
+        return
     torch.set_num_threads(args.threads)
     from llmlab.apps import ChatRunner
     from llmlab.hub import load_for_inference
