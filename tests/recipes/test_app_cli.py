@@ -94,15 +94,17 @@ def test_tiny_model_reply_that_does_not_parse_is_one_line_exit_2(tiny_chat_model
     assert err.count("\n") == 1
 
 
-def test_tiny_model_free_text_and_json_output(tiny_chat_model, capsys) -> None:
+def test_tiny_model_free_text_and_json_output(tiny_chat_model, capsys, tmp_path) -> None:
     base = ["--model", str(tiny_chat_model), "--template", "chatml", "-n", "5"]
     code, out, _ = app(["story", "--text", "a cat", "--seed", "1", *base], capsys)
     assert code == 0
     code, again, _ = app(["story", "--text", "a cat", "--seed", "1", *base], capsys)
     assert again == out  # a seeded sample is reproducible
-    code, out, _ = app(["summarize", "--text", "Ada met Bob.", "--json", *base], capsys)
+    source = tmp_path / "doc.txt"
+    source.write_text("艾达遇见了鲍勃。\n", encoding="utf-8")
+    code, out, _ = app(["summarize", "--file", str(source), "--json", *base], capsys)
     record = json.loads(out)
-    assert code == 0 and record["task"] == "summarize" and record["lang"] == "en"
+    assert code == 0 and record["task"] == "summarize" and record["lang"] == "zh"
     assert record["result"] == record["output"]
 
 
