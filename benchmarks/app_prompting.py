@@ -72,13 +72,13 @@ def entity_f1(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, fl
 
 
 def run_ner(runner: Any, records: list[dict[str, Any]], constrain: bool) -> tuple[dict[str, Any], list[dict]]:
-    from llmlab.apps import bio_tags, get_template, prepare_input, run_task
+    from llmlab.apps import bio_tags, get_template, joiner_for, prepare_input, run_task
 
     template = get_template("ner")
     lang = lang_of(records)
-    joiner = "" if lang == "zh" else " "
     predicted, samples, errors = [], [], 0
     for i, record in enumerate(records):
+        joiner = joiner_for(record["tokens"])
         text = record.get("text") or joiner.join(record["tokens"])  # names are then placed in the joined tokens
         app_input = prepare_input(template, {"text": text}, lang=lang)
         processors = grammar(runner, template, app_input) if constrain else []

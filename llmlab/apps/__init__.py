@@ -14,7 +14,7 @@ Running a fine-tuned encoder head instead of a chat model is dispatched by `llml
 from llmlab.apps.parse import OutputParseError, extract_json, parse_output
 from llmlab.apps.render import AppInput, parse_labels, prepare_input, render_messages
 from llmlab.apps.run import AppResult, ChatRunner, run_task
-from llmlab.apps.spans import bio_tags, entities_from_tags, find_spans
+from llmlab.apps.spans import bio_tags, entities_from_tags, find_spans, joiner_for
 from llmlab.apps.templates import AppTemplate, Example, Prompt, detect_lang, get_template, task_list, task_names
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "extract_json",
     "find_spans",
     "get_template",
+    "joiner_for",
     "parse_labels",
     "parse_output",
     "prepare_input",

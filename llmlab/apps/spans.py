@@ -14,6 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from llmlab.apps.templates import detect_lang
+
+
+def joiner_for(tokens: Sequence[str]) -> str:
+    """How a token list joins into its text: no separator for Chinese (character tokens), a space otherwise."""
+    return "" if detect_lang("".join(tokens)) == "zh" else " "
+
 
 def token_offsets(tokens: Sequence[str], joiner: str) -> tuple[str, list[tuple[int, int]]]:
     """(the text the tokens make when joined with `joiner`, each token's (start, end) character offsets)."""

@@ -37,7 +37,7 @@ from llmlab.apps import (
     task_list,
 )
 from llmlab.apps.parse import OutputParseError, decoding_schema
-from llmlab.apps.spans import bio_tags
+from llmlab.apps.spans import bio_tags, joiner_for
 from llmlab.config.sampling import SamplingConfig
 from llmlab.io import atomic_write_text
 from llmlab.io.files import read_jsonl_records
@@ -88,14 +88,8 @@ def _record_text(record: Mapping[str, Any]) -> Any:
         return record["context"]
     tokens = record.get("tokens")
     if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
-        return _joiner(tokens).join(tokens)
+        return joiner_for(tokens).join(tokens)
     return None
-
-
-def _joiner(tokens: list[str]) -> str:
-    from llmlab.apps import detect_lang
-
-    return "" if detect_lang("".join(tokens)) == "zh" else " "
 
 
 def _check_sources(request: AppRequest) -> None:
@@ -243,7 +237,7 @@ def _write_batch(
         record = {**job.record, **result.to_json()}
         tokens = job.record.get("tokens")
         if template.name == "ner" and result.error is None and isinstance(tokens, list):
-            record["predicted_tags"] = bio_tags(tokens, result.result, _joiner(tokens))
+            record["predicted_tags"] = bio_tags(tokens, result.result, joiner_for(tokens))
         lines.append(json.dumps(record, ensure_ascii=False))
     atomic_write_text(request.out, "\n".join(lines) + "\n")
     failed = sum(result.error is not None for result in results)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmlab.apps import bio_tags, entities_from_tags, find_spans
+from llmlab.apps import bio_tags, entities_from_tags, find_spans, joiner_for
 
 
 def test_names_become_bio_tags_over_english_tokens() -> None:
@@ -36,3 +36,7 @@ def test_tags_to_entities_reads_like_seqeval() -> None:
     }  # fmt: skip
     with pytest.raises(ValueError, match="4 tokens but 3 tags"):
         entities_from_tags(tokens, ["O"] * 3)
+
+
+def test_joiner_for() -> None:
+    assert joiner_for(["北", "京"]) == "" and joiner_for(["New", "York"]) == " "
