@@ -144,13 +144,22 @@ def _sampling(request: AppRequest, template: AppTemplate) -> SamplingConfig:
     return sampling
 
 
-def _check_constrain(request: AppRequest, template: AppTemplate, head: bool) -> None:
+def _check_decoding_options(request: AppRequest, template: AppTemplate, head: bool) -> None:
+    """--constrain only for structured tasks; no decoding option at all for an encoder head (it decodes nothing)."""
     if request.constrain and not template.structured:
         raise ValueError(
             f"--constrain applies to structured tasks (ner, relation, classify, intent), not {template.name}"
         )
-    if request.constrain and head:
-        raise ValueError("--constrain masks a chat model's decoding; an encoder head needs none, drop it")
+    given = {
+        "--constrain": request.constrain,
+        "--max-new-tokens": request.max_new_tokens is not None,
+        "--temperature": request.temperature is not None,
+        "--seed": request.seed is not None,
+        "--template": request.template != "auto",
+    }
+    flags = [flag for flag, used in given.items() if used]
+    if head and flags:
+        raise ValueError(f"{', '.join(flags)} set how a chat model decodes; --model {request.model} is an encoder head")
 
 
 def list_tasks(out: TextIO | None = None) -> None:
@@ -172,7 +181,7 @@ def run_app(request: AppRequest, out: TextIO | None = None, err: TextIO | None =
         template = dataclasses.replace(template, labels="optional" if template.labels != "none" else "none")
     jobs = prepare_jobs(request, template)
     sampling = _sampling(request, template)
-    _check_constrain(request, template, head)
+    _check_decoding_options(request, template, head)
     device = resolve_device(request.device)
     check_template_name(request.template)
     if head:

@@ -75,3 +75,5 @@ def test_ner_and_qa_heads_print_the_apps_json(bert_dir, tmp_path, capsys) -> Non
     assert code == 2 and "is a question_answering head; it runs `llmlab app qa`, not summarize" in err
     code, _, err = run_cli(["app", "ner", "--model", str(run), "--text", "x"], capsys)
     assert code == 2 and "it runs `llmlab app qa`, not ner" in err
+    code, _, err = run_cli([*args, "--temperature", "0.5", "--seed", "1"], capsys)
+    assert code == 2 and f"--temperature, --seed set how a chat model decodes; --model {run} is an encoder head" in err
