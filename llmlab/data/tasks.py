@@ -30,16 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.io import read_jsonl_records
+from llmlab.models.task_heads import IGNORE_INDEX, TASK_HEADS
 
-IGNORE_INDEX = -100
-TASKS = (
-    "sequence_classification",
-    "regression",
-    "token_classification",
-    "question_answering",
-    "multiple_choice",
-    "relation_classification",
-)
+TASKS = TASK_HEADS  # the tasks with a head (llmlab.models.task_heads); seq2seq has its own runner
 ENTITY_MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 _REQUIRED = {
     "sequence_classification": ("text", "label"),

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import random
 import re
 import zoneinfo
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from llmlab.data.nlp_sets._common import SPLITS, check_lang, split_pool
+from llmlab.data.nlp_sets._common import SPLITS, Splits, check_lang, check_sizes, split_pool
 
 ZH_SURNAMES = frozenset(
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
@@ -118,3 +121,32 @@ def name_pools(lang: str, seed: int) -> dict[str, dict[str, tuple[str, ...]]]:
         for split, part in zip(SPLITS, parts, strict=True):
             pools[split][etype] = tuple(part)
     return pools
+
+
+Pool = dict[str, tuple[str, ...]]  # {entity type: names}
+
+
+def build_name_splits(
+    kind: str,
+    lang: str,
+    seed: int,
+    sizes: Mapping[str, int | None],
+    default_sizes: Mapping[str, int],
+    make_rows: Callable[[Pool, random.Random, int, str], list[dict[str, Any]]],
+) -> Splits:
+    """The splits of a templated set: `make_rows(names of the split, rng, n, split)` for each split, with a
+    Random seeded by (kind, lang, seed, split) and the split's own name pool (`name_pools`), so names never
+    cross splits and each split is reproducible on its own.
+
+    Raises:
+        ValueError: an unknown `lang` or a negative size.
+    """
+    check_lang(lang)
+    check_sizes(**sizes)
+    pools = name_pools(lang, seed)
+    out: Splits = {}
+    for split in SPLITS:
+        rng = random.Random(f"{kind}-{lang}-{seed}-{split}")
+        n = default_sizes[split] if sizes[split] is None else sizes[split]
+        out[split] = make_rows(pools[split], rng, n, split)
+    return out

@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from llmlab.data.nlp_sets._common import SPLITS, Splits, bio_record, check_lang, check_sizes, fill
-from llmlab.data.nlp_sets.lexicon import name_pools
+from llmlab.data.nlp_sets._common import Splits, bio_record, fill
+from llmlab.data.nlp_sets.lexicon import Pool, build_name_splits
 
 ZH_TEMPLATES = (
     "{PER}昨天去了{LOC}。",
@@ -114,14 +114,10 @@ def build_ner(
     Raises:
         ValueError: an unknown `lang` or a negative size.
     """
-    check_lang(lang)
-    check_sizes(train=train, val=val, test=test)
+
+    def make_rows(pool: Pool, rng: random.Random, n: int, split: str) -> list[dict[str, Any]]:
+        templates = (rng.choice(TEMPLATES[lang]) for _ in range(n))
+        return [ner_record(t, draw_slots(t, pool, rng), lang) for t in templates]
+
     sizes = {"train": train, "val": val, "test": test}
-    pools = name_pools(lang, seed)
-    out: Splits = {}
-    for split in SPLITS:
-        rng = random.Random(f"ner-{lang}-{seed}-{split}")
-        n = DEFAULT_SIZES[split] if sizes[split] is None else sizes[split]
-        out[split] = [ner_record(t, draw_slots(t, pools[split], rng), lang)
-                      for t in (rng.choice(TEMPLATES[lang]) for _ in range(n))]  # fmt: skip
-    return out
+    return build_name_splits("ner", lang, seed, sizes, DEFAULT_SIZES, make_rows)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from llmlab.data.nlp_sets._common import SPLITS, Splits, check_lang, check_sizes, check_squad, fill
-from llmlab.data.nlp_sets.lexicon import name_pools
+from llmlab.data.nlp_sets._common import Splits, check_squad, fill
+from llmlab.data.nlp_sets.lexicon import Pool, build_name_splits
 
 # fact -> (value kind, {lang: (statement, question about the value, question about the person or None)})
 FACTS: dict[str, tuple[str, dict[str, tuple[str, str, str | None]]]] = {
@@ -107,14 +107,9 @@ def build_qa(
     Raises:
         ValueError: an unknown `lang` or a negative size.
     """
-    check_lang(lang)
-    check_sizes(train=train, val=val, test=test)
+
+    def make_rows(pool: Pool, rng: random.Random, n: int, split: str) -> list[dict[str, Any]]:
+        return [qa_record(passage_facts(pool, lang, rng), lang, rng, f"{lang}-{split}-{i}") for i in range(n)]
+
     sizes = {"train": train, "val": val, "test": test}
-    pools = name_pools(lang, seed)
-    out: Splits = {}
-    for split in SPLITS:
-        rng = random.Random(f"qa-{lang}-{seed}-{split}")
-        n = DEFAULT_SIZES[split] if sizes[split] is None else sizes[split]
-        out[split] = [qa_record(passage_facts(pools[split], lang, rng), lang, rng, f"{lang}-{split}-{i}")
-                      for i in range(n)]  # fmt: skip
-    return out
+    return build_name_splits("qa", lang, seed, sizes, DEFAULT_SIZES, make_rows)

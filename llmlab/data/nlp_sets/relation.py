@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from llmlab.data.nlp_sets._common import SPLITS, Splits, check_lang, check_sizes, fill
-from llmlab.data.nlp_sets.lexicon import name_pools
+from llmlab.data.nlp_sets._common import Splits, fill
+from llmlab.data.nlp_sets.lexicon import Pool, build_name_splits
 
 LABELS = ("born_in", "located_in", "works_for", "no_relation")
 # (label, head type, tail type, {lang: templates})
@@ -75,19 +75,15 @@ def build_relation(
     Raises:
         ValueError: an unknown `lang` or a negative size.
     """
-    check_lang(lang)
-    check_sizes(train=train, val=val, test=test)
-    sizes = {"train": train, "val": val, "test": test}
-    pools = name_pools(lang, seed)
-    out: Splits = {}
-    for split in SPLITS:
-        rng = random.Random(f"relation-{lang}-{seed}-{split}")
-        pool = pools[split]
+
+    def make_rows(pool: Pool, rng: random.Random, n: int, split: str) -> list[dict[str, Any]]:
         rows = []
-        for _ in range(DEFAULT_SIZES[split] if sizes[split] is None else sizes[split]):
+        for _ in range(n):
             label = rng.choice(LABELS)
             label_, htype, ttype, by_lang = rng.choice([t for t in TEMPLATES if t[0] == label])
             head, tail = (htype, rng.choice(pool[htype])), (ttype, rng.choice(pool[ttype]))
             rows.append(relation_record(rng.choice(by_lang[lang]), label_, head, tail))
-        out[split] = rows
-    return out
+        return rows
+
+    sizes = {"train": train, "val": val, "test": test}
+    return build_name_splits("relation", lang, seed, sizes, DEFAULT_SIZES, make_rows)
