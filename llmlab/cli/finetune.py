@@ -33,19 +33,30 @@ def register(app: typer.Typer) -> None:
         ] = False,
         print_config: PrintConfigOption = False,
     ) -> None:
-        """Fine-tune a model on instruction / chat / prompt-completion JSONL (loss on the responses).
+        """Fine-tune a model on instruction / chat / prompt-completion JSONL (loss on the responses), or, with
+        `task=<task>`, an encoder task head (sequence_classification, regression, token_classification,
+        question_answering, multiple_choice, relation_classification) or a seq2seq model (task=seq2seq).
 
         Also under torchrun (DDP): torchrun --nproc_per_node=2 -m llmlab finetune --config ...
         """
-        from llmlab.recipes.finetune import load_finetune_config
+        from llmlab.recipes.task_config import peek_task
 
-        cfg = load_finetune_config(config, [*(overrides or []), *(["resume=true"] if resume else [])], method)
+        all_overrides = [*(overrides or []), *(["resume=true"] if resume else [])]
+        task = peek_task(config, all_overrides)
+        if task is None:
+            from llmlab.recipes.finetune import finetune as run
+            from llmlab.recipes.finetune import load_finetune_config as load
+        elif task == "seq2seq":
+            from llmlab.recipes.finetune_seq2seq import finetune_seq2seq as run
+            from llmlab.recipes.finetune_seq2seq import load_seq2seq_config as load
+        else:
+            from llmlab.recipes.finetune_task import finetune_task as run
+            from llmlab.recipes.finetune_task import load_task_config as load
+        cfg = load(config, all_overrides, method)
         if print_config:
             echo_config(cfg)
             return
-        from llmlab.recipes.finetune import finetune
-
-        finetune(cfg, say=typer.echo)  # prints the result lines (rank 0 only under torchrun)
+        run(cfg, say=typer.echo)  # prints the result lines (rank 0 only under torchrun)
 
     @app.command("merge")
     def merge_cmd(

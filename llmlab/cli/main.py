@@ -21,7 +21,6 @@ import typer
 
 from llmlab.cli import (
     align,
-    app as app_cmd,
     average,
     chat,
     convert,
@@ -38,6 +37,9 @@ from llmlab.cli import (
     quickstart,
     serve,
     tokenizer,
+)
+from llmlab.cli import (
+    app as app_cmd,
 )
 
 app = typer.Typer(

@@ -57,6 +57,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         device: DeviceOption = "cpu",
         keep_quantized: KeepQuantizedOption = False,
+        embedding_model: Annotated[
+            str | None,
+            typer.Option(
+                "--embedding-model",
+                help="Encoder folder for /v1/embeddings, or 'default' (all-MiniLM-L6-v2); without it the route is 404.",
+            ),
+        ] = None,
     ) -> None:
         """Serve a model over HTTP: an OpenAI-compatible API (/v1) with continuous batching, and a web chat (/).
 
@@ -80,5 +87,6 @@ def register(app: typer.Typer) -> None:
                 db=db,
                 device=device,
                 keep_quantized=keep_quantized,
+                embedding_model=embedding_model,
             )
         )

@@ -3,6 +3,7 @@
     llmlab serve --model runs/tiny --port 8000 --api-key secret --max-batch 8
     curl -H 'Authorization: Bearer secret' localhost:8000/v1/chat/completions \\
          -d '{"messages": [{"role": "user", "content": "Hi"}], "stream": true}'
+    llmlab serve --embedding-model default     # also POST /v1/embeddings with all-MiniLM-L6-v2
 
 Every option is checked before the model is loaded; the server binds its port once the model is ready (so
 /health answers "ok" as soon as it answers at all). The API key comes from `--api-key` or `LLMLAB_API_KEY` and
@@ -39,6 +40,7 @@ class ServeRequest:
     device: str = "cpu"
     keep_quantized: bool = False
     model_name: str | None = None
+    embedding_model: str | None = None
 
     def validate(self) -> ServeRequest:
         """One-line ValueErrors for options that cannot work, before anything is loaded."""
@@ -53,6 +55,8 @@ class ServeRequest:
             raise ValueError(f"--max-context must be >= 2 (got {self.max_context})")
         if self.max_tokens_cap is not None and self.max_tokens_cap < 1:
             raise ValueError(f"--max-tokens-cap must be >= 1 (got {self.max_tokens_cap})")
+        if self.embedding_model not in (None, "default") and not Path(self.embedding_model).exists():
+            raise ValueError(f"--embedding-model {self.embedding_model} not found; pass an encoder folder or 'default'")
         if self.db is not None and self.db.is_dir():
             raise ValueError(f"--db {self.db} is a folder; pass a file path such as conversations.sqlite")
         return self
@@ -64,9 +68,13 @@ def build_state(request: ServeRequest, loaded: Any | None = None) -> Any:
     from llmlab.nn.device import resolve_device
     from llmlab.serve.choices import ServeState
     from llmlab.serve.engine import Engine, check_engine_model
+    from llmlab.serve.openai_embeddings import embeddings_router, load_embedder
     from llmlab.serve.runner import EngineRunner
     from llmlab.tokenizers.chat import resolve_template
 
+    embedder = None  # the encoder of /v1/embeddings, loaded before the engine starts
+    if request.embedding_model is not None:
+        embedder = load_embedder(request.embedding_model, device=resolve_device(request.device))
     loaded = loaded or load_for_inference(
         request.model, device=resolve_device(request.device), quantized=request.keep_quantized
     )
@@ -93,6 +101,8 @@ def build_state(request: ServeRequest, loaded: Any | None = None) -> Any:
     )
     if request.db is not None:
         state.extra_routers.append(conversation_routes(state, request.db))
+    if embedder is not None:
+        state.extra_routers.append(embeddings_router(embedder))
     return state
 
 

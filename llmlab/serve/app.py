@@ -1,7 +1,8 @@
 """`create_app(state)`: the FastAPI app of `llmlab serve` — OpenAI's routes, health, the web chat page.
 
 Routes: GET /health (503 until the model is loaded), GET /v1/models, POST /v1/chat/completions, POST
-/v1/completions (`llmlab.serve.openai_chat`, `openai_completions`), the routers in `state.extra_routers` (the
+/v1/completions (`llmlab.serve.openai_chat`, `openai_completions`), POST /v1/embeddings (`openai_embeddings`:
+404 unless an encoder was loaded), the routers in `state.extra_routers` (the
 conversation store's /api routes) and the static web chat at / (`llmlab/serve/static/index.html`).
 
 Security: with an API key, every /v1 and /api route requires `Authorization: Bearer <key>`, compared in
@@ -19,7 +20,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from llmlab.serve import openai_chat, openai_completions
+from llmlab.serve import openai_chat, openai_completions, openai_embeddings
 from llmlab.serve.choices import ServeState
 from llmlab.serve.errors import APIError, install_error_handlers
 
@@ -61,6 +62,7 @@ def create_app(state: ServeState) -> FastAPI:
     app.include_router(openai_completions.router, dependencies=auth)
     for router in state.extra_routers:
         app.include_router(router, dependencies=auth)
+    app.include_router(openai_embeddings.missing_router, dependencies=auth)  # 404 unless --embedding-model
 
     @app.get("/health")
     async def health() -> JSONResponse:

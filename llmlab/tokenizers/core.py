@@ -211,6 +211,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         backend = HFTokenizer.from_file(str(path))
     except Exception as e:  # the Rust side raises a bare Exception
         raise ValueError(f"{path} is not a valid tokenizer.json: {str(e).splitlines()[0]}") from None
+    backend.no_padding()  # a tokenizer.json may switch both on (all-MiniLM-L6-v2: pad/truncate to 128); llmlab's
+    backend.no_truncation()  # `encode` returns the text's own tokens, callers pad and truncate explicitly
     model_type = json.loads(backend.to_str())["model"]["type"]
     kind = _MODEL_TO_KIND.get(model_type, model_type.lower())
     special: dict[str, str | None] = {}

@@ -94,11 +94,11 @@ def test_unsupported_gguf_tensor_type(tmp_path):
 
 
 def test_unknown_architectures_are_named(tmp_path, hf_dir, capsys):
-    bert = copy_dir(hf_dir, tmp_path / "bert")
-    cfg = json.loads((bert / "config.json").read_text())
-    (bert / "config.json").write_text(json.dumps({**cfg, "architectures": ["BertForMaskedLM"], "model_type": "bert"}))
-    code, _, err = run_cli(["convert", "--from", str(bert), "--to", str(tmp_path / "out")], capsys)
-    assert code == 2 and "BertForMaskedLM" in err and "LlamaForCausalLM" in err
+    xl = copy_dir(hf_dir, tmp_path / "xlnet")
+    cfg = json.loads((xl / "config.json").read_text())
+    (xl / "config.json").write_text(json.dumps({**cfg, "architectures": ["XLNetLMHeadModel"], "model_type": "xlnet"}))
+    code, _, err = run_cli(["convert", "--from", str(xl), "--to", str(tmp_path / "out")], capsys)
+    assert code == 2 and "XLNetLMHeadModel" in err and "LlamaForCausalLM" in err
     assert_nothing_left(tmp_path, "out")
 
     (tmp_path / "mamba").mkdir()

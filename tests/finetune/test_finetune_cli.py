@@ -251,7 +251,17 @@ def test_run_folder_serves_generation_and_perplexity(lora_run, llama_dir, tmp_pa
 @pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].glob("configs/finetune/*.yaml")), ids=str)
 def test_shipped_configs_load(path) -> None:
     from llmlab.recipes.finetune import METHODS, load_finetune_config
+    from llmlab.recipes.task_config import TASK_METHODS, load_task_config, peek_task
 
+    task = peek_task(path, [])
+    if task == "seq2seq":  # `llmlab finetune task=seq2seq`: the seq2seq runner's config
+        from llmlab.recipes.finetune_seq2seq import load_seq2seq_config
+
+        assert load_seq2seq_config(path).task == "seq2seq"
+        return
+    if task is not None:  # task-*.yaml: encoder task heads (`llmlab finetune task=...`)
+        assert load_task_config(path).method in TASK_METHODS
+        return
     cfg = load_finetune_config(path)
     assert cfg.method in METHODS
 
