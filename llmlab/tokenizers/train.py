@@ -196,4 +196,8 @@ def train_tokenizer_from_iterator(
         if kind == "wordpiece":
             _add_both_character_forms(backend, specials, unk or "[UNK]")
     backend.add_special_tokens(specials)  # marks them special: never split, matched before pre-tokenizing
+    # Use the tokenizer exactly as `tokenizer.json` will hold it: a freshly trained Unigram model breaks ties
+    # between equal-score segmentations differently from the same model read back from its JSON (seen on 1 of
+    # ~10k code snippets), so training on the in-memory one would not match the saved one.
+    backend = HFTokenizer.from_str(backend.to_str())
     return Tokenizer(backend, kind, specials_by_role)
