@@ -10,7 +10,8 @@ into clean text deltas and `text.py` wraps it all text-in/text-out. `llmlab.conf
 one definition of the decoding parameters every entry point takes; `chat.py` holds `ChatSession`
 (multi-turn chat with KV-cache reuse). Other strategies: `beam.py` (beam
 search, equal to `transformers`), `batch.py` (left-padded batches), `speculative.py` (draft model or
-prompt lookup, identical to greedy).
+prompt lookup, identical to greedy), `seq2seq.py` (T5/BART: the encoder once, cached self- and
+cross-attention keys/values; greedy, sampling and beam search).
 """
 
 from llmlab.config.sampling import SamplingConfig
@@ -29,6 +30,7 @@ from llmlab.generate.processors import (
     build_processors,
 )
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, Sampler, make_generator
+from llmlab.generate.seq2seq import seq2seq_generate
 from llmlab.generate.speculative import SpeculativeStats, prompt_lookup_candidates, speculative_generate
 from llmlab.generate.stopping import StopOnTokens, StoppingCriteria, StopStringHoldback, StopStrings
 from llmlab.generate.streamer import TextStreamer, stream_text
@@ -64,6 +66,7 @@ __all__ = [
     "left_pad",
     "make_generator",
     "prompt_lookup_candidates",
+    "seq2seq_generate",
     "speculative_generate",
     "stream_generate",
     "stream_generate_text",

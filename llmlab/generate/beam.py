@@ -66,7 +66,7 @@ def _gather_beams(tensor: torch.Tensor, beam_indices: torch.Tensor) -> torch.Ten
     return torch.take_along_dim(tensor, beam_indices, dim=1)
 
 
-class _Beams:
+class BeamState:
     """The running beams and the finished pool of one `beam_search` call (the tensors of `transformers`)."""
 
     def __init__(self, input_ids: torch.Tensor, config: SamplingConfig, eos_ids: list[int], fill: int) -> None:
@@ -220,7 +220,7 @@ def beam_search(
     n_cached_virtual = _check_beam_args(model, input_ids, config, num_return_sequences)
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
     fill = pad_token_id if pad_token_id else (eos_ids[0] if eos_ids else (pad_token_id or 0))
-    beams = _Beams(input_ids, config, eos_ids, fill)
+    beams = BeamState(input_ids, config, eos_ids, fill)
     penalties = build_penalties(
         config.repetition_penalty, config.frequency_penalty, config.presence_penalty, beams.prompt_len
     )

@@ -7,7 +7,7 @@ step through a `Seq2SeqCache`: its self-attention keys/values grow by one token 
 cross-attention keys/values are projected from the encoder output on the first step only and then read from
 the cache (re-ordered with the beams in beam search). Greedy/sampling use the logits processors and samplers
 of `llmlab.generate` (`SamplingConfig`); beam search runs the `transformers`-equal beam bookkeeping of
-`llmlab.generate.beam` (`_Beams`), so greedy and beam outputs equal `transformers`' `generate`.
+`llmlab.generate.beam` (`BeamState`), so greedy and beam outputs equal `transformers`' `generate`.
 
 References: Sutskever et al. 2014 (https://arxiv.org/abs/1409.3215); T5 (https://arxiv.org/abs/1910.10683).
 """
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.config.sampling import SamplingConfig
-from llmlab.generate.beam import _Beams
+from llmlab.generate.beam import BeamState
 from llmlab.generate.penalties import build_penalties
 from llmlab.generate.processors import LogitsProcessorList, build_processors
 from llmlab.generate.samplers import GreedySampler, MultinomialSampler, make_generator
@@ -102,7 +102,7 @@ def _beam(
     mask = mask.repeat_interleave(nb, dim=0) if mask is not None else None
     start = torch.full((h.shape[0] // nb, 1), c.decoder_start_token_id, dtype=torch.long, device=h.device)
     fill = c.pad_token_id if c.pad_token_id else (eos_ids[0] if eos_ids else 0)
-    beams = _Beams(start, config, eos_ids, fill)
+    beams = BeamState(start, config, eos_ids, fill)
     penalties = build_penalties(config.repetition_penalty, config.frequency_penalty, config.presence_penalty, 1)
     processors = LogitsProcessorList(penalties)
     cache = model.make_kv_cache(h.shape[0], beams.max_length) if config.use_cache else None

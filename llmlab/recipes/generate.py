@@ -181,6 +181,9 @@ def run_generate(request: GenerateRequest, given: Mapping[str, Any], out: TextIO
 
     loaded = load_for_inference(request.checkpoint, device=device, quantized=request.keep_quantized)
     model, tokenizer = loaded.model, loaded.tokenizer
+    if getattr(model, "is_encoder_decoder", False):
+        run_seq2seq(request, loaded, sampling, mode, out)
+        return
     if request.compile:
         from llmlab.generate.fast_weights import check_supported
 
@@ -268,3 +271,36 @@ def _decode_at_once(
         f"({stats.acceptance_rate:.0%}), {stats.tokens_per_forward:.2f} tokens per forward of the model"
     )
     return [tokens[0, prompt_len:].tolist()] * request.num_samples, report  # greedy: every sample is the same
+
+
+def run_seq2seq(request: GenerateRequest, loaded: Any, sampling: SamplingConfig, mode: str, out: TextIO) -> None:
+    """An encoder-decoder (T5/BART): the prompt is the source text; each sample is one generated target.
+
+    The encoder runs once per sample and the decoder reuses cached self- and cross-attention keys/values
+    (`llmlab.generate.seq2seq_generate`); `--num-beams` runs beam search, `--temperature` etc. sampling.
+    """
+    if request.chat or request.compile or mode == "speculative":
+        raise ValueError(
+            "--chat, --compile, --draft and --prompt-lookup are for decoder-only models; a T5/BART model takes "
+            "the prompt as its source text: drop them"
+        )
+    if mode == "beam" and request.num_samples > 1:
+        raise ValueError("--num-samples > 1 with --num-beams is not supported for T5/BART; drop one of them")
+    from llmlab.generate import seq2seq_generate
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    limit = model.config.block_size - 1  # the decoder's positions, its start token included
+    if sampling.max_new_tokens > limit:
+        warn(f"--max-new-tokens {sampling.max_new_tokens} exceeds the {limit} target positions; using {limit}")
+    ids = tokenizer.encode(request.prompt)[: model.config.block_size - 1] + [model.config.eos_token_id]
+    input_ids = torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)  # (1, S)
+    for sample in range(request.num_samples):
+        seed = None if sampling.seed is None else sampling.seed + sample  # a different draw per sample
+        row = seq2seq_generate(
+            model, input_ids, sampling=sampling.replace(seed=seed), max_new_tokens=min(sampling.max_new_tokens, limit)
+        )[0]
+        if sample > 0:
+            out.write("\n---------------\n")
+        out.write(tokenizer.decode(row, skip_special_tokens=True).strip())
+    out.write("\n")
+    out.flush()

@@ -161,3 +161,27 @@ def test_a_hugging_face_t5_folder_is_a_base(tmp_path):
     summary = finetune_seq2seq(cfg, say=lambda _m: None)
     assert summary["family"] == "t5" and summary["iters"] == 4 and "beam2" in summary
     assert load_for_inference(tmp_path / "run" / "model").model.config.vocab_size == tok.vocab_size
+
+
+def test_llmlab_generate_runs_a_trained_t5(tmp_path, capsys):
+    """`llmlab generate --checkpoint <seq2seq model>` decodes the prompt as the source (greedy and beam equal
+    `seq2seq_generate`), and refuses the decoder-only options in one line."""
+    from llmlab.generate import seq2seq_generate
+    from tests.cli_helpers import run_cli
+
+    data = _write_task(tmp_path)
+    cfg = load_seq2seq_config(None, _overrides(data, tmp_path / "run", "optim.lr=3e-3", "train.max_iters=60"))
+    finetune_seq2seq(cfg, say=lambda _m: None)
+    model_dir = tmp_path / "run" / "model"
+    loaded = load_for_inference(model_dir)
+    ids = loaded.tokenizer.encode("red cat sun") + [loaded.model.config.eos_token_id]
+    for beams in (1, 3):
+        row = seq2seq_generate(loaded.model, torch.tensor([ids]), max_new_tokens=6, num_beams=beams)[0]
+        expected = loaded.tokenizer.decode(row, skip_special_tokens=True).strip()
+        assert expected  # the model writes something (it was trained on the task)
+        args = ["generate", "-c", str(model_dir), "-p", "red cat sun", "--temperature", "0", "--max-new-tokens", "6"]
+        code, out, err = run_cli([*args, *(["--num-beams", "3"] if beams > 1 else [])], capsys)
+        assert code == 0, err
+        assert out.strip() == expected
+    code, _, err = run_cli(["generate", "-c", str(model_dir), "-p", "red cat", "--chat"], capsys)
+    assert code == 2 and "decoder-only" in err and len(err.strip().splitlines()) == 1
