@@ -154,29 +154,3 @@ def chinese_word_ids(text: str, offsets: Sequence[tuple[int, int]]) -> list[int 
     """
     return word_ids_from_offsets(offsets, jieba_word_spans(text))
 
-
-def electra_replace(
-    original: torch.Tensor, labels: torch.Tensor, generator_logits: torch.Tensor, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """ELECTRA replaced-token detection inputs (Clark et al. 2020, https://arxiv.org/abs/2003.10555).
-
-    At every masked position (``labels != -100``) a token is sampled from the MLM generator's softmax; the
-    discriminator sees the original sequence with those samples in place and learns, per token, whether it
-    was replaced. A sample equal to the original token counts as original (label 0), as in the paper.
-
-    Args:
-        original: (B, T) the unmasked ids.
-        labels: (B, T) the MLM labels (-100 = not masked).
-        generator_logits: (B, T, V) the generator's logits (detached here: no gradient through sampling).
-        generator: the torch.Generator of the sampling.
-
-    Returns:
-        (disc_inputs, disc_labels): (B, T) long each; disc_labels 1 where the token differs from the original.
-    """
-    masked = labels != IGNORE_INDEX  # (B, T)
-    disc_inputs = original.clone()
-    if bool(masked.any()):
-        probs = torch.softmax(generator_logits.detach()[masked].float(), dim=-1)  # (M, V)
-        sampled = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(original.device)
-        disc_inputs[masked] = sampled
-    return disc_inputs, (disc_inputs != original).long()

@@ -12,7 +12,6 @@ from llmlab.data.masking import (
     apply_masking,
     chinese_word_ids,
     draw_masking,
-    electra_replace,
     mask_tokens,
     masking_seed,
 )
@@ -98,13 +97,3 @@ def test_bad_probability_is_one_line_error() -> None:
     with pytest.raises(ValueError, match="masking probability"):
         mask_tokens([1, 2], [False, False], MASK, 10, prob=1.5)
 
-
-def test_electra_replacements_and_labels() -> None:
-    original = torch.tensor([[5, 6, 7, 8]])
-    labels = torch.tensor([[X, 6, X, 8]])  # positions 1 and 3 were masked
-    logits = torch.full((1, 4, 12), -1e4)
-    logits[0, 1, 9] = 0.0  # the generator samples 9 at position 1 (a replacement)
-    logits[0, 3, 8] = 0.0  # and the original 8 at position 3: counts as original
-    disc_inputs, disc_labels = electra_replace(original, labels, logits, torch.Generator().manual_seed(0))
-    assert disc_inputs.tolist() == [[5, 9, 7, 8]]
-    assert disc_labels.tolist() == [[0, 1, 0, 0]]

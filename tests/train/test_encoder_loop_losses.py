@@ -1,4 +1,4 @@
-"""SimCSE and SupCon (L_out) losses on hand-computed cases."""
+"""SimCSE and SupCon (L_out) losses and ELECTRA replacements on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from llmlab.models.pretraining_heads import electra_replace
 from llmlab.train.contrastive import simcse_loss, supcon_loss
 
 
@@ -45,3 +46,14 @@ def test_supcon_denominator_keeps_the_other_positives() -> None:
 def test_supcon_without_positives_is_an_error() -> None:
     with pytest.raises(ValueError, match="shares its label"):
         supcon_loss(torch.eye(3), torch.tensor([0, 1, 2]))
+
+
+def test_electra_replacements_and_labels() -> None:
+    original = torch.tensor([[5, 6, 7, 8]])
+    labels = torch.tensor([[-100, 6, -100, 8]])  # positions 1 and 3 were masked
+    logits = torch.full((2, 12), -1e4)  # (M=2, V) at the masked positions, row-major
+    logits[0, 9] = 0.0  # the generator samples 9 at position 1 (a replacement)
+    logits[1, 8] = 0.0  # and the original 8 at position 3: counts as original
+    disc_inputs, replaced = electra_replace(original, labels, logits, torch.Generator().manual_seed(0))
+    assert disc_inputs.tolist() == [[5, 9, 7, 8]]
+    assert replaced.tolist() == [[0, 1, 0, 0]]
