@@ -1,0 +1,107 @@
+"""`llmlab pretrain objective=...`: dispatch, config checks, tiny runs of each encoder objective (metrics, model/
+loadable by the hub) and exact --resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import run_cli
+
+from llmlab.recipes.pretrain_objectives import pretrain_objective, read_documents
+from llmlab.recipes.pretrain_objectives_config import load_objective_config, objective_name
+
+TINY = [
+    "model.preset=bert-tiny", "model.config.hidden_size=32", "model.config.num_attention_heads=2",
+    "model.config.intermediate_size=64", "model.config.num_hidden_layers=1", "data.max_length=32",
+    "train.batch_size=4", "train.eval_iters=2", "train.eval_interval=2", "train.log_interval=1",
+    "train.progress=false", "train.tensorboard=false", "schedule.warmup_iters=0", "train.save_interval=2",
+]  # fmt: skip
+LINES = [
+    "To be or not to be that is the question",
+    "Whether tis nobler in the mind to suffer",
+    "The slings and arrows of outrageous fortune",
+    "Or to take arms against a sea of troubles",
+    "And by opposing end them to die to sleep",
+    "No more and by a sleep to say we end",
+]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for k in range(3):  # three documents (files) of 12 lines
+        (folder / f"doc{k}.txt").write_text("\n".join(f"{line} {k}" for line in LINES * 2) + "\n", encoding="utf-8")
+    return folder
+
+
+def _cfg(corpus: Path, out: Path, *extra: str):
+    return load_objective_config(None, [*TINY, f"data.corpus={corpus}", f"out_dir={out}", *extra])
+
+
+def test_objective_name_from_yaml_and_overrides(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("objective: mlm_sop\n", encoding="utf-8")
+    assert objective_name(None, []) == "clm"
+    assert objective_name(yaml_file, []) == "mlm_sop"
+    assert objective_name(yaml_file, ["objective=electra"]) == "electra"
+
+
+def test_config_errors_are_one_line() -> None:
+    with pytest.raises(ValueError, match="unknown objective 'bogus'"):
+        load_objective_config(None, ["objective=bogus"])
+    with pytest.raises(ValueError, match="trains a t5 or bart model"):
+        load_objective_config(None, ["objective=span_corruption", "model.family=bert"])
+
+
+def test_cli_dispatches_on_objective(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(["pretrain", "objective=mlm_nsp", "--print-config"], capsys)
+    assert code == 0 and "objective: mlm_nsp" in out and "mask_prob" in out
+    code, out, _ = run_cli(["pretrain", "objective=clm", "--print-config"], capsys)
+    assert code == 0 and "objective" not in out and "n_layer" in out  # the decoder config, unchanged
+    code, _, err = run_cli(["pretrain", "objective=bogus"], capsys)
+    assert code == 2 and "unknown objective" in err
+
+
+def test_read_documents_folder_and_file(corpus: Path, tmp_path: Path) -> None:
+    assert [len(d) for d in read_documents(str(corpus), 0)] == [12, 12, 12]
+    single = tmp_path / "one.txt"
+    single.write_text("a b\nc d\n\n\ne f\n", encoding="utf-8")
+    assert read_documents(str(single), 0) == [["a b", "c d"], ["e f"]]
+    with pytest.raises(FileNotFoundError, match="data.corpus"):
+        read_documents(str(tmp_path / "missing.txt"), 0)
+
+
+def test_mlm_nsp_run_logs_accuracies_and_saves_a_loadable_encoder(corpus: Path, tmp_path: Path) -> None:
+    from llmlab.hub import load_for_inference
+
+    summary = pretrain_objective(_cfg(corpus, tmp_path / "run", "objective=mlm_nsp", "train.max_iters=3"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["mlm_accuracy"] <= 1.0 and 0.0 <= r["sentence_accuracy"] <= 1.0 for r in rows)
+    assert "val_mlm_accuracy" in summary and "val_sentence_accuracy" in summary
+    loaded = load_for_inference(tmp_path / "run" / "model", "cpu")
+    assert loaded.model.config.sentence_head and loaded.tokenizer.vocab_size == loaded.model.config.vocab_size
+
+
+@pytest.mark.parametrize("objective", ["mlm_sop", "electra", "simcse"])
+def test_each_objective_trains(corpus: Path, tmp_path: Path, objective: str) -> None:
+    summary = pretrain_objective(_cfg(corpus, tmp_path / objective, f"objective={objective}", "train.max_iters=2"))
+    assert summary["iters"] == 2 and summary["final_val_loss"] is not None
+    if objective == "electra":
+        assert (tmp_path / objective / "checkpoints" / "last" / "objective_heads.safetensors").is_file()
+        assert 0.0 <= summary["val_disc_accuracy"] <= 1.0
+
+
+def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    extra = ["objective=mlm_sop", "schedule.name=constant"]
+    pretrain_objective(_cfg(corpus, tmp_path / "a", *extra, "train.max_iters=4"))
+    pretrain_objective(_cfg(corpus, tmp_path / "b", *extra, "train.max_iters=2"))
+    pretrain_objective(_cfg(corpus, tmp_path / "b", *extra, "train.max_iters=4"), resume=True)
+    a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
