@@ -153,4 +153,3 @@ def chinese_word_ids(text: str, offsets: Sequence[tuple[int, int]]) -> list[int 
     Example: "我爱北京天安门" -> jieba 我 / 爱 / 北京 / 天安门 -> word ids [0, 1, 2, 2, 3, 3, 3].
     """
     return word_ids_from_offsets(offsets, jieba_word_spans(text))
-

@@ -82,7 +82,8 @@ def tokenize_lines(tokenizer: Any, lines: list[str], language: str) -> list[list
     out: list[list[Token]] = []
     for line, enc in zip(lines, plain_backend(tokenizer).encode_batch(lines, add_special_tokens=False), strict=True):
         words = chinese_word_ids(line, enc.offsets) if language == "zh" else enc.word_ids
-        out.append([(i, k == 0 or w is None or w != words[k - 1]) for k, (i, w) in enumerate(zip(enc.ids, words))])
+        pairs = enumerate(zip(enc.ids, words, strict=True))
+        out.append([(i, k == 0 or w is None or w != words[k - 1]) for k, (i, w) in pairs])
     return out
 
 
@@ -232,7 +233,9 @@ def load_tokenizer_for(cfg: ObjectiveConfig) -> tuple[Any, Any, Path]:
     specials = special_ids(tokenizer)
     for role in ("cls", "sep", "pad", "mask"):
         if getattr(specials, role) is None:
-            raise ValueError(f"tokenizer {path} has no {role} token; an encoder objective needs [CLS] [SEP] [PAD] [MASK]")
+            raise ValueError(
+                f"tokenizer {path} has no {role} token; an encoder objective needs [CLS] [SEP] [PAD] [MASK]"
+            )
     return tokenizer, specials, path / "tokenizer.json" if path.is_dir() else path
 
 

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 def simcse_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
     """Unsupervised SimCSE loss of two views (B, C) and (B, C) of the same B sentences (mean over the batch)."""
     if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(f"simcse_loss needs two (B, C) tensors of one shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"simcse_loss needs two (B, C) tensors of one shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     sim = F.normalize(z1.float(), dim=-1) @ F.normalize(z2.float(), dim=-1).T / temperature  # (B, B)
     return F.cross_entropy(sim, torch.arange(len(z1), device=z1.device))
 

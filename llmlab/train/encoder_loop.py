@@ -224,5 +224,7 @@ def load_objective_heads(module: nn.Module, directory: Path) -> None:
     state = load_file(str(path))
     missing_here = [k for k in state if k not in module.state_dict()]
     if missing_here:
-        raise ValueError(f"{path} has weights this objective does not use ({missing_here[0]}); resume with its settings")
+        raise ValueError(
+            f"{path} has weights this objective does not use ({missing_here[0]}); resume with its settings"
+        )
     module.load_state_dict(state, strict=False)

@@ -96,4 +96,3 @@ def test_static_masking_repeats_dynamic_masking_changes() -> None:
 def test_bad_probability_is_one_line_error() -> None:
     with pytest.raises(ValueError, match="masking probability"):
         mask_tokens([1, 2], [False, False], MASK, 10, prob=1.5)
-

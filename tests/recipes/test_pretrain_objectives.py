@@ -105,3 +105,37 @@ def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
     a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_supcon_on_labelled_jsonl(tmp_path: Path) -> None:
+    data = tmp_path / "labelled.jsonl"
+    records = [{"text": f"{line} {k}", "label": "pos" if k % 2 else "neg"} for k in range(4) for line in LINES]
+    data.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    cfg = _cfg(data, tmp_path / "run", "objective=supcon", "options.temperature=0.1", "train.max_iters=2",
+               "data.val_fraction=0.25")  # fmt: skip
+    summary = pretrain_objective(cfg)
+    assert summary["iters"] == 2 and summary["final_val_loss"] > 0
+    with pytest.raises(ValueError, match="must exceed the 2 labels"):
+        pretrain_objective(_cfg(data, tmp_path / "run2", "objective=supcon", "train.batch_size=2"))
+
+
+def test_chinese_whole_word_masking_run(tmp_path: Path) -> None:
+    folder = tmp_path / "zh"
+    folder.mkdir()
+    for k in range(2):
+        (folder / f"{k}.txt").write_text("我们在北京大学学习中文。\n他们在上海工作。\n" * 8, encoding="utf-8")
+    cfg = _cfg(folder, tmp_path / "run", "objective=mlm", "data.language=zh", "options.whole_word=true",
+               "train.max_iters=2")  # fmt: skip
+    assert pretrain_objective(cfg)["iters"] == 2
+
+
+def test_word_starts_from_jieba_and_wordpiece() -> None:
+    from llmlab.recipes.pretrain_objectives import _word_ids, load_tokenizer_for, tokenize_lines
+
+    cfg = load_objective_config(None, [])
+    tokenizer, _, _ = load_tokenizer_for(cfg)
+    [zh] = tokenize_lines(tokenizer, ["我们在北京"], "zh")  # jieba: 我们 / 在 / 北京, one token per character
+    assert [start for _, start in zh] == [True, False, True, True, False]
+    [en] = tokenize_lines(tokenizer, ["unmannerly knave villain"], "en")  # un ##mann ##erly kn ##ave villain
+    assert [start for _, start in en] == [True, False, False, True, False, True]
+    assert _word_ids([True, True, False, True, True], [True, False, False, False, True]) == [None, 0, 0, 1, None]
