@@ -184,18 +184,19 @@ def segment_builder(docs: list, specials: Any, max_length: int):
 def build_encoder(cfg: ObjectiveConfig, vocab_size: int, pad_id: int) -> Any:
     """A fresh `Bert` of the preset + ``model.config`` (or the ``model.checkpoint`` model)."""
     from llmlab.models import load_model
-    from llmlab.models.bert import PRESETS
+    from llmlab.models.bert import PRESETS, Bert, resolve_encoder_path
 
-    if cfg.model.checkpoint:
-        return load_model(cfg.model.checkpoint)
+    if cfg.model.checkpoint:  # a folder, or all-MiniLM-L6-v2 (the packaged encoder)
+        model = load_model(resolve_encoder_path(cfg.model.checkpoint))
+        if not isinstance(model, Bert):
+            raise ValueError(f"model.checkpoint {cfg.model.checkpoint} is a {type(model).__name__}, not a BERT encoder")
+        return model
     fields = {"vocab_size": vocab_size, "pad_token_id": pad_id, **dict(cfg.model.config)}
     fields.setdefault("sentence_head", cfg.objective in SENTENCE_OBJECTIVES)
     fields.setdefault("max_position_embeddings", max(512, cfg.data.max_length))
     config = PRESETS.get(cfg.model.preset or DEFAULT_PRESET["bert"], **fields)
     if config.block_size < cfg.data.max_length:
         raise ValueError(f"data.max_length={cfg.data.max_length} exceeds the model's {config.block_size} positions")
-    from llmlab.models.bert import Bert
-
     return Bert(config)
 
 

@@ -139,3 +139,16 @@ def test_word_starts_from_jieba_and_wordpiece() -> None:
     [en] = tokenize_lines(tokenizer, ["unmannerly knave villain"], "en")  # un ##mann ##erly kn ##ave villain
     assert [start for _, start in en] == [True, False, False, True, False, True]
     assert _word_ids([True, True, False, True, True], [True, False, False, False, True]) == [None, 0, 0, 1, None]
+
+
+@pytest.mark.parametrize("name", ["bert-mini-mlm", "bert-mini-mlm-sop", "bert-tiny-electra", "bert-minilm-simcse"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_objective_config(Path(__file__).parents[2] / "configs" / "pretrain" / f"{name}.yaml", [])
+    assert cfg.model.family == "bert" and cfg.objective in ("mlm", "mlm_sop", "electra", "simcse")
+
+
+def test_simcse_from_the_packaged_minilm(corpus: Path, tmp_path: Path) -> None:
+    cfg = _cfg(corpus, tmp_path / "run", "objective=simcse", "model.checkpoint=all-MiniLM-L6-v2", "train.max_iters=1",
+               "optim.lr=1e-5")  # fmt: skip
+    summary = pretrain_objective(cfg)
+    assert summary["iters"] == 1 and summary["params"] > 22_000_000  # MiniLM's 22.7M + the MLP
