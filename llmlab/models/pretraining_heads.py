@@ -9,6 +9,8 @@ from a batch, as one `nn.Module` (so the trainer calls one forward; DDP-ready).
   discriminator predicts per token whether it was replaced; loss = generator MLM + lambda * discriminator BCE.
   Here the generator has the discriminator's width and fewer layers (the paper shrinks the width; sharing the
   whole embedding module then needs no projection).
+- `Seq2SeqDenoising`: T5 span corruption / BART text infilling on an encoder-decoder (`llmlab.models.seq2seq`):
+  the model's cross-entropy on the targets, plus the teacher-forced token accuracy.
 - `ContrastiveEncoder`: sentence vectors for SimCSE / SupCon (Gao et al. 2021, https://arxiv.org/abs/2104.08821):
   the [CLS] state through an MLP (dense + tanh; dropped after training, as unsupervised SimCSE) or mean pooling.
 """
@@ -170,3 +172,24 @@ class ContrastiveEncoder(nn.Module):
             return self.mlp(h[:, 0])
         weights = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
         return (h * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class Seq2SeqDenoising(nn.Module):
+    """Denoising loss of an encoder-decoder: ``model(input_ids, labels)`` (decoder inputs = labels shifted right).
+
+    Args:
+        model: a `Seq2SeqLM` (T5 or BART).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> PretrainingOutput:
+        """`batch`: input_ids, attention_mask (B, S), labels (B, T) with -100 on padding."""
+        out = self.model(batch["input_ids"], batch["labels"], attention_mask=batch["attention_mask"])
+        labels = batch["labels"]
+        real = labels != IGNORE_INDEX
+        correct = int((out.logits.argmax(-1)[real] == labels[real]).sum())
+        return PretrainingOutput(out.loss, {"token_loss": float(out.loss.detach())},
+                                 {"token_correct": correct, "token_total": int(real.sum())})  # fmt: skip

@@ -306,6 +306,7 @@ def pretrain_objective(cfg: ObjectiveConfig, resume: bool = False, say: Any = pr
     if run.resume_state is not None:
         load_objective_heads(module, run.last)
     stream = ExampleStream(n_train, cfg.train.batch_size, cfg.train.data_order_seed)
+    run.extra_entries = (MODEL_DIR,)  # removed with the run folder if it fails before a checkpoint
     run.create(cfg)
     with run.guard():
         trainer = EncoderObjectiveTrainer(

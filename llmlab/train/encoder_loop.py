@@ -1,4 +1,5 @@
-"""Encoder pretraining objectives on the one `Trainer`: MLM (+NSP/SOP), ELECTRA, SimCSE, SupCon.
+"""Encoder pretraining objectives on the one `Trainer`: MLM (+NSP/SOP), ELECTRA, SimCSE, SupCon, and the
+encoder-decoder denoising objectives (T5 span corruption, BART text infilling).
 
 The objective's data (`llmlab.data.masking`, `llmlab.data.sentence_tasks`) is made batch by batch from
 *examples* (segment pairs, segments or labelled texts) by a `BatchBuilder`; `ExampleStream` says which examples
@@ -11,7 +12,7 @@ Checkpoints hold the encoder (``model.safetensors`` + ``model_config.json``: a l
 ``objective_heads.safetensors``, the objective's extra weights (ELECTRA's generator and detector, SimCSE's MLP).
 
 Logged per step: ``mlm_accuracy`` (masked tokens predicted exactly), ``sentence_accuracy`` (NSP/SOP),
-``disc_accuracy`` (ELECTRA); evaluation: ``val_loss`` and the same accuracies on the fixed held-out batches.
+``disc_accuracy`` (ELECTRA), ``token_accuracy`` (span corruption / infilling targets, teacher-forced); evaluation: ``val_loss`` and the same accuracies on the fixed held-out batches.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from llmlab.train.trainer import Trainer
 Batch = dict[str, torch.Tensor]
 BatchBuilder = Callable[[int, list[int]], Batch]  # (epoch, example indices) -> batch
 HEADS_FILE = "objective_heads.safetensors"
-ACCURACIES = {"mlm": "mlm_accuracy", "sentence": "sentence_accuracy", "disc": "disc_accuracy"}
+ACCURACIES = {"mlm": "mlm_accuracy", "sentence": "sentence_accuracy", "disc": "disc_accuracy", "token": "token_accuracy"}
 
 
 class ExampleStream:
