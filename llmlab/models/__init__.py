@@ -5,7 +5,7 @@ The format-level API (model weights only; `llmlab.hub` adds tokenizer, chat temp
 `detect_format`, `load_model`, `load_gguf_model`, `model_family`, `save_llmlab`, `save_hf`, `save_gguf`.
 """
 
-from llmlab.models import bert, gpt, llama  # noqa: F401  (registers the families)
+from llmlab.models import bart, bert, gpt, llama, t5  # noqa: F401  (registers the families)
 from llmlab.models.formats.dispatch import (
     detect_format,
     load_gguf_model,

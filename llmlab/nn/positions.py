@@ -92,3 +92,36 @@ def alibi_bias(slopes: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor, c
     if not causal:
         rel = -rel.abs()
     return (slopes[:, None, None] * rel).unsqueeze(0)  # (1, nh, T, S)
+
+
+def relative_position_bucket(
+    relative_position: torch.Tensor, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+) -> torch.Tensor:
+    """T5's bucket of each relative position `key - query` (Raffel et al., https://arxiv.org/abs/1910.10683).
+
+    Half of the buckets (all of them for a causal decoder, which only sees the past) hold exact distances
+    0 .. max_exact - 1; the rest cover distances up to `max_distance` logarithmically (farther ones share the
+    last bucket). Bidirectional (encoder) buckets also tell whether the key lies before or after the query.
+
+    Args:
+        relative_position: (T, S) long tensor of `key_position - query_position`.
+        bidirectional: encoder (True) or causal decoder (False).
+        num_buckets: number of buckets (an embedding row per bucket and head).
+        max_distance: distances from here on share the last bucket.
+
+    Returns:
+        (T, S) long bucket ids in [0, num_buckets).
+    """
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative_position > 0).long() * num_buckets
+        distance = relative_position.abs()
+    else:
+        distance = -torch.clamp(relative_position, max=0)  # only the past: >= 0
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    log_ratio = torch.log(distance.float() / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).long()
+    large = torch.clamp(large, max=num_buckets - 1)
+    return buckets + torch.where(is_small, distance, large)
