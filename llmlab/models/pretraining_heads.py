@@ -41,6 +41,19 @@ class PretrainingOutput:
     counts: dict[str, int]
 
 
+def freeze_unused(encoder: nn.Module, *, mlm_head: bool, pooler: bool) -> None:
+    """Stop training the parts of a `Bert` an objective does not use (they would get no gradient, and an optimizer
+    state without them could not be resumed): the MLM head's own weights (not the tied word embedding), and/or the
+    pooler with the NSP/SOP classifier."""
+    word = encoder.embeddings.word_embeddings.weight
+    parts = ([] if mlm_head else ["lm_head"]) + ([] if pooler else ["pooler", "sentence_classifier"])
+    for name in parts:
+        module = getattr(encoder, name, None)
+        for param in module.parameters() if module is not None else []:
+            if param is not word:
+                param.requires_grad_(False)
+
+
 def masked_lm_loss(encoder: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     """MLM cross-entropy over the masked positions only; returns (loss, correct, total).
 
@@ -70,6 +83,7 @@ class MaskedLMPretraining(nn.Module):
     def __init__(self, encoder: nn.Module, sentence_weight: float = 0.0) -> None:
         super().__init__()
         self.encoder, self.sentence_weight = encoder, sentence_weight
+        freeze_unused(encoder, mlm_head=True, pooler=sentence_weight > 0)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PretrainingOutput:
         """`batch`: input_ids, attention_mask, token_type_ids, labels (B, T); sentence_labels (B,) optional."""
@@ -124,6 +138,8 @@ class ElectraPretraining(nn.Module):
         super().__init__()
         generator.embeddings = discriminator.embeddings  # shared token, position and type embeddings
         generator.tie_weights()
+        freeze_unused(generator, mlm_head=True, pooler=False)
+        freeze_unused(discriminator, mlm_head=False, pooler=False)
         self.generator, self.discriminator = generator, discriminator
         width = discriminator.config.hidden_size
         self.detector = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1))
@@ -162,6 +178,7 @@ class ContrastiveEncoder(nn.Module):
     def __init__(self, encoder: nn.Module, pooling: str = "cls") -> None:
         super().__init__()
         self.encoder, self.pooling = encoder, pooling
+        freeze_unused(encoder, mlm_head=False, pooler=False)
         width = encoder.config.hidden_size
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.Tanh()) if pooling == "cls" else nn.Identity()
 

@@ -30,7 +30,12 @@ from llmlab.train.trainer import Trainer
 Batch = dict[str, torch.Tensor]
 BatchBuilder = Callable[[int, list[int]], Batch]  # (epoch, example indices) -> batch
 HEADS_FILE = "objective_heads.safetensors"
-ACCURACIES = {"mlm": "mlm_accuracy", "sentence": "sentence_accuracy", "disc": "disc_accuracy", "token": "token_accuracy"}
+ACCURACIES = {
+    "mlm": "mlm_accuracy",
+    "sentence": "sentence_accuracy",
+    "disc": "disc_accuracy",
+    "token": "token_accuracy",
+}
 
 
 class ExampleStream:

@@ -39,7 +39,8 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def _cfg(corpus: Path, out: Path, *extra: str):
-    return load_objective_config(None, [*TINY, f"data.corpus={corpus}", f"out_dir={out}", *extra])
+    base = TINY if "model.family=t5" not in extra else [o for o in TINY if not o.startswith("model.")]
+    return load_objective_config(None, [*base, f"data.corpus={corpus}", f"out_dir={out}", *extra])
 
 
 def test_objective_name_from_yaml_and_overrides(tmp_path: Path) -> None:
@@ -95,10 +96,15 @@ def test_each_objective_trains(corpus: Path, tmp_path: Path, objective: str) -> 
         assert 0.0 <= summary["val_disc_accuracy"] <= 1.0
 
 
-def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [["objective=mlm_sop"], ["objective=electra"],
+     ["objective=span_corruption", "model.family=t5", "model.preset=t5-tiny"]],
+)  # fmt: skip
+def test_resume_is_exact(corpus: Path, tmp_path: Path, extra: list[str]) -> None:
     from safetensors.torch import load_file
 
-    extra = ["objective=mlm_sop", "schedule.name=constant"]
+    extra = [*extra, "schedule.name=constant"]
     pretrain_objective(_cfg(corpus, tmp_path / "a", *extra, "train.max_iters=4"))
     pretrain_objective(_cfg(corpus, tmp_path / "b", *extra, "train.max_iters=2"))
     pretrain_objective(_cfg(corpus, tmp_path / "b", *extra, "train.max_iters=4"), resume=True)
@@ -152,3 +158,21 @@ def test_simcse_from_the_packaged_minilm(corpus: Path, tmp_path: Path) -> None:
                "optim.lr=1e-5")  # fmt: skip
     summary = pretrain_objective(cfg)
     assert summary["iters"] == 1 and summary["params"] > 22_000_000  # MiniLM's 22.7M + the MLP
+
+
+@pytest.mark.parametrize(("objective", "family"), [("span_corruption", "t5"), ("text_infilling", "bart")])
+def test_denoising_objectives_train_t5_and_bart(corpus: Path, tmp_path: Path, objective: str, family: str) -> None:
+    from llmlab.hub import load_for_inference
+
+    cfg = load_objective_config(None, [
+        f"objective={objective}", f"model.family={family}", f"model.preset={family}-tiny", f"data.corpus={corpus}",
+        f"out_dir={tmp_path / 'run'}", "data.max_length=32", "train.batch_size=4", "train.max_iters=2",
+        "train.eval_iters=2", "train.eval_interval=1", "train.progress=false", "train.tensorboard=false",
+        "schedule.warmup_iters=0",
+    ])  # fmt: skip
+    summary = pretrain_objective(cfg)
+    assert summary["iters"] == 2 and 0.0 <= summary["val_token_accuracy"] <= 1.0
+    loaded = load_for_inference(tmp_path / "run" / "model", "cpu")
+    assert loaded.model.config.vocab_size == loaded.tokenizer.vocab_size
+    if objective == "span_corruption":  # <extra_id_0> is the last id, as HF's T5 tokenizer numbers it
+        assert loaded.tokenizer.token_to_id("<extra_id_0>") == loaded.tokenizer.vocab_size - 1
