@@ -81,11 +81,13 @@ def denoising_builder(cfg: ObjectiveConfig, segments: list[list[int]], ids: dict
 def build_seq2seq_model(cfg: ObjectiveConfig, vocab_size: int, ids: dict[str, int]) -> Any:
     """A fresh T5 / BART of the preset + ``model.config`` with the tokenizer's vocabulary and special ids."""
     if cfg.model.family == "t5":
-        from llmlab.models.t5 import PRESETS, T5 as model_class
+        from llmlab.models.t5 import PRESETS
+        from llmlab.models.t5 import T5 as model_class
 
         fields = {"pad_token_id": ids["pad"], "eos_token_id": ids["eos"], "decoder_start_token_id": ids["pad"]}
     else:
-        from llmlab.models.bart import PRESETS, Bart as model_class
+        from llmlab.models.bart import PRESETS
+        from llmlab.models.bart import Bart as model_class
 
         fields = {"pad_token_id": ids["pad"], "eos_token_id": ids["eos"], "decoder_start_token_id": ids["eos"],
                   "bos_token_id": ids["bos"]}  # fmt: skip

@@ -12,7 +12,8 @@ Checkpoints hold the encoder (``model.safetensors`` + ``model_config.json``: a l
 ``objective_heads.safetensors``, the objective's extra weights (ELECTRA's generator and detector, SimCSE's MLP).
 
 Logged per step: ``mlm_accuracy`` (masked tokens predicted exactly), ``sentence_accuracy`` (NSP/SOP),
-``disc_accuracy`` (ELECTRA), ``token_accuracy`` (span corruption / infilling targets, teacher-forced); evaluation: ``val_loss`` and the same accuracies on the fixed held-out batches.
+``disc_accuracy`` (ELECTRA), ``token_accuracy`` (span corruption / infilling targets, teacher-forced);
+evaluation: ``val_loss`` and the same accuracies on the fixed held-out batches.
 """
 
 from __future__ import annotations
