@@ -40,7 +40,7 @@ def arm_overrides(args: argparse.Namespace, objective: str) -> list[str]:
         f"train.eval_interval={args.eval_interval}", "train.eval_iters=8", "train.log_interval=10",
         "train.save_interval=0", "train.progress=false", "train.tensorboard=false", f"train.seed={args.seed}",
         f"optim.lr={args.lr}", f"schedule.warmup_iters={args.iters // 10}", f"out_dir={args.out}/{objective}",
-        "overwrite=true",
+        "overwrite=true", *([f"tokenizer={args.tokenizer}"] if args.tokenizer else []),
     ]  # fmt: skip
 
 
@@ -102,6 +102,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-interval", type=int, default=50)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json or folder (default: the packaged MiniLM's)")
     p.add_argument("--out", default="/tmp/bert-pretrain")
     p.add_argument("--figure", default=str(REPO / "docs" / "encoders" / "bert_pretrain_mlm_accuracy.png"))
     args = p.parse_args()
@@ -135,8 +136,9 @@ def main() -> None:
             results[arm]["held_out"]["nsp"] = held_out(model, eval_sets["mlm_nsp"], True)
             results[arm]["held_out"]["sop"] = held_out(model, eval_sets["mlm_sop"], True)
         results[arm]["final_val_mlm_accuracy_curve"] = all_curves[arm]["val_mlm_accuracy"][-1]
-    title = (f"BERT {args.layers}x{args.hidden} from scratch on Shakespeare ({args.iters} steps x {args.batch_size} "
-             f"pairs of <= {args.max_length} tokens)")  # fmt: skip
+    vocab = f"{tokenizer.vocab_size}-token vocabulary"
+    title = (f"BERT {args.layers}x{args.hidden} from scratch on Shakespeare, {vocab}\n({args.iters} steps x "
+             f"{args.batch_size} pairs of <= {args.max_length} tokens)")  # fmt: skip
     plot(all_curves, Path(args.figure), title)
     report = {"setup": vars(args), "arms": results, "curves": all_curves}
     (Path(args.out) / "results.json").write_text(json.dumps(report, indent=1))
