@@ -38,8 +38,7 @@ def register(app: typer.Typer) -> None:
             return
         from llmlab.recipes.pretrain import load_pretrain_config, pretrain
 
-        decoder_overrides = [o for o in overrides if o.partition("=")[0].strip() != "objective"]  # objective=clm
-        cfg = load_pretrain_config(config, decoder_overrides)
+        cfg = load_pretrain_config(config, overrides)
         if print_config:
             echo_config(cfg)
             return

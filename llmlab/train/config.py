@@ -195,6 +195,8 @@ class PretrainConfig:
         schedule: lr schedule settings.
         out_dir: the run folder (config.yaml, metrics.jsonl, tb/, checkpoints/, summary.json).
         overwrite: start a new run in an earlier llmlab run folder (it is replaced; `llmlab.train.run_dir`).
+        objective: always ``clm`` (next-token prediction) here; ``llmlab pretrain`` sends the encoder and
+            encoder-decoder objectives (mlm, span_corruption, ...) to `llmlab.recipes.pretrain_objectives`.
     """
 
     model: GPTConfig = field(default_factory=lambda: GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128))
@@ -205,9 +207,14 @@ class PretrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     out_dir: str = "runs/pretrain"
     overwrite: bool = False
+    objective: str = "clm"
 
     def validate(self) -> None:
         """Raise a one-line ValueError naming the first impossible setting."""
+        if self.objective != "clm":
+            raise ValueError(
+                f"objective={self.objective!r} is not decoder pretraining; run it with llmlab pretrain objective=..."
+            )
         validate_training(self.train, self.optim, self.schedule)
         s, decay = self.schedule, self.schedule.decay_iters or self.train.max_iters
         if s.name != "constant" and decay < s.warmup_iters:

@@ -268,3 +268,14 @@ def test_pretraining_uses_the_warmup_as_configured(tmp_path: Path, corpus: Path,
     assert run_cli(*args, "schedule.decay_iters=10", f"out_dir={tmp_path / 'b'}") == 0
     lrs = [r["lr"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
     assert lrs == pytest.approx([3e-3 * k / 6 for k in (1, 2, 3)])  # lr * (it + 1) / (warmup + 1)
+
+
+def test_objective_clm_in_a_yaml_is_decoder_pretraining(tmp_path: Path) -> None:
+    """`objective: clm` (the decoder objective, named in a YAML or an override) loads as decoder pretraining;
+    another objective handed to the decoder config is refused in one line."""
+    path = tmp_path / "clm.yaml"
+    path.write_text("objective: clm\ntrain:\n  max_iters: 200\n", encoding="utf-8")
+    assert load_pretrain_config(path, []).objective == "clm"
+    assert load_pretrain_config(None, ["objective=clm"]).train.max_iters > 0
+    with pytest.raises(ValueError, match="objective='mlm' is not decoder pretraining"):
+        load_pretrain_config(path, ["objective=mlm"])
