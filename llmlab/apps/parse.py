@@ -126,6 +126,26 @@ def parse_label(task: str, raw: str, labels: Sequence[str]) -> dict[str, str]:
     raise OutputParseError(task, f"the reply is not one of the labels {', '.join(labels)}", raw)
 
 
+def _in_text(name: str, text: str) -> bool:
+    return name in text or name.casefold() in text.casefold()
+
+
+def ground(task: str, result: Any, text: str) -> tuple[Any, list[str]]:
+    """Keep only what the input text contains: NER names, relation triples whose head and tail both occur.
+
+    A small chat model often "finds" names that are not in the text (copied from the prompt's worked examples,
+    or misspelt); extraction means spans of the input, so those are dropped. Returns (the kept result, the
+    dropped names or "head -> tail" pairs); other tasks come back unchanged.
+    """
+    if task == "ner":
+        kept = {key: [n for n in names if _in_text(n, text)] for key, names in result.items()}
+        return kept, [n for key, names in result.items() for n in names if n not in kept[key]]
+    if task == "relation":
+        triples = [t for t in result if _in_text(t["head"], text) and _in_text(t["tail"], text)]
+        return triples, [f"{t['head']} -> {t['tail']}" for t in result if t not in triples]
+    return result, []
+
+
 def parse_output(template: AppTemplate, raw: str, labels: Sequence[str] = ()) -> Any:
     """The parsed, schema-checked result of a structured task (OutputParseError otherwise); text tasks: the text."""
     if template.output == "text":

@@ -16,12 +16,12 @@ loop's `logits_processors` slot.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from llmlab.apps.parse import OutputParseError, parse_output
+from llmlab.apps.parse import OutputParseError, ground, parse_output
 from llmlab.apps.render import AppInput, render_messages
 from llmlab.apps.templates import AppTemplate
 from llmlab.config.sampling import SamplingConfig
@@ -48,14 +48,18 @@ class AppResult:
     result: Any = None
     error: str | None = None
     error_kind: str = "parse_error"
+    dropped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        """The record written by `--json` and `--jsonl` (`parse_error` instead of `result` when parsing failed)."""
+        """The record written by `--json` and `--jsonl` (`parse_error` instead of `result` when parsing failed;
+        `not_in_text` lists extracted names the input does not contain, which the result leaves out)."""
         record: dict[str, Any] = {"task": self.task, "lang": self.lang, "output": self.output}
         if self.error is None:
             record["result"] = self.result
         else:
             record[self.error_kind] = self.error
+        if self.dropped:
+            record["not_in_text"] = self.dropped
         return record
 
 
@@ -114,6 +118,8 @@ def run_task(
     """Render, decode and parse one input. A reply that does not parse gives `error` (never raises for it)."""
     raw = complete(render_messages(template, app_input), sampling, logits_processors)
     try:
-        return AppResult(template.name, app_input.lang, raw, parse_output(template, raw, app_input.labels))
+        parsed = parse_output(template, raw, app_input.labels)
     except OutputParseError as error:
         return AppResult(template.name, app_input.lang, raw, error=str(error))
+    result, dropped = ground(template.name, parsed, app_input.values.get("text", ""))
+    return AppResult(template.name, app_input.lang, raw, result, dropped=dropped)

@@ -104,3 +104,28 @@ def test_decoding_schemas() -> None:
     assert decoding_schema(NER)["required"] == ["PER", "LOC", "ORG"]
     with pytest.raises(ValueError, match="writes free text"):
         decoding_schema(get_template("story"))
+
+
+def test_extracted_names_the_text_does_not_contain_are_dropped() -> None:
+    """NER names and relation triples are spans of the input: what the text lacks (a name copied from the
+    prompt's examples, a misspelling) leaves the result and is listed in `not_in_text`."""
+    from llmlab.apps.parse import ground
+    from llmlab.apps.render import prepare_input
+    from llmlab.apps.run import run_task
+    from llmlab.config.sampling import SamplingConfig
+
+    text = "Angela Merkel visited Siemens in Munich."
+    ner = {"PER": ["Angela Merkel"], "LOC": ["munich", "Sonderschwolm"], "ORG": ["United Nations"]}
+    kept, dropped = ground("ner", ner, text)
+    assert kept == {"PER": ["Angela Merkel"], "LOC": ["munich"], "ORG": []}
+    assert dropped == ["Sonderschwolm", "United Nations"]
+    triples = [{"head": "Merkel", "relation": "visited", "tail": "Siemens"},
+               {"head": "Merkel", "relation": "located_in", "tail": "Berlin"}]  # fmt: skip
+    assert ground("relation", triples, text) == (triples[:1], ["Merkel -> Berlin"])
+    assert ground("classify", {"label": "x"}, text) == ({"label": "x"}, [])
+
+    reply = '{"PER": ["Angela Merkel"], "LOC": ["Munich"], "ORG": ["SEMERKLEM"]}'
+    app_input = prepare_input(get_template("ner"), {"text": text}, lang=None, labels=None)
+    result = run_task(get_template("ner"), app_input, lambda *_: reply, SamplingConfig(temperature=0.0))
+    assert result.result == {"PER": ["Angela Merkel"], "LOC": ["Munich"], "ORG": []}
+    assert result.to_json()["not_in_text"] == ["SEMERKLEM"]
