@@ -47,10 +47,12 @@ def prepare_features(
     encoder = TextEncoder(tokenizer, max_length, stride=doc_stride, strategy="only_second")
     features: list[TaskExample] = []
     for i, rec in enumerate(records):
+        if not (isinstance(rec["question"], str) and isinstance(rec["context"], str)):
+            raise ValueError(f"record {i}: 'question' and 'context' must be strings; fix the record")
         question = rec["question"].lstrip()  # HF strips leading spaces: they waste window room
         try:
             first = encoder.encode(question, rec["context"])
-        except Exception as e:  # tokenizers raises when the question alone leaves no room
+        except Exception as e:  # tokenizers raises a plain Exception when the question alone leaves no room
             raise ValueError(f"record {i}: question too long for max_length={max_length} ({e}); shorten it") from None
         answers = rec.get("answers") or {"text": [], "answer_start": []}
         span = None

@@ -18,7 +18,7 @@ import torch
 
 from llmlab.embeddings.pooling import l2_normalize
 from llmlab.io import atomic_write, atomic_write_json, atomic_write_text
-from llmlab.io.files import read_json
+from llmlab.io.files import read_json, read_jsonl_records
 
 VECTORS_FILE = "vectors.safetensors"
 ITEMS_FILE = "items.jsonl"
@@ -106,12 +106,12 @@ class EmbeddingIndex:
         if vectors is None:
             raise ValueError(f"{d / VECTORS_FILE} holds no 'vectors' tensor; rebuild the index with `llmlab embed`")
         texts, ids = [], []
-        for n, line in enumerate((d / ITEMS_FILE).read_text(encoding="utf-8").splitlines(), 1):
+        # JSONL lines end at "\n" only: a text may hold U+2028 and other characters str.splitlines() splits on.
+        for n, item in read_jsonl_records(d / ITEMS_FILE, "rebuild the index"):
             try:
-                item = json.loads(line)
                 ids.append(str(item["id"]))
                 texts.append(str(item["text"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (KeyError, TypeError):
                 raise ValueError(
                     f"{d / ITEMS_FILE} line {n} is not an {{'id', 'text'}} object; rebuild the index"
                 ) from None

@@ -101,7 +101,7 @@ def _beam(
     h = h.repeat_interleave(nb, dim=0)  # (B*nb, S, C): every beam of a source reads its encoder output
     mask = mask.repeat_interleave(nb, dim=0) if mask is not None else None
     start = torch.full((h.shape[0] // nb, 1), c.decoder_start_token_id, dtype=torch.long, device=h.device)
-    fill = c.pad_token_id if c.pad_token_id else (eos_ids[0] if eos_ids else 0)
+    fill = c.pad_token_id if c.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)  # T5 pads with 0
     beams = BeamState(start, config, eos_ids, fill)
     penalties = build_penalties(config.repetition_penalty, config.frequency_penalty, config.presence_penalty, 1)
     processors = LogitsProcessorList(penalties)

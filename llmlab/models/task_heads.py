@@ -85,9 +85,15 @@ def resize_token_embeddings(model: nn.Module, new_size: int) -> None:
         extra = old.mean(dim=0, keepdim=True).expand(new_size - n_old, -1)
         new_weight = nn.Parameter(torch.cat([old.detach(), extra], dim=0), requires_grad=old.requires_grad)
     grown: dict[int, nn.Parameter] = {id(old): new_weight}  # old parameter -> its grown copy (ties kept)
+    def projects_with_old(module: nn.Module) -> bool:  # the module (or a direct child) multiplies by `old`
+        return any(getattr(m, "weight", None) is old for m in (module, *module.children()))
+
     for module in model.modules():
         for name, p in list(module._parameters.items()):
-            if p is None or not (p is old or (p.ndim == 1 and p.shape[0] == n_old)):
+            # `old` itself, or the vocabulary bias of the tied output layer (never a LayerNorm that happens to be
+            # as wide as the vocabulary)
+            is_vocab_bias = p is not None and p.ndim == 1 and p.shape[0] == n_old and projects_with_old(module)
+            if p is None or not (p is old or is_vocab_bias):
                 continue
             if id(p) not in grown:  # an output bias over the vocabulary: new tokens start at 0
                 grown[id(p)] = nn.Parameter(torch.cat([p.detach(), p.new_zeros(new_size - n_old)]), p.requires_grad)

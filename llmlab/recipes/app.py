@@ -112,6 +112,21 @@ def _check_sources(request: AppRequest) -> None:
             raise ValueError(f"--out {request.out} is a folder; give a file path such as results.jsonl")
         if request.out.exists() and not request.overwrite:
             raise ValueError(f"--out {request.out} already exists; choose another --out or pass --overwrite")
+        if request.out.exists() and not _is_app_output(request.out):
+            raise ValueError(
+                f"--out {request.out} is not a file llmlab app wrote (JSONL records with 'task' and 'output'), so it "
+                "is never replaced, even with --overwrite; choose another --out"
+            )
+
+
+def _is_app_output(path: Path) -> bool:
+    """Whether `path` starts with a record `llmlab app --jsonl` writes (the only file --overwrite replaces)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            record = json.loads(f.readline(1 << 20))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and {"task", "output"} <= record.keys()
 
 
 def prepare_jobs(request: AppRequest, template: AppTemplate) -> list[Job]:

@@ -14,14 +14,13 @@ the index (`index.json`).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmlab.embeddings import EmbeddingIndex, check_embed_args, embed_texts
-from llmlab.io import building_output, check_output_dir
+from llmlab.io import building_output, check_output_dir, read_jsonl_records
 
 VERB = "embed"
 INPUT_SUFFIXES = (".txt", ".jsonl")
@@ -69,17 +68,13 @@ def read_texts(path: Path, text_field: str = "text", id_field: str | None = None
     if path.suffix not in INPUT_SUFFIXES:
         raise ValueError(f"--input {path} must be a .txt file (one text per line) or a .jsonl file (with --field)")
     texts, ids = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix == ".txt":
-            texts.append(line)
-            ids.append(str(n))
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {n} is not JSON ({e.msg}); fix or remove the line") from None
+    if path.suffix == ".txt":  # lines end at \n / \r\n only (str.splitlines() would also split on U+2028, ...)
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    texts.append(line.rstrip("\r\n"))
+                    ids.append(str(n))
+    for n, record in read_jsonl_records(path) if path.suffix == ".jsonl" else ():
         value = record.get(text_field) if isinstance(record, dict) else None
         if not isinstance(value, str):
             raise ValueError(f"{path} line {n} has no string field {text_field!r}; pass the right --field")

@@ -106,8 +106,9 @@ def pair_builder(cfg: ObjectiveConfig, docs: list, specials: Any, vocab_size: in
     """The `BatchBuilder` of the pair objectives (mlm, mlm_nsp, mlm_sop, electra) over `docs`.
 
     Pairs are drawn per epoch (seed ``seed * 7919 + epoch``; NSP negatives / SOP swaps re-drawn each epoch),
-    masks per example and epoch (`masking_seed`; `static` or ``options.dynamic_masking=false``: the same every
-    epoch). Returns (builder, number of examples).
+    masks per example and epoch (`masking_seed`). `static` or ``options.dynamic_masking=false`` fix both the
+    pairs and their masks once (epoch 0's), as BERT's preprocessing did, so an example is the same sequence with
+    the same mask every epoch. Returns (builder, number of examples).
     """
     import torch
 
@@ -126,8 +127,10 @@ def pair_builder(cfg: ObjectiveConfig, docs: list, specials: Any, vocab_size: in
             cache[epoch] = make_pairs(docs, gen) if make_pairs else next_pairs(docs)
         return cache[epoch]
 
+    fixed = static or not o.dynamic_masking
+
     def build(epoch: int, indices: list[int]) -> dict[str, torch.Tensor]:
-        pairs = pairs_for(epoch)
+        pairs = pairs_for(0 if fixed else epoch)
         rows: dict[str, list] = {"input_ids": [], "labels": [], "token_type_ids": [], "original_ids": []}
         for index in indices:
             pair = pairs[index]
@@ -135,7 +138,7 @@ def pair_builder(cfg: ObjectiveConfig, docs: list, specials: Any, vocab_size: in
                                             specials.cls, specials.sep, cfg.data.max_length)  # fmt: skip
             starts, _, _ = pack_pair([t[1] for t in pair.a], [t[1] for t in pair.b], True, True, cfg.data.max_length)
             word_ids = _word_ids(starts, special) if o.whole_word else None
-            draw = 0 if static or not o.dynamic_masking else epoch
+            draw = 0 if fixed else epoch
             gen = torch.Generator().manual_seed(masking_seed(seed, index, draw, dynamic=True))
             inputs, labels = mask_tokens(ids, special, specials.mask, vocab_size, o.mask_prob, gen, word_ids)
             for key, row in (("input_ids", inputs.tolist()), ("labels", labels.tolist()),

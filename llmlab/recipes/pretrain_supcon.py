@@ -8,10 +8,11 @@ The records are shuffled once with ``train.seed``; the last ``data.val_fraction`
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from llmlab.io import read_jsonl_records
 
 SENTIMENT_CORPORA = {"sentiment-en": "en", "sentiment-zh": "zh"}
 
@@ -33,15 +34,9 @@ def read_labelled(corpus: str) -> list[tuple[str, str]]:
             f"data.corpus {corpus!r}: supcon needs a JSONL file of {{text, label}} records or sentiment-en/-zh"
         )
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number} is not valid JSON ({e.msg})") from None
+    for number, record in read_jsonl_records(path):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "label" not in record:
-            raise ValueError(f'{path}:{number}: each record needs a "text" string and a "label"')
+            raise ValueError(f'{path} line {number}: each record needs a "text" string and a "label"')
         records.append((record["text"], str(record["label"])))
     return records
 

@@ -148,8 +148,10 @@ def task_metrics(
 
         pred = [p["score"] for p in predictions]
         gold = [float(r["label"]) for r in records]
-        mse = sum((a - b) ** 2 for a, b in zip(pred, gold, strict=True)) / len(gold)
-        return {"pearson": float(pearsonr(pred, gold)[0]), "spearman": float(spearmanr(pred, gold)[0]), "mse": mse}
+        metrics = {"mse": sum((a - b) ** 2 for a, b in zip(pred, gold, strict=True)) / len(gold)}
+        if len(set(pred)) > 1 and len(set(gold)) > 1:  # correlations need 2+ records that vary on both sides
+            metrics |= {"pearson": float(pearsonr(pred, gold)[0]), "spearman": float(spearmanr(pred, gold)[0])}
+        return metrics
     if task == "token_classification":
         from llmlab.eval.metrics.ner import entity_scores
 

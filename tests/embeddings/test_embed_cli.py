@@ -75,7 +75,7 @@ def test_build_jsonl_with_field_and_ids(tmp_path, capsys) -> None:
         ("csv", [], "must be a .txt file"),
         ("missing", [], "not found"),
         ("jsonl-no-field", [], "line 2 has no string field 'text'; pass the right --field"),
-        ("jsonl-bad", [], "line 1 is not JSON"),
+        ("jsonl-bad", [], "line 1: not valid JSON"),
         ("empty", [], "holds no texts"),
         ("txt", ["--model", "/nonexistent/encoder"], "--model /nonexistent/encoder not found"),
     ],

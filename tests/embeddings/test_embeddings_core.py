@@ -68,3 +68,17 @@ def test_embed_texts_pooling_options(minilm) -> None:
     assert embed_texts(model, tokenizer, []).shape == (0, 384)
     with pytest.raises(ValueError, match="batch size must be at least 1"):
         embed_texts(model, tokenizer, texts, batch_size=0)
+
+
+def test_texts_with_unicode_line_separators_round_trip(tmp_path) -> None:
+    """A text holding U+2028, U+0085 or a form feed is one item: str.splitlines() splits on them, JSONL does not."""
+    from llmlab.recipes.embed import read_texts
+
+    texts = ["first\u2028still first", "second\x85still second", "third\x0cstill third"]
+    index = EmbeddingIndex(l2_normalize(torch.randn(3, 4)), texts, ["a", "b", "c"])
+    index.save(tmp_path / "index")
+    loaded = EmbeddingIndex.load(tmp_path / "index")
+    assert loaded.texts == texts and loaded.ids == ["a", "b", "c"]
+    txt = tmp_path / "in.txt"
+    txt.write_text("\n".join(texts) + "\n\nlast\n", encoding="utf-8")
+    assert read_texts(txt) == ([*texts, "last"], ["1", "2", "3", "5"])

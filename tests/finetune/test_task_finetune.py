@@ -204,3 +204,15 @@ def test_seq2seq_goes_to_the_seq2seq_runner(monkeypatch, capsys) -> None:  # noq
     code, _, err = run_cli(["finetune", "task=seq2seq", "data.train=x.jsonl", "--method", "full"], capsys)
     assert code == 0, err
     assert calls == [("load", ["task=seq2seq", "data.train=x.jsonl"], "full"), ("run", "CFG")]
+
+
+def test_regression_metrics_on_one_or_constant_records() -> None:
+    """Pearson/Spearman need two records that vary on both sides; otherwise only the MSE is reported (scipy
+    raised on a single held-out record, after the run had started)."""
+    one = task_metrics("regression", [{"label": 2.0}], [{"score": 1.5}])
+    assert one == {"mse": pytest.approx(0.25)}
+    flat = task_metrics("regression", [{"label": 1.0}, {"label": 3.0}], [{"score": 2.0}, {"score": 2.0}])
+    assert flat == {"mse": pytest.approx(1.0)}
+    varied = task_metrics("regression", [{"label": 1.0}, {"label": 3.0}, {"label": 2.0}],
+                          [{"score": 1.0}, {"score": 3.0}, {"score": 2.5}])  # fmt: skip
+    assert varied["pearson"] > 0.9 and varied["spearman"] == pytest.approx(1.0)

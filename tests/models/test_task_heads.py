@@ -146,3 +146,18 @@ def test_sentence_pool_replaces_the_pooler(tmp_path) -> None:  # noqa: ANN001
     m = b["attention_mask"][..., None].float()
     mean = (h * m).sum(1) / m.sum(1)  # (B, C): the real tokens' mean
     assert torch.allclose(out.logits, ours.classifier(mean), atol=1e-5)
+
+
+def test_resize_leaves_norms_as_wide_as_the_vocabulary_alone() -> None:
+    """Only the tied output layer's bias grows: a LayerNorm whose width equals the vocabulary size keeps its
+    shape (it used to be grown too, which broke the model)."""
+    from llmlab.models.bert import Bert, BertConfig
+
+    model = Bert(BertConfig(vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=20, max_position_embeddings=32))  # fmt: skip
+    before = {name: p.shape for name, p in model.named_parameters() if p.ndim == 1}
+    resize_token_embeddings(model, 20)
+    after = {name: p.shape for name, p in model.named_parameters() if p.ndim == 1}
+    assert before.pop("lm_head.bias") == (16,) and after.pop("lm_head.bias") == (20,)
+    assert after == before and any(shape == (16,) and "norm" in name.lower() for name, shape in after.items())
+    assert model(torch.tensor([[1, 18, 19]])).logits.shape == (1, 3, 20)

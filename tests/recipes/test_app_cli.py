@@ -74,6 +74,9 @@ def test_batch_refuses_an_existing_out_and_bad_records(capsys, monkeypatch, tmp_
     code, _, err = app(["ner", "--jsonl", str(source), "--out", str(out)], capsys)
     assert code == 2 and "already exists; choose another --out or pass --overwrite" in err
     assert out.read_text(encoding="utf-8") == "keep me\n"
+    code, _, err = app(["ner", "--jsonl", str(source), "--out", str(out), "--overwrite"], capsys)
+    assert code == 2 and "is not a file llmlab app wrote" in err  # --overwrite replaces only an app output
+    assert out.read_text(encoding="utf-8") == "keep me\n"
 
 
 def test_tiny_model_reply_that_does_not_parse_is_one_line_exit_2(tiny_chat_model, capsys) -> None:

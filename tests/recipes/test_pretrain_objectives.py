@@ -176,3 +176,24 @@ def test_denoising_objectives_train_t5_and_bart(corpus: Path, tmp_path: Path, ob
     assert loaded.model.config.vocab_size == loaded.tokenizer.vocab_size
     if objective == "span_corruption":  # <extra_id_0> is the last id, as HF's T5 tokenizer numbers it
         assert loaded.tokenizer.token_to_id("<extra_id_0>") == loaded.tokenizer.vocab_size - 1
+
+
+@pytest.mark.parametrize("objective", ["mlm_nsp", "mlm_sop"])
+def test_static_masking_fixes_pairs_and_masks(objective: str) -> None:
+    """`options.dynamic_masking=false` (BERT's preprocessing): epoch 3 draws the same pairs with the same masks
+    as epoch 0; the default (RoBERTa's dynamic masking) re-draws them."""
+    from llmlab.recipes.pretrain_objectives import pair_builder
+    from llmlab.tokenizers.encoder import SpecialIds
+
+    specials = SpecialIds(cls=1, sep=2, pad=0, mask=3, unk=4)
+    # documents of segments of (token, starts-a-word) pairs, as read_documents gives them
+    docs = [[[(t, True) for t in range(10 + 7 * d + s, 14 + 7 * d + s)] for s in range(4)] for d in range(5)]
+    batches = {}
+    for dynamic in (False, True):
+        cfg = load_objective_config(None, [f"objective={objective}", f"options.dynamic_masking={str(dynamic).lower()}"])
+        build, n = pair_builder(cfg, docs, specials, vocab_size=60, seed=5)
+        batches[dynamic] = [build(epoch, list(range(n))) for epoch in (0, 3)]
+    first, later = batches[False]
+    assert all(torch.equal(first[k], later[k]) for k in first)
+    first, later = batches[True]
+    assert not torch.equal(first["input_ids"], later["input_ids"])
