@@ -85,6 +85,7 @@ def resize_token_embeddings(model: nn.Module, new_size: int) -> None:
         extra = old.mean(dim=0, keepdim=True).expand(new_size - n_old, -1)
         new_weight = nn.Parameter(torch.cat([old.detach(), extra], dim=0), requires_grad=old.requires_grad)
     grown: dict[int, nn.Parameter] = {id(old): new_weight}  # old parameter -> its grown copy (ties kept)
+
     def projects_with_old(module: nn.Module) -> bool:  # the module (or a direct child) multiplies by `old`
         return any(getattr(m, "weight", None) is old for m in (module, *module.children()))
 
