@@ -114,7 +114,7 @@ def pair_builder(cfg: ObjectiveConfig, docs: list, specials: Any, vocab_size: in
 
     from llmlab.data.masking import IGNORE_INDEX, mask_tokens, masking_seed
     from llmlab.data.sentence_tasks import next_pairs, nsp_pairs, pack_pair, sop_pairs
-    from llmlab.train.encoder_loop import pad_rows
+    from llmlab.train.encoder_loop import right_pad
 
     o, objective = cfg.options, cfg.objective
     make_pairs = {"mlm_nsp": nsp_pairs, "mlm_sop": sop_pairs}.get(objective)
@@ -145,11 +145,11 @@ def pair_builder(cfg: ObjectiveConfig, docs: list, specials: Any, vocab_size: in
                              ("token_type_ids", types), ("original_ids", ids)):  # fmt: skip
                 rows[key].append(row)
         batch = {
-            "input_ids": pad_rows(rows["input_ids"], specials.pad),
-            "original_ids": pad_rows(rows["original_ids"], specials.pad),
-            "labels": pad_rows(rows["labels"], IGNORE_INDEX),
-            "token_type_ids": pad_rows(rows["token_type_ids"], 0),
-            "attention_mask": pad_rows([[1] * len(r) for r in rows["input_ids"]], 0),
+            "input_ids": right_pad(rows["input_ids"], specials.pad),
+            "original_ids": right_pad(rows["original_ids"], specials.pad),
+            "labels": right_pad(rows["labels"], IGNORE_INDEX),
+            "token_type_ids": right_pad(rows["token_type_ids"], 0),
+            "attention_mask": right_pad([[1] * len(r) for r in rows["input_ids"]], 0),
         }
         if make_pairs:
             batch["sentence_labels"] = torch.tensor([pairs[i].label for i in indices], dtype=torch.long)
@@ -173,13 +173,16 @@ def _word_ids(starts: list[bool], special: list[bool]) -> list[int | None]:
 
 def segment_builder(docs: list, specials: Any, max_length: int):
     """The `BatchBuilder` of simcse over the segments of `docs`: ``[CLS] segment [SEP]``. Returns (builder, n)."""
-    from llmlab.train.encoder_loop import pad_rows
+    from llmlab.train.encoder_loop import right_pad
 
     segments = [[specials.cls, *[t[0] for t in seg][: max_length - 2], specials.sep] for doc in docs for seg in doc]
 
     def build(epoch: int, indices: list[int]) -> dict:
         rows = [segments[i] for i in indices]
-        return {"input_ids": pad_rows(rows, specials.pad), "attention_mask": pad_rows([[1] * len(r) for r in rows], 0)}
+        return {
+            "input_ids": right_pad(rows, specials.pad),
+            "attention_mask": right_pad([[1] * len(r) for r in rows], 0),
+        }
 
     return build, len(segments)
 

@@ -50,7 +50,7 @@ def denoising_builder(cfg: ObjectiveConfig, segments: list[list[int]], ids: dict
 
     from llmlab.data.denoising import permute_sentences, span_corruption, text_infilling
     from llmlab.data.masking import IGNORE_INDEX, masking_seed
-    from llmlab.train.encoder_loop import pad_rows
+    from llmlab.train.encoder_loop import right_pad
 
     o = cfg.options
 
@@ -70,9 +70,9 @@ def denoising_builder(cfg: ObjectiveConfig, segments: list[list[int]], ids: dict
         pairs = [example(i, epoch) for i in indices]
         inputs = [p[0] for p in pairs]
         return {
-            "input_ids": pad_rows(inputs, ids["pad"]),
-            "attention_mask": pad_rows([[1] * len(r) for r in inputs], 0),
-            "labels": pad_rows([p[1] for p in pairs], IGNORE_INDEX),
+            "input_ids": right_pad(inputs, ids["pad"]),
+            "attention_mask": right_pad([[1] * len(r) for r in inputs], 0),
+            "labels": right_pad([p[1] for p in pairs], IGNORE_INDEX),
         }
 
     return build, len(segments)

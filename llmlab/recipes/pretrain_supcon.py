@@ -46,7 +46,7 @@ def labelled_batches(cfg: Any, tokenizer: Any, specials: Any) -> tuple[Any, int,
     import torch
 
     from llmlab.recipes.pretrain_objectives import plain_backend
-    from llmlab.train.encoder_loop import pad_rows
+    from llmlab.train.encoder_loop import right_pad
 
     records = read_labelled(cfg.data.corpus)
     names = sorted({label for _, label in records})
@@ -68,8 +68,8 @@ def labelled_batches(cfg: Any, tokenizer: Any, specials: Any) -> tuple[Any, int,
     def build(epoch: int, indices: list[int], offset: int = 0) -> dict[str, torch.Tensor]:
         picked = [rows[offset + i] for i in indices]
         return {
-            "input_ids": pad_rows(picked, specials.pad),
-            "attention_mask": pad_rows([[1] * len(r) for r in picked], 0),
+            "input_ids": right_pad(picked, specials.pad),
+            "attention_mask": right_pad([[1] * len(r) for r in picked], 0),
             "labels": torch.tensor([labels[offset + i] for i in indices], dtype=torch.long),
         }
 

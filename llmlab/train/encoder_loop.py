@@ -72,7 +72,7 @@ class ExampleStream:
         self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
 
 
-def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
+def right_pad(rows: list[list[int]], value: int) -> torch.Tensor:
     """(B, T) long tensor of `rows` right-padded with `value` to the longest."""
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from llmlab.train.encoder_loop import ExampleStream, accuracies, objective_head_state, pad_rows
+from llmlab.train.encoder_loop import ExampleStream, accuracies, objective_head_state, right_pad
 
 
 def test_stream_visits_every_example_once_per_epoch_and_resumes_exactly() -> None:
@@ -24,7 +24,7 @@ def test_accuracies_and_padding() -> None:
     assert accuracies({"mlm_correct": 3, "mlm_total": 4, "sentence_correct": 0, "sentence_total": 0}) == {
         "mlm_accuracy": 0.75
     }
-    assert pad_rows([[1, 2, 3], [4]], 0).tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert right_pad([[1, 2, 3], [4]], 0).tolist() == [[1, 2, 3], [4, 0, 0]]
 
 
 def test_head_state_skips_the_encoder_and_shared_tensors() -> None:
