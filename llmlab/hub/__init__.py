@@ -13,7 +13,7 @@ resolved relative to their folder and reported), `loading` (`load_for_inference`
 from llmlab.hub.adapters import adapter_base_path, find_adapter_dir, fold_adapter, require_mergeable
 from llmlab.hub.loading import LoadedModel, load_for_inference, load_model_and_tokenizer
 from llmlab.hub.sources import Source, default_source, resolve_source
-from llmlab.hub.tokenizer_files import find_tokenizer_file, folder_chat_template, save_tokenizer
+from llmlab.hub.tokenizer_files import find_tokenizer_file, folder_chat_template, save_model_folder, save_tokenizer
 from llmlab.models.smollm2 import DEFAULT_MODEL_NAME
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "load_model_and_tokenizer",
     "require_mergeable",
     "resolve_source",
+    "save_model_folder",
     "save_tokenizer",
 ]

@@ -11,13 +11,14 @@ A chat template is kept beside the tokenizer in `chat_template.jinja` or under `
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from llmlab.hub.metadata import resolve_metadata_path
-from llmlab.io import atomic_write_text
+from llmlab.io import atomic_write_text, make_temp_dir, replace_path
 from llmlab.io.files import read_json
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -109,3 +110,21 @@ def save_tokenizer(tokenizer: Any, directory: Path, chat_template: str | None) -
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
         meta["chat_template"] = chat_template
         atomic_write_text(sidecar, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+
+
+def save_model_folder(model: Any, tokenizer: Any, dst: Path, chat_template: str | None = None) -> Path:
+    """Write `dst/` = an llmlab checkpoint (`model_config.json`, `model.safetensors`) with its tokenizer files,
+    atomically: the folder is built beside `dst` and swapped in, so a kill leaves the old folder or the new one,
+    never a mix of the two. The one writer of a run's final `model/` (finetune, seq2seq, pretraining objectives).
+    """
+    from llmlab.models import save_llmlab
+
+    dst = Path(dst)
+    tmp = make_temp_dir(dst)
+    try:
+        save_llmlab(model, tmp)
+        save_tokenizer(tokenizer, tmp, chat_template)
+        replace_path(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst

@@ -119,8 +119,8 @@ def _run_identity(cfg: FinetuneConfig) -> dict[str, Any]:
 
 def write_outputs(model: Any, tokenizer: Any, cfg: FinetuneConfig, base_name: str, chat_template: Any) -> str:
     """The run's results, each written atomically: tokenizer files and `adapter/` or `model/`. Returns its path."""
-    from llmlab.hub import save_tokenizer
-    from llmlab.io import make_temp_dir, replace_path
+    from llmlab.hub import save_model_folder, save_tokenizer
+    from llmlab.io import make_temp_dir
 
     out = Path(cfg.out_dir)
     tmp = make_temp_dir(out / "outputs")
@@ -135,12 +135,7 @@ def write_outputs(model: Any, tokenizer: Any, cfg: FinetuneConfig, base_name: st
             recorded = str(local.resolve()) if local.exists() else base_name  # found again from any directory
             save_adapter(model, out / "adapter", base_model_name_or_path=recorded)  # atomic
             return str(out / "adapter")
-        from llmlab.models import save_llmlab
-
-        save_llmlab(model, tmp / "model")
-        save_tokenizer(tokenizer, tmp / "model", chat_template)
-        replace_path(tmp / "model", out / "model")
-        return str(out / "model")
+        return str(save_model_folder(model, tokenizer, out / "model", chat_template))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

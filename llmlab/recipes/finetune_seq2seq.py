@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -128,19 +127,10 @@ def _test_report(
 
 def _write_model(model: Any, tok: Any, out: Path) -> str:
     """`out/tokenizer.json` and `out/model/` (llmlab checkpoint + tokenizer), each written atomically."""
-    from llmlab.hub import save_tokenizer
-    from llmlab.io import make_temp_dir, replace_path
-    from llmlab.models import save_llmlab
+    from llmlab.hub import save_model_folder, save_tokenizer
 
     save_tokenizer(tok, out, None)
-    tmp = make_temp_dir(out / "outputs")
-    try:
-        save_llmlab(model, tmp / "model")
-        save_tokenizer(tok, tmp / "model", None)
-        replace_path(tmp / "model", out / "model")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(out / "model")
+    return str(save_model_folder(model, tok, out / "model"))
 
 
 def finetune_seq2seq(cfg: Seq2SeqFinetuneConfig, say: Any = print) -> dict[str, Any]:

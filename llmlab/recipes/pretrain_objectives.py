@@ -280,9 +280,8 @@ def pretrain_objective(cfg: ObjectiveConfig, resume: bool = False, say: Any = pr
         FileNotFoundError: a missing corpus / tokenizer, or with `resume` no checkpoint.
         ValueError: an inconsistent setting or an ``out_dir`` that may not be used (one line naming it).
     """
-    import torch
 
-    from llmlab.hub import save_tokenizer
+    from llmlab.hub import save_model_folder
     from llmlab.train.encoder_loop import EncoderObjectiveTrainer, ExampleStream, load_objective_heads
     from llmlab.train.precision import check_runtime
     from llmlab.train.run_dir import open_run
@@ -322,11 +321,7 @@ def pretrain_objective(cfg: ObjectiveConfig, resume: bool = False, say: Any = pr
         say(f"{cfg.objective}: {n_train:,} training examples, {len(val_batches)} val batches; "
             f"{sum(p.numel() for p in module.parameters()):,} parameters")  # fmt: skip
         summary = trainer.fit()
-        out = run.path / MODEL_DIR
-        out.mkdir(exist_ok=True)
-        with torch.no_grad():
-            encoder.to("cpu").save_pretrained(out)
-        save_tokenizer(tokenizer, out, None)
+        out = save_model_folder(encoder.to("cpu"), tokenizer, run.path / MODEL_DIR)
         summary.update(model=str(out), out_dir=str(run.path), train_examples=n_train)
         run.write_summary(summary)
     return summary

@@ -119,9 +119,8 @@ def make_seq2seq_batches(cfg: ObjectiveConfig, tokenizer: Any, ids: dict[str, in
 
 def pretrain_seq2seq_objective(cfg: ObjectiveConfig, resume: bool = False, say: Any = print) -> dict[str, Any]:
     """Run span corruption / text infilling; returns the summary (also in ``out_dir/summary.json``)."""
-    import torch
 
-    from llmlab.hub import save_tokenizer
+    from llmlab.hub import save_model_folder, save_tokenizer
     from llmlab.models import load_model
     from llmlab.models.pretraining_heads import Seq2SeqDenoising
     from llmlab.recipes.pretrain_objectives import MODEL_DIR, identity
@@ -159,8 +158,7 @@ def pretrain_seq2seq_objective(cfg: ObjectiveConfig, resume: bool = False, say: 
         say(f"{cfg.objective}: {n_train:,} training segments, {len(val_batches)} val batches; "
             f"{sum(p.numel() for p in model.parameters()):,} parameters")  # fmt: skip
         summary = trainer.fit()
-        with torch.no_grad():
-            model.to("cpu").save_pretrained(tokenizer_dir)
+        save_model_folder(model.to("cpu"), tokenizer, tokenizer_dir)
         summary.update(model=str(tokenizer_dir), out_dir=str(run.path), train_examples=n_train)
         run.write_summary(summary)
     return summary
