@@ -103,6 +103,7 @@ def build_state(request: ServeRequest, loaded: Any | None = None) -> Any:
         state.extra_routers.append(conversation_routes(state, request.db))
     if embedder is not None:
         state.extra_routers.append(embeddings_router(embedder))
+        state.embedding_model_name = embedder.name
     return state
 
 

@@ -74,8 +74,11 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> dict[str, Any]:
-        entry = {"id": state.model_name, "object": "model", "created": 0, "owned_by": "llmlab"}
-        return {"object": "list", "data": [entry]}
+        names = [state.model_name, *([state.embedding_model_name] if state.embedding_model_name else [])]
+        return {
+            "object": "list",
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "llmlab"} for n in names],
+        }
 
     @app.get("/", include_in_schema=False)
     async def index() -> Any:

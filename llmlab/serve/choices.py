@@ -35,7 +35,8 @@ class ServeState:
         cors_origin: the one origin allowed by CORS (None: no CORS headers at all).
         max_context: prompt + reply tokens per request (<= the engine's max_len).
         max_tokens_cap: the most tokens one choice may generate; a larger max_tokens is refused (400).
-        extra_routers: more FastAPI routers to mount (the conversation store's /api routes).
+        extra_routers: more FastAPI routers to mount (the conversation store's /api routes, /v1/embeddings).
+        embedding_model_name: the encoder /v1/embeddings serves, also listed by /v1/models (None: no encoder).
         ready: False until the model is loaded (GET /health answers 503 until then).
     """
 
@@ -48,6 +49,7 @@ class ServeState:
     max_context: int = 2048
     max_tokens_cap: int = 2048
     extra_routers: list[Any] = field(default_factory=list)
+    embedding_model_name: str | None = None
     ready: bool = True
 
     def chat_stops(self) -> tuple[list[int], list[str]]:

@@ -45,6 +45,8 @@ def test_openai_client_embeddings_equal_embed_texts(server) -> None:
     ids = loaded.tokenizer.encode(TEXTS[1])
     by_ids = client.embeddings.create(model="m", input=[ids], encoding_format="float")  # token ids: same vector
     torch.testing.assert_close(torch.tensor(by_ids.data[0].embedding), want[1], atol=1e-5, rtol=0)
+    listed = [m.id for m in client.models.list().data]  # the chat model and the encoder
+    assert len(listed) == 2 and listed[1] == "all-MiniLM-L6-v2"
 
 
 @pytest.mark.parametrize(
