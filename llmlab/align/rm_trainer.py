@@ -24,8 +24,8 @@ from llmlab.align.reward_model import RewardModel, bradley_terry_loss
 from llmlab.data.preference import PairStream, PreferencePair, collate_pairs
 from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig
 from llmlab.train.distributed import all_reduce_sum
-from llmlab.train.sft_loop import save_trainable
-from llmlab.train.trainer import Trainer, to_device
+from llmlab.train.sft_loop import StreamTrainer
+from llmlab.train.trainer import to_device
 
 _STATS = ("pairs", "correct", "chosen", "rejected", "loss")  # sums kept per step / per evaluation
 
@@ -37,7 +37,7 @@ def pair_rewards(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
     return rewards[:b], rewards[b:]
 
 
-class RewardTrainer(Trainer):
+class RewardTrainer(StreamTrainer):
     """Trains a `RewardModel` on a `PairStream` (see the module docstring).
 
     Args:
@@ -110,16 +110,6 @@ class RewardTrainer(Trainer):
     def _reduced(self, sums: dict[str, float]) -> dict[str, float]:
         values = torch.tensor([sums[k] for k in _STATS], dtype=torch.float64, device=self.device)
         return dict(zip(_STATS, all_reduce_sum(values, self.ctx).tolist(), strict=True))
-
-    # (c) checkpoints: the trainable weights and the stream position
-    def save_weights(self, directory: Path) -> None:
-        save_trainable(self.raw_model, directory)
-
-    def data_state(self) -> dict[str, Any]:
-        return self.stream.state_dict()
-
-    def load_data_state(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state)
 
     # logging and evaluation
     def step_metrics(self) -> dict[str, Any]:

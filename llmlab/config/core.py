@@ -50,6 +50,23 @@ def _explain(exc: OmegaConfBaseException, cls: type, source: str) -> ValueError:
     return ValueError(f"invalid config in {source}: {str(exc).splitlines()[0]}")
 
 
+def peek_key(path: str | os.PathLike | None, overrides: list[str], key: str) -> Any:
+    """The top-level `key` before any config is loaded (to choose which config class loads): the text of the last
+    ``key=value`` override (stripped; empty = None), else the YAML file's value, else None. A file that cannot be
+    read gives None here and is reported by `load_config`."""
+    for item in reversed(overrides):
+        name, sep, value = item.partition("=")
+        if sep and name.strip() == key:
+            return value.strip() or None
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return raw.get(key) if isinstance(raw, dict) else None
+
+
 def load_config(
     cls: type[T],
     path: str | os.PathLike | None = None,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from llmlab.config import load_config
+from llmlab.config import load_config, peek_key
 from llmlab.train.config import (
     DataConfig,
     OptimConfig,
@@ -49,17 +49,8 @@ __all__ = [
 
 def _preset_name(path: str | os.PathLike | None, overrides: list[str]) -> str | None:
     """The ``preset`` given by the last ``preset=`` override, else by the YAML file."""
-    preset = None
-    if path is not None and Path(path).is_file():
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raw = None  # load_config reports it
-        preset = raw.get("preset") if isinstance(raw, dict) else None
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() == "preset":
-            preset = yaml.safe_load(value) if value.strip() else None
+    preset = peek_key(path, overrides, "preset")
+    preset = yaml.safe_load(preset) if isinstance(preset, str) else preset  # an override's text, as YAML reads it
     return str(preset) if preset else None
 
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from llmlab.config import load_config
+from llmlab.config import load_config, peek_key
 from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig, check_renamed_keys, validate_training
 
 OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "electra", "span_corruption", "text_infilling", "simcse", "supcon")
@@ -31,19 +28,9 @@ LANGUAGES = ("en", "zh")
 def objective_name(path: str | os.PathLike | None, overrides: list[str]) -> str:
     """The ``objective`` given by the last ``objective=`` override, else by the YAML file, else ``clm``.
 
-    `llmlab pretrain` dispatches on it before loading either config (like `recipes.pretrain._preset_name`).
+    `llmlab pretrain` dispatches on it before loading either config (`llmlab.config.peek_key`).
     """
-    objective = None
-    if path is not None and Path(path).is_file():
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raw = None  # load_config reports it
-        objective = raw.get("objective") if isinstance(raw, dict) else None
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() == "objective":
-            objective = value.strip() or None
+    objective = peek_key(path, overrides, "objective")
     return str(objective) if objective else DECODER_OBJECTIVE
 
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from llmlab.config import load_config
+from llmlab.config import load_config, peek_key
 from llmlab.data.tasks import TASKS, check_task
 from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig, check_renamed_keys, validate_training
 
@@ -136,17 +133,7 @@ def peek_task(config: str | os.PathLike | None, overrides: list[str]) -> str | N
     """The `task` key of the overrides (last wins) or else of the YAML file: which fine-tuning runs
     (None: supervised fine-tuning of a chat model; "seq2seq": `llmlab.recipes.finetune_seq2seq`; any other
     task: `llmlab.recipes.finetune_task`). A file that cannot be read is left to the config loader to report."""
-    for item in reversed(overrides):
-        key, sep, value = item.partition("=")
-        if sep and key.strip() == "task":
-            return value.strip() or None
-    if config is None or not Path(config).is_file():
-        return None
-    try:
-        raw = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        return None
-    task = raw.get("task") if isinstance(raw, dict) else None
+    task = peek_key(config, overrides, "task")
     return str(task) if task else None
 
 

@@ -24,8 +24,8 @@ from llmlab.data.seq2seq import IGNORE_INDEX, Seq2SeqBatchStream, Seq2SeqExample
 from llmlab.eval.metrics.text import bleu, chrf, rouge
 from llmlab.generate.seq2seq import seq2seq_generate
 from llmlab.train.config import OptimConfig, ScheduleConfig, TrainConfig
-from llmlab.train.sft_loop import save_trainable
-from llmlab.train.trainer import Trainer, to_device
+from llmlab.train.sft_loop import StreamTrainer
+from llmlab.train.trainer import to_device
 
 
 @torch.no_grad()
@@ -77,7 +77,7 @@ def text_metrics(hypotheses: Sequence[str], references: Sequence[str], lang: str
     }
 
 
-class Seq2SeqTrainer(Trainer):
+class Seq2SeqTrainer(StreamTrainer):
     """Fine-tunes (or trains from scratch) an encoder-decoder on `Seq2SeqBatchStream` batches.
 
     Args:
@@ -123,15 +123,6 @@ class Seq2SeqTrainer(Trainer):
     def batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over the target tokens of the micro-batch."""
         return self.model(batch["input_ids"], batch["labels"], attention_mask=batch["attention_mask"]).loss
-
-    def save_weights(self, directory: Path) -> None:
-        save_trainable(self.raw_model, directory)
-
-    def data_state(self) -> dict[str, Any]:
-        return self.stream.state_dict()
-
-    def load_data_state(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state)
 
     @property
     def can_evaluate(self) -> bool:

@@ -189,7 +189,23 @@ def load_trainable(model: nn.Module, ckpt_dir: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- loop
-class SFTTrainer(Trainer):
+class StreamTrainer(Trainer):
+    """A `Trainer` whose checkpoint is the trainable parameters (`save_trainable`) plus the position of one batch
+    stream, `self.stream` (`state_dict` / `load_state_dict`): SFT, reward models, seq2seq and task heads."""
+
+    stream: Any
+
+    def save_weights(self, directory: Path) -> None:
+        save_trainable(self.raw_model, directory)
+
+    def data_state(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+
+class SFTTrainer(StreamTrainer):
     """Fine-tunes the trainable parameters of a model on `SFTBatchStream` batches (see the module docstring).
 
     Args:
@@ -243,16 +259,6 @@ class SFTTrainer(Trainer):
         self._sums = [a + b for a, b in zip(self._sums, sums, strict=True)]
         self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
         return losses.sum() / max(1, self.loss_units(batch))
-
-    # (c) a checkpoint: the trainable parameters only
-    def save_weights(self, directory: Path) -> None:
-        save_trainable(self.raw_model, directory)
-
-    def data_state(self) -> dict[str, Any]:
-        return self.stream.state_dict()
-
-    def load_data_state(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state)
 
     # logging, evaluation, summary
     def step_metrics(self) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from torch import nn
 
 from llmlab.data.sft import MixtureSampler
 from llmlab.data.tasks import TaskExample, collate_examples, first_subtoken_positions
-from llmlab.train.sft_loop import save_trainable
-from llmlab.train.trainer import Trainer, to_device
+from llmlab.train.sft_loop import StreamTrainer
+from llmlab.train.trainer import to_device
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -180,7 +180,7 @@ MAIN_METRIC = {
 }
 
 
-class TaskTrainer(Trainer):
+class TaskTrainer(StreamTrainer):
     """Fine-tunes a `TaskHeadModel` on `TaskBatchStream` batches (see the module docstring).
 
     Args:
@@ -217,15 +217,6 @@ class TaskTrainer(Trainer):
 
     def batch_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         return forward_batch(self.model, batch).loss
-
-    def save_weights(self, directory: Path) -> None:
-        save_trainable(self.raw_model, directory)
-
-    def data_state(self) -> dict[str, Any]:
-        return self.stream.state_dict()
-
-    def load_data_state(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state)
 
     @property
     def can_evaluate(self) -> bool:
